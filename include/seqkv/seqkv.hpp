@@ -11,3 +11,6 @@
 #include "seqkv/core/file_io.hpp"
 #include "seqkv/core/float_formats.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/checksum.hpp"
+
+#include "seqkv/api.hpp"

@@ -1,0 +1,45 @@
+// One-call entry points: compress a cache into a .skv image and decode all of it or a range.
+#pragma once
+
+#include <optional>
+
+#include "seqkv/codec/registry.hpp"
+#include "seqkv/format/stream.hpp"
+
+namespace seqkv {
+
+/// What compress() records and how it cuts the cache.
+struct compress_options {
+    format::codec_config codec = lossless_config();
+    std::uint32_t chunk_tokens = 256;
+    std::map<std::string, std::string> metadata;
+};
+
+/// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
+template <backend::Backend Backend = backend::simd>
+byte_vector compress(const kv_cache_view& cache, const compress_options& options = {},
+                     std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
+    format::preamble p;
+    p.layout = cache.layout;
+    p.codec = options.codec;
+    p.chunk_tokens = options.chunk_tokens;
+    p.has_token_ids = !token_ids.empty();
+    p.has_nll = !nll.empty();
+    p.metadata = options.metadata;
+    byte_vector out;
+    format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
+                                 make_codec<Backend>(options.codec));
+    writer.append(cache, 0, cache.layout.tokens, token_ids, nll);
+    writer.finish();
+    return out;
+}
+
+/// Decodes tokens [begin, end) (default: all) of a .skv image.
+template <backend::Backend Backend = backend::simd>
+chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin = 0,
+                        std::optional<std::uint64_t> end = std::nullopt) {
+    format::stream_reader reader(file);
+    return reader.decode(make_codec<Backend>(reader.header().codec), begin, end);
+}
+
+}  // namespace seqkv

@@ -1,0 +1,32 @@
+// Type-erased chunk codec: what the container holds once a runtime configuration has been
+// mapped to a compile-time composed codec.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "seqkv/codec/chunk_codec.hpp"
+
+namespace seqkv {
+
+/// A ChunkCodec behind std::function, plus a short human-readable description.
+struct any_chunk_codec {
+    std::function<byte_vector(const chunk_input&)> encode;
+    std::function<void(std::span<const std::uint8_t>, const chunk_input&, chunk_buffer&)> decode;
+    std::string description;
+
+    /// Wraps a concrete codec (copied into shared state).
+    template <ChunkCodec C>
+    static any_chunk_codec wrap(C codec, std::string description) {
+        auto shared = std::make_shared<const C>(std::move(codec));
+        return {[shared](const chunk_input& in) { return shared->encode(in); },
+                [shared](std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) {
+                    shared->decode(payload, in, out);
+                },
+                std::move(description)};
+    }
+};
+
+}  // namespace seqkv

@@ -1,0 +1,23 @@
+// The ChunkCodec concept: turns one chunk of a KV cache into a self-contained payload and back.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <span>
+
+#include "seqkv/codec/chunk.hpp"
+
+namespace seqkv {
+
+/// A codec the container can drive. encode() reads tokens [in.begin, in.end) of in.cache;
+/// decode() fills a chunk_buffer already sized for the chunk's layout and must throw
+/// format_error (never crash or over-read) on a corrupt payload. `side` carries the chunk's
+/// token ids / nll as the container stored them (identical on both sides).
+template <class C>
+concept ChunkCodec = requires(const C& codec, const chunk_input& in, std::span<const std::uint8_t> payload,
+                              chunk_buffer& out) {
+    { codec.encode(in) } -> std::same_as<byte_vector>;
+    { codec.decode(payload, in, out) } -> std::same_as<void>;
+};
+
+}  // namespace seqkv
