@@ -9,7 +9,7 @@ function(run_step)
 endfunction()
 run_step(${CMAKE_COMMAND} -S ${SEQKV_SOURCE_DIR} -B ${WORK_DIR}/seqkv-build
   -DCMAKE_INSTALL_PREFIX=${prefix} -DSEQKV_BUILD_TESTS=OFF -DSEQKV_BUILD_EXAMPLES=OFF
-  -DSEQKV_BUILD_BENCH=OFF -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER})
+  -DSEQKV_BUILD_BENCH=OFF -DSEQKV_BUILD_CLI=OFF -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER})
 run_step(${CMAKE_COMMAND} --install ${WORK_DIR}/seqkv-build)
 if(NOT EXISTS ${prefix}/share/pkgconfig/seqkv.pc)
   message(FATAL_ERROR "pkg-config file was not installed")

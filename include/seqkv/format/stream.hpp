@@ -14,8 +14,47 @@
 
 namespace seqkv::format {
 
-/// Receives the file's bytes in order; e.g. appends to a vector or writes to a file.
+/// Byte sink that receives the file's bytes in order; e.g. appends to a vector or writes to a file.
 using byte_sink = std::function<void(std::span<const std::uint8_t>)>;
+
+/// Appends the attachments, the chunk index and the trailer of a stream whose chunk records end
+/// at byte `offset`.
+inline void append_tail(byte_vector& out, std::uint64_t offset, std::span<const chunk_entry> chunks,
+                        std::span<const attachment> attachments, std::uint64_t tokens) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> places;
+    for (const auto& a : attachments) {
+        byte_vector rec;
+        byte_writer w(rec);
+        w.put_string(a.name);
+        w.put<std::uint64_t>(a.bytes.size());
+        w.put_bytes(a.bytes);
+        w.put<std::uint32_t>(crc32c(rec));
+        places.emplace_back(offset, rec.size());
+        offset += rec.size();
+        out.insert(out.end(), rec.begin(), rec.end());
+    }
+    byte_vector index;
+    byte_writer w(index);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(chunks.size()));
+    for (const auto& c : chunks) {
+        w.put<std::uint64_t>(c.offset);
+        w.put<std::uint64_t>(c.first_token);
+        w.put<std::uint32_t>(c.tokens);
+        w.put<std::uint32_t>(c.record_bytes);
+    }
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(places.size()));
+    for (auto [off, len] : places) {
+        w.put<std::uint64_t>(off);
+        w.put<std::uint64_t>(len);
+    }
+    const std::uint64_t index_bytes = index.size();
+    w.put<std::uint64_t>(offset);  // where the index starts
+    w.put<std::uint64_t>(index_bytes);
+    w.put<std::uint64_t>(tokens);
+    w.put<std::uint32_t>(crc32c(index));
+    w.put_bytes(trailer_magic);
+    out.insert(out.end(), index.begin(), index.end());
+}
 
 /// Writes a .skv stream chunk by chunk. Call finish() once at the end; a stream without its
 /// trailer is incomplete (the reader rejects it).
@@ -107,38 +146,9 @@ public:
     void finish() {
         require_usage(!finished_, "stream_writer: finish called twice");
         if (staged_ > 0) flush();
-        std::vector<std::pair<std::uint64_t, std::uint64_t>> attachment_places;
-        for (const auto& a : attachments_) {
-            byte_vector rec;
-            byte_writer w(rec);
-            w.put_string(a.name);
-            w.put<std::uint64_t>(a.bytes.size());
-            w.put_bytes(a.bytes);
-            w.put<std::uint32_t>(crc32c(rec));
-            attachment_places.emplace_back(offset_, rec.size());
-            emit(rec);
-        }
-        byte_vector index;
-        byte_writer w(index);
-        w.put<std::uint32_t>(static_cast<std::uint32_t>(chunks_.size()));
-        for (const auto& c : chunks_) {
-            w.put<std::uint64_t>(c.offset);
-            w.put<std::uint64_t>(c.first_token);
-            w.put<std::uint32_t>(c.tokens);
-            w.put<std::uint32_t>(c.record_bytes);
-        }
-        w.put<std::uint32_t>(static_cast<std::uint32_t>(attachment_places.size()));
-        for (auto [off, len] : attachment_places) {
-            w.put<std::uint64_t>(off);
-            w.put<std::uint64_t>(len);
-        }
-        const std::uint64_t index_offset = offset_;
-        w.put<std::uint64_t>(index_offset);
-        w.put<std::uint64_t>(index.size() - 8);  // index bytes before this field
-        w.put<std::uint64_t>(tokens_written_);
-        w.put<std::uint32_t>(crc32c(index));
-        w.put_bytes(trailer_magic);
-        emit(index);
+        byte_vector tail;
+        append_tail(tail, offset_, chunks_, attachments_, tokens_written_);
+        emit(tail);
         finished_ = true;
     }
 
@@ -267,6 +277,11 @@ public:
     /// nll of every token (empty if the stream has none).
     std::vector<float> nll() const { return side_data<float>(&chunk_record::nll, header_.has_nll); }
 
+    /// Byte offset where the chunk records end (attachments, then the index, follow).
+    std::uint64_t chunks_end() const { return chunks_.empty() ? data_begin_ : chunks_.back().offset + chunks_.back().record_bytes; }
+    /// All attachments, in file order.
+    const std::vector<attachment>& attachments() const { return attachments_; }
+
     /// Names of the attachments, in file order.
     std::vector<std::string> attachment_names() const {
         std::vector<std::string> names;
@@ -353,5 +368,17 @@ private:
     std::vector<chunk_entry> chunks_;
     std::vector<attachment> attachments_;
 };
+
+/// A copy of a complete stream with attachment `name` added (or replaced); chunks are untouched.
+inline byte_vector with_attachment(std::span<const std::uint8_t> file, std::string name, byte_vector bytes) {
+    stream_reader reader(file);
+    std::vector<attachment> atts;
+    for (const auto& a : reader.attachments())
+        if (a.name != name) atts.push_back(a);
+    atts.push_back({std::move(name), std::move(bytes)});
+    byte_vector out(file.begin(), file.begin() + static_cast<std::ptrdiff_t>(reader.chunks_end()));
+    append_tail(out, out.size(), reader.chunks(), atts, reader.tokens());
+    return out;
+}
 
 }  // namespace seqkv::format

@@ -1,0 +1,260 @@
+// End-to-end lossless benchmark: seqkv vs zstd -3/-19, lz4, blosc (byte/bit shuffle + zstd) and
+// fpzip (on the fp32 view) on the same real KV bytes, in one run. Data: every
+// data/kv/*.safetensors (or the files in $SEQKV_KV_FILES, colon-separated), as stored (bf16) and
+// converted to fp8 e4m3 with a per-tensor scale (as engines store fp8 KV).
+// Prints Google Benchmark rows and then a summary table: ratio, encode / decode MB/s per core.
+#include <benchmark/benchmark.h>
+#include <blosc.h>
+#include <fpzip.h>
+#include <lz4.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/seqkv.hpp"
+
+namespace {
+
+using seqkv::byte_vector;
+
+struct dataset {
+    std::string name;
+    seqkv::kv_layout layout;
+    std::vector<byte_vector> k, v;  // per layer, [H, T, D] raw
+    byte_vector flat;               // all K then V tensors concatenated (what peers compress)
+    std::vector<float> as_f32;      // fp32 view for fpzip
+
+    seqkv::kv_cache_view view() const {
+        seqkv::kv_cache_view c;
+        c.layout = layout;
+        const auto s = seqkv::kv_strides::head_major(layout.tokens, layout.head_dim);
+        for (std::uint32_t l = 0; l < layout.layers; ++l) {
+            c.keys.push_back({k[l].data(), layout.type, layout.kv_heads, layout.tokens, layout.head_dim, s});
+            c.values.push_back({v[l].data(), layout.type, layout.kv_heads, layout.tokens, layout.head_dim, s});
+        }
+        return c;
+    }
+};
+
+std::vector<std::filesystem::path> input_files() {
+    std::vector<std::filesystem::path> files;
+    if (const char* env = std::getenv("SEQKV_KV_FILES")) {
+        std::stringstream ss(env);
+        for (std::string p; std::getline(ss, p, ':');)
+            if (!p.empty()) files.emplace_back(p);
+        return files;
+    }
+    const auto dir = std::filesystem::path(SEQKV_DATA_DIR) / "kv";
+    if (std::filesystem::exists(dir))
+        for (const auto& e : std::filesystem::directory_iterator(dir))
+            if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+// All input files' KV, concatenated along the token axis requires equal shapes; instead each file
+// is its own dataset and the summary sums bytes over files.
+std::vector<dataset> load_datasets(bool fp8) {
+    std::vector<dataset> out;
+    for (const auto& path : input_files()) {
+        auto file = seqkv::io::safetensors_file::load(path);
+        const auto view = seqkv::io::kv_view(file);
+        dataset d;
+        d.name = path.stem().string();
+        d.layout = view.layout;
+        if (fp8) d.layout.type = seqkv::dtype::f8_e4m3;
+        const std::size_t n = view.layout.elements_per_tensor();
+        for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+            for (auto kind : {seqkv::kv_kind::key, seqkv::kv_kind::value}) {
+                const auto& t = view.tensor(l, kind);
+                byte_vector raw(t.data, t.data + n * seqkv::dtype_size(t.type));
+                if (fp8) {
+                    float amax = 0;
+                    for (std::size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(seqkv::load_as_float(raw.data(), t.type, i)));
+                    const float scale = amax > 0 ? 448.0f / amax : 1.0f;
+                    byte_vector q(n);
+                    for (std::size_t i = 0; i < n; ++i) q[i] = seqkv::float_to_fp8_e4m3(seqkv::load_as_float(raw.data(), t.type, i) * scale);
+                    raw = std::move(q);
+                }
+                for (std::size_t i = 0; i < n; ++i) d.as_f32.push_back(seqkv::load_as_float(raw.data(), d.layout.type, i));
+                d.flat.insert(d.flat.end(), raw.begin(), raw.end());
+                (kind == seqkv::kv_kind::key ? d.k : d.v).push_back(std::move(raw));
+            }
+        out.push_back(std::move(d));
+    }
+    return out;
+}
+
+struct codec_fns {
+    std::string name;
+    std::function<byte_vector(const dataset&)> encode;
+    std::function<void(const dataset&, const byte_vector&, byte_vector&)> decode;  // into flat-sized output
+};
+
+byte_vector zstd_encode(const byte_vector& in, int level) {
+    byte_vector out(ZSTD_compressBound(in.size()));
+    out.resize(ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level));
+    return out;
+}
+
+std::vector<codec_fns> codecs() {
+    std::vector<codec_fns> c;
+    c.push_back({"seqkv-lossless",
+                 [](const dataset& d) { return seqkv::compress(d.view(), {.codec = seqkv::lossless_config(), .chunk_tokens = 256, .metadata = {}}); },
+                 [](const dataset&, const byte_vector& z, byte_vector& out) {
+                     auto b = seqkv::decompress(z);
+                     std::copy(b.bytes.begin(), b.bytes.end(), out.begin());
+                 }});
+    c.push_back({"seqkv-lossless-scalar",
+                 [](const dataset& d) { return seqkv::compress(d.view(), {.codec = seqkv::lossless_config(), .chunk_tokens = 256, .metadata = {}}); },
+                 [](const dataset&, const byte_vector& z, byte_vector& out) {
+                     auto b = seqkv::decompress<seqkv::backend::scalar>(z);
+                     std::copy(b.bytes.begin(), b.bytes.end(), out.begin());
+                 }});
+    for (int level : {3, 19})
+        c.push_back({"zstd-" + std::to_string(level), [level](const dataset& d) { return zstd_encode(d.flat, level); },
+                     [](const dataset&, const byte_vector& z, byte_vector& out) {
+                         if (ZSTD_isError(ZSTD_decompress(out.data(), out.size(), z.data(), z.size()))) throw std::runtime_error("zstd");
+                     }});
+    c.push_back({"lz4",
+                 [](const dataset& d) {
+                     byte_vector out(LZ4_compressBound(int(d.flat.size())));
+                     out.resize(LZ4_compress_default(reinterpret_cast<const char*>(d.flat.data()), reinterpret_cast<char*>(out.data()),
+                                                      int(d.flat.size()), int(out.size())));
+                     return out;
+                 },
+                 [](const dataset&, const byte_vector& z, byte_vector& out) {
+                     if (LZ4_decompress_safe(reinterpret_cast<const char*>(z.data()), reinterpret_cast<char*>(out.data()), int(z.size()),
+                                             int(out.size())) < 0)
+                         throw std::runtime_error("lz4");
+                 }});
+    for (auto [shuffle, label] : {std::pair{BLOSC_SHUFFLE, "blosc-zstd-byteshuffle"}, std::pair{BLOSC_BITSHUFFLE, "blosc-zstd-bitshuffle"}})
+        c.push_back({label,
+                     [shuffle](const dataset& d) {
+                         byte_vector out(d.flat.size() + BLOSC_MAX_OVERHEAD);
+                         const int n = blosc_compress_ctx(9, shuffle, seqkv::dtype_size(d.layout.type), d.flat.size(), d.flat.data(),
+                                                          out.data(), out.size(), "zstd", 0, 1);
+                         out.resize(std::max(n, 0));
+                         return out;
+                     },
+                     [](const dataset&, const byte_vector& z, byte_vector& out) {
+                         if (blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) < 0) throw std::runtime_error("blosc");
+                     }});
+    c.push_back({"fpzip-f32view",
+                 [](const dataset& d) {
+                     byte_vector out(d.as_f32.size() * 4 + 1024);
+                     FPZ* f = fpzip_write_to_buffer(out.data(), out.size());
+                     f->type = FPZIP_TYPE_FLOAT;
+                     f->prec = 0;
+                     f->nx = int(d.layout.head_dim);
+                     f->ny = int(d.layout.tokens);
+                     f->nz = int(d.layout.kv_heads);
+                     f->nf = int(2 * d.layout.layers);
+                     fpzip_write_header(f);
+                     const size_t n = fpzip_write(f, d.as_f32.data());
+                     fpzip_write_close(f);
+                     out.resize(n);
+                     return out;
+                 },
+                 [](const dataset& d, const byte_vector& z, byte_vector& out) {
+                     std::vector<float> back(d.as_f32.size());
+                     FPZ* f = fpzip_read_from_buffer(z.data());
+                     fpzip_read_header(f);
+                     fpzip_read(f, back.data());
+                     fpzip_read_close(f);
+                     for (std::size_t i = 0; i < back.size(); ++i) seqkv::store_from_float(out.data(), d.layout.type, i, back[i]);
+                 }});
+    return c;
+}
+
+struct result {
+    double ratio = 0, encode_mbps = 0, decode_mbps = 0;
+};
+std::map<std::pair<std::string, std::string>, result> results;  // (dtype, codec) -> result
+
+void register_all(const std::string& dtype_label, const std::vector<dataset>& sets) {
+    for (const auto& codec : codecs()) {
+        // Verify every peer round-trips bit-exactly before timing it (a benchmark of a broken codec is worthless).
+        std::uint64_t raw = 0, coded = 0;
+        std::vector<byte_vector> encoded;
+        for (const auto& d : sets) {
+            encoded.push_back(codec.encode(d));
+            byte_vector back(d.flat.size());
+            codec.decode(d, encoded.back(), back);
+            if (back != d.flat) std::fprintf(stderr, "WARNING: %s is not bit-exact on %s\n", codec.name.c_str(), d.name.c_str());
+            raw += d.flat.size();
+            coded += encoded.back().size();
+        }
+        results[{dtype_label, codec.name}].ratio = double(raw) / double(coded);
+        benchmark::RegisterBenchmark(("encode/" + dtype_label + "/" + codec.name).c_str(), [=, &sets](benchmark::State& st) {
+            for (auto _ : st)
+                for (const auto& d : sets) benchmark::DoNotOptimize(codec.encode(d));
+            st.SetBytesProcessed(std::int64_t(st.iterations() * raw));
+            st.counters["ratio"] = double(raw) / double(coded);
+        })->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark(("decode/" + dtype_label + "/" + codec.name).c_str(), [=, &sets](benchmark::State& st) {
+            std::vector<byte_vector> outs;
+            for (const auto& d : sets) outs.emplace_back(d.flat.size());
+            for (auto _ : st)
+                for (std::size_t i = 0; i < sets.size(); ++i) {
+                    codec.decode(sets[i], encoded[i], outs[i]);
+                    benchmark::DoNotOptimize(outs[i].data());
+                }
+            st.SetBytesProcessed(std::int64_t(st.iterations() * raw));
+            st.counters["ratio"] = double(raw) / double(coded);
+        })->Unit(benchmark::kMillisecond);
+    }
+}
+
+// Captures bytes/second per run for the summary table.
+class summary_reporter : public benchmark::ConsoleReporter {
+public:
+    void ReportRuns(const std::vector<Run>& runs) override {
+        ConsoleReporter::ReportRuns(runs);
+        for (const auto& r : runs) {
+            const std::string name = r.benchmark_name();
+            const auto a = name.find('/'), b = name.find('/', a + 1);
+            const std::string op = name.substr(0, a), dt = name.substr(a + 1, b - a - 1);
+            std::string codec = name.substr(b + 1);
+            codec = codec.substr(0, codec.find('/'));
+            const auto it = r.counters.find("bytes_per_second");
+            const double mbps = it != r.counters.end() ? double(it->second) / 1e6 : 0;
+            auto& res = results[{dt, codec}];
+            (op == "encode" ? res.encode_mbps : res.decode_mbps) = mbps;
+        }
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    const auto bf16 = load_datasets(false);
+    const auto fp8 = load_datasets(true);
+    if (bf16.empty()) {
+        std::fprintf(stderr, "no KV files: put safetensors dumps in data/kv or set SEQKV_KV_FILES\n");
+        return 1;
+    }
+    std::string files;
+    for (const auto& d : bf16) files += " " + d.name;
+    register_all(std::string(seqkv::dtype_name(bf16[0].layout.type)), bf16);
+    register_all("F8_E4M3", fp8);
+    summary_reporter reporter;
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+    std::printf("\nLossless summary on real KV (%s), single thread, bytes = KV bytes in the stored dtype:\n", files.c_str());
+    std::printf("%-9s %-24s %8s %12s %12s\n", "dtype", "codec", "ratio", "enc MB/s", "dec MB/s");
+    for (const auto& [key, r] : results)
+        std::printf("%-9s %-24s %8.3f %12.1f %12.1f\n", key.first.c_str(), key.second.c_str(), r.ratio, r.encode_mbps, r.decode_mbps);
+    std::printf("(fpzip codes the exact fp32 view of the same values; its ratio is against the stored dtype's bytes.)\n");
+    benchmark::Shutdown();
+    return 0;
+}

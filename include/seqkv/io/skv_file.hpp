@@ -1,0 +1,194 @@
+// A whole safetensors KV dump <-> .skv: the K/V tensors go through the chosen codec, `tokens`
+// (I32 [T]) and `nll` (F32 [T]) ride in the chunk records, every other tensor is kept in the
+// "tensors" attachment (float tensors lossless-coded, the rest stored), and `__metadata__` is
+// kept in the preamble. Decoding gives back every tensor, for all tokens or a token range.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "seqkv/api.hpp"
+#include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/io/safetensors.hpp"
+
+namespace seqkv::io {
+
+/// Name of the attachment holding the non-KV tensors.
+inline constexpr const char* tensors_attachment = "tensors";
+
+namespace detail {
+
+// Extra tensor record: name, dtype code, rank, dims, mode (0 = stored, 1 = lossless planes), u64 len, bytes.
+inline void put_extra_tensor(byte_writer& w, const tensor_entry& t) {
+    w.put_string(t.name);
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(t.type));
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(t.shape.size()));
+    for (auto d : t.shape) w.put<std::uint64_t>(d);
+    // Float tensors are coded as [rows, 1, last dim] blocks: channels = the last axis.
+    const bool planes = is_kv_float(t.type) && !t.shape.empty() && t.shape.back() > 0 && t.element_count() >= 64;
+    if (planes) {
+        const lossless::block_shape s{1, t.element_count() / t.shape.back(), static_cast<std::uint32_t>(t.shape.back())};
+        const auto coded = lossless::encode_block(t.bytes, t.type, s);
+        w.put<std::uint8_t>(1);
+        w.put<std::uint64_t>(coded.size());
+        w.put_bytes(coded);
+    } else {
+        w.put<std::uint8_t>(0);
+        w.put<std::uint64_t>(t.bytes.size());
+        w.put_bytes(t.bytes);
+    }
+}
+
+struct extra_tensor {
+    std::string name;
+    dtype type;
+    std::vector<std::uint64_t> shape;
+    byte_vector bytes;
+};
+
+inline extra_tensor get_extra_tensor(byte_reader& r) {
+    extra_tensor t;
+    t.name = r.get_string();
+    const auto type = dtype_from_code(r.get<std::uint8_t>());
+    if (!type) throw format_error("tensors attachment: unknown dtype");
+    t.type = *type;
+    const auto rank = r.get<std::uint8_t>();
+    if (rank > 8) throw format_error("tensors attachment: rank > 8");
+    std::uint64_t count = 1;
+    for (int i = 0; i < rank; ++i) {
+        const auto d = r.get<std::uint64_t>();
+        if (d != 0 && count > (1ull << 40) / d) throw limit_error("tensors attachment: tensor too large");
+        count *= d;
+        t.shape.push_back(d);
+    }
+    const auto mode = r.get<std::uint8_t>();
+    const auto len = r.get<std::uint64_t>();
+    const auto bytes = r.get_bytes(len);
+    const std::uint64_t need = count * dtype_size(t.type);
+    if (mode == 0) {
+        if (len != need) throw format_error("tensors attachment: stored size mismatch for '" + t.name + "'");
+        t.bytes.assign(bytes.begin(), bytes.end());
+    } else if (mode == 1) {
+        if (!is_kv_float(t.type) || rank == 0 || t.shape.back() == 0 || t.shape.back() > 0xffffffffull)
+            throw format_error("tensors attachment: bad coded tensor '" + t.name + "'");
+        // A coded tensor cannot expand past what its compressed bytes could plausibly hold.
+        if (need > 64 * (len + 1024)) throw limit_error("tensors attachment: implausible expansion");
+        t.bytes.resize(need);
+        lossless::decode_block(bytes, t.type, {1, count / t.shape.back(), std::uint32_t(t.shape.back())}, t.bytes);
+    } else {
+        throw format_error("tensors attachment: unknown mode");
+    }
+    return t;
+}
+
+}  // namespace detail
+
+/// Compression summary of one file.
+struct skv_summary {
+    std::uint64_t input_bytes = 0;   // whole safetensors file
+    std::uint64_t kv_bytes = 0;      // K/V tensors only, in their dtype
+    std::uint64_t output_bytes = 0;  // whole .skv
+    std::uint64_t kv_coded_bytes = 0;  // chunk records only
+    double encode_seconds = 0;
+};
+
+/// Compresses a parsed KV safetensors file into a .skv image.
+template <backend::Backend Backend = backend::simd>
+byte_vector compress_safetensors(const safetensors_file& file, const compress_options& options, skv_summary* summary = nullptr) {
+    const auto start = std::chrono::steady_clock::now();
+    const kv_cache_view cache = kv_view(file);
+    const auto T = cache.layout.tokens;
+    std::vector<std::int32_t> ids;
+    std::vector<float> nll;
+    const tensor_entry* tok = file.find("tokens");
+    const tensor_entry* nl = file.find("nll");
+    const bool use_tokens = tok && tok->type == dtype::i32 && tok->shape == std::vector<std::uint64_t>{T};
+    const bool use_nll = nl && nl->type == dtype::f32 && nl->shape == std::vector<std::uint64_t>{T};
+    if (use_tokens) {
+        ids.resize(T);
+        for (std::uint64_t i = 0; i < T; ++i) ids[i] = static_cast<std::int32_t>(load_le32(tok->bytes.data() + 4 * i));
+    }
+    if (use_nll) {
+        nll.resize(T);
+        for (std::uint64_t i = 0; i < T; ++i) nll[i] = std::bit_cast<float>(load_le32(nl->bytes.data() + 4 * i));
+    }
+    format::preamble p;
+    p.layout = cache.layout;
+    p.codec = options.codec;
+    p.chunk_tokens = options.chunk_tokens;
+    p.has_token_ids = use_tokens;
+    p.has_nll = use_nll;
+    p.metadata = file.metadata();
+    for (const auto& [k, v] : options.metadata) p.metadata[k] = v;
+    byte_vector out;
+    format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
+                                 make_codec<Backend>(options.codec));
+    writer.append(cache, 0, T, ids, nll);
+    const std::uint64_t after_chunks = writer.bytes_written();
+    byte_vector extras;
+    byte_writer w(extras);
+    std::uint32_t n_extra = 0;
+    for (const auto& t : file.tensors())
+        if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll")) ++n_extra;
+    w.put<std::uint32_t>(n_extra);
+    for (const auto& t : file.tensors())
+        if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll"))
+            detail::put_extra_tensor(w, t);
+    writer.add_attachment(tensors_attachment, std::move(extras));
+    writer.finish();
+    if (summary) {
+        summary->kv_bytes = cache.layout.total_bytes();
+        summary->output_bytes = out.size();
+        summary->kv_coded_bytes = after_chunks;
+        summary->encode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    return out;
+}
+
+/// Decodes a .skv image back into a safetensors image (all tokens, or [begin, end)).
+/// Tensors with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
+template <backend::Backend Backend = backend::simd>
+byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
+                                      std::optional<std::uint64_t> end_opt = std::nullopt) {
+    format::stream_reader reader(skv);
+    const std::uint64_t T = reader.tokens();
+    const std::uint64_t end = end_opt.value_or(T);
+    const chunk_buffer kv = reader.decode(make_codec<Backend>(reader.header().codec), begin, end);
+    const std::uint64_t n = end - begin;
+    safetensors_builder b;
+    b.set_metadata(reader.header().metadata);
+    const kv_layout& L = kv.layout;
+    for (std::uint32_t l = 0; l < L.layers; ++l)
+        for (kv_kind kind : {kv_kind::key, kv_kind::value})
+            b.add(kv_tensor_name(l, kind), L.type, {L.kv_heads, n, L.head_dim}, kv.block(l, kind));
+    if (reader.header().has_token_ids) {
+        const auto ids = reader.token_ids();
+        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(ids.data() + begin), n * 4));
+    }
+    if (reader.header().has_nll) {
+        const auto nll = reader.nll();
+        b.add("nll", dtype::f32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(nll.data() + begin), n * 4));
+    }
+    if (auto extras = reader.find_attachment(tensors_attachment)) {
+        byte_reader r(*extras, "tensors attachment");
+        const auto count = r.get<std::uint32_t>();
+        if (count > extras->size()) throw format_error("tensors attachment: tensor count");
+        for (std::uint32_t i = 0; i < count; ++i) {
+            auto t = detail::get_extra_tensor(r);
+            if (t.shape.size() == 3 && t.shape[1] == T && (begin != 0 || end != T)) {
+                const std::size_t row = t.shape[2] * dtype_size(t.type);
+                byte_vector sliced;
+                for (std::uint64_t h = 0; h < t.shape[0]; ++h)
+                    sliced.insert(sliced.end(), t.bytes.begin() + (h * T + begin) * row, t.bytes.begin() + (h * T + end) * row);
+                t.shape[1] = n;
+                t.bytes = std::move(sliced);
+            }
+            b.add(t.name, t.type, t.shape, t.bytes);
+        }
+        if (!r.at_end()) throw format_error("tensors attachment: trailing bytes");
+    }
+    return b.serialize();
+}
+
+}  // namespace seqkv::io

@@ -1,0 +1,117 @@
+// safetensors <-> .skv: every tensor and the metadata come back; ranges slice the token axis.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "seqkv/io/skv_file.hpp"
+
+namespace {
+
+using namespace seqkv;
+using io::safetensors_builder;
+using io::safetensors_file;
+
+byte_vector random_bytes(std::size_t n, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    byte_vector b(n);
+    for (auto& x : b) x = static_cast<std::uint8_t>(rng());
+    return b;
+}
+
+byte_vector bf16_normal(std::size_t n, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0, 1);
+    byte_vector b(2 * n);
+    for (std::size_t i = 0; i < n; ++i) store_from_float(b.data(), dtype::bf16, i, d(rng));
+    return b;
+}
+
+constexpr std::uint64_t T = 37;
+
+byte_vector make_dump() {
+    safetensors_builder b;
+    std::vector<std::int32_t> ids(T);
+    std::vector<float> nll(T);
+    for (std::uint64_t t = 0; t < T; ++t) {
+        ids[t] = std::int32_t(t * 7 % 11);
+        nll[t] = 0.25f * float(t);
+    }
+    b.add("tokens", dtype::i32, {T}, {reinterpret_cast<const std::uint8_t*>(ids.data()), 4 * T});
+    b.add("nll", dtype::f32, {T}, {reinterpret_cast<const std::uint8_t*>(nll.data()), 4 * T});
+    for (int l = 0; l < 2; ++l) {
+        const auto p = "layer." + std::to_string(l);
+        b.add(p + ".k", dtype::bf16, {2, T, 8}, bf16_normal(2 * T * 8, 10 + l));
+        b.add(p + ".v", dtype::bf16, {2, T, 8}, random_bytes(2 * 2 * T * 8, 20 + l));  // NaNs and all
+        b.add(p + ".q", dtype::bf16, {4, T, 8}, bf16_normal(4 * T * 8, 30 + l));
+    }
+    b.add("position_bias", dtype::i64, {3}, random_bytes(24, 5));
+    b.set_metadata("model", "unit-test");
+    b.set_metadata("rope_theta", "10000");
+    return b.serialize();
+}
+
+TEST(SkvFile, EveryTensorAndTheMetadataComeBack) {
+    const auto image = make_dump();
+    const auto original = safetensors_file::parse(image);
+    compress_options o;
+    o.chunk_tokens = 8;
+    io::skv_summary summary;
+    const auto skv = io::compress_safetensors(original, o, &summary);
+    EXPECT_EQ(summary.output_bytes, skv.size());
+    const auto back = safetensors_file::parse(io::decompress_to_safetensors(skv));
+    EXPECT_EQ(back.metadata(), original.metadata());
+    ASSERT_EQ(back.tensors().size(), original.tensors().size());
+    for (const auto& t : original.tensors()) {
+        const auto& u = back.at(t.name);
+        EXPECT_EQ(u.type, t.type) << t.name;
+        EXPECT_EQ(u.shape, t.shape) << t.name;
+        EXPECT_TRUE(std::equal(u.bytes.begin(), u.bytes.end(), t.bytes.begin(), t.bytes.end())) << t.name;
+    }
+}
+
+TEST(SkvFile, TokenRangeSlicesEveryTokenAxis) {
+    const auto original = safetensors_file::parse(make_dump());
+    compress_options o;
+    o.chunk_tokens = 8;
+    const auto skv = io::compress_safetensors(original, o);
+    const std::uint64_t a = 5, b = 21;
+    const auto part = safetensors_file::parse(io::decompress_to_safetensors(skv, a, b));
+    for (const auto& name : {"layer.1.k", "layer.0.v", "layer.1.q"}) {
+        const auto& full = original.at(name);
+        const auto& cut = part.at(name);
+        ASSERT_EQ(cut.shape[1], b - a);
+        const std::size_t row = full.shape[2] * 2;
+        for (std::uint64_t h = 0; h < full.shape[0]; ++h)
+            EXPECT_TRUE(std::equal(cut.bytes.begin() + h * (b - a) * row, cut.bytes.begin() + (h + 1) * (b - a) * row,
+                                   full.bytes.begin() + (h * T + a) * row))
+                << name;
+    }
+    EXPECT_EQ(part.at("tokens").shape[0], b - a);
+    EXPECT_EQ(load_le32(part.at("tokens").bytes.data()), load_le32(original.at("tokens").bytes.data() + 4 * a));
+    EXPECT_EQ(part.at("position_bias").bytes.size(), 24u);
+}
+
+TEST(SkvFile, FixtureRoundTripsBitExact) {
+    const auto dir = std::filesystem::path(SEQKV_DATA_DIR) / "kv";
+    ASSERT_TRUE(std::filesystem::exists(dir)) << "the real KV fixture is missing: " << dir;
+    int files = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        if (e.path().extension() != ".safetensors") continue;
+        ++files;
+        const auto original = safetensors_file::load(e.path());
+        const auto skv = io::compress_safetensors(original, {});
+        EXPECT_LT(skv.size(), std::filesystem::file_size(e.path())) << e.path();
+        const auto back = safetensors_file::parse(io::decompress_to_safetensors(skv));
+        ASSERT_EQ(back.tensors().size(), original.tensors().size());
+        for (const auto& t : original.tensors()) {
+            const auto& u = back.at(t.name);
+            ASSERT_EQ(u.shape, t.shape) << t.name;
+            ASSERT_TRUE(std::equal(u.bytes.begin(), u.bytes.end(), t.bytes.begin(), t.bytes.end())) << t.name;
+        }
+        EXPECT_EQ(back.metadata(), original.metadata());
+    }
+    EXPECT_GE(files, 2);
+}
+
+}  // namespace

@@ -1,0 +1,208 @@
+// seqkv command-line tool: compress / decompress / info for KV safetensors dumps, and `demo`,
+// which runs the main job on the bundled real KV fixture.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "seqkv/io/skv_file.hpp"
+#include "seqkv/seqkv.hpp"
+#include "seqkv_presets.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void print(const json& j, bool as_json, const std::string& text) {
+    if (as_json) std::cout << j.dump(2) << "\n";
+    else std::cout << text;
+}
+
+std::pair<std::uint64_t, std::optional<std::uint64_t>> parse_range(const std::string& spec) {
+    if (spec.empty()) return {0, std::nullopt};
+    const auto colon = spec.find(':');
+    if (colon == std::string::npos) throw seqkv::usage_error("--tokens expects a:b");
+    const std::string a = spec.substr(0, colon), b = spec.substr(colon + 1);
+    try {
+        return {a.empty() ? 0 : std::stoull(a), b.empty() ? std::nullopt : std::optional<std::uint64_t>(std::stoull(b))};
+    } catch (const std::exception&) {
+        throw seqkv::usage_error("--tokens expects non-negative integers a:b");
+    }
+}
+
+json info_json(std::span<const std::uint8_t> skv) {
+    seqkv::format::stream_reader reader(skv);
+    const auto L = reader.layout();
+    json j;
+    j["format_version"] = seqkv::format::format_version;
+    j["layers"] = L.layers;
+    j["kv_heads"] = L.kv_heads;
+    j["head_dim"] = L.head_dim;
+    j["tokens"] = L.tokens;
+    j["dtype"] = std::string(seqkv::dtype_name(L.type));
+    j["chunk_tokens"] = reader.header().chunk_tokens;
+    j["chunks"] = reader.chunks().size();
+    j["codec"] = seqkv::make_codec(reader.header().codec).description;
+    j["kv_bytes"] = L.total_bytes();
+    std::uint64_t coded = 0;
+    for (const auto& c : reader.chunks()) coded += c.record_bytes;
+    j["kv_coded_bytes"] = coded;
+    j["file_bytes"] = skv.size();
+    j["kv_ratio"] = coded ? double(L.total_bytes()) / double(coded) : 0.0;
+    j["kv_bits_per_element"] = L.tokens ? 8.0 * double(coded) / double(L.total_bytes() / seqkv::dtype_size(L.type)) : 0.0;
+    j["metadata"] = reader.header().metadata;
+    j["attachments"] = reader.attachment_names();
+    if (auto stats = reader.find_attachment(seqkv::cli::stats_attachment))
+        j["quality"] = json::parse(stats->begin(), stats->end(), nullptr, false);
+    return j;
+}
+
+std::string info_text(const json& j) {
+    char buf[1024];
+    std::snprintf(buf, sizeof buf,
+                  "layers %u, kv_heads %u, head_dim %u, tokens %llu, dtype %s\n"
+                  "codec %s, %zu chunks of up to %u tokens\n"
+                  "KV %llu bytes -> %llu bytes coded: ratio %.3fx, %.3f bits/element; file %llu bytes\n",
+                  j["layers"].get<unsigned>(), j["kv_heads"].get<unsigned>(), j["head_dim"].get<unsigned>(),
+                  (unsigned long long)j["tokens"].get<std::uint64_t>(), j["dtype"].get<std::string>().c_str(),
+                  j["codec"].get<std::string>().c_str(), j["chunks"].get<std::size_t>(), j["chunk_tokens"].get<unsigned>(),
+                  (unsigned long long)j["kv_bytes"].get<std::uint64_t>(),
+                  (unsigned long long)j["kv_coded_bytes"].get<std::uint64_t>(), j["kv_ratio"].get<double>(),
+                  j["kv_bits_per_element"].get<double>(), (unsigned long long)j["file_bytes"].get<std::uint64_t>());
+    std::string s = buf;
+    if (j.contains("quality") && j["quality"].is_object()) s += "quality: " + j["quality"].dump() + "\n";
+    return s;
+}
+
+int run_demo(bool as_json, const std::string& preset_name) {
+    const fs::path dir = fs::path(SEQKV_DATA_DIR) / "kv";
+    std::vector<fs::path> files;
+    if (fs::exists(dir))
+        for (const auto& e : fs::directory_iterator(dir))
+            if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) throw seqkv::io_error("no fixture under " + dir.string());
+    json rows = json::array();
+    std::string text = "seqkv demo: preset '" + preset_name + "' on the bundled real KV fixture (" + dir.string() + ")\n";
+    for (const auto& path : files) {
+        auto file = seqkv::io::safetensors_file::load(path);
+        const auto opts = seqkv::cli::options_for_preset(preset_name, 0);
+        seqkv::io::skv_summary summary;
+        auto t0 = std::chrono::steady_clock::now();
+        const auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
+        const double enc = seconds_since(t0);
+        const auto cache = seqkv::io::kv_view(file);
+        // Decode the KV alone (what an engine does) and time it, then check it.
+        seqkv::format::stream_reader reader(skv);
+        const auto codec = seqkv::make_codec(reader.header().codec);
+        t0 = std::chrono::steady_clock::now();
+        int reps = 0;
+        seqkv::chunk_buffer back;
+        do {
+            back = reader.decode(codec);
+            ++reps;
+        } while (seconds_since(t0) < 0.3);
+        const double dec = seconds_since(t0) / reps;
+        json row;
+        row["file"] = path.filename().string();
+        row["tokens"] = cache.layout.tokens;
+        row["kv_bytes"] = summary.kv_bytes;
+        row["kv_coded_bytes"] = summary.kv_coded_bytes;
+        row["kv_ratio"] = double(summary.kv_bytes) / double(summary.kv_coded_bytes);
+        row["file_bytes_in"] = fs::file_size(path);
+        row["file_bytes_out"] = summary.output_bytes;
+        row["encode_MBps"] = summary.kv_bytes / 1e6 / enc;
+        row["decode_MBps"] = summary.kv_bytes / 1e6 / dec;
+        const auto quality = seqkv::cli::quality_of(file, back, opts);
+        row["quality"] = quality;
+        rows.push_back(row);
+        char buf[512];
+        std::snprintf(buf, sizeof buf,
+                      "  %-28s %5llu tokens  KV %8llu B -> %8llu B  ratio %.3fx  encode %7.1f MB/s  decode %7.1f MB/s  %s\n",
+                      path.filename().string().c_str(), (unsigned long long)cache.layout.tokens,
+                      (unsigned long long)summary.kv_bytes, (unsigned long long)summary.kv_coded_bytes,
+                      row["kv_ratio"].get<double>(), row["encode_MBps"].get<double>(), row["decode_MBps"].get<double>(),
+                      quality.dump().c_str());
+        text += buf;
+    }
+    print(json{{"preset", preset_name}, {"files", rows}}, as_json, text);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"seqkv: compress transformer KV caches (safetensors) as sequences"};
+    app.require_subcommand(1);
+    bool as_json = false;
+    app.add_flag("--json", as_json, "machine-readable output");
+
+    std::string in, out, preset = "lossless", range;
+    std::uint32_t chunk = 0;
+    auto* compress = app.add_subcommand("compress", "safetensors KV dump -> .skv");
+    compress->add_option("input", in, "input .safetensors")->required()->check(CLI::ExistingFile);
+    compress->add_option("-o,--output", out, "output .skv")->required();
+    compress->add_option("--preset", preset, seqkv::cli::preset_help());
+    compress->add_option("--chunk", chunk, "tokens per chunk (default: preset's)");
+    compress->add_flag("--json", as_json, "machine-readable output");
+    seqkv::cli::add_lossy_flags(*compress);
+
+    auto* decompress = app.add_subcommand("decompress", ".skv -> safetensors (every tensor, its metadata)");
+    decompress->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
+    decompress->add_option("-o,--output", out, "output .safetensors")->required();
+    decompress->add_option("--tokens", range, "decode only tokens a:b");
+    decompress->add_flag("--json", as_json, "machine-readable output");
+
+    auto* info = app.add_subcommand("info", "describe a .skv file");
+    info->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
+    info->add_flag("--json", as_json, "machine-readable output");
+
+    auto* demo = app.add_subcommand("demo", "compress + decompress the bundled real KV fixture, print ratio and speed");
+    demo->add_option("--preset", preset, seqkv::cli::preset_help());
+    demo->add_flag("--json", as_json, "machine-readable output");
+
+    CLI11_PARSE(app, argc, argv);
+    try {
+        if (*compress) {
+            auto file = seqkv::io::safetensors_file::load(in);
+            auto opts = seqkv::cli::options_for_preset(preset, chunk);
+            seqkv::io::skv_summary summary;
+            auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
+            // Record the achieved quality (lossless: verified bit-exact) in the stats attachment.
+            skv = seqkv::cli::with_quality_stats(file, std::move(skv), opts);
+            seqkv::write_file(out, skv);
+            auto j = info_json(skv);
+            j["input_file_bytes"] = fs::file_size(in);
+            j["encode_seconds"] = summary.encode_seconds;
+            print(j, as_json, info_text(j));
+        } else if (*decompress) {
+            const auto skv = seqkv::read_file(in);
+            auto [a, b] = parse_range(range);
+            const auto t0 = std::chrono::steady_clock::now();
+            const auto st = seqkv::io::decompress_to_safetensors(skv, a, b);
+            const double sec = seconds_since(t0);
+            seqkv::write_file(out, st);
+            json j{{"output", out}, {"bytes", st.size()}, {"seconds", sec}};
+            print(j, as_json, "wrote " + out + " (" + std::to_string(st.size()) + " bytes)\n");
+        } else if (*info) {
+            const auto skv = seqkv::read_file(in);
+            const auto j = info_json(skv);
+            print(j, as_json, info_text(j));
+        } else if (*demo) {
+            return run_demo(as_json, preset);
+        }
+    } catch (const seqkv::error& e) {
+        std::cerr << e.what() << "\n";
+        return 2;
+    }
+    return 0;
+}
