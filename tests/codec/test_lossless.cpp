@@ -195,3 +195,37 @@ TEST(Lossless, CorruptPayloadUnderValidCrcNeverCrashes) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Lossless, SameTokenReferencesCodeRepeatsAlmostForFree) {
+    // Values that are a function of the token id (like layer 0's V): repeats cost ~nothing.
+    seqkv::kv_layout layout{1, 2, 32, 300, seqkv::dtype::bf16};
+    auto cache = random_cache(layout, 8);
+    std::vector<std::int32_t> ids(300);
+    for (std::size_t t = 0; t < ids.size(); ++t) ids[t] = std::int32_t((t * 7919) % 40);
+    const std::size_t row = 32 * 2;
+    for (auto* tensors : {&cache.k, &cache.v})
+        for (std::uint32_t h = 0; h < 2; ++h)
+            for (std::size_t t = 0; t < 300; ++t) {
+                const std::size_t first = std::size_t(std::find(ids.begin(), ids.end(), ids[t]) - ids.begin());
+                std::copy_n((*tensors)[0].begin() + (h * 300 + first) * row, row, (*tensors)[0].begin() + (h * 300 + t) * row);
+            }
+    seqkv::compress_options o;
+    o.chunk_tokens = 300;
+    const auto with_ids = seqkv::compress(cache.view(), o, ids);
+    const auto without = seqkv::compress(cache.view(), o);
+    expect_equals_cache(seqkv::decompress(with_ids), cache, 0, 300);
+    EXPECT_LT(with_ids.size() * 3, without.size());  // 40 distinct vectors of 300 dominate the cost
+
+    // The same payload decoded without token ids must be refused, not mis-decoded.
+    const seqkv::lossless_codec<seqkv::backend::scalar> codec;
+    const auto view = cache.view();
+    const seqkv::chunk_input in{&view, 0, 300, ids, {}};
+    const auto payload = codec.encode(in);
+    auto out = seqkv::chunk_buffer::for_layout(layout, 300);
+    const seqkv::chunk_input no_ids{nullptr, 0, 300, {}, {}};
+    EXPECT_THROW(codec.decode(payload, no_ids, out), seqkv::format_error);
+}
+
+}  // namespace

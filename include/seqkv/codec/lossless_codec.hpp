@@ -25,7 +25,7 @@ public:
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
-                const auto coded = lossless::encode_block(block, L.type, shape, options_);
+                const auto coded = lossless::encode_block(block, L.type, shape, options_, in.token_ids);
                 w.put<std::uint32_t>(static_cast<std::uint32_t>(coded.size()));
                 w.put_bytes(coded);
             }
@@ -41,7 +41,7 @@ public:
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 const auto len = r.get<std::uint32_t>();
-                lossless::decode_block(r.get_bytes(len), L.type, shape, out.block(l, kind), Backend::rans_decode);
+                lossless::decode_block(r.get_bytes(len), L.type, shape, out.block(l, kind), Backend::rans_decode, in.token_ids);
             }
         if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
     }

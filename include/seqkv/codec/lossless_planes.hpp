@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "seqkv/coding/rans_block.hpp"
@@ -29,6 +30,8 @@ namespace seqkv::lossless {
 enum class bit_predictor : std::uint8_t {
     none = 0,                 ///< code the bits as they are
     xor_previous_token = 1,   ///< bits XOR the same channel's bits one token earlier
+    xor_same_token = 2,       ///< bits XOR the last earlier token with the same id (else as they are)
+    xor_same_or_previous = 3, ///< bits XOR the last earlier token with the same id, else the previous token
 };
 
 /// Context choice for planes after the first.
@@ -51,6 +54,7 @@ struct block_shape {
 struct plane_options {
     std::uint32_t max_channel_classes = 24;  // contexts for plane 0
     bool try_xor_previous_token = true;
+    bool try_same_token = true;  // needs the chunk's token ids
     coding::rans::decode_path decode_path = coding::rans::decode_path::automatic;
 };
 
@@ -91,20 +95,41 @@ inline std::uint32_t join(const std::uint8_t* p, std::size_t es) {
            (std::uint32_t(p[2]) << 8) | p[3];
 }
 
+inline constexpr std::uint64_t no_reference = ~std::uint64_t{0};
+
+/// Reference token of every token under predictor p (no_reference = code as is); always < t.
+inline std::vector<std::uint64_t> reference_tokens(bit_predictor p, std::uint64_t tokens, std::span<const std::int32_t> ids) {
+    std::vector<std::uint64_t> ref(tokens, no_reference);
+    if (p == bit_predictor::xor_previous_token) {
+        for (std::uint64_t t = 1; t < tokens; ++t) ref[t] = t - 1;
+    } else if (p == bit_predictor::xor_same_token || p == bit_predictor::xor_same_or_previous) {
+        std::unordered_map<std::int32_t, std::uint64_t> last;
+        for (std::uint64_t t = 0; t < tokens; ++t) {
+            auto it = last.find(ids[t]);
+            if (it != last.end()) ref[t] = it->second;
+            else if (p == bit_predictor::xor_same_or_previous && t > 0) ref[t] = t - 1;
+            last[ids[t]] = t;
+        }
+    }
+    return ref;
+}
+
 /// Applies (or, with inverse, undoes) the bit predictor along the token axis, in place.
-/// Layout [heads][tokens][head_dim]; element bits held in u32.
-inline void apply_predictor(std::vector<std::uint32_t>& bits, const block_shape& s, bit_predictor p, bool inverse) {
-    if (p == bit_predictor::none || s.tokens < 2) return;
+/// Layout [heads][tokens][head_dim]; element bits held in u32. References point backwards, so
+/// the forward pass runs from the last token down and the inverse from the first token up.
+inline void apply_predictor(std::vector<std::uint32_t>& bits, const block_shape& s, std::span<const std::uint64_t> ref,
+                            bool inverse) {
     const std::size_t D = s.head_dim;
     for (std::uint32_t h = 0; h < s.heads; ++h) {
         std::uint32_t* base = bits.data() + std::size_t(h) * s.tokens * D;
-        if (!inverse) {
-            for (std::uint64_t t = s.tokens - 1; t >= 1; --t)
-                for (std::size_t c = 0; c < D; ++c) base[t * D + c] ^= base[(t - 1) * D + c];
-        } else {
-            for (std::uint64_t t = 1; t < s.tokens; ++t)
-                for (std::size_t c = 0; c < D; ++c) base[t * D + c] ^= base[(t - 1) * D + c];
-        }
+        auto one = [&](std::uint64_t t) {
+            if (ref[t] == no_reference) return;
+            for (std::size_t c = 0; c < D; ++c) base[t * D + c] ^= base[ref[t] * D + c];
+        };
+        if (!inverse)
+            for (std::uint64_t t = s.tokens; t-- > 0;) one(t);
+        else
+            for (std::uint64_t t = 0; t < s.tokens; ++t) one(t);
     }
 }
 
@@ -159,20 +184,26 @@ inline std::uint32_t context_count(plane_context choice, std::uint32_t classes) 
 namespace seqkv::lossless {
 
 /// Encodes a [heads, tokens, head_dim] block of raw little-endian elements of KV float type t.
+/// token_ids (one per token, or empty) enable the same-token predictors.
 inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s,
-                                const plane_options& options = {}) {
+                                const plane_options& options = {}, std::span<const std::int32_t> token_ids = {}) {
     using namespace detail;
     const std::size_t es = dtype_size(t), n = s.elements();
     require_usage(is_kv_float(t), "lossless: not a KV float dtype");
     require_usage(raw.size() == n * es, "lossless: block size does not match its shape");
+    require_usage(token_ids.empty() || token_ids.size() == s.tokens, "lossless: one token id per token");
     std::vector<std::uint32_t> bits(n);
     for (std::size_t i = 0; i < n; ++i) bits[i] = load_bits(raw.data(), es, i);
 
     byte_vector best;
-    for (bit_predictor pred : {bit_predictor::none, bit_predictor::xor_previous_token}) {
+    for (bit_predictor pred : {bit_predictor::none, bit_predictor::xor_previous_token, bit_predictor::xor_same_token,
+                               bit_predictor::xor_same_or_previous}) {
         if (pred == bit_predictor::xor_previous_token && !options.try_xor_previous_token) continue;
+        if ((pred == bit_predictor::xor_same_token || pred == bit_predictor::xor_same_or_previous) &&
+            (token_ids.empty() || !options.try_same_token))
+            continue;
         std::vector<std::uint32_t> residual = bits;
-        apply_predictor(residual, s, pred, false);
+        apply_predictor(residual, s, reference_tokens(pred, s.tokens, token_ids), false);
         const std::uint32_t planes = plane_count(t);
         std::vector<std::vector<std::uint8_t>> plane(planes, std::vector<std::uint8_t>(n));
         std::uint8_t tmp[4];
@@ -213,13 +244,16 @@ inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, cons
 /// Decodes a block written by encode_block into out (raw little-endian elements of type t).
 /// Throws format_error on any inconsistency; never reads outside `coded`.
 inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
-                         coding::rans::decode_path path = coding::rans::decode_path::automatic) {
+                         coding::rans::decode_path path = coding::rans::decode_path::automatic,
+                         std::span<const std::int32_t> token_ids = {}) {
     using namespace detail;
     const std::size_t es = dtype_size(t), n = s.elements();
     require_usage(out.size() == n * es, "lossless: output size does not match the block shape");
     byte_reader r(coded, "lossless block");
     const auto pred = r.get<std::uint8_t>();
-    if (pred > static_cast<std::uint8_t>(bit_predictor::xor_previous_token)) throw format_error("lossless block: unknown predictor");
+    if (pred > static_cast<std::uint8_t>(bit_predictor::xor_same_or_previous)) throw format_error("lossless block: unknown predictor");
+    if (pred >= static_cast<std::uint8_t>(bit_predictor::xor_same_token) && token_ids.size() != s.tokens)
+        throw format_error("lossless block: same-token prediction without token ids");
     const std::uint32_t classes = r.get<std::uint8_t>();
     if (classes == 0 || classes > s.channels() + (n == 0)) throw format_error("lossless block: bad class count");
     std::vector<std::uint8_t> cls(s.channels(), 0);
@@ -248,7 +282,7 @@ inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const blo
         for (std::uint32_t p = 0; p < planes; ++p) tmp[p] = plane[p][i];
         bits[i] = join(tmp, es);
     }
-    apply_predictor(bits, s, static_cast<bit_predictor>(pred), true);
+    apply_predictor(bits, s, reference_tokens(static_cast<bit_predictor>(pred), s.tokens, token_ids), true);
     for (std::size_t i = 0; i < n; ++i) store_bits(out.data(), es, i, bits[i]);
 }
 

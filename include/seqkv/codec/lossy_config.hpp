@@ -1,0 +1,168 @@
+// Runtime configuration of the lossy codec: which quantizer, predictor, rate policy and symbol
+// coding to compose, with their knobs. The container stores to_bytes() in its header;
+// from_bytes() validates everything (format_error on bad bytes).
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seqkv/codec/lossy_symbols.hpp"
+#include "seqkv/core/bytes.hpp"
+#include "seqkv/core/error.hpp"
+#include "seqkv/quant/uniform.hpp"
+
+namespace seqkv {
+
+/// Quantizer adapters (values stored in files).
+enum class lossy_quantizer : std::uint8_t {
+    lossless = 0, uniform_step = 1, uniform_grouped = 2, turbo = 3, int8 = 4, fp8 = 5, error_bounded = 6,
+};
+/// Residual predictors (values stored in files).
+enum class lossy_predictor : std::uint8_t {
+    zero = 0, previous_token = 1, linear_ar = 2, anchor = 3, cross_layer = 4, token_mean = 5,
+};
+/// Rate policies (values stored in files).
+enum class lossy_rate : std::uint8_t { fixed = 0, surprisal = 1 };
+
+/// Everything both sides need to rebuild the codec (the expected-KV table itself is shared
+/// side information referenced by table_hash).
+struct lossy_config {
+    static constexpr std::uint8_t version = 1;
+
+    lossy_quantizer quantizer = lossy_quantizer::uniform_step;
+    lossy_predictor predictor = lossy_predictor::token_mean;
+    lossy_rate rate = lossy_rate::fixed;
+    lossy::symbol_coding coding = lossy::symbol_coding::adaptive;
+    // uniform_step
+    float relative_step = 0.5f;  // step in units of the block residual RMS (power-of-two normalized)
+    bool per_channel_step = false;
+    // uniform_grouped (KIVI) / turbo / int
+    std::uint8_t bits = 4;
+    std::uint16_t group_size = 32;
+    quant::scale_axis key_axis = quant::scale_axis::per_channel;
+    quant::scale_axis value_axis = quant::scale_axis::per_token;
+    bool channel_contexts = false;
+    float outlier_fraction = 0.0f;  // turbo: fraction of channels coded with bits + 1
+    bool qjl = false;
+    std::uint64_t seed = 0x5eedcafe;
+    // error_bounded
+    float error_bound = 1e-2f;
+    bool relative_bound = true;  // bound × value range of each block
+    // predictors
+    std::uint32_t anchor_interval = 16;
+    float prior_weight = 1.0f;
+    bool keys_prerope = false;          // predict keys in the pre-RoPE domain
+    std::vector<float> rope_inv_freq;   // head_dim / 2 values, computed once by the encoder
+    std::uint64_t table_hash = 0;       // expected-KV table content hash, 0 = none
+    // rate
+    std::uint8_t surprisal_base_bits = 4;
+    float target_bits = 0.0f;  // > 0: encoder searches relative_step per chunk for <= this many bits/element
+
+    /// Throws usage_error for inconsistent knobs.
+    void validate() const {
+        require_usage(std::uint8_t(quantizer) <= 6 && std::uint8_t(predictor) <= 5 && std::uint8_t(rate) <= 1 &&
+                          std::uint8_t(coding) <= 1,
+                      "lossy_config: unknown component");
+        require_usage(relative_step >= 0x1p-20f && relative_step <= 0x1p20f, "lossy_config: step out of range");
+        require_usage(group_size >= 1 && std::uint8_t(key_axis) <= 1 && std::uint8_t(value_axis) <= 1, "lossy_config: bad grouping");
+        if (quantizer == lossy_quantizer::uniform_grouped) require_usage(bits >= 1 && bits <= 8, "lossy_config: bits in [1, 8]");
+        if (quantizer == lossy_quantizer::turbo) {
+            require_usage(bits >= 1 && bits <= 4, "lossy_config: turbo bits in [1, 4]");
+            require_usage(outlier_fraction >= 0 && outlier_fraction < 1 && (outlier_fraction == 0 || bits < 4),
+                          "lossy_config: turbo outlier fraction");
+            require_usage(!qjl || bits >= 2, "lossy_config: QJL needs bits >= 2");
+        }
+        require_usage(error_bound > 0 && std::isfinite(error_bound), "lossy_config: error bound must be > 0");
+        require_usage(anchor_interval >= 1 && prior_weight >= 0 && std::isfinite(prior_weight), "lossy_config: predictor knobs");
+        require_usage(!keys_prerope || !rope_inv_freq.empty(), "lossy_config: pre-RoPE keys need rope_inv_freq");
+        for (float f : rope_inv_freq) require_usage(std::isfinite(f) && f >= 0, "lossy_config: bad inverse frequency");
+        require_usage(surprisal_base_bits >= 1 && surprisal_base_bits <= 16, "lossy_config: surprisal bits in [1, 16]");
+        require_usage(target_bits >= 0 && target_bits <= 64 && std::isfinite(target_bits), "lossy_config: target bits");
+    }
+
+    byte_vector to_bytes() const {
+        validate();
+        byte_vector out;
+        byte_writer w(out);
+        w.put<std::uint8_t>(version);
+        for (auto v : {std::uint8_t(quantizer), std::uint8_t(predictor), std::uint8_t(rate), std::uint8_t(coding)}) w.put(v);
+        put_f32(w, relative_step);
+        w.put<std::uint8_t>(per_channel_step);
+        w.put<std::uint8_t>(bits);
+        w.put<std::uint16_t>(group_size);
+        w.put<std::uint8_t>(std::uint8_t(key_axis));
+        w.put<std::uint8_t>(std::uint8_t(value_axis));
+        w.put<std::uint8_t>(channel_contexts);
+        put_f32(w, outlier_fraction);
+        w.put<std::uint8_t>(qjl);
+        w.put<std::uint64_t>(seed);
+        put_f32(w, error_bound);
+        w.put<std::uint8_t>(relative_bound);
+        w.put<std::uint32_t>(anchor_interval);
+        put_f32(w, prior_weight);
+        w.put<std::uint8_t>(keys_prerope);
+        w.put<std::uint16_t>(std::uint16_t(rope_inv_freq.size()));
+        for (float f : rope_inv_freq) put_f32(w, f);
+        w.put<std::uint64_t>(table_hash);
+        w.put<std::uint8_t>(surprisal_base_bits);
+        put_f32(w, target_bits);
+        return out;
+    }
+
+    /// Parses and validates bytes written by to_bytes(); format_error on anything wrong.
+    static lossy_config from_bytes(std::span<const std::uint8_t> bytes) {
+        byte_reader r(bytes, "lossy config");
+        require_format(r.get<std::uint8_t>() == version, "lossy config: unknown version");
+        lossy_config c;
+        c.quantizer = lossy_quantizer(r.get<std::uint8_t>());
+        c.predictor = lossy_predictor(r.get<std::uint8_t>());
+        c.rate = lossy_rate(r.get<std::uint8_t>());
+        c.coding = lossy::symbol_coding(r.get<std::uint8_t>());
+        c.relative_step = get_f32(r);
+        c.per_channel_step = get_bool(r);
+        c.bits = r.get<std::uint8_t>();
+        c.group_size = r.get<std::uint16_t>();
+        c.key_axis = quant::scale_axis(r.get<std::uint8_t>());
+        c.value_axis = quant::scale_axis(r.get<std::uint8_t>());
+        c.channel_contexts = get_bool(r);
+        c.outlier_fraction = get_f32(r);
+        c.qjl = get_bool(r);
+        c.seed = r.get<std::uint64_t>();
+        c.error_bound = get_f32(r);
+        c.relative_bound = get_bool(r);
+        c.anchor_interval = r.get<std::uint32_t>();
+        c.prior_weight = get_f32(r);
+        c.keys_prerope = get_bool(r);
+        const auto n = r.get<std::uint16_t>();
+        for (std::uint16_t i = 0; i < n; ++i) c.rope_inv_freq.push_back(get_f32(r));
+        c.table_hash = r.get<std::uint64_t>();
+        c.surprisal_base_bits = r.get<std::uint8_t>();
+        c.target_bits = get_f32(r);
+        require_format(r.at_end(), "lossy config: trailing bytes");
+        try {
+            c.validate();
+        } catch (const usage_error& e) {
+            throw format_error(std::string("lossy config invalid: ") + e.what());
+        }
+        return c;
+    }
+
+private:
+    static void put_f32(byte_writer& w, float v) { w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(v)); }
+    static float get_f32(byte_reader& r) {
+        const float v = std::bit_cast<float>(r.get<std::uint32_t>());
+        require_format(std::isfinite(v), "lossy config: non-finite value");
+        return v;
+    }
+    static bool get_bool(byte_reader& r) {
+        const auto v = r.get<std::uint8_t>();
+        require_format(v <= 1, "lossy config: bad flag");
+        return v == 1;
+    }
+};
+
+}  // namespace seqkv

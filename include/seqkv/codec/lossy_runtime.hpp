@@ -1,0 +1,146 @@
+// lossy_runtime_codec: a ChunkCodec that dispatches a runtime lossy_config to the compile-time
+// composed seqkv::lossy_codec<Quantizer, rope_domain<Predictor>, runtime_rate>.
+// Payload: u8 flags (bit 0: a per-chunk relative step follows as f32), then lossy_codec's payload.
+// With config.target_bits > 0 (uniform_step only) the encoder bisects the relative step per chunk
+// until the payload fits target_bits per element, and stores the step it chose.
+#pragma once
+
+#include <memory>
+
+#include "seqkv/codec/lossy_codec.hpp"
+#include "seqkv/codec/lossy_config.hpp"
+#include "seqkv/predict/linear.hpp"
+#include "seqkv/predict/token_mean.hpp"
+#include "seqkv/quant/error_bounded.hpp"
+#include "seqkv/quant/lossless.hpp"
+#include "seqkv/quant/scalar_cast.hpp"
+#include "seqkv/quant/turbo.hpp"
+
+namespace seqkv {
+
+/// Fixed or surprisal rate chosen at run time (one template instantiation for both).
+struct runtime_rate {
+    bool surprisal = false;
+    predict::surprisal_rate rule{4};
+    void row_shifts(std::span<const float> nll, std::span<std::int32_t> shifts) const {
+        if (surprisal) rule.row_shifts(nll, shifts);
+        else predict::fixed_rate{}.row_shifts(nll, shifts);
+    }
+};
+static_assert(predict::RatePolicy<runtime_rate>);
+
+/// The lossy codec for any runtime configuration.
+class lossy_runtime_codec {
+public:
+    /// table must be the expected-KV table whose hash the config names (or null when it names none).
+    explicit lossy_runtime_codec(lossy_config config, std::shared_ptr<const predict::expected_kv_table> table = nullptr)
+        : config_(std::move(config)), table_(std::move(table)) {
+        config_.validate();
+        if (config_.table_hash != 0) {
+            require_usage(table_ != nullptr, "lossy codec: config references an expected-KV table; none given");
+            require_usage(table_->content_hash() == config_.table_hash, "lossy codec: expected-KV table hash mismatch");
+        } else {
+            table_.reset();
+        }
+        if (config_.keys_prerope) rope_ = std::make_shared<predict::rope_table>(config_.rope_inv_freq);
+    }
+    const lossy_config& config() const { return config_; }
+
+    byte_vector encode(const chunk_input& in) const { return encode(in, nullptr); }
+    /// Encodes and (if recon) writes the exact reconstruction the decoder will produce.
+    byte_vector encode(const chunk_input& in, chunk_buffer* recon) const {
+        if (config_.target_bits <= 0 || config_.quantizer != lossy_quantizer::uniform_step)
+            return with_prefix(0, 0, visit<byte_vector>(config_.relative_step, [&](const auto& c) { return c.encode(in, recon); }));
+        // Bisect log2(step) for the smallest step whose payload fits the target.
+        const double elements = double(in.token_count()) * double(in.cache->layout.elements_per_token());
+        const double budget_bytes = config_.target_bits * elements / 8.0;
+        float lo = -12, hi = 8;  // log2 of the relative step
+        byte_vector best;
+        float best_step = 0;
+        for (int it = 0; it < 12; ++it) {
+            const float mid = 0.5f * (lo + hi);
+            const float step = quant::round_mantissa(std::exp2(mid), quant::uniform_step::step_mantissa_bits);
+            byte_vector p = visit<byte_vector>(step, [&](const auto& c) { return c.encode(in, nullptr); });
+            if (double(p.size()) <= budget_bytes) {
+                hi = mid, best = std::move(p), best_step = step;
+            } else {
+                lo = mid;
+            }
+        }
+        if (best.empty()) best_step = quant::round_mantissa(std::exp2(hi), quant::uniform_step::step_mantissa_bits);
+        return with_prefix(1, best_step, visit<byte_vector>(best_step, [&](const auto& c) { return c.encode(in, recon); }));
+    }
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        byte_reader r(payload, "lossy chunk");
+        const auto flags = r.get<std::uint8_t>();
+        require_format(flags <= 1, "lossy chunk: unknown flags");
+        float step = config_.relative_step;
+        if (flags & 1) {
+            step = std::bit_cast<float>(r.get<std::uint32_t>());
+            require_format(std::isfinite(step) && step >= 0x1p-20f && step <= 0x1p20f &&
+                               quant::round_mantissa(step, quant::uniform_step::step_mantissa_bits) == step,
+                           "lossy chunk: bad relative step");
+        }
+        const auto rest = payload.subspan(r.position());
+        visit<int>(step, [&](const auto& c) {
+            c.decode(rest, in, out);
+            return 0;
+        });
+    }
+
+    /// Calls f(codec) with the concrete lossy_codec for this config (relative step overridden).
+    template <class Result, class F>
+    Result visit(float relative_step, F&& f) const {
+        switch (config_.quantizer) {
+            case lossy_quantizer::lossless: return with_quantizer<Result>(quant::lossless{}, f);
+            case lossy_quantizer::uniform_step: return with_quantizer<Result>(quant::uniform_step(relative_step, config_.per_channel_step), f);
+            case lossy_quantizer::uniform_grouped:
+                return with_quantizer<Result>(quant::uniform_grouped(config_.bits, config_.group_size, config_.key_axis,
+                                                             config_.value_axis, config_.channel_contexts), f);
+            case lossy_quantizer::turbo:
+                return with_quantizer<Result>(quant::turbo(config_.bits, config_.outlier_fraction, config_.qjl, config_.seed), f);
+            case lossy_quantizer::int8: return with_quantizer<Result>(quant::int8_absmax{}, f);
+            case lossy_quantizer::fp8: return with_quantizer<Result>(quant::fp8_cast{}, f);
+            case lossy_quantizer::error_bounded:
+                return with_quantizer<Result>(quant::error_bounded(config_.error_bound, config_.relative_bound), f);
+        }
+        throw usage_error("lossy codec: unknown quantizer");
+    }
+
+private:
+    template <class Result, class Q, class F>
+    Result with_quantizer(Q q, F& f) const {
+        switch (config_.predictor) {
+            case lossy_predictor::zero: return make<Result>(std::move(q), predict::zero_predictor{}, f);
+            case lossy_predictor::previous_token: return make<Result>(std::move(q), predict::previous_token{}, f);
+            case lossy_predictor::linear_ar: return make<Result>(std::move(q), predict::linear_ar{}, f);
+            case lossy_predictor::anchor: return make<Result>(std::move(q), predict::anchor_delta(config_.anchor_interval), f);
+            case lossy_predictor::cross_layer: return make<Result>(std::move(q), predict::cross_layer{}, f);
+            case lossy_predictor::token_mean: return make<Result>(std::move(q), predict::token_mean(config_.prior_weight), f);
+        }
+        throw usage_error("lossy codec: unknown predictor");
+    }
+    template <class Result, class Q, class P, class F>
+    Result make(Q q, P p, F& f) const {
+        lossy_codec_options o{config_.coding, rope_.get(), table_.get()};
+        runtime_rate rate{config_.rate == lossy_rate::surprisal, predict::surprisal_rate(config_.surprisal_base_bits)};
+        return f(lossy_codec<Q, predict::rope_domain<P>, runtime_rate>(std::move(q), predict::rope_domain<P>(std::move(p)),
+                                                                      rate, o));
+    }
+    static byte_vector with_prefix(std::uint8_t flags, float step, byte_vector inner) {
+        byte_vector out{flags};
+        if (flags & 1) {
+            byte_writer w(out);
+            w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(step));
+        }
+        out.insert(out.end(), inner.begin(), inner.end());
+        return out;
+    }
+
+    lossy_config config_;
+    std::shared_ptr<const predict::expected_kv_table> table_;
+    std::shared_ptr<const predict::rope_table> rope_;
+};
+static_assert(ChunkCodec<lossy_runtime_codec>);
+
+}  // namespace seqkv
