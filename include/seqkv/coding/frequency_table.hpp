@@ -135,12 +135,16 @@ public:
         return static_cast<std::uint32_t>(std::count_if(freq_.begin(), freq_.end(), [](auto f) { return f != 0; }));
     }
 
-    /// Writes the table: varint used-symbol count, then per used symbol a varint gap to the
-    /// previous used symbol and (except the last, implied by the total) varint frequency-1.
-    /// Alphabet size and precision are not written; the reader supplies them.
+    /// Writes the table: varint used-symbol count, then serialize_entries. Alphabet size and
+    /// precision are not written; the reader supplies them.
     void serialize(byte_writer& out) const {
+        put_varint(out, used_symbols());
+        serialize_entries(out);
+    }
+    /// Writes, per used symbol, a varint gap to the previous used symbol and (except for the
+    /// last, implied by the total) varint frequency-1.
+    void serialize_entries(byte_writer& out) const {
         const std::uint32_t used = used_symbols();
-        put_varint(out, used);
         std::uint32_t next = 0, written = 0;
         for (std::uint32_t s = 0; s < freq_.size(); ++s) {
             if (freq_[s] == 0) continue;
@@ -152,18 +156,26 @@ public:
     /// Reads a table written by serialize; validates everything and throws format_error on
     /// gaps past the alphabet, zero or overflowing frequencies, or a wrong total.
     static frequency_table deserialize(byte_reader& in, std::uint32_t alphabet_size, unsigned precision_bits) {
+        require_usage(precision_bits >= min_precision_bits && precision_bits <= max_precision_bits,
+                      "frequency_table: precision_bits out of range");
+        const auto used = get_varint(in, std::min<std::uint64_t>(alphabet_size, std::uint64_t{1} << precision_bits));
+        return deserialize_entries(in, static_cast<std::uint32_t>(used), alphabet_size, precision_bits);
+    }
+    /// Reads the entries of a table with used_symbols nonzero frequencies (see serialize_entries).
+    static frequency_table deserialize_entries(byte_reader& in, std::uint32_t used_symbols, std::uint32_t alphabet_size,
+                                               unsigned precision_bits) {
         require_usage(alphabet_size >= 1 && alphabet_size <= max_alphabet_size, "frequency_table: bad alphabet size");
         require_usage(precision_bits >= min_precision_bits && precision_bits <= max_precision_bits,
                       "frequency_table: precision_bits out of range");
         const std::uint64_t target = std::uint64_t{1} << precision_bits;
-        const auto used = static_cast<std::uint32_t>(get_varint(in, std::min<std::uint64_t>(alphabet_size, target)));
+        if (used_symbols > alphabet_size || used_symbols > target) throw format_error("frequency table: too many symbols");
         std::vector<std::uint32_t> freq(alphabet_size, 0);
         std::uint64_t next = 0, sum = 0;
-        for (std::uint32_t i = 0; i < used; ++i) {
+        for (std::uint32_t i = 0; i < used_symbols; ++i) {
             const std::uint64_t symbol = next + get_varint(in, alphabet_size);
             if (symbol >= alphabet_size) throw format_error("frequency table: symbol beyond alphabet");
             next = symbol + 1;
-            const std::uint64_t f = (i + 1 < used) ? get_varint(in, target - 1) + 1 : target - sum;
+            const std::uint64_t f = (i + 1 < used_symbols) ? get_varint(in, target - 1) + 1 : target - sum;
             if (f == 0 || sum + f > target) throw format_error("frequency table: frequencies do not sum to total");
             freq[symbol] = static_cast<std::uint32_t>(f);
             sum += f;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "seqkv/coding/frequency_table.hpp"
 #include "seqkv/core/bytes.hpp"
@@ -68,14 +69,14 @@ public:
     /// Codes the low bit_count bits of value as equiprobable (bit_count <= 16).
     void encode_raw_bits(std::uint32_t value, unsigned bit_count) { encode(value, 1, bit_count); }
 
-    /// Flushes the shortest tail that pins the final interval (the decoder pads with zero bytes).
+    /// Flushes the shortest tail that pins the final interval: one byte (plus held-back bytes);
+    /// the decoder reads exactly 3 zero-padded bytes past the end of a complete stream.
     void finish() {
         // Any multiple of 2^24 inside [low, low + range) identifies the interval; one exists
         // because range >= 2^24. Only its top byte (plus a carry) needs to be written.
         low_ = (low_ + (range_coder_min_range - 1)) & ~std::uint64_t{range_coder_min_range - 1};
         shift_low();
         shift_low();
-        while (!out_->empty() && out_->size() > start_size_ && out_->back() == 0) out_->pop_back();
     }
 
 private:
@@ -101,7 +102,6 @@ private:
     }
 
     byte_vector* out_;
-    std::size_t start_size_ = out_->size();
     std::uint64_t low_ = 0;  // < 2^33; bit 32 is a carry not yet applied to cache_
     std::uint32_t range_ = 0xFFFFFFFFu;
     std::uint8_t cache_ = 0;  // last resolved byte, not yet written (a carry may still reach it)
@@ -156,8 +156,7 @@ public:
         consume(value, 1);
         return value;
     }
-    /// Bytes requested beyond the end of the input (zero-padded); nonzero hints at truncation
-    /// only beyond the 3 bytes finish() may omit.
+    /// Bytes requested beyond the end of the input (zero-padded); more than 3 means truncation.
     std::size_t overrun_bytes() const { return overrun_; }
 
 private:
@@ -187,6 +186,7 @@ inline void encode_symbol(range_encoder& enc, const frequency_table& table, std:
 }
 /// Decodes one symbol under a static table (binary search over cumulative frequencies).
 inline std::uint32_t decode_symbol(range_decoder& dec, const frequency_table& table) {
+    require_usage(!table.empty(), "decode_symbol: empty frequency table");
     const std::uint32_t slot = dec.decode_slot(table.precision_bits());
     std::uint32_t lo = 0, hi = table.alphabet_size();  // find last symbol with cumulative <= slot
     while (hi - lo > 1) {
@@ -195,6 +195,30 @@ inline std::uint32_t decode_symbol(range_decoder& dec, const frequency_table& ta
     }
     dec.consume(table.cumulative(lo), table.frequency(lo));
     return lo;
+}
+
+/// Slot -> symbol table (2^precision_bits entries) for constant-time static-table decoding.
+class static_symbol_lookup {
+public:
+    explicit static_symbol_lookup(const frequency_table& table) : table_(&table), symbol_of_slot_(table.total()) {
+        require_usage(!table.empty(), "static_symbol_lookup: empty frequency table");
+        for (std::uint32_t s = 0; s < table.alphabet_size(); ++s)
+            std::fill_n(symbol_of_slot_.begin() + table.cumulative(s), table.frequency(s), static_cast<std::uint16_t>(s));
+    }
+    const frequency_table& table() const { return *table_; }
+    std::uint32_t symbol(std::uint32_t slot) const { return symbol_of_slot_[slot]; }
+
+private:
+    const frequency_table* table_;  // must outlive the lookup
+    std::vector<std::uint16_t> symbol_of_slot_;
+};
+
+/// Decodes one symbol under a static table through its slot lookup.
+inline std::uint32_t decode_symbol(range_decoder& dec, const static_symbol_lookup& lookup) {
+    const frequency_table& table = lookup.table();
+    const std::uint32_t symbol = lookup.symbol(dec.decode_slot(table.precision_bits()));
+    dec.consume(table.cumulative(symbol), table.frequency(symbol));
+    return symbol;
 }
 
 }  // namespace seqkv::coding
