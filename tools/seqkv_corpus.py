@@ -22,7 +22,7 @@ def main(argv=None):
 
     t = sub.add_parser("train", help="train the tiny Llama + BPE tokenizer (offline, reproducible)")
     t.add_argument("--out", required=True, help="output directory (model.safetensors, tokenizer.json, ...)")
-    t.add_argument("--steps", type=int, default=550)
+    t.add_argument("--steps", type=int, default=500)
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--batch", type=int, default=4)

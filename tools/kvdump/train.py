@@ -87,7 +87,7 @@ def lr_at(step, steps, peak, warmup, floor_frac):
     return peak * (floor_frac + (1 - floor_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def train(out_dir, steps=550, seed=1234, threads=2, batch=4, seq_len=512, lr=3e-3,
+def train(out_dir, steps=500, seed=1234, threads=2, batch=4, seq_len=512, lr=3e-3,
           warmup=30, config=None, log_every=25):
     t_start = time.time()
     torch.set_num_threads(threads)

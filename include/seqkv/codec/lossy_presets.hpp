@@ -156,3 +156,54 @@ inline std::string describe(const lossy_config& c) {
 }
 
 }  // namespace seqkv
+
+namespace seqkv {
+
+/// Result of coding a whole cache chunk by chunk with a lossy codec.
+struct lossy_evaluation {
+    std::uint64_t payload_bytes = 0;  // all chunk payloads (side information included)
+    std::uint64_t config_bytes = 0;   // the codec config the container stores once
+    std::uint64_t elements = 0;
+    double bits_per_element() const { return elements ? 8.0 * double(payload_bytes + config_bytes) / double(elements) : 0.0; }
+    chunk_buffer decoded;             // the whole decoded cache, tokens [0, T)
+    bool decoder_matches_encoder = true;  // every chunk's decode equals the encoder's reconstruction
+};
+
+/// Encodes cache in chunks of chunk_tokens, decodes every chunk, and assembles the decoded cache.
+/// token_ids / nll: whole-sequence side data (or empty).
+inline lossy_evaluation lossy_round_trip(const lossy_runtime_codec& codec, const kv_cache_view& cache,
+                                         std::span<const std::int32_t> token_ids, std::span<const float> nll,
+                                         std::uint64_t chunk_tokens = 1024) {
+    require_usage(chunk_tokens >= 1, "lossy_round_trip: chunk_tokens must be >= 1");
+    const kv_layout layout = cache.layout;
+    lossy_evaluation r;
+    r.config_bytes = codec.config().to_bytes().size();
+    r.elements = layout.elements_per_token() * layout.tokens;
+    r.decoded = chunk_buffer::for_layout(layout, layout.tokens);
+    const std::size_t es = dtype_size(layout.type);
+    for (std::uint64_t begin = 0; begin < layout.tokens; begin += chunk_tokens) {
+        const std::uint64_t end = std::min<std::uint64_t>(layout.tokens, begin + chunk_tokens);
+        chunk_input in{&cache, begin, end, {}, {}};
+        if (token_ids.size() == layout.tokens) in.token_ids = token_ids.subspan(begin, end - begin);
+        if (nll.size() == layout.tokens) in.nll = nll.subspan(begin, end - begin);
+        chunk_buffer recon;
+        const byte_vector payload = codec.encode(in, &recon);
+        r.payload_bytes += payload.size();
+        chunk_input side = in;
+        side.cache = nullptr;
+        chunk_buffer out = chunk_buffer::for_layout(layout, end - begin);
+        codec.decode(payload, side, out);
+        if (out.bytes != recon.bytes) r.decoder_matches_encoder = false;
+        for (std::uint32_t l = 0; l < layout.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value})
+                for (std::uint32_t h = 0; h < layout.kv_heads; ++h) {
+                    const std::size_t row = std::size_t(layout.head_dim) * es;
+                    const auto src = out.block(l, kind).subspan(std::size_t(h) * (end - begin) * row, (end - begin) * row);
+                    auto dst = r.decoded.block(l, kind).subspan((std::size_t(h) * layout.tokens + begin) * row, src.size());
+                    std::copy(src.begin(), src.end(), dst.begin());
+                }
+    }
+    return r;
+}
+
+}  // namespace seqkv

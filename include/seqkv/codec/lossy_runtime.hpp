@@ -53,7 +53,7 @@ public:
             return with_prefix(0, 0, visit<byte_vector>(config_.relative_step, [&](const auto& c) { return c.encode(in, recon); }));
         // Bisect log2(step) for the smallest step whose payload fits the target.
         const double elements = double(in.token_count()) * double(in.cache->layout.elements_per_token());
-        const double budget_bytes = config_.target_bits * elements / 8.0;
+        const double budget_bytes = config_.target_bits * elements / 8.0 - 5.0;  // 5: flags + step prefix
         float lo = -12, hi = 8;  // log2 of the relative step
         byte_vector best;
         float best_step = 0;

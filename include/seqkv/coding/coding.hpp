@@ -6,6 +6,7 @@
 #include "seqkv/coding/entropy_coder.hpp"
 #include "seqkv/coding/frequency_table.hpp"
 #include "seqkv/coding/parametric_model.hpp"
+#include "seqkv/coding/pow2_adaptive_model.hpp"
 #include "seqkv/coding/range_block.hpp"
 #include "seqkv/coding/range_coder.hpp"
 #include "seqkv/coding/rans_block.hpp"

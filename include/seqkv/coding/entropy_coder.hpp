@@ -54,8 +54,12 @@ struct range_adaptive {
     }
 };
 
+/// Range coder with the fast power-of-two-total adaptive model (division-free model lookups).
+using range_adaptive_fast = range_adaptive<pow2_adaptive_model>;
+
 static_assert(EntropyCoder<rans_interleaved>);
 static_assert(EntropyCoder<rans_interleaved_coder<true>>);
 static_assert(EntropyCoder<range_adaptive<>>);
+static_assert(EntropyCoder<range_adaptive_fast>);
 
 }  // namespace seqkv::coding

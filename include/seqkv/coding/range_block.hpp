@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "seqkv/coding/adaptive_model.hpp"
+#include "seqkv/coding/pow2_adaptive_model.hpp"
 #include "seqkv/coding/range_coder.hpp"
 #include "seqkv/coding/rans_interleaved.hpp"
 #include "seqkv/coding/varint.hpp"
@@ -30,6 +31,7 @@ concept AdaptiveSymbolModel = requires(Model& model, range_encoder& enc, range_d
     { decode_symbol(dec, model) } -> std::convertible_to<std::uint32_t>;
 };
 static_assert(AdaptiveSymbolModel<adaptive_frequency_model>);
+static_assert(AdaptiveSymbolModel<pow2_adaptive_model>);
 
 inline constexpr std::uint8_t range_block_kind = 0xB3;
 /// Limit on context_count * alphabet_size (model storage), as for rANS blocks.

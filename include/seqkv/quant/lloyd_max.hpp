@@ -1,0 +1,59 @@
+// Lloyd–Max codebooks for the standard normal distribution at 1..4 bits: the MSE-optimal scalar
+// quantizer for the coordinates of a randomly rotated unit vector scaled by sqrt(P) (which are
+// close to N(0, 1) for P >= 32). Computed offline (Lloyd iteration on exact normal integrals,
+// 20k iterations) and embedded, so both sides use identical constants.
+// Normalized MSE per coordinate: 1 bit 0.3634, 2 bits 0.1175, 3 bits 0.03455, 4 bits 0.009501.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "seqkv/core/error.hpp"
+
+namespace seqkv::quant {
+
+namespace detail {
+inline constexpr std::array<float, 1> lloyd_max_1{0.797884561f};
+inline constexpr std::array<float, 2> lloyd_max_2{0.452780035f, 1.510417608f};
+inline constexpr std::array<float, 4> lloyd_max_3{0.245094179f, 0.756005281f, 1.343909279f, 2.151945705f};
+inline constexpr std::array<float, 8> lloyd_max_4{0.128395030f, 0.388048299f, 0.656759119f, 0.942340456f,
+                                                  1.256231197f, 1.618046386f, 2.069017227f, 2.732589571f};
+}  // namespace detail
+
+/// Sorted codebook of 2^bits reconstruction levels for N(0, 1), symmetric around 0.
+class lloyd_max_codebook {
+public:
+    static constexpr unsigned max_bits = 4;
+
+    constexpr explicit lloyd_max_codebook(unsigned bits) : bits_(bits) {
+        std::span<const float> positive;
+        switch (bits) {
+            case 1: positive = detail::lloyd_max_1; break;
+            case 2: positive = detail::lloyd_max_2; break;
+            case 3: positive = detail::lloyd_max_3; break;
+            case 4: positive = detail::lloyd_max_4; break;
+            default: throw usage_error("lloyd_max_codebook: bits must be 1..4");
+        }
+        const std::uint32_t half = std::uint32_t(positive.size());
+        for (std::uint32_t i = 0; i < half; ++i) {
+            levels_[half - 1 - i] = -positive[i];
+            levels_[half + i] = positive[i];
+        }
+    }
+    constexpr unsigned bits() const { return bits_; }
+    constexpr std::uint32_t size() const { return 1u << bits_; }
+    constexpr float level(std::uint32_t index) const { return levels_[index]; }
+    /// Index of the nearest level (decision thresholds are the midpoints between levels).
+    constexpr std::uint32_t nearest(float y) const {
+        std::uint32_t i = 0;
+        while (i + 1 < size() && y > 0.5f * (levels_[i] + levels_[i + 1])) ++i;
+        return i;
+    }
+
+private:
+    unsigned bits_;
+    std::array<float, 16> levels_{};
+};
+
+}  // namespace seqkv::quant

@@ -1,0 +1,114 @@
+// The Quantizer concept: maps residuals of one block (one layer, K or V, one head: rows = tokens,
+// cols = channels) to integer symbols plus raw side bytes, and back, one row at a time so a
+// closed-loop predictor can run between rows.
+//
+// Contract every model keeps (tested in tests/quant/):
+//   * quantize_row writes the reconstruction the decoder will produce: dequantize_row given the
+//     same params, hint, prediction, symbols and side bytes yields bit-identical floats;
+//   * reconstructions are exactly representable in shape.output_type (the codec stores them as is);
+//   * symbol j of a row is < context_alphabet(params, symbol_context(params, j));
+//   * decoder-side arithmetic is fp32/fp64 basic operations in a fixed order, with products that
+//     feed a sum done through unfused_mul (no FMA contraction can change the bits), so encoder and
+//     decoder agree on every machine.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "seqkv/core/bytes.hpp"
+#include "seqkv/core/dtype.hpp"
+#include "seqkv/core/layout.hpp"
+
+namespace seqkv::quant {
+
+/// Shape of the block a quantizer codes: rows (tokens) × cols (channels) of one layer/kind/head.
+struct block_shape {
+    std::uint32_t rows = 0;
+    std::uint32_t cols = 0;
+    dtype output_type = dtype::bf16;  // reconstructions are rounded to this type
+    kv_kind kind = kv_kind::key;
+};
+
+/// Per-row rate hint from a rate policy: quantizers with a step multiply it by 2^step_shift.
+struct row_hint {
+    std::uint32_t row = 0;
+    std::int32_t step_shift = 0;
+};
+
+/// v rounded to the nearest value of type t (round to nearest even), returned as fp32.
+inline float round_to_dtype(float v, dtype t) {
+    switch (t) {
+        case dtype::bf16: return bf16_to_float(float_to_bf16(v));
+        case dtype::f16: return fp16_to_float(float_to_fp16(v));
+        case dtype::f32: return v;
+        case dtype::f8_e4m3: return fp8_e4m3_to_float(float_to_fp8_e4m3(v));
+        case dtype::f8_e5m2: return fp8_e5m2_to_float(float_to_fp8_e5m2(v));
+        default: throw usage_error("round_to_dtype: not a KV float dtype");
+    }
+}
+
+/// a*b rounded to fp32 and never fused into a following add (the volatile store forbids
+/// contraction), so `unfused_mul(a, b) + c` gives the same bits with or without FMA hardware.
+inline float unfused_mul(float a, float b) {
+    volatile float product = a * b;
+    return product;
+}
+/// Double-precision twin of unfused_mul.
+inline double unfused_mul(double a, double b) {
+    volatile double product = a * b;
+    return product;
+}
+
+/// Interleaves signed integers into unsigned: 0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...
+constexpr std::uint32_t zigzag(std::int32_t v) {
+    return (static_cast<std::uint32_t>(v) << 1) ^ static_cast<std::uint32_t>(v >> 31);
+}
+constexpr std::int32_t unzigzag(std::uint32_t u) { return static_cast<std::int32_t>(u >> 1) ^ -static_cast<std::int32_t>(u & 1); }
+
+/// Writes a float as its fp16 bit pattern (side information) and returns the value the decoder reads back.
+inline float put_half(byte_writer& w, float v) {
+    const std::uint16_t h = float_to_fp16(v);
+    w.put<std::uint16_t>(h);
+    return fp16_to_float(h);
+}
+/// Reads a value written by put_half; throws format_error for non-finite values.
+inline float get_half(byte_reader& r) {
+    const float v = fp16_to_float(r.get<std::uint16_t>());
+    if (!std::isfinite(v)) throw format_error("lossy side info: non-finite fp16 value");
+    return v;
+}
+
+/// Number of bits to pack one symbol of an alphabet of n symbols (n >= 1).
+constexpr unsigned bits_for_alphabet(std::uint32_t n) { return n <= 1 ? 0u : unsigned(std::bit_width(n - 1)); }
+
+/// A quantizer adapter. `params` is per-block side information: the encoder plans it from the
+/// block's originals and an open-loop residual estimate, writes it, and the decoder reads it.
+template <class Q>
+concept Quantizer = requires(const Q& q, const typename Q::params& p, const block_shape& shape,
+                             std::span<const float> matrix, byte_writer& w, byte_reader& r, row_hint hint,
+                             std::span<const float> row, std::span<std::uint16_t> symbols,
+                             std::span<const std::uint16_t> coded, std::span<float> recon, std::uint32_t index) {
+    typename Q::params;
+    /// Chooses the block's parameters from originals and residual estimate (both [rows, cols]).
+    { q.plan(shape, matrix, matrix) } -> std::same_as<typename Q::params>;
+    { q.write_params(p, w) } -> std::same_as<void>;
+    /// Reads what write_params wrote; throws format_error on invalid values.
+    { q.read_params(shape, r) } -> std::same_as<typename Q::params>;
+    /// Symbols emitted per row (constant for the block).
+    { q.symbols_per_row(p) } -> std::same_as<std::uint32_t>;
+    { q.context_count(p) } -> std::same_as<std::uint32_t>;
+    /// Entropy-coding context of the row's symbol `index`.
+    { q.symbol_context(p, index) } -> std::same_as<std::uint32_t>;
+    /// Alphabet size of a context (packed coding spends bits_for_alphabet() bits per symbol).
+    { q.context_alphabet(p, index) } -> std::same_as<std::uint32_t>;
+    /// Encoder: original row + prediction -> symbols, per-row side bytes, reconstruction.
+    { q.quantize_row(p, hint, row, row, symbols, w, recon) } -> std::same_as<void>;
+    /// Decoder: prediction + symbols + side bytes -> the same reconstruction.
+    { q.dequantize_row(p, hint, row, coded, r, recon) } -> std::same_as<void>;
+};
+
+}  // namespace seqkv::quant

@@ -1,0 +1,71 @@
+// Randomized Hadamard rotation for TurboQuant-style quantizers: y = H (s ⊙ x), H the unnormalized
+// Walsh–Hadamard matrix of size P = 2^k, s a ±1 vector drawn from a seed with splitmix64.
+// Only additions and subtractions in a fixed butterfly order: bit-identical on every machine.
+// H H = P I, so the inverse is x = s ⊙ (H y) / P (a power-of-two scaling, exact).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "seqkv/core/error.hpp"
+
+namespace seqkv::quant {
+
+/// splitmix64 step: a fixed, portable 64-bit generator for seeded signs.
+constexpr std::uint64_t splitmix64(std::uint64_t& state) {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// Smallest power of two >= n (n >= 1).
+constexpr std::uint32_t next_power_of_two(std::uint32_t n) {
+    std::uint32_t p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+/// In-place unnormalized fast Walsh–Hadamard transform (size must be a power of two).
+inline void walsh_hadamard(std::span<float> v) {
+    const std::size_t n = v.size();
+    for (std::size_t half = 1; half < n; half <<= 1)
+        for (std::size_t i = 0; i < n; i += 2 * half)
+            for (std::size_t j = i; j < i + half; ++j) {
+                const float a = v[j], b = v[j + half];
+                v[j] = a + b;
+                v[j + half] = a - b;
+            }
+}
+
+/// A seeded randomized Hadamard rotation of size P (a power of two).
+class random_hadamard {
+public:
+    random_hadamard() = default;
+    random_hadamard(std::uint32_t size, std::uint64_t seed) : signs_(size) {
+        require_usage(size >= 1 && (size & (size - 1)) == 0, "random_hadamard: size must be a power of two");
+        std::uint64_t state = seed;
+        for (std::uint32_t i = 0; i < size; i += 64) {
+            const std::uint64_t bits = splitmix64(state);
+            for (std::uint32_t j = 0; j < 64 && i + j < size; ++j) signs_[i + j] = (bits >> j) & 1 ? -1.0f : 1.0f;
+        }
+    }
+    std::uint32_t size() const { return static_cast<std::uint32_t>(signs_.size()); }
+    /// v <- H (s ⊙ v); ||v|| grows by sqrt(P).
+    void forward(std::span<float> v) const {
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] *= signs_[i];
+        walsh_hadamard(v);
+    }
+    /// v <- s ⊙ (H v) / P, the exact inverse of forward (up to fp32 rounding of the sums).
+    void inverse(std::span<float> v) const {
+        walsh_hadamard(v);
+        const float inv = 1.0f / float(v.size());  // power of two: exact
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = v[i] * signs_[i] * inv;
+    }
+
+private:
+    std::vector<float> signs_;
+};
+
+}  // namespace seqkv::quant

@@ -1,0 +1,91 @@
+// Per-element cast quantizers used as per-vector baselines: int8 with a per-row absmax scale and
+// fp8 e4m3 with no scale (saturating). Both code the residual against the prediction.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "seqkv/quant/quantizer.hpp"
+
+namespace seqkv::quant {
+
+/// Symmetric int8: per row, scale = absmax / 127 (stored fp16), q in [-127, 127].
+class int8_absmax {
+public:
+    struct params {
+        block_shape shape;
+    };
+    static constexpr std::int32_t max_level = 127;
+
+    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
+    void write_params(const params&, byte_writer&) const {}
+    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
+    std::uint32_t symbols_per_row(const params& p) const { return p.shape.cols; }
+    std::uint32_t context_count(const params&) const { return 1; }
+    std::uint32_t symbol_context(const params&, std::uint32_t) const { return 0; }
+    std::uint32_t context_alphabet(const params&, std::uint32_t) const { return 2 * max_level + 1; }
+
+    void quantize_row(const params& p, row_hint, std::span<const float> x, std::span<const float> pred,
+                      std::span<std::uint16_t> symbols, byte_writer& side, std::span<float> recon) const {
+        float absmax = 0;
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) absmax = std::max(absmax, std::fabs(x[c] - pred[c]));
+        const float scale = put_half(side, absmax / float(max_level));
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
+            const float r = x[c] - pred[c];
+            const long q = scale > 0 ? std::clamp(std::lround(r / scale), -long(max_level), long(max_level)) : 0;
+            symbols[c] = static_cast<std::uint16_t>(q + max_level);
+        }
+        reconstruct(p, scale, pred, symbols, recon);
+    }
+    void dequantize_row(const params& p, row_hint, std::span<const float> pred, std::span<const std::uint16_t> symbols,
+                        byte_reader& side, std::span<float> recon) const {
+        reconstruct(p, get_half(side), pred, symbols, recon);
+    }
+
+private:
+    static void reconstruct(const params& p, float scale, std::span<const float> pred,
+                            std::span<const std::uint16_t> symbols, std::span<float> recon) {
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c)
+            recon[c] = round_to_dtype(pred[c] + unfused_mul(float(std::int32_t(symbols[c]) - max_level), scale),
+                                      p.shape.output_type);
+    }
+};
+static_assert(Quantizer<int8_absmax>);
+
+/// fp8 e4m3 cast of the residual (saturating at ±448), one byte per element, no scale.
+class fp8_cast {
+public:
+    struct params {
+        block_shape shape;
+    };
+
+    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
+    void write_params(const params&, byte_writer&) const {}
+    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
+    std::uint32_t symbols_per_row(const params& p) const { return p.shape.cols; }
+    std::uint32_t context_count(const params&) const { return 1; }
+    std::uint32_t symbol_context(const params&, std::uint32_t) const { return 0; }
+    std::uint32_t context_alphabet(const params&, std::uint32_t) const { return 256; }
+
+    void quantize_row(const params& p, row_hint h, std::span<const float> x, std::span<const float> pred,
+                      std::span<std::uint16_t> symbols, byte_writer&, std::span<float> recon) const {
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
+            const float r = x[c] - pred[c];
+            symbols[c] = std::isnan(r) ? 0 : float_to_fp8_e4m3(r, fp8_overflow::saturate);
+        }
+        byte_vector none;
+        byte_reader empty(none);
+        dequantize_row(p, h, pred, symbols, empty, recon);
+    }
+    void dequantize_row(const params& p, row_hint, std::span<const float> pred, std::span<const std::uint16_t> symbols,
+                        byte_reader&, std::span<float> recon) const {
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
+            float r = fp8_e4m3_to_float(static_cast<std::uint8_t>(symbols[c]));
+            if (std::isnan(r)) r = 0;  // e4m3 NaN codes never come from the encoder
+            recon[c] = round_to_dtype(pred[c] + r, p.shape.output_type);
+        }
+    }
+};
+static_assert(Quantizer<fp8_cast>);
+
+}  // namespace seqkv::quant

@@ -1,0 +1,210 @@
+// TurboQuant-style vector quantizer: per row, store the residual's norm (fp16), rotate the unit
+// vector with a seeded randomized Hadamard transform, and code every rotated coordinate
+// (scaled to unit variance) with a Lloyd–Max codebook for N(0, 1).
+//   * fractional rates by an outlier split: the `outlier_fraction` channels of largest residual
+//     energy in the block (a stored bit mask) form a second sub-vector coded with bits + 1;
+//   * optional 1-bit QJL stage (TurboQuant_prod): the MSE stage uses bits - 1 and the sign of a
+//     second rotation of the unit-domain residual, with its norm, gives an unbiased correction.
+// Sub-vectors of n channels are zero-padded to P = next_power_of_two(n) coordinates, all coded.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "seqkv/quant/lloyd_max.hpp"
+#include "seqkv/quant/quantizer.hpp"
+#include "seqkv/quant/rotation.hpp"
+
+namespace seqkv::quant {
+
+/// Rotation + Lloyd–Max quantizer with optional outlier split and QJL residual.
+class turbo {
+public:
+    struct part {  // one sub-vector: its channels, padded size, rotations and codebook
+        std::vector<std::uint32_t> channels;
+        std::uint32_t padded = 0;
+        unsigned mse_bits = 0;
+        random_hadamard rotation, qjl_rotation;
+    };
+    struct params {
+        block_shape shape;
+        std::vector<bool> outlier;  // per channel
+        std::vector<part> parts;    // regular first, then outliers (if any)
+    };
+
+    /// bits: 1..4 for the regular channels (outliers get bits + 1 <= 4); qjl needs bits >= 2.
+    turbo(unsigned bits, float outlier_fraction = 0.0f, bool qjl = false, std::uint64_t seed = 0x5eedcafe)
+        : bits_(bits), outlier_fraction_(outlier_fraction), qjl_(qjl), seed_(seed) {
+        require_usage(bits >= 1 && bits <= 4, "turbo: bits must be 1..4");
+        require_usage(outlier_fraction >= 0 && outlier_fraction < 1, "turbo: outlier fraction in [0, 1)");
+        require_usage(outlier_fraction == 0 || bits < 4, "turbo: outliers need bits <= 3");
+        require_usage(!qjl || bits >= 2, "turbo: QJL needs bits >= 2");
+    }
+
+    params plan(const block_shape& shape, std::span<const float>, std::span<const float> residual) const {
+        std::vector<double> energy(shape.cols, 0.0);
+        for (std::uint32_t t = 0; t < shape.rows; ++t)
+            for (std::uint32_t c = 0; c < shape.cols; ++c) {
+                const double r = residual[std::size_t(t) * shape.cols + c];
+                if (std::isfinite(r)) energy[c] += r * r;
+            }
+        std::vector<std::uint32_t> order(shape.cols);
+        std::iota(order.begin(), order.end(), 0u);
+        std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return energy[a] > energy[b]; });
+        std::vector<bool> outlier(shape.cols, false);
+        const auto n_out = std::uint32_t(std::lround(outlier_fraction_ * shape.cols));
+        for (std::uint32_t i = 0; i < n_out; ++i) outlier[order[i]] = true;
+        return make_params(shape, std::move(outlier));
+    }
+    void write_params(const params& p, byte_writer& w) const {
+        if (outlier_fraction_ == 0) return;
+        for (std::uint32_t c = 0; c < p.shape.cols; c += 8) {
+            std::uint8_t byte = 0;
+            for (std::uint32_t j = 0; j < 8 && c + j < p.shape.cols; ++j) byte |= std::uint8_t(p.outlier[c + j]) << j;
+            w.put<std::uint8_t>(byte);
+        }
+    }
+    params read_params(const block_shape& shape, byte_reader& r) const {
+        std::vector<bool> outlier(shape.cols, false);
+        if (outlier_fraction_ != 0)
+            for (std::uint32_t c = 0; c < shape.cols; c += 8) {
+                const auto byte = r.get<std::uint8_t>();
+                for (std::uint32_t j = 0; j < 8 && c + j < shape.cols; ++j) outlier[c + j] = (byte >> j) & 1;
+            }
+        return make_params(shape, std::move(outlier));
+    }
+    std::uint32_t symbols_per_row(const params& p) const {
+        std::uint32_t n = 0;
+        for (const auto& part : p.parts) n += part.padded * (qjl_ ? 2 : 1);
+        return n;
+    }
+    /// Contexts: 2 * part index for codebook indices, 2 * part index + 1 for QJL signs.
+    std::uint32_t context_count(const params& p) const { return 2 * std::uint32_t(p.parts.size()); }
+    std::uint32_t symbol_context(const params& p, std::uint32_t index) const {
+        std::uint32_t k = 0;
+        for (const auto& part : p.parts) {
+            if (index < part.padded) return 2 * k;
+            index -= part.padded;
+            if (qjl_) {
+                if (index < part.padded) return 2 * k + 1;
+                index -= part.padded;
+            }
+            ++k;
+        }
+        return 0;
+    }
+    std::uint32_t context_alphabet(const params& p, std::uint32_t context) const {
+        return context % 2 ? 2u : 1u << p.parts[context / 2].mse_bits;
+    }
+
+    void quantize_row(const params& p, row_hint, std::span<const float> x, std::span<const float> pred,
+                      std::span<std::uint16_t> symbols, byte_writer& side, std::span<float> recon) const {
+        std::uint32_t s = 0;
+        std::vector<float> norms, residual_norms;
+        for (const auto& part : p.parts) {
+            std::vector<float> u(part.padded, 0.0f);
+            double norm2 = 0;
+            for (std::size_t i = 0; i < part.channels.size(); ++i) {
+                const float r = x[part.channels[i]] - pred[part.channels[i]];
+                u[i] = std::isfinite(r) ? r : 0.0f;
+                norm2 += double(u[i]) * u[i];
+            }
+            const double norm = std::sqrt(norm2);
+            norms.push_back(put_half(side, float(norm)));
+            const lloyd_max_codebook book(part.mse_bits);
+            const double to_unit_variance = norm > 0 ? 1.0 / norm : 0.0;  // ||y||^2 = P norm^2 over P coordinates
+            std::vector<float> y(u);
+            part.rotation.forward(y);  // ||y|| = sqrt(P) * norm
+            for (std::uint32_t i = 0; i < part.padded; ++i)
+                symbols[s + i] = static_cast<std::uint16_t>(book.nearest(float(y[i] * to_unit_variance)));
+            if (qjl_) {
+                // Unit-domain residual e = u/norm - û, signs of its second rotation, and ||e||.
+                std::vector<float> unit_hat = mse_unit(part, book, symbols.subspan(s, part.padded));
+                std::vector<float> e(part.padded);
+                double e2 = 0;
+                for (std::uint32_t i = 0; i < part.padded; ++i) {
+                    e[i] = float(norm > 0 ? u[i] / norm : 0.0) - unit_hat[i];
+                    e2 += double(e[i]) * e[i];
+                }
+                residual_norms.push_back(put_half(side, float(std::sqrt(e2))));
+                part.qjl_rotation.forward(e);
+                for (std::uint32_t i = 0; i < part.padded; ++i) symbols[s + part.padded + i] = e[i] < 0 ? 1 : 0;
+            }
+            s += part.padded * (qjl_ ? 2 : 1);
+        }
+        reconstruct(p, pred, symbols, norms, residual_norms, recon);  // exactly as the decoder will
+    }
+    void dequantize_row(const params& p, row_hint, std::span<const float> pred, std::span<const std::uint16_t> symbols,
+                        byte_reader& side, std::span<float> recon) const {
+        std::vector<float> norms, residual_norms;
+        for (std::size_t k = 0; k < p.parts.size(); ++k) {
+            norms.push_back(get_half(side));
+            if (qjl_) residual_norms.push_back(get_half(side));
+        }
+        reconstruct(p, pred, symbols, norms, residual_norms, recon);
+    }
+
+private:
+    void reconstruct(const params& p, std::span<const float> pred, std::span<const std::uint16_t> symbols,
+                     const std::vector<float>& norms, const std::vector<float>& residual_norms, std::span<float> recon) const {
+        std::uint32_t s = 0;
+        for (std::size_t k = 0; k < p.parts.size(); ++k) {
+            const part& part = p.parts[k];
+            const float norm = norms[k];
+            const lloyd_max_codebook book(part.mse_bits);
+            std::vector<float> unit_hat = mse_unit(part, book, symbols.subspan(s, part.padded));
+            if (qjl_) {
+                const float e_norm = residual_norms[k];
+                std::vector<float> signs(part.padded);
+                for (std::uint32_t i = 0; i < part.padded; ++i) signs[i] = symbols[s + part.padded + i] ? -1.0f : 1.0f;
+                part.qjl_rotation.inverse(signs);  // s ⊙ H sign / P
+                // E[S^T sign(S e)] = m sqrt(2/pi) e/||e|| for m = P rows of ±1: scale by sqrt(pi/2) ||e||.
+                const float gain = unfused_mul(1.2533141373155003f, e_norm);
+                for (std::uint32_t i = 0; i < part.padded; ++i) unit_hat[i] += unfused_mul(gain, signs[i]);
+            }
+            for (std::size_t i = 0; i < part.channels.size(); ++i) {
+                const std::uint32_t c = part.channels[i];
+                recon[c] = round_to_dtype(pred[c] + unfused_mul(norm, unit_hat[i]), p.shape.output_type);
+            }
+            s += part.padded * (qjl_ ? 2 : 1);
+        }
+    }
+
+    // Unit vector estimate from codebook indices: s ⊙ H ŷ / P.
+    static std::vector<float> mse_unit(const part& part, const lloyd_max_codebook& book,
+                                       std::span<const std::uint16_t> indices) {
+        std::vector<float> y(part.padded);
+        for (std::uint32_t i = 0; i < part.padded; ++i) {
+            if (indices[i] >= book.size()) throw format_error("turbo: codebook index out of range");
+            y[i] = book.level(indices[i]);
+        }
+        part.rotation.inverse(y);  // levels estimate H(s ⊙ u)/norm, so this is the unit vector
+        return y;
+    }
+    params make_params(const block_shape& shape, std::vector<bool> outlier) const {
+        params p{shape, std::move(outlier), {}};
+        part regular, outliers;
+        for (std::uint32_t c = 0; c < shape.cols; ++c) (p.outlier[c] ? outliers : regular).channels.push_back(c);
+        regular.mse_bits = bits_ - (qjl_ ? 1 : 0);
+        outliers.mse_bits = bits_ + 1 - (qjl_ ? 1 : 0);
+        std::uint64_t k = 0;
+        for (part* q : {&regular, &outliers}) {
+            if (q->channels.empty()) continue;
+            q->padded = next_power_of_two(std::uint32_t(q->channels.size()));
+            q->rotation = random_hadamard(q->padded, seed_ + 2 * k);
+            q->qjl_rotation = random_hadamard(q->padded, seed_ + 2 * k + 1);
+            p.parts.push_back(std::move(*q));
+            ++k;
+        }
+        return p;
+    }
+
+    unsigned bits_;
+    float outlier_fraction_;
+    bool qjl_;
+    std::uint64_t seed_;
+};
+static_assert(Quantizer<turbo>);
+
+}  // namespace seqkv::quant

@@ -1,0 +1,178 @@
+"""KV dumps of the tiny Llama in the seqkv safetensors convention, and their self-check.
+
+One file per input: tokens I32 [T]; layer.{l}.k / .v / .k_prerope [H_kv, T, D]; layer.{l}.q
+[H_q, T, D]; nll F32 [T] (nats, entry 0 = 0).  Everything is computed by one float32 forward of
+the bf16-rounded weights over positions 0..T-1 and then rounded (round-to-nearest-even) to the
+output dtype.  k and q are rope() of the pre-RoPE projections, bit-exactly, in float32.
+"""
+import hashlib
+import json
+import math
+import os
+
+import torch
+
+from . import corpus
+from .model import apply_rope, rope_cos_sin
+from .safetensors_io import load_file, save_file
+
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+# Unit roundoff (half an ulp, relative) per stored dtype.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11, torch.float32: 2.0 ** -24}
+
+
+def default_name(path):
+    base = os.path.basename(path)
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in base)
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def perplexity_fields(nll, n_bytes=None):
+    """Metadata strings describing per-token nll [T] (entry 0 unscored)."""
+    scored = nll[1:].double()
+    mean = float(scored.mean())
+    d = {"nll_tokens_scored": str(scored.numel()), "nll_mean_nats": repr(mean),
+         "perplexity": repr(math.exp(mean)), "bits_per_token": repr(mean / math.log(2))}
+    if n_bytes:
+        d["bits_per_byte"] = repr(float(scored.sum()) / math.log(2) / n_bytes)
+    return d
+
+
+def kv_tensors(tokens, records, nll, dtype):
+    """Assemble the convention's tensors from per-layer float32 records [1, H, T, D]."""
+    out = {"tokens": torch.tensor(tokens, dtype=torch.int32)}
+    for l, r in enumerate(records):
+        for key in ("k", "v", "q", "k_prerope"):
+            if key in r:
+                out[f"layer.{l}.{key}"] = r[key][0].to(dtype).contiguous()
+    out["nll"] = nll.to(torch.float32).contiguous()
+    return out
+
+
+def dump_native(model_dir, path, out_dir, n_tokens=512, dtype="bf16", name=None):
+    from .train import load_model, token_nll
+    model, tok, mmeta = load_model(model_dir)
+    c = model.config
+    text = corpus.read_text(path)
+    ids = tok.encode(text)
+    if len(ids) < n_tokens:
+        print(f"warning: {path} has only {len(ids)} tokens (asked for {n_tokens})")
+    ids = ids[:n_tokens]
+    if len(ids) > c.max_seq_len:
+        print(f"warning: {len(ids)} tokens exceeds the training context {c.max_seq_len}")
+    nll, records = token_nll(model, ids)
+    # RoPE invariant in float32, before rounding: k == rope(k_prerope) exactly.
+    cos, sin = rope_cos_sin(torch.arange(len(ids)), c.head_dim, c.rope_theta)
+    for l, r in enumerate(records):
+        if not torch.equal(apply_rope(r["k_prerope"], cos, sin), r["k"]):
+            raise RuntimeError(f"layer {l}: k != rope(k_prerope) in float32")
+    n_bytes = len(tok.decode_bytes(ids))
+    meta = {"model": mmeta.get("model", "seqkv-tiny-llama"), "rope_theta": repr(c.rope_theta),
+            "rope_style": "rotate_half", "n_layers": str(c.n_layers), "n_heads": str(c.n_heads),
+            "n_kv_heads": str(c.n_kv_heads), "head_dim": str(c.head_dim),
+            "d_model": str(c.d_model), "vocab_size": str(c.vocab_size),
+            "tokenizer": tok.name, "source": os.path.basename(path), "source_path": path,
+            "source_sha256": _sha256(path), "source_bytes_covered": str(n_bytes),
+            "n_tokens": str(len(ids)), "positions": f"0..{len(ids) - 1}",
+            "dtype": dtype, "layout": "[H, T, D]",
+            "computed": "float32 forward of the bf16 weights; stored values rounded to nearest even",
+            "model_sha256": _sha256(os.path.join(model_dir, "model.safetensors")),
+            "producer": "tools/seqkv_corpus.py dump", "tensors": "tokens nll layer.{l}.{k,v,q,k_prerope}"}
+    meta.update(perplexity_fields(nll, n_bytes))
+    tensors = kv_tensors(ids, records, nll, DTYPES[dtype])
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, (name or default_name(path)) + ".safetensors")
+    save_file(out, tensors, meta)
+    errs = check_dump(out)
+    if errs:
+        raise RuntimeError(f"{out}: self-check failed: {errs}")
+    print(f"{out}: {len(ids)} tokens, ppl {float(meta['perplexity']):.3f} "
+          f"({float(meta['bits_per_token']):.3f} bits/token), {os.path.getsize(out)} bytes, self-check OK")
+    return out
+
+
+def check_dump(path, model_dir=None):
+    """Return a list of problems (empty = OK).  Checks shapes/dtypes against the convention,
+    k == rope(k_prerope) within the rounding of the stored dtype, nll vs metadata perplexity,
+    and (with model_dir) that recomputing the dump with the model reproduces it."""
+    errs = []
+    t, meta = load_file(path)
+    for key in ("model", "rope_theta"):
+        if key not in meta:
+            errs.append(f"metadata lacks {key}")
+    if "tokens" not in t or t["tokens"].dtype != torch.int32 or t["tokens"].dim() != 1:
+        return errs + ["tokens must be I32 [T]"]
+    T = t["tokens"].numel()
+    layers = sorted({int(k.split(".")[1]) for k in t if k.startswith("layer.")})
+    if layers != list(range(len(layers))) or not layers:
+        errs.append(f"layer indices not 0..L-1: {layers}")
+    if "n_layers" in meta and int(meta["n_layers"]) != len(layers):
+        errs.append(f"n_layers {meta['n_layers']} but {len(layers)} layers stored")
+    kv_dtype = t["layer.0.k"].dtype if "layer.0.k" in t else None
+    theta = float(meta.get("rope_theta", "nan"))
+    worst = 0.0
+    for l in layers:
+        k, v = t.get(f"layer.{l}.k"), t.get(f"layer.{l}.v")
+        if k is None or v is None:
+            errs.append(f"layer {l}: k or v missing")
+            continue
+        for nm in ("k", "v", "q", "k_prerope"):
+            x = t.get(f"layer.{l}.{nm}")
+            if x is None:
+                continue
+            if x.dtype != kv_dtype or x.dim() != 3 or x.shape[1] != T:
+                errs.append(f"layer.{l}.{nm}: {x.dtype} {list(x.shape)} (want {kv_dtype} [H, {T}, D])")
+            if nm in ("k", "v", "k_prerope") and x.shape != k.shape:
+                errs.append(f"layer.{l}.{nm} shape {list(x.shape)} != k {list(k.shape)}")
+            if not torch.isfinite(x.float()).all():
+                errs.append(f"layer.{l}.{nm} has non-finite values")
+        kp = t.get(f"layer.{l}.k_prerope")
+        if kp is not None and meta.get("rope_style", "rotate_half") == "rotate_half":
+            D = k.shape[-1]
+            cos, sin = rope_cos_sin(torch.arange(T), D, theta)
+            kr = apply_rope(kp.float(), cos, sin)
+            pair = torch.cat([kp.float()[..., :D // 2].hypot(kp.float()[..., D // 2:])] * 2, -1)
+            u = UNIT_ROUNDOFF[kv_dtype]
+            ratio = float(((k.float() - kr).abs() / (pair * u + 1e-30)).max())
+            worst = max(worst, ratio)
+            if ratio > 4.0:
+                errs.append(f"layer {l}: |k - rope(k_prerope)| up to {ratio:.2f} roundoffs of the pair norm")
+    if "nll" in t:
+        nll = t["nll"]
+        if nll.dtype != torch.float32 or list(nll.shape) != [T]:
+            errs.append(f"nll must be F32 [{T}], is {nll.dtype} {list(nll.shape)}")
+        elif float(nll[0]) != 0.0:
+            errs.append("nll[0] must be 0")
+        elif "perplexity" in meta:
+            ppl = math.exp(float(nll[1:].double().mean()))
+            if abs(ppl / float(meta["perplexity"]) - 1) > 1e-6:
+                errs.append(f"exp(mean nll) = {ppl} but metadata perplexity = {meta['perplexity']}")
+    if model_dir is not None and not errs:
+        errs += _recompute_matches(t, meta, model_dir, kv_dtype)
+    return errs
+
+
+def _recompute_matches(t, meta, model_dir, dtype):
+    from .train import load_model, token_nll
+    model, _, _ = load_model(model_dir)
+    nll, records = token_nll(model, t["tokens"].tolist())
+    fresh = kv_tensors(t["tokens"].tolist(), records, nll, dtype)
+    errs = []
+    for name, x in t.items():
+        y = fresh.get(name)
+        if y is None:
+            errs.append(f"{name}: not produced by the model")
+        elif not torch.equal(x, y):
+            # Different CPUs/BLAS may flip a rounding; allow one ulp on a tiny fraction.
+            diff = (x.float() - y.float()).abs()
+            u = UNIT_ROUNDOFF.get(x.dtype, 1e-6) * 2
+            bad = (diff > u * y.float().abs() + 1e-6).float().mean()
+            if float(bad) > 1e-3 and name != "tokens":
+                errs.append(f"{name}: recomputed values differ ({float(bad):.2%} beyond 1 ulp)")
+            elif name == "tokens":
+                errs.append("tokens differ")
+    return errs
