@@ -9,7 +9,7 @@
 int main(int argc, char** argv) {
     try {
         const std::filesystem::path path =
-            argc > 1 ? std::filesystem::path(argv[1]) : std::filesystem::path(SEQKV_DATA_DIR) / "kv" / "python_code.safetensors";
+            argc > 1 ? std::filesystem::path(argv[1]) : std::filesystem::path(SEQKV_DATA_DIR) / "kv" / "py311-textwrap.safetensors";
         auto file = seqkv::io::safetensors_file::load(path);
         const seqkv::kv_cache_view cache = seqkv::io::kv_view(file);
         const auto& L = cache.layout;

@@ -11,6 +11,7 @@
 
 #include "seqkv/io/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
+#include "seqkv/predict/expected_kv_io.hpp"
 #include "seqkv_presets.hpp"
 
 namespace fs = std::filesystem;
@@ -51,7 +52,7 @@ json info_json(std::span<const std::uint8_t> skv) {
     j["dtype"] = std::string(seqkv::dtype_name(L.type));
     j["chunk_tokens"] = reader.header().chunk_tokens;
     j["chunks"] = reader.chunks().size();
-    j["codec"] = seqkv::make_codec(reader.header().codec).description;
+    j["codec"] = seqkv::describe_codec(reader.header().codec);
     j["kv_bytes"] = L.total_bytes();
     std::uint64_t coded = 0;
     for (const auto& c : reader.chunks()) coded += c.record_bytes;
@@ -83,7 +84,7 @@ std::string info_text(const json& j) {
     return s;
 }
 
-int run_demo(bool as_json, const std::string& preset_name) {
+int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::lossy_flags& flags) {
     const fs::path dir = fs::path(SEQKV_DATA_DIR) / "kv";
     std::vector<fs::path> files;
     if (fs::exists(dir))
@@ -95,7 +96,7 @@ int run_demo(bool as_json, const std::string& preset_name) {
     std::string text = "seqkv demo: preset '" + preset_name + "' on the bundled real KV fixture (" + dir.string() + ")\n";
     for (const auto& path : files) {
         auto file = seqkv::io::safetensors_file::load(path);
-        const auto opts = seqkv::cli::options_for_preset(preset_name, 0);
+        const auto opts = seqkv::cli::options_for_preset(preset_name, 0, file, flags);
         seqkv::io::skv_summary summary;
         auto t0 = std::chrono::steady_clock::now();
         const auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
@@ -103,7 +104,7 @@ int run_demo(bool as_json, const std::string& preset_name) {
         const auto cache = seqkv::io::kv_view(file);
         // Decode the KV alone (what an engine does) and time it, then check it.
         seqkv::format::stream_reader reader(skv);
-        const auto codec = seqkv::make_codec(reader.header().codec);
+        const auto codec = seqkv::make_codec(reader.header().codec, opts.resources);
         t0 = std::chrono::steady_clock::now();
         int reps = 0;
         seqkv::chunk_buffer back;
@@ -154,12 +155,14 @@ int main(int argc, char** argv) {
     compress->add_option("--preset", preset, seqkv::cli::preset_help());
     compress->add_option("--chunk", chunk, "tokens per chunk (default: preset's)");
     compress->add_flag("--json", as_json, "machine-readable output");
-    seqkv::cli::add_lossy_flags(*compress);
+    seqkv::cli::lossy_flags lossy;
+    seqkv::cli::add_lossy_flags(*compress, lossy);
 
     auto* decompress = app.add_subcommand("decompress", ".skv -> safetensors (every tensor, its metadata)");
     decompress->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
     decompress->add_option("-o,--output", out, "output .safetensors")->required();
     decompress->add_option("--tokens", range, "decode only tokens a:b");
+    decompress->add_option("--table", lossy.table_path, "expected-KV table the file was coded with")->check(CLI::ExistingFile);
     decompress->add_flag("--json", as_json, "machine-readable output");
 
     auto* info = app.add_subcommand("info", "describe a .skv file");
@@ -169,12 +172,19 @@ int main(int argc, char** argv) {
     auto* demo = app.add_subcommand("demo", "compress + decompress the bundled real KV fixture, print ratio and speed");
     demo->add_option("--preset", preset, seqkv::cli::preset_help());
     demo->add_flag("--json", as_json, "machine-readable output");
+    seqkv::cli::add_lossy_flags(*demo, lossy);
+
+    std::vector<std::string> corpus;
+    auto* table = app.add_subcommand("table", "build an expected-KV table (mean K/V per token id) from KV dumps");
+    table->add_option("inputs", corpus, "KV .safetensors dumps of one model")->required()->check(CLI::ExistingFile);
+    table->add_option("-o,--output", out, "output table .safetensors")->required();
+    table->add_flag("--json", as_json, "machine-readable output");
 
     CLI11_PARSE(app, argc, argv);
     try {
         if (*compress) {
             auto file = seqkv::io::safetensors_file::load(in);
-            auto opts = seqkv::cli::options_for_preset(preset, chunk);
+            auto opts = seqkv::cli::options_for_preset(preset, chunk, file, lossy);
             seqkv::io::skv_summary summary;
             auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
             // Record the achieved quality (lossless: verified bit-exact) in the stats attachment.
@@ -188,7 +198,9 @@ int main(int argc, char** argv) {
             const auto skv = seqkv::read_file(in);
             auto [a, b] = parse_range(range);
             const auto t0 = std::chrono::steady_clock::now();
-            const auto st = seqkv::io::decompress_to_safetensors(skv, a, b);
+            seqkv::codec_resources res;
+            res.expected_kv = seqkv::cli::load_table(lossy);
+            const auto st = seqkv::io::decompress_to_safetensors(skv, a, b, res);
             const double sec = seconds_since(t0);
             seqkv::write_file(out, st);
             json j{{"output", out}, {"bytes", st.size()}, {"seconds", sec}};
@@ -198,7 +210,19 @@ int main(int argc, char** argv) {
             const auto j = info_json(skv);
             print(j, as_json, info_text(j));
         } else if (*demo) {
-            return run_demo(as_json, preset);
+            return run_demo(as_json, preset, lossy);
+        } else if (*table) {
+            std::vector<seqkv::io::safetensors_file> files;
+            std::vector<const seqkv::io::safetensors_file*> ptrs;
+            for (const auto& p : corpus) files.push_back(seqkv::io::safetensors_file::load(p));
+            for (const auto& f : files) ptrs.push_back(&f);
+            const auto t = seqkv::predict::build_expected_kv_table(ptrs);
+            const auto bytes = seqkv::predict::serialize_expected_kv_table(t);
+            seqkv::write_file(out, bytes);
+            char hash[32];
+            std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)t.content_hash());
+            print(json{{"output", out}, {"bytes", bytes.size()}, {"content_hash", hash}}, as_json,
+                  "wrote " + out + " (" + std::to_string(bytes.size()) + " bytes, hash " + hash + ")\n");
         }
     } catch (const seqkv::error& e) {
         std::cerr << e.what() << "\n";

@@ -1,38 +1,97 @@
-// CLI presets: names -> compress options, and the quality record stored with each file.
+// CLI presets: names and explicit flags -> compress options, and the quality record stored
+// with each file (bit-exactness for lossless codecs; SNR and attention error with the file's
+// real queries for lossy ones).
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "seqkv/io/skv_file.hpp"
+#include "seqkv/predict/expected_kv_io.hpp"
 
 namespace seqkv::cli {
 
 /// Attachment holding the achieved quality (JSON) written by `seqkv compress`.
 inline constexpr const char* stats_attachment = "quality.json";
 
-inline std::string preset_help() { return "codec preset: lossless (default)"; }
+inline std::string preset_help() {
+    return "codec preset: lossless (default) | seqkv-1bit | seqkv-2bit | seqkv-step:<s> | bound:<rel> | abs:<abs> | "
+           "kivi2 | kivi4 | turbo2 | turbo2.5 | turbo3 | turbo3.5 | turbo4 | int8 | fp8";
+}
 
-/// Registers explicit lossy flags on a subcommand (none yet for lossless-only builds).
-inline void add_lossy_flags(CLI::App&) {}
+/// Explicit lossy settings and shared side information given on the command line.
+struct lossy_flags {
+    std::vector<std::string> options;  // KEY=VALUE, applied after the preset
+    std::string table_path;            // expected-KV table (safetensors) for presets that use one
+};
 
-/// Options for a preset name; chunk 0 keeps the preset's chunk size.
-inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk) {
+/// Registers `--lossy KEY=VALUE` (repeatable) and `--table FILE` on a subcommand.
+inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
+    app.add_option("--lossy", flags.options,
+                   "explicit lossy setting KEY=VALUE, repeatable (quantizer, predictor, step, bits, group, outliers, "
+                   "qjl, bound, relative-bound, prerope, table, target-bits, rate, coding, ...)");
+    app.add_option("--table", flags.table_path, "expected-KV table (.safetensors) built by `seqkv table`")
+        ->check(CLI::ExistingFile);
+}
+
+/// Loads the table named by flags (or null).
+inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_flags& flags) {
+    if (flags.table_path.empty()) return nullptr;
+    auto f = io::safetensors_file::load(flags.table_path);
+    return std::make_shared<const predict::expected_kv_table>(predict::parse_expected_kv_table(f));
+}
+
+/// Options for a preset name applied to a file; chunk 0 keeps the preset's chunk size.
+inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
+                                           const io::safetensors_file& file, const lossy_flags& flags = {}) {
     compress_options o;
-    if (name == "lossless") {
+    o.resources.expected_kv = load_table(flags);
+    if (name == "lossless" && flags.options.empty()) {
         o.codec = lossless_config();
         o.chunk_tokens = 256;
     } else {
-        throw usage_error("unknown preset '" + name + "' (try: lossless)");
+        const auto cache = io::kv_view(file);
+        lossy_model_info model;
+        model.head_dim = cache.layout.head_dim;
+        if (auto it = file.metadata().find("rope_theta"); it != file.metadata().end()) {
+            try {
+                model.rope_theta = std::stod(it->second);
+            } catch (const std::exception&) {
+                throw format_error("metadata rope_theta is not a number: '" + it->second + "'");
+            }
+        }
+        model.table = o.resources.expected_kv.get();
+        lossy_config c = lossy_preset(name, model);
+        for (const auto& kv : flags.options) {
+            const auto eq = kv.find('=');
+            if (eq == std::string::npos) throw usage_error("--lossy expects KEY=VALUE, got '" + kv + "'");
+            c = apply_lossy_option(c, kv.substr(0, eq), kv.substr(eq + 1), model);
+        }
+        o.codec = lossy_codec_config(c);
+        o.chunk_tokens = 1024;  // token-conditioned prediction needs history inside a chunk
     }
     if (chunk) o.chunk_tokens = chunk;
     return o;
 }
 
-/// Quality of a decoded cache against the original file: bit-exactness for lossless codecs.
-inline nlohmann::json quality_of(const io::safetensors_file& original, const chunk_buffer& decoded, const compress_options&) {
+/// Queries of each layer (`layer.{l}.q`), if the file has them for every layer.
+inline std::vector<kv_tensor_view> queries_of(const io::safetensors_file& file, std::uint32_t layers) {
+    std::vector<kv_tensor_view> q;
+    for (std::uint32_t l = 0; l < layers; ++l) {
+        const auto* t = file.find("layer." + std::to_string(l) + ".q");
+        if (!t || !is_kv_float(t->type) || t->shape.size() != 3) return {};
+        q.push_back({t->bytes.data(), t->type, std::uint32_t(t->shape[0]), t->shape[1], std::uint32_t(t->shape[2]),
+                     kv_strides::head_major(t->shape[1], std::uint32_t(t->shape[2]))});
+    }
+    return q;
+}
+
+/// Quality of a decoded cache against the original file.
+inline nlohmann::json quality_of(const io::safetensors_file& original, const chunk_buffer& decoded, const compress_options& o) {
     const auto cache = io::kv_view(original);
     bool exact = true;
     const std::size_t bytes = decoded.block_bytes();
@@ -42,12 +101,21 @@ inline nlohmann::json quality_of(const io::safetensors_file& original, const chu
             const auto blk = decoded.block(l, kind);
             exact = exact && std::equal(blk.begin(), blk.end(), src, src + bytes);
         }
-    return {{"bit_exact", exact}};
+    nlohmann::json j{{"bit_exact", exact}};
+    if (o.codec.codec_id == static_cast<std::uint16_t>(codec_family::lossless) && exact) return j;
+    const auto queries = queries_of(original, cache.layout.layers);
+    const auto q = metrics::measure_kv_quality(cache, metrics::view_of(decoded), queries);
+    j["snr_k_db"] = q.overall.snr_k_db;
+    j["snr_v_db"] = q.overall.snr_v_db;
+    j["attention_rel_error"] = q.overall.attention_rel_error;
+    j["attention_kl_nats"] = q.overall.attention_kl;
+    j["real_queries"] = q.real_queries;
+    return j;
 }
 
 /// Decodes the new file, measures its quality and stores it as the stats attachment.
 inline byte_vector with_quality_stats(const io::safetensors_file& original, byte_vector skv, const compress_options& o) {
-    const chunk_buffer decoded = decompress(skv);
+    const chunk_buffer decoded = decompress(skv, 0, std::nullopt, o.resources);
     const auto q = quality_of(original, decoded, o).dump();
     return format::with_attachment(skv, stats_attachment, byte_vector(q.begin(), q.end()));
 }

@@ -3,6 +3,7 @@
 // self-contained payload per chunk, so a codec must not carry state from one chunk to the next.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>

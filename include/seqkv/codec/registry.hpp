@@ -1,10 +1,12 @@
 // Maps the runtime codec configuration a file records to a compile-time composed codec.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "seqkv/codec/any_codec.hpp"
 #include "seqkv/codec/lossless_codec.hpp"
+#include "seqkv/codec/lossy_presets.hpp"
 #include "seqkv/format/container.hpp"
 
 namespace seqkv {
@@ -20,10 +22,28 @@ inline format::codec_config lossless_config(const lossless::plane_options& o = {
              static_cast<std::uint8_t>((o.try_xor_previous_token ? 1 : 0) | (o.try_same_token ? 2 : 0))}};
 }
 
+/// Configuration of a lossy codec (see lossy_preset / apply_lossy_option).
+inline format::codec_config lossy_codec_config(const lossy_config& c) {
+    return {static_cast<std::uint16_t>(codec_family::lossy), c.to_bytes()};
+}
+
+/// One-line description of a configuration, without building the codec (no resources needed).
+inline std::string describe_codec(const format::codec_config& config) {
+    if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossless)) return "lossless";
+    if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossy))
+        return "lossy: " + describe(lossy_config::from_bytes(config.params));
+    return "unknown codec family " + std::to_string(config.codec_id);
+}
+
+/// Shared side information a codec may need beyond the file itself (per-model tables).
+struct codec_resources {
+    std::shared_ptr<const predict::expected_kv_table> expected_kv;  // for lossy configs that name one
+};
+
 /// Builds the codec a configuration names; Backend selects the kernels. Throws format_error
-/// for an unknown family or malformed parameters.
+/// for an unknown family or malformed parameters, usage_error when needed resources are missing.
 template <backend::Backend Backend = backend::simd>
-any_chunk_codec make_codec(const format::codec_config& config) {
+any_chunk_codec make_codec(const format::codec_config& config, const codec_resources& resources = {}) {
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
             if (config.params.size() != 2 || config.params[0] == 0 || config.params[1] > 3)
@@ -33,6 +53,11 @@ any_chunk_codec make_codec(const format::codec_config& config) {
             o.try_xor_previous_token = config.params[1] & 1;
             o.try_same_token = config.params[1] & 2;
             return any_chunk_codec::wrap(lossless_codec<Backend>(o), std::string("lossless (") + Backend::name + ")");
+        }
+        case codec_family::lossy: {
+            lossy_config c = lossy_config::from_bytes(config.params);
+            std::string description = "lossy: " + describe(c);
+            return any_chunk_codec::wrap(lossy_runtime_codec(std::move(c), resources.expected_kv), std::move(description));
         }
         default:
             throw format_error("unknown codec family " + std::to_string(config.codec_id));

@@ -123,7 +123,7 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     for (const auto& [k, v] : options.metadata) p.metadata[k] = v;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec));
+                                 make_codec<Backend>(options.codec, options.resources));
     writer.append(cache, 0, T, ids, nll);
     const std::uint64_t after_chunks = writer.bytes_written();
     byte_vector extras;
@@ -150,11 +150,12 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
 /// Tensors with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
 template <backend::Backend Backend = backend::simd>
 byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
-                                      std::optional<std::uint64_t> end_opt = std::nullopt) {
+                                      std::optional<std::uint64_t> end_opt = std::nullopt,
+                                      const codec_resources& resources = {}) {
     format::stream_reader reader(skv);
     const std::uint64_t T = reader.tokens();
     const std::uint64_t end = end_opt.value_or(T);
-    const chunk_buffer kv = reader.decode(make_codec<Backend>(reader.header().codec), begin, end);
+    const chunk_buffer kv = reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end);
     const std::uint64_t n = end - begin;
     safetensors_builder b;
     b.set_metadata(reader.header().metadata);

@@ -1,0 +1,121 @@
+// The seqkv CLI end to end on the real fixture: compress / info / decompress (all and a range),
+// lossless and lossy presets, the table subcommand, and clear errors on bad input.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "seqkv/io/safetensors.hpp"
+
+#ifndef SEQKV_CLI_PATH
+#error "SEQKV_CLI_PATH must name the seqkv binary"
+#endif
+
+namespace fs = std::filesystem;
+using seqkv::io::safetensors_file;
+
+namespace {
+
+struct run_result {
+    int status;
+    std::string out;
+};
+
+run_result run(const std::string& args) {
+    const std::string cmd = std::string(SEQKV_CLI_PATH) + " " + args + " 2>&1";
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return {-1, ""};
+    char buf[4096];
+    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    const int status = pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+fs::path scratch() {
+    const auto d = fs::temp_directory_path() / ("seqkv_cli_test_" + std::to_string(::getpid()));
+    fs::create_directories(d);
+    return d;
+}
+
+const fs::path fixture = fs::path(SEQKV_DATA_DIR) / "kv" / "gpl3.safetensors";
+const fs::path other = fs::path(SEQKV_DATA_DIR) / "kv" / "py311-textwrap.safetensors";
+
+TEST(Cli, LosslessRoundTripGivesBackEveryTensor) {
+    const auto dir = scratch();
+    const auto skv = dir / "a.skv", back = dir / "a.safetensors";
+    auto r = run("compress " + fixture.string() + " -o " + skv.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_GT(j["kv_ratio"].get<double>(), 1.3);
+    EXPECT_TRUE(j["quality"]["bit_exact"].get<bool>());
+    r = run("decompress " + skv.string() + " -o " + back.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto a = safetensors_file::load(fixture), b = safetensors_file::load(back);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const auto& t : a.tensors()) {
+        const auto& u = b.at(t.name);
+        EXPECT_EQ(u.shape, t.shape) << t.name;
+        EXPECT_TRUE(std::equal(u.bytes.begin(), u.bytes.end(), t.bytes.begin(), t.bytes.end())) << t.name;
+    }
+    EXPECT_EQ(a.metadata(), b.metadata());
+
+    r = run("decompress " + skv.string() + " -o " + back.string() + " --tokens 100:300");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto c = safetensors_file::load(back);
+    EXPECT_EQ(c.at("layer.3.v").shape, (std::vector<std::uint64_t>{2, 200, 64}));
+    const auto& full = a.at("layer.3.v");
+    const auto& part = c.at("layer.3.v");
+    EXPECT_TRUE(std::equal(part.bytes.begin(), part.bytes.begin() + 200 * 128, full.bytes.begin() + 100 * 128));
+    fs::remove_all(dir);
+}
+
+TEST(Cli, LossyPresetRecordsQualityAndNeedsItsTable) {
+    const auto dir = scratch();
+    const auto table = dir / "table.safetensors", skv = dir / "b.skv", back = dir / "b.safetensors";
+    auto r = run("table " + other.string() + " -o " + table.string());  // fitted on the other dump: held out
+    ASSERT_EQ(r.status, 0) << r.out;
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset seqkv-2bit --table " + table.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_LT(j["kv_bits_per_element"].get<double>(), 3.0);
+    EXPECT_FALSE(j["quality"]["bit_exact"].get<bool>());
+    EXPECT_TRUE(j["quality"]["real_queries"].get<bool>());
+    EXPECT_LT(j["quality"]["attention_rel_error"].get<double>(), 0.5);
+    r = run("info " + skv.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    j = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(j["quality"].contains("snr_k_db"));
+    r = run("decompress " + skv.string() + " -o " + back.string());
+    EXPECT_EQ(r.status, 2);  // names a table that was not given
+    EXPECT_NE(r.out.find("expected-KV table"), std::string::npos) << r.out;
+    r = run("decompress " + skv.string() + " -o " + back.string() + " --table " + table.string());
+    EXPECT_EQ(r.status, 0) << r.out;
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset kivi2 --lossy group=16 --lossy nonsense=1");
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("unknown lossy option"), std::string::npos) << r.out;
+    fs::remove_all(dir);
+}
+
+TEST(Cli, BadInputGivesAClearErrorAndNoOutput) {
+    const auto dir = scratch();
+    const auto skv = dir / "c.skv", back = dir / "c.safetensors", junk = dir / "junk.safetensors";
+    ASSERT_EQ(run("compress " + fixture.string() + " -o " + skv.string()).status, 0);
+    auto bytes = seqkv::read_file(skv);
+    bytes.resize(bytes.size() / 2);
+    seqkv::write_file(skv, bytes);
+    auto r = run("decompress " + skv.string() + " -o " + back.string());
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("seqkv:"), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(back));
+    seqkv::write_file(junk, seqkv::byte_vector{1, 2, 3, 4, 5, 6, 7, 8, 9});
+    r = run("compress " + junk.string() + " -o " + skv.string());
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
+    fs::remove_all(dir);
+}
+
+}  // namespace
