@@ -7,8 +7,28 @@
 
 #include <bit>
 #include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define SEQKV_HOST_DEVICE __host__ __device__
+#else
+#define SEQKV_HOST_DEVICE
+#endif
 
 namespace seqkv {
+
+/// std::bit_cast where the compiler has it (constexpr); memcpy otherwise (e.g. nvcc device code).
+template <class To, class From>
+SEQKV_HOST_DEVICE constexpr To bits_as(const From& from) noexcept {
+    static_assert(sizeof(To) == sizeof(From));
+#if defined(__cpp_lib_bit_cast)
+    return std::bit_cast<To>(from);
+#else
+    To to{};
+    std::memcpy(&to, &from, sizeof(To));
+    return to;
+#endif
+}
 
 /// What fp32 -> fp8 does with finite values beyond the format's range (and with Inf for e4m3).
 enum class fp8_overflow : std::uint8_t {
@@ -41,7 +61,7 @@ using fp8_e5m2_traits = narrow_float_traits<5, 2, true>;
 namespace detail {
 
 /// x / 2^shift rounded to nearest, ties to even (x < 2^25).
-constexpr std::uint32_t shift_right_round_even(std::uint32_t x, int shift) {
+SEQKV_HOST_DEVICE constexpr std::uint32_t shift_right_round_even(std::uint32_t x, int shift) {
     if (shift <= 0) return x;
     if (shift >= 32) return 0;
     std::uint32_t q = x >> shift;
@@ -55,8 +75,8 @@ constexpr std::uint32_t shift_right_round_even(std::uint32_t x, int shift) {
 
 /// Encodes an fp32 value into the narrow format F (bit pattern in the low bits of the result).
 template <class F>
-constexpr std::uint32_t encode_narrow(float value, fp8_overflow overflow = fp8_overflow::special) {
-    const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+SEQKV_HOST_DEVICE constexpr std::uint32_t encode_narrow(float value, fp8_overflow overflow = fp8_overflow::special) {
+    const std::uint32_t bits = bits_as<std::uint32_t>(value);
     const std::uint32_t sign = (bits >> 31) ? F::sign_bit : 0u;
     const std::uint32_t abs_bits = bits & 0x7fffffffu;
     constexpr int drop = 23 - F::mantissa_bits;  // fp32 mantissa bits that do not fit
@@ -98,18 +118,18 @@ constexpr std::uint32_t encode_narrow(float value, fp8_overflow overflow = fp8_o
 
 /// Decodes a narrow-format bit pattern of F into the exactly equal fp32 value.
 template <class F>
-constexpr float decode_narrow(std::uint32_t code) {
+SEQKV_HOST_DEVICE constexpr float decode_narrow(std::uint32_t code) {
     const std::uint32_t sign = (code & F::sign_bit) ? 0x80000000u : 0u;
     const std::uint32_t exponent = (code >> F::mantissa_bits) & F::exponent_mask;
     const std::uint32_t mantissa = code & F::mantissa_mask;
     constexpr int drop = 23 - F::mantissa_bits;
     if constexpr (F::has_infinity) {
-        if (exponent == F::exponent_mask) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << drop));
+        if (exponent == F::exponent_mask) return bits_as<float>(sign | 0x7f800000u | (mantissa << drop));
     } else {
-        if ((code & F::abs_mask) == F::abs_mask) return std::bit_cast<float>(sign | 0x7fc00000u);
+        if ((code & F::abs_mask) == F::abs_mask) return bits_as<float>(sign | 0x7fc00000u);
     }
     if (exponent == 0) {
-        if (mantissa == 0) return std::bit_cast<float>(sign);
+        if (mantissa == 0) return bits_as<float>(sign);
         // Normalize the subnormal: value = mantissa * 2^(1 - bias - mantissa_bits).
         int e = 1 - F::bias;
         std::uint32_t m = mantissa;
@@ -119,44 +139,46 @@ constexpr float decode_narrow(std::uint32_t code) {
         }
         m &= F::mantissa_mask;
         if (e + 127 <= 0) {  // only bf16 subnormals land here: same bit layout as fp32 subnormals
-            return std::bit_cast<float>(sign | (mantissa << drop));
+            return bits_as<float>(sign | (mantissa << drop));
         }
-        return std::bit_cast<float>(sign | (std::uint32_t(e + 127) << 23) | (m << drop));
+        return bits_as<float>(sign | (std::uint32_t(e + 127) << 23) | (m << drop));
     }
-    return std::bit_cast<float>(sign | (std::uint32_t(int(exponent) - F::bias + 127) << 23) | (mantissa << drop));
+    return bits_as<float>(sign | (std::uint32_t(int(exponent) - F::bias + 127) << 23) | (mantissa << drop));
 }
 
 /// fp32 -> bf16 bits, round to nearest even (NaN stays NaN).
-constexpr std::uint16_t float_to_bf16(float value) {
+SEQKV_HOST_DEVICE constexpr std::uint16_t float_to_bf16(float value) {
     return static_cast<std::uint16_t>(encode_narrow<bf16_traits>(value));
 }
 /// bf16 bits -> fp32 (exact).
-constexpr float bf16_to_float(std::uint16_t bits) { return std::bit_cast<float>(std::uint32_t(bits) << 16); }
+SEQKV_HOST_DEVICE constexpr float bf16_to_float(std::uint16_t bits) { return bits_as<float>(std::uint32_t(bits) << 16); }
 
 /// fp32 -> IEEE binary16 bits, round to nearest even.
-constexpr std::uint16_t float_to_fp16(float value) {
+SEQKV_HOST_DEVICE constexpr std::uint16_t float_to_fp16(float value) {
     return static_cast<std::uint16_t>(encode_narrow<fp16_traits>(value));
 }
 /// IEEE binary16 bits -> fp32 (exact).
-constexpr float fp16_to_float(std::uint16_t bits) { return decode_narrow<fp16_traits>(bits); }
+SEQKV_HOST_DEVICE constexpr float fp16_to_float(std::uint16_t bits) { return decode_narrow<fp16_traits>(bits); }
 
 /// fp32 -> fp8 e4m3 (OCP FN) bits; overflow saturates to ±448 by default.
-constexpr std::uint8_t float_to_fp8_e4m3(float value, fp8_overflow overflow = fp8_overflow::saturate) {
+SEQKV_HOST_DEVICE constexpr std::uint8_t float_to_fp8_e4m3(float value, fp8_overflow overflow = fp8_overflow::saturate) {
     return static_cast<std::uint8_t>(encode_narrow<fp8_e4m3_traits>(value, overflow));
 }
 /// fp8 e4m3 bits -> fp32 (exact).
-constexpr float fp8_e4m3_to_float(std::uint8_t bits) { return decode_narrow<fp8_e4m3_traits>(bits); }
+SEQKV_HOST_DEVICE constexpr float fp8_e4m3_to_float(std::uint8_t bits) { return decode_narrow<fp8_e4m3_traits>(bits); }
 
 /// fp32 -> fp8 e5m2 bits; overflow goes to ±Inf by default.
-constexpr std::uint8_t float_to_fp8_e5m2(float value, fp8_overflow overflow = fp8_overflow::special) {
+SEQKV_HOST_DEVICE constexpr std::uint8_t float_to_fp8_e5m2(float value, fp8_overflow overflow = fp8_overflow::special) {
     return static_cast<std::uint8_t>(encode_narrow<fp8_e5m2_traits>(value, overflow));
 }
 /// fp8 e5m2 bits -> fp32 (exact).
-constexpr float fp8_e5m2_to_float(std::uint8_t bits) { return decode_narrow<fp8_e5m2_traits>(bits); }
+SEQKV_HOST_DEVICE constexpr float fp8_e5m2_to_float(std::uint8_t bits) { return decode_narrow<fp8_e5m2_traits>(bits); }
 
+#if defined(__cpp_lib_bit_cast)
 static_assert(bf16_to_float(float_to_bf16(1.0f)) == 1.0f);
 static_assert(float_to_fp16(65504.0f) == 0x7bff && float_to_fp16(65520.0f) == 0x7c00);
 static_assert(fp8_e4m3_to_float(0x7e) == 448.0f && float_to_fp8_e4m3(1e6f) == 0x7e);
 static_assert(fp8_e5m2_to_float(0x7b) == 57344.0f);
+#endif
 
 }  // namespace seqkv
