@@ -1,5 +1,5 @@
 // Entropy-coding stage bench: seqkv interleaved rANS (scalar and AVX2 decode), the adaptive range
-// coder (static table and adaptive model), zstd -3 / -19 and lz4 on the same symbol streams from a real KV dump (bf16 exponent
+// coder (static table, Fenwick adaptive model, power-of-two adaptive model, adaptive binary tree), zstd -3 / -19 and lz4 on the same symbol streams from a real KV dump (bf16 exponent
 // bytes, 8-bit and 16-bit quantized values). MB/s counts symbol bytes (u8 = 1, u16 = 2) per
 // second on one core; ratio = symbol bytes / coded bytes. Data: $SEQKV_KV_FILE or the first
 // data/kv/*.safetensors (synthetic fallback, labelled, if there is none).
@@ -56,6 +56,47 @@ bound_codec make_range(const stream& s) {
     const std::uint32_t alphabet = s.is_wide ? 65536 : 256;
     return {[&s, alphabet] { return coding::encode_range_block(s.wide, {}, alphabet, 1); },
             [out](const byte_vector& c) { coding::decode_range_block(c, {}, *out); },
+            [out, &s] { return *out == s.wide; }};
+}
+
+/// Range coder with the power-of-two-total adaptive model (pow2_adaptive_model).
+bound_codec make_range_fast(const stream& s) {
+    auto out = std::make_shared<std::vector<std::uint16_t>>(s.wide.size());
+    const std::uint32_t alphabet = s.is_wide ? 65536 : 256;
+    return {[&s, alphabet] { return coding::encode_range_block<coding::pow2_adaptive_model>(s.wide, {}, alphabet, 1); },
+            [out](const byte_vector& c) { coding::decode_range_block<coding::pow2_adaptive_model>(c, {}, *out); },
+            [out, &s] { return *out == s.wide; }};
+}
+
+/// Adaptive binary range coding: each symbol as a binary tree of adaptive_bit_model decisions
+/// (MSB first, one model per tree node: 2^bits models).
+bound_codec make_range_binary(const stream& s) {
+    auto out = std::make_shared<std::vector<std::uint16_t>>(s.wide.size());
+    const unsigned bits = s.is_wide ? 16 : 8;
+    return {[&s, bits] {
+                byte_vector c;
+                coding::range_encoder enc(c);
+                std::vector<coding::adaptive_bit_model> models(std::size_t{1} << bits);
+                for (auto symbol : s.wide) {
+                    std::uint32_t node = 1;
+                    for (unsigned b = bits; b-- > 0;) {
+                        const unsigned bit = (symbol >> b) & 1u;
+                        enc.encode_bit(models[node], bit);
+                        node = 2 * node + bit;
+                    }
+                }
+                enc.finish();
+                return c;
+            },
+            [out, bits](const byte_vector& c) {
+                coding::range_decoder dec(c);
+                std::vector<coding::adaptive_bit_model> models(std::size_t{1} << bits);
+                for (auto& symbol : *out) {
+                    std::uint32_t node = 1;
+                    for (unsigned b = 0; b < bits; ++b) node = 2 * node + dec.decode_bit(models[node]);
+                    symbol = static_cast<std::uint16_t>(node - (1u << bits));
+                }
+            },
             [out, &s] { return *out == s.wide; }};
 }
 
@@ -171,6 +212,8 @@ void register_all() {
             {"rans_simd", [](const stream& x) { return make_rans(x, coding::rans::decode_path::simd); }},
             {"range_static", make_range_static},
             {"range_adaptive", make_range},
+            {"range_adaptive_fast", make_range_fast},
+            {"range_binary", make_range_binary},
             {"zstd-3", [](const stream& x) { return make_zstd(x, 3); }},
             {"zstd-19", [](const stream& x) { return make_zstd(x, 19); }},
             {"lz4", make_lz4},

@@ -86,7 +86,7 @@ TEST(Pow2AdaptiveModel, MillionSymbolsCostNearTheIdealAdaptiveCoder) {
         const auto bytes = encode_all<pow2_adaptive_model>(symbols, src.alphabet);
         const double ideal = ideal_adaptive_bits(symbols, src.alphabet);
         const double coded = 8.0 * static_cast<double>(bytes.size());
-        // Power-of-two quantization, a frequency floor of 1/2^P per symbol, a 2^16-symbol
+        // Power-of-two quantization, a frequency floor of 1/2^P per symbol, a 2^13-count
         // window and periodic rebuilds together cost well under 1 % plus a small constant.
         EXPECT_LT(coded, ideal * 1.01 + 4096) << src.alphabet << " " << src.spread << ": ideal " << ideal / 8;
         // And it must not lose to the Fenwick model it replaces on speed-critical paths.
@@ -105,8 +105,10 @@ TEST(Pow2AdaptiveModel, FollowsADistributionShift) {
     const auto second = seqkv_test::laplace_symbols(200000, 256, 2.0, 4, 200);
     symbols.insert(symbols.end(), second.begin(), second.end());
     const auto bytes = encode_all<pow2_adaptive_model>(symbols, 256);
-    // Each half alone is ~2.9 bits/symbol; forgetting must keep the total close to that.
-    EXPECT_LT(8.0 * static_cast<double>(bytes.size()) / static_cast<double>(symbols.size()), 3.1);
+    // Forgetting (the count window) must adapt about as fast as the Fenwick model, whose
+    // large increment makes it forget within a few thousand symbols.
+    const auto fenwick = encode_all<adaptive_frequency_model>(symbols, 256);
+    EXPECT_LT(static_cast<double>(bytes.size()), static_cast<double>(fenwick.size()) * 1.03);
 }
 
 TEST(Pow2AdaptiveModel, RangeBlockPolicyRoundTripsWithContexts) {

@@ -31,16 +31,20 @@ public:
     static constexpr unsigned max_lookup_bits = 16;
 
     /// precision_bits = 0 picks bit_width(alphabet_size - 1) + 8 clamped to [12, 20]; count_limit
-    /// bounds the count total (the adaptation window, in symbols).
+    /// bounds the count total, i.e. the adaptation window in symbols (0 = max(2^13, 16 *
+    /// alphabet_size): on 256 symbols 2^13 costs ~0.1 % on stationary data against 2^16 and
+    /// follows a distribution shift several times faster; large alphabets need more counts).
     explicit pow2_adaptive_model(std::uint32_t alphabet_size, unsigned precision_bits = 0,
-                                 std::uint32_t count_limit = 1u << 16)
-        : counts_(alphabet_size, 0), cumulative_(alphabet_size + 1, 0), count_limit_(count_limit) {
+                                 std::uint32_t count_limit = 0)
+        : counts_(alphabet_size, 0), cumulative_(alphabet_size + 1, 0) {
         require_usage(alphabet_size >= 1 && alphabet_size <= max_alphabet_size,
                       "pow2_adaptive_model: alphabet size out of range");
         const auto symbol_bits = static_cast<unsigned>(std::bit_width(alphabet_size - 1));
         if (precision_bits == 0) precision_bits = std::clamp(symbol_bits + 8, 12u, max_model_precision_bits);
         require_usage(precision_bits <= max_model_precision_bits && (std::uint64_t{1} << precision_bits) >= 2ull * alphabet_size,
                       "pow2_adaptive_model: precision_bits must give every symbol room (2^P >= 2 * alphabet_size, P <= 20)");
+        if (count_limit == 0) count_limit = std::max<std::uint32_t>(1u << 13, 16 * alphabet_size);
+        count_limit_ = count_limit;
         require_usage(count_limit >= 2 && count_limit <= (1u << 24), "pow2_adaptive_model: count_limit out of range");
         precision_bits_ = precision_bits;
         lookup_bits_ = std::min({precision_bits, symbol_bits + 4, max_lookup_bits});
@@ -114,7 +118,7 @@ private:
     std::vector<std::uint32_t> cumulative_;     // alphabet_size + 1 entries, last = 2^P
     std::vector<std::uint16_t> bucket_first_;   // 2^lookup_bits_ entries
     std::uint32_t count_total_ = 0;
-    std::uint32_t count_limit_;
+    std::uint32_t count_limit_ = 0;
     std::uint32_t period_ = 16, max_period_ = 1024, until_rebuild_ = 1;
     unsigned precision_bits_ = 12, lookup_bits_ = 12;
 };

@@ -48,11 +48,11 @@ inline std::uint32_t context_at(std::span<const Context> contexts, std::size_t i
     return contexts.empty() ? 0u : static_cast<std::uint32_t>(contexts[i]);
 }
 
-/// Encodes symbols with tables[context] (all of equal precision; each symbol must have nonzero
-/// frequency in its context's table, else usage_error).
+/// Reference encoder: one division per symbol. Same bytes as encode(); kept as the oracle for
+/// the reciprocal encoder and for blocks whose tables are much larger than their symbol count.
 template <class Symbol, class Context>
-encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> contexts,
-                     std::span<const frequency_table> tables) {
+encoded_lanes encode_by_division(std::span<const Symbol> symbols, std::span<const Context> contexts,
+                                 std::span<const frequency_table> tables) {
     require_usage(contexts.empty() || contexts.size() == symbols.size(), "rans::encode: contexts/symbols size mismatch");
     require_usage(!tables.empty(), "rans::encode: no tables");
     const unsigned precision = tables[0].precision_bits();
@@ -78,6 +78,83 @@ encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> c
         x = ((x / frequency) << precision) + (x % frequency) + table.cumulative(symbol);
     }
     std::reverse(result.words.begin(), result.words.end());
+    return result;
+}
+
+/// Division-free encoding of one symbol (frequency f, start c, M = 2^P):
+///   x' = (x / f) * M + x % f + c = x + c + (x / f) * (M - f),
+/// with x / f = floor(x * reciprocal / 2^64), reciprocal = ceil(2^64 / f) for f >= 2. Exact for
+/// every x < 2^32: reciprocal = 2^64/f + e with 0 <= e < 1, so x * reciprocal / 2^64 = x/f + d
+/// with 0 <= d < 2^-32 < 1/f, and x/f has fractional part <= 1 - 1/f, so the floor is unchanged.
+/// f = 1 uses reciprocal 2^64 - 1, giving x - 1 (x >= 1), which bias absorbs (c + M - 1).
+/// reciprocal = 0 marks a symbol of zero frequency.
+struct encoder_symbol {
+    std::uint64_t reciprocal = 0;
+    std::uint32_t x_max = 0;       // largest state that needs no renormalization: f * 2^(32-P) - 1
+    std::uint32_t bias = 0;        // c (f >= 2) or c + M - 1 (f = 1)
+    std::uint32_t complement = 0;  // M - f
+};
+
+/// Builds the encoder entry of a symbol with frequency f > 0 and start cumulative (P <= 16).
+inline encoder_symbol make_encoder_symbol(std::uint32_t frequency, std::uint32_t cumulative, unsigned precision) {
+    encoder_symbol e;
+    const std::uint32_t total = 1u << precision;
+    e.reciprocal = frequency >= 2 ? ~std::uint64_t{0} / frequency + 1 : ~std::uint64_t{0};
+    e.x_max = static_cast<std::uint32_t>((std::uint64_t{frequency} << (32 - precision)) - 1);
+    e.bias = frequency >= 2 ? cumulative : cumulative + total - 1;
+    e.complement = total - frequency;
+    return e;
+}
+
+/// Codes one symbol into state x (already renormalized: x <= e.x_max).
+inline std::uint32_t encode_step(std::uint32_t x, const encoder_symbol& e) {
+    const auto quotient = static_cast<std::uint32_t>((coding::detail::uint128{x} * e.reciprocal) >> 64);
+    return x + e.bias + quotient * e.complement;  // every partial sum <= the result < 2^32
+}
+
+/// Encodes symbols with tables[context] (all of equal precision; each symbol must have nonzero
+/// frequency in its context's table, else usage_error). Uses encoder_symbol reciprocals (no
+/// division per symbol) unless the tables hold far more cells than there are symbols.
+template <class Symbol, class Context>
+encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> contexts,
+                     std::span<const frequency_table> tables) {
+    require_usage(contexts.empty() || contexts.size() == symbols.size(), "rans::encode: contexts/symbols size mismatch");
+    require_usage(!tables.empty(), "rans::encode: no tables");
+    const unsigned precision = tables[0].precision_bits();
+    std::uint32_t stride = 0;
+    for (const auto& t : tables) {
+        require_usage(t.precision_bits() == precision, "rans::encode: tables differ in precision");
+        stride = std::max(stride, t.alphabet_size());
+    }
+    const std::uint64_t cells = std::uint64_t{stride} * tables.size();
+    if (cells > std::max<std::uint64_t>(std::uint64_t{1} << 16, 2 * symbols.size()))
+        return encode_by_division(symbols, contexts, tables);  // building entries would cost more than it saves
+
+    std::vector<encoder_symbol> entries(cells);
+    for (std::size_t c = 0; c < tables.size(); ++c)
+        for (std::uint32_t s = 0; s < tables[c].alphabet_size(); ++s)
+            if (const std::uint32_t f = tables[c].frequency(s); f != 0)
+                entries[c * stride + s] = make_encoder_symbol(f, tables[c].cumulative(s), precision);
+
+    encoded_lanes result;
+    result.states.fill(state_lower_bound);
+    // Each symbol emits at most one word; filled from the back, branch-free (a word is always
+    // stored and kept only when needed), so one slot more than the worst case.
+    result.words.resize(symbols.size() + 1);
+    std::size_t word_position = symbols.size() + 1;
+    for (std::size_t i = symbols.size(); i-- > 0;) {
+        const std::uint32_t context = context_at(contexts, i);
+        const std::uint32_t symbol = symbols[i];
+        require_usage(context < tables.size() && symbol < stride, "rans::encode: context or symbol out of range");
+        const encoder_symbol& e = entries[std::size_t{context} * stride + symbol];
+        require_usage(e.reciprocal != 0, "rans::encode: symbol has zero frequency");
+        std::uint32_t& x = result.states[i % lane_count];
+        const bool renormalize = x > e.x_max;  // unpredictable: keep it out of branches
+        result.words[word_position - 1] = static_cast<std::uint16_t>(x);
+        word_position -= renormalize;
+        x = encode_step(renormalize ? x >> word_bits : x, e);
+    }
+    result.words.erase(result.words.begin(), result.words.begin() + static_cast<std::ptrdiff_t>(word_position));
     return result;
 }
 
