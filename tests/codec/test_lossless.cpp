@@ -229,3 +229,141 @@ TEST(Lossless, SameTokenReferencesCodeRepeatsAlmostForFree) {
 }
 
 }  // namespace
+
+namespace {
+
+using namespace seqkv;
+
+// One [heads, tokens, head_dim] block of element bits with specials, rows repeating by token id.
+struct raw_block {
+    lossless::block_shape shape;
+    dtype type;
+    byte_vector bytes;
+    std::vector<std::int32_t> ids;
+};
+
+raw_block repeating_block(dtype type, std::uint32_t seed, bool signed_channels = false) {
+    raw_block b{{2, 120, 24}, type, {}, std::vector<std::int32_t>(120)};
+    const std::size_t es = dtype_size(type), D = 24;
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::size_t i = 0; i < b.ids.size(); ++i) b.ids[i] = std::int32_t(rng() % 30);
+    b.bytes.resize(b.shape.elements() * es);
+    const std::vector<std::uint32_t> specials = {0x7fc00001u, 0xffa5a5a5u, 0x80000000u, 0x00000001u, 0x7f800000u, 0x807fffffu};
+    for (std::uint32_t h = 0; h < 2; ++h)
+        for (std::size_t t = 0; t < 120; ++t) {
+            const std::size_t first = std::size_t(std::find(b.ids.begin(), b.ids.end(), b.ids[t]) - b.ids.begin());
+            for (std::size_t c = 0; c < D; ++c) {
+                const std::size_t i = (h * 120 + t) * D + c;
+                if (first < t && (t % 5 != 0)) {  // most repeats are exact, every fifth differs
+                    std::copy_n(b.bytes.begin() + ((h * 120 + first) * D + c) * es, es, b.bytes.begin() + i * es);
+                    continue;
+                }
+                float x = normal(rng) * 0.1f * float(1 + c % 5);
+                if (signed_channels) x = (c % 3 == 0 ? -1.0f : 1.0f) * std::fabs(x);
+                if (rng() % 23 == 0) x = std::bit_cast<float>(specials[rng() % specials.size()]);
+                store_from_float(b.bytes.data(), type, i, x);
+                if (rng() % 61 == 0)
+                    for (std::size_t k = 0; k < es; ++k) b.bytes[i * es + k] = static_cast<std::uint8_t>(rng());
+            }
+        }
+    return b;
+}
+
+class LosslessModes : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(LosslessModes, CopyPredictorIsChosenForExactRepeatsAndBitExact) {
+    const auto b = repeating_block(GetParam(), 17);
+    const auto coded = lossless::encode_block(b.bytes, b.type, b.shape, {}, b.ids);
+    EXPECT_EQ(coded[0], static_cast<std::uint8_t>(lossless::bit_predictor::copy_same_token));
+    byte_vector back(b.bytes.size());
+    lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids);
+    EXPECT_EQ(back, b.bytes);
+    lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::scalar, b.ids);
+    EXPECT_EQ(back, b.bytes);
+    // Without ids, or with other ids, the block is refused or decodes to something else, never crashes.
+    EXPECT_THROW(lossless::decode_block(coded, b.type, b.shape, back), format_error);
+}
+
+TEST_P(LosslessModes, EveryPredictorAndSignMapRoundTrips) {
+    const auto b = repeating_block(GetParam(), 23, true);
+    for (int variant = 0; variant < 8; ++variant) {
+        lossless::plane_options o;
+        o.try_xor_previous_token = variant & 1;
+        o.try_same_token = variant & 2;
+        o.try_sign_map = variant & 4;
+        o.max_channel_classes = 1 + variant * 30;
+        const auto coded = lossless::encode_block(b.bytes, b.type, b.shape, o, b.ids);
+        byte_vector back(b.bytes.size());
+        lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids);
+        EXPECT_EQ(back, b.bytes) << "variant " << variant;
+    }
+}
+
+TEST_P(LosslessModes, IncompressiblePlanesAreStoredNotExpanded) {
+    raw_block b{{1, 300, 16}, GetParam(), {}, {}};
+    std::mt19937 rng(3);
+    b.bytes.resize(b.shape.elements() * dtype_size(b.type));
+    for (auto& x : b.bytes) x = static_cast<std::uint8_t>(rng());
+    const auto coded = lossless::encode_block(b.bytes, b.type, b.shape);
+    EXPECT_LE(coded.size(), b.bytes.size() + 32);
+    byte_vector back(b.bytes.size());
+    lossless::decode_block(coded, b.type, b.shape, back);
+    EXPECT_EQ(back, b.bytes);
+    // Forcing "stored unless coding saves 90%" stores every plane of real-looking data too.
+    const auto r = repeating_block(GetParam(), 5);
+    lossless::plane_options o;
+    o.min_coding_gain = 0.9;
+    const auto stored = lossless::encode_block(r.bytes, r.type, r.shape, o, r.ids);
+    byte_vector back2(r.bytes.size());
+    lossless::decode_block(stored, r.type, r.shape, back2, coding::rans::decode_path::automatic, r.ids);
+    EXPECT_EQ(back2, r.bytes);
+}
+
+TEST_P(LosslessModes, CorruptBlocksRaiseErrorsNeverCrash) {
+    const auto b = repeating_block(GetParam(), 29, true);
+    const auto coded = lossless::encode_block(b.bytes, b.type, b.shape, {}, b.ids);
+    std::mt19937 rng(7);
+    byte_vector back(b.bytes.size());
+    for (int trial = 0; trial < 600; ++trial) {
+        byte_vector bad = coded;
+        for (int f = 0; f < 1 + trial % 3; ++f) bad[rng() % bad.size()] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+        if (trial % 5 == 0) bad.resize(rng() % bad.size());
+        try {
+            lossless::decode_block(bad, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids);
+        } catch (const seqkv::error&) {
+        }
+    }
+    // Header-level corruption is always detected.
+    byte_vector bad = coded;
+    bad[0] = 9;
+    EXPECT_THROW(lossless::decode_block(bad, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids), format_error);
+    bad = coded;
+    bad.push_back(0);
+    EXPECT_THROW(lossless::decode_block(bad, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids), format_error);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKvFloats, LosslessModes,
+                         ::testing::Values(dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(Lossless, ConfigCarriesEveryEncoderOption) {
+    lossless::plane_options o;
+    o.max_channel_classes = 7;
+    o.try_xor_previous_token = false;
+    o.try_sign_map = false;
+    o.min_coding_gain = 0.25;
+    const auto c = lossless_config(o);
+    ASSERT_EQ(c.params.size(), 3u);
+    EXPECT_EQ(c.params[0], 7);
+    EXPECT_EQ(c.params[1], 2);
+    EXPECT_EQ(c.params[2], 64);
+    EXPECT_NO_THROW(make_codec(c));
+    auto bad = c;
+    bad.params[1] = 8;
+    EXPECT_THROW(make_codec(bad), format_error);
+    bad.params.resize(2);
+    EXPECT_THROW(make_codec(bad), format_error);
+}
+
+}  // namespace

@@ -20,12 +20,14 @@ public:
         const kv_layout& L = in.cache->layout;
         const lossless::block_shape shape{L.kv_heads, in.token_count(), L.head_dim};
         byte_vector block(shape.elements() * dtype_size(L.type));
+        require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
+        const lossless::token_references refs(shape.tokens, in.token_ids);
         byte_vector out;
         byte_writer w(out);
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
-                const auto coded = lossless::encode_block(block, L.type, shape, options_, in.token_ids);
+                const auto coded = lossless::encode_block(block, L.type, shape, options_, refs);
                 w.put<std::uint32_t>(static_cast<std::uint32_t>(coded.size()));
                 w.put_bytes(coded);
             }
@@ -37,11 +39,13 @@ public:
         const kv_layout& L = out.layout;
         require_usage(L.tokens == in.token_count(), "lossless_codec: buffer does not match the chunk");
         const lossless::block_shape shape{L.kv_heads, L.tokens, L.head_dim};
+        if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
+        const lossless::token_references refs(shape.tokens, in.token_ids);
         byte_reader r(payload, "lossless chunk");
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 const auto len = r.get<std::uint32_t>();
-                lossless::decode_block(r.get_bytes(len), L.type, shape, out.block(l, kind), Backend::rans_decode, in.token_ids);
+                lossless::decode_block(r.get_bytes(len), L.type, shape, out.block(l, kind), Backend::rans_decode, refs);
             }
         if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
     }

@@ -17,9 +17,11 @@ enum class codec_family : std::uint16_t { lossless = 1, lossy = 2 };
 /// Configuration of the lossless codec.
 inline format::codec_config lossless_config(const lossless::plane_options& o = {}) {
     require_usage(o.max_channel_classes >= 1 && o.max_channel_classes <= 255, "lossless: 1..255 channel classes");
+    require_usage(o.min_coding_gain >= 0 && o.min_coding_gain < 1, "lossless: min_coding_gain in [0, 1)");
     return {static_cast<std::uint16_t>(codec_family::lossless),
             {static_cast<std::uint8_t>(o.max_channel_classes),
-             static_cast<std::uint8_t>((o.try_xor_previous_token ? 1 : 0) | (o.try_same_token ? 2 : 0))}};
+             static_cast<std::uint8_t>((o.try_xor_previous_token ? 1 : 0) | (o.try_same_token ? 2 : 0) | (o.try_sign_map ? 4 : 0)),
+             static_cast<std::uint8_t>(o.min_coding_gain * 256.0)}};
 }
 
 /// Configuration of a lossy codec (see lossy_preset / apply_lossy_option).
@@ -46,12 +48,14 @@ template <backend::Backend Backend = backend::simd>
 any_chunk_codec make_codec(const format::codec_config& config, const codec_resources& resources = {}) {
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
-            if (config.params.size() != 2 || config.params[0] == 0 || config.params[1] > 3)
+            if (config.params.size() != 3 || config.params[0] == 0 || config.params[1] > 7)
                 throw format_error("lossless codec: bad parameters");
             lossless::plane_options o;
             o.max_channel_classes = config.params[0];
             o.try_xor_previous_token = config.params[1] & 1;
             o.try_same_token = config.params[1] & 2;
+            o.try_sign_map = config.params[1] & 4;
+            o.min_coding_gain = config.params[2] / 256.0;
             return any_chunk_codec::wrap(lossless_codec<Backend>(o), std::string("lossless (") + Backend::name + ")");
         }
         case codec_family::lossy: {

@@ -1,0 +1,157 @@
+// Decoder of the lossless plane codec (included by lossless_planes.hpp): parse and validate the
+// block, entropy-decode the coded planes (stored planes are used in place), then one fused pass
+// joins planes, undoes the sign map and the predictor, and writes the elements.
+#pragma once
+
+namespace seqkv::lossless {
+namespace detail {
+
+/// Joins planes (coded elements only), undoes sign map and predictor, writes every row of out.
+template <class U>
+void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<const U> flip, const block_shape& s,
+                 std::span<const std::uint64_t> ref, bool xor_ref, std::span<const std::uint8_t> copied, std::uint8_t* out) {
+    const std::size_t D = s.head_dim;
+    U row[256];
+    std::size_t k = 0;  // next coded element
+    for (std::uint32_t h = 0; h < s.heads; ++h) {
+        const U* f = flip.empty() ? nullptr : flip.data() + std::size_t(h) * D;
+        for (std::uint64_t t = 0; t < s.tokens; ++t) {
+            const std::size_t base = (std::size_t(h) * s.tokens + t) * D;
+            const bool has_ref = !ref.empty() && ref[t] != no_reference;
+            const std::size_t ref_base = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
+            if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) {
+                std::memcpy(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));
+                continue;
+            }
+            const bool xor_row = xor_ref && has_ref;
+            for (std::size_t c0 = 0; c0 < D; c0 += 256, k += 256) {
+                const std::size_t m = std::min<std::size_t>(256, D - c0), i0 = base + c0;
+                if constexpr (sizeof(U) == 1) {
+                    for (std::size_t c = 0; c < m; ++c) row[c] = plane[0][k + c];
+                } else if constexpr (sizeof(U) == 2) {
+                    for (std::size_t c = 0; c < m; ++c) row[c] = join2(plane[0][k + c], plane[1][k + c]);
+                } else {
+                    for (std::size_t c = 0; c < m; ++c) row[c] = join4(plane[0][k + c], plane[1][k + c], plane[2][k + c], plane[3][k + c]);
+                }
+                if (xor_row) {
+                    for (std::size_t c = 0; c < m; ++c) row[c] ^= load<U>(out, ref_base + c0 + c);
+                } else if (f) {
+                    for (std::size_t c = 0; c < m; ++c) row[c] ^= f[c0 + c];
+                }
+                std::memcpy(out + i0 * sizeof(U), row, m * sizeof(U));
+            }
+            k -= (D + 255) / 256 * 256 - D;
+        }
+    }
+}
+
+template <class U>
+void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std::span<std::uint8_t> out,
+                  coding::rans::decode_path path, const token_references& refs) {
+    constexpr std::size_t P = sizeof(U);
+    const std::uint64_t n = s.elements(), C = s.channels();
+    byte_reader r(coded, "lossless block");
+    const auto pred = r.get<std::uint8_t>();
+    if (pred > static_cast<std::uint8_t>(bit_predictor::copy_same_token)) throw format_error("lossless block: unknown predictor");
+    if (pred >= static_cast<std::uint8_t>(bit_predictor::xor_same_token) && !refs.has_ids())
+        throw format_error("lossless block: same-token prediction without token ids");
+    const auto ref = refs.get(static_cast<bit_predictor>(pred));
+    const bool copy = pred == static_cast<std::uint8_t>(bit_predictor::copy_same_token);
+    std::vector<std::uint8_t> copied;
+    std::uint64_t m = n;  // coded elements
+    if (copy) {
+        const std::size_t rows = std::size_t(s.heads) * s.tokens;
+        const auto bits = r.get_bytes((rows + 7) / 8);
+        copied.resize(rows);
+        for (std::size_t i = 0; i < rows; ++i) {
+            copied[i] = (bits[i / 8] >> (i % 8)) & 1;
+            if (copied[i] && ref[i % s.tokens] == no_reference) throw format_error("lossless block: copied row without a reference");
+            m -= copied[i] ? s.head_dim : 0;
+        }
+        if (rows % 8 != 0 && (bits.back() >> (rows % 8)) != 0) throw format_error("lossless block: row map padding not zero");
+    }
+    const std::uint32_t classes = r.get<std::uint8_t>();
+    if (classes == 0 || classes > std::max<std::uint64_t>(1, C)) throw format_error("lossless block: bad class count");
+    std::span<const std::uint8_t> cls;
+    if (classes > 1) {
+        cls = r.get_bytes(C);
+        for (auto c : cls)
+            if (c >= classes) throw format_error("lossless block: channel class out of range");
+    }
+    const auto transforms = r.get<std::uint8_t>();
+    if (transforms > 1) throw format_error("lossless block: unknown transform flags");
+    std::vector<U> flip;
+    if (transforms & 1) {
+        const auto bits = r.get_bytes((C + 7) / 8);
+        flip.resize(C);
+        for (std::uint64_t c = 0; c < C; ++c) flip[c] = (bits[c / 8] >> (c % 8)) & 1 ? sign_bit<U> : U(0);
+        if (C % 8 != 0 && (bits.back() >> (C % 8)) != 0) throw format_error("lossless block: sign map padding not zero");
+    }
+    std::array<const std::uint8_t*, 4> plane{};
+    std::array<std::vector<std::uint8_t>, P> decoded;
+    std::vector<std::uint8_t> class_ctx, exp_ctx;
+    for (std::size_t p = 0; p < P; ++p) {
+        const auto mode = r.get<std::uint8_t>();
+        if (mode > static_cast<std::uint8_t>(plane_context::stored) ||
+            (p == 0 && mode == static_cast<std::uint8_t>(plane_context::exponent)) ||
+            (classes == 1 && mode == static_cast<std::uint8_t>(plane_context::channel_class)))
+            throw format_error("lossless block: bad plane mode");
+        const auto len = r.get<std::uint32_t>();
+        const auto bytes = r.get_bytes(len);
+        if (mode == static_cast<std::uint8_t>(plane_context::stored)) {
+            if (len != m) throw format_error("lossless block: stored plane of the wrong length");
+            plane[p] = bytes.data();
+            continue;
+        }
+        std::span<const std::uint8_t> ctx;
+        if (mode == static_cast<std::uint8_t>(plane_context::channel_class)) {
+            if (class_ctx.empty() && m > 0) {
+                class_ctx.resize(m);
+                const std::size_t D = s.head_dim;
+                std::size_t k = 0;
+                for (std::uint32_t h = 0; h < s.heads; ++h)
+                    for (std::uint64_t t = 0; t < s.tokens; ++t)
+                        if (!copy || !copied[std::size_t(h) * s.tokens + t])
+                            std::memcpy(class_ctx.data() + k, cls.data() + std::size_t(h) * D, D), k += D;
+            }
+            ctx = class_ctx;
+        } else if (mode == static_cast<std::uint8_t>(plane_context::exponent)) {
+            if (exp_ctx.empty() && m > 0) {
+                exp_ctx.resize(m);
+                for (std::size_t i = 0; i < m; ++i) exp_ctx[i] = exponent_bucket(plane[0][i]);
+            }
+            ctx = exp_ctx;
+        }
+        decoded[p].resize(m);
+        coding::decode_bytes(bytes, ctx, decoded[p], path);
+        plane[p] = decoded[p].data();
+    }
+    if (!r.at_end()) throw format_error("lossless block: trailing bytes");
+    join_planes<U>(plane, flip, s, ref, !copy, copied, out.data());
+}
+
+}  // namespace detail
+
+/// Decodes a block written by encode_block into out (raw little-endian elements of type t),
+/// with the chunk's reference tokens. Throws format_error on any inconsistency; never reads
+/// outside `coded`.
+inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
+                         coding::rans::decode_path path, const token_references& refs) {
+    const std::size_t es = dtype_size(t);
+    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
+    require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
+    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
+    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs);
+    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs);
+    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs);
+}
+
+/// Decodes one block; token_ids must be the ones given at encoding (or empty if none were).
+inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
+                         coding::rans::decode_path path = coding::rans::decode_path::automatic,
+                         std::span<const std::int32_t> token_ids = {}) {
+    if (!token_ids.empty() && token_ids.size() != s.tokens) throw format_error("lossless block: token id count differs from tokens");
+    decode_block(coded, t, s, out, path, token_references(s.tokens, token_ids));
+}
+
+}  // namespace seqkv::lossless

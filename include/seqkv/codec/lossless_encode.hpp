@@ -1,0 +1,324 @@
+// Encoder of the lossless plane codec (included by lossless_planes.hpp). Chooses predictor, sign
+// map, channel-class count and plane modes from histogram cost estimates, then encodes once.
+#pragma once
+
+#include <numeric>
+
+namespace seqkv::lossless {
+namespace detail {
+
+/// Calls f(channel, plane_index, residual) for every coded element in storage order. Rows with
+/// copied[row] set are skipped (plane indices count coded elements only); xor_ref: XOR with the
+/// reference row, else the reference only marks the row as predicted. The sign map applies to
+/// rows coded without an XOR reference.
+template <class U, class F>
+inline void for_each_residual(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref, bool xor_ref,
+                              std::span<const std::uint8_t> copied, std::span<const U> flip, F&& f) {
+    const std::size_t D = s.head_dim;
+    std::size_t k = 0;
+    for (std::uint32_t h = 0; h < s.heads; ++h)
+        for (std::uint64_t t = 0; t < s.tokens; ++t) {
+            const std::size_t row = (std::size_t(h) * s.tokens + t) * D, ch = std::size_t(h) * D;
+            if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) continue;
+            const bool has_ref = xor_ref && !ref.empty() && ref[t] != no_reference;
+            const std::size_t ref_row = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
+            for (std::size_t c = 0; c < D; ++c, ++k) {
+                U r = load<U>(src, row + c);
+                if (has_ref) r ^= load<U>(src, ref_row + c);
+                else if (!flip.empty()) r ^= flip[ch + c];
+                f(ch + c, k, r, has_ref);
+            }
+        }
+}
+
+/// Row bitmap of the copy predictor: row (h, t) equals its same-id reference row exactly.
+inline std::vector<std::uint8_t> copied_rows(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
+                                             std::size_t es) {
+    std::vector<std::uint8_t> copied(std::size_t(s.heads) * s.tokens, 0);
+    const std::size_t row_bytes = std::size_t(s.head_dim) * es;
+    for (std::uint32_t h = 0; h < s.heads; ++h)
+        for (std::uint64_t t = 0; t < s.tokens; ++t)
+            if (ref[t] != no_reference)
+                copied[std::size_t(h) * s.tokens + t] = std::memcmp(src + (std::size_t(h) * s.tokens + t) * row_bytes,
+                                                                    src + (std::size_t(h) * s.tokens + ref[t]) * row_bytes, row_bytes) == 0;
+    return copied;
+}
+
+/// Cheapest class count and per-plane modes given per-group histograms of every plane.
+struct plane_plan {
+    std::uint32_t classes = 1;
+    std::vector<std::uint16_t> class_of_group;
+    std::array<plane_context, 4> mode{};
+    double bits = 0;
+};
+
+/// Ranks groups by mean class key of their plane-0 histogram (ascending).
+template <class U>
+inline std::vector<std::uint32_t> rank_groups(const std::vector<std::uint32_t>& hist0, std::uint32_t groups) {
+    std::vector<std::uint64_t> sum(groups, 0), count(groups, 0);
+    for (std::uint32_t g = 0; g < groups; ++g)
+        for (std::uint32_t b = 0; b < 256; ++b) {
+            sum[g] += std::uint64_t(hist0[g * 256 + b]) * class_key<U>(static_cast<std::uint8_t>(b));
+            count[g] += hist0[g * 256 + b];
+        }
+    std::vector<std::uint32_t> order(groups);
+    std::iota(order.begin(), order.end(), 0u);
+    // Compare means sum/count by cross-multiplication (integers only: the choice is deterministic).
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
+        return static_cast<unsigned __int128>(sum[a]) * count[b] < static_cast<unsigned __int128>(sum[b]) * count[a];
+    });
+    std::vector<std::uint32_t> rank(groups);
+    for (std::uint32_t r = 0; r < groups; ++r) rank[order[r]] = r;
+    return rank;
+}
+
+/// hist[p] holds groups x 256 counts of plane p; exp[p] 16 x 256 counts (planes >= 1).
+template <class U>
+inline plane_plan plan_planes(const std::vector<std::vector<std::uint32_t>>& hist, const std::vector<std::vector<std::uint32_t>>& exp,
+                              std::uint32_t groups, std::uint64_t channels, std::uint64_t n, const plane_options& o,
+                              std::size_t P = sizeof(U)) {
+    const auto rank = rank_groups<U>(hist[0], groups);
+    const std::uint32_t most = std::max<std::uint32_t>(1, std::min<std::uint32_t>(o.max_channel_classes, groups));
+    std::vector<std::uint32_t> candidates;
+    for (std::uint32_t k : {1u, 2u, 4u, 8u, 12u, 16u, 24u, 32u, 48u, 64u, 96u, 128u, 192u})
+        if (k < most) candidates.push_back(k);
+    candidates.push_back(most);
+
+    const double stored_bits = 8.0 * double(n);
+    const double coded_limit = stored_bits * (1.0 - o.min_coding_gain);
+    auto pick = [&](double coded_bits, plane_context mode, double& best, plane_context& best_mode) {
+        if (coded_bits < best && coded_bits < coded_limit) best = coded_bits, best_mode = mode;
+    };
+    // Context-independent alternatives of planes >= 1: one table, exponent buckets.
+    std::array<double, 4> none_bits{}, exp_bits{};
+    std::vector<std::uint32_t> merged;
+    for (std::size_t p = 0; p < P; ++p) {
+        merged.assign(256, 0);
+        for (std::uint32_t g = 0; g < groups; ++g)
+            for (std::uint32_t b = 0; b < 256; ++b) merged[b] += hist[p][g * 256 + b];
+        none_bits[p] = cost::histogram_bits(merged.data()) + cost::rans_block_overhead_bits;
+        exp_bits[p] = 1e300;
+        if (p > 0) {
+            exp_bits[p] = cost::rans_block_overhead_bits;
+            for (std::uint32_t e = 0; e < exponent_buckets; ++e) exp_bits[p] += cost::histogram_bits(exp[p].data() + e * 256);
+        }
+    }
+    plane_plan best;
+    best.bits = 1e300;
+    for (std::uint32_t k : candidates) {
+        plane_plan plan;
+        plan.classes = k;
+        plan.class_of_group.resize(groups);
+        for (std::uint32_t g = 0; g < groups; ++g) plan.class_of_group[g] = static_cast<std::uint16_t>(std::uint64_t(rank[g]) * k / groups);
+        plan.bits = k > 1 ? 8.0 * double(channels) : 0.0;
+        for (std::size_t p = 0; p < P; ++p) {
+            double class_bits = cost::rans_block_overhead_bits;
+            if (k > 1) {
+                merged.assign(std::size_t(k) * 256, 0);
+                for (std::uint32_t g = 0; g < groups; ++g) {
+                    auto* dst = merged.data() + std::size_t(plan.class_of_group[g]) * 256;
+                    const auto* src = hist[p].data() + std::size_t(g) * 256;
+                    for (std::uint32_t b = 0; b < 256; ++b) dst[b] += src[b];
+                }
+                for (std::uint32_t c = 0; c < k; ++c) class_bits += cost::histogram_bits(merged.data() + std::size_t(c) * 256);
+            }
+            double bits = stored_bits;
+            plane_context mode = plane_context::stored;
+            pick(none_bits[p], plane_context::none, bits, mode);
+            if (k > 1) pick(class_bits, plane_context::channel_class, bits, mode);
+            if (p > 0) pick(exp_bits[p], plane_context::exponent, bits, mode);
+            plan.mode[p] = mode;
+            plan.bits += bits;
+        }
+        if (plan.bits < best.bits) best = std::move(plan);
+    }
+    return best;
+}
+
+template <class U>
+byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s, const plane_options& o,
+                         const token_references& refs) {
+    constexpr std::size_t P = sizeof(U);
+    const std::uint64_t n = s.elements(), C = s.channels();
+    const std::uint8_t* src = raw.data();
+    const auto groups = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(C, 256)));
+
+    // Channel -> fine group. With <= 256 channels every channel is its own group; otherwise
+    // channels are ranked by the raw mean class key and cut into 256 equal groups.
+    std::vector<std::uint16_t> group_of(C);
+    if (C <= 256) {
+        std::iota(group_of.begin(), group_of.end(), std::uint16_t{0});
+    } else {
+        std::vector<std::uint64_t> sums(C, 0);
+        for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) { sums[ch] += class_key<U>(plane_byte<U, 0>(r)); });
+        std::vector<std::uint32_t> order(C);
+        std::iota(order.begin(), order.end(), 0u);
+        std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sums[a] < sums[b]; });
+        for (std::uint64_t r = 0; r < C; ++r) group_of[order[r]] = static_cast<std::uint16_t>(r * groups / C);
+    }
+
+    // 1. Predictor: estimated cost of plane 0 (channel classes) + other planes (one table each).
+    std::vector<bit_predictor> preds{bit_predictor::none};
+    if (o.try_xor_previous_token && s.tokens > 1) preds.push_back(bit_predictor::xor_previous_token);
+    if (o.try_same_token && refs.has_ids() && s.tokens > 1) {
+        preds.push_back(bit_predictor::xor_same_token);
+        preds.push_back(bit_predictor::xor_same_or_previous);
+        preds.push_back(bit_predictor::copy_same_token);
+    }
+    bit_predictor pred = bit_predictor::none;
+    // Per channel: set sign bits and count of elements coded without an XOR reference.
+    std::vector<std::uint32_t> signs(C, 0), unref(C, 0), best_signs, best_unref;
+    std::vector<std::uint8_t> copied, best_copied;
+    std::uint64_t m = n, best_m = n;  // coded elements
+    if (preds.size() > 1) {
+        double best_bits = 1e300;
+        std::vector<std::vector<std::uint32_t>> hist(P), no_exp(P);
+        for (bit_predictor p : preds) {
+            const bool copy = p == bit_predictor::copy_same_token;
+            copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
+            m = n - std::size_t(std::count(copied.begin(), copied.end(), std::uint8_t{1})) * s.head_dim;
+            hist[0].assign(std::size_t(groups) * 256, 0);
+            for (std::size_t q = 1; q < P; ++q) hist[q].assign(256, 0);
+            std::fill(signs.begin(), signs.end(), 0u);
+            std::fill(unref.begin(), unref.end(), 0u);
+            for_each_residual<U>(src, s, refs.get(p), !copy, copied, {}, [&](std::size_t ch, std::size_t, U r, bool has_ref) {
+                ++hist[0][std::size_t(group_of[ch]) * 256 + plane_byte<U, 0>(r)];
+                if constexpr (P > 1) ++hist[1][plane_byte<U, 1>(r)];
+                if constexpr (P > 2) ++hist[2][plane_byte<U, 2>(r)], ++hist[3][plane_byte<U, 3>(r)];
+                if (!has_ref) signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
+            });
+            // Planes >= 1 were counted in one group: plan with a single group for them.
+            double bits = copy ? double(copied.size()) : 0.0;
+            {
+                std::vector<std::vector<std::uint32_t>> h0{hist[0]};
+                plane_options o0 = o;
+                o0.min_coding_gain = 0;
+                bits += plan_planes<U>(h0, no_exp, groups, C, m, o0, 1).bits;
+            }
+            for (std::size_t q = 1; q < P; ++q)
+                bits += std::min(cost::histogram_bits(hist[q].data()), 8.0 * double(m));
+            if (bits < best_bits)
+                best_bits = bits, pred = p, best_signs = signs, best_unref = unref, best_copied = copied, best_m = m;
+        }
+        signs = std::move(best_signs);
+        unref = std::move(best_unref);
+        copied = std::move(best_copied);
+        m = best_m;
+    } else {
+        for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) {
+            signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
+        });
+    }
+    const auto ref = refs.get(pred);
+
+    // 2. Sign map: flip channels whose residual sign is mostly set, if the pooled sign entropy drops enough.
+    std::vector<U> flip;
+    {
+        std::uint64_t before = 0, after = 0, total = 0;
+        for (std::uint64_t c = 0; c < C; ++c) before += signs[c], after += std::min(signs[c], unref[c] - signs[c]), total += unref[c];
+        const double gain = cost::binary_bits(total - before, before) - cost::binary_bits(total - after, after);
+        if (o.try_sign_map && gain > 8.0 * double((C + 7) / 8 + 1)) {
+            flip.resize(C);
+            for (std::uint64_t c = 0; c < C; ++c) flip[c] = 2 * signs[c] > unref[c] ? sign_bit<U> : U(0);
+        }
+    }
+
+    // 3. Residual planes and their histograms by group and by exponent bucket; then the plan.
+    const bool copy = pred == bit_predictor::copy_same_token;
+    std::vector<std::vector<std::uint8_t>> plane(P, std::vector<std::uint8_t>(m));
+    std::vector<std::vector<std::uint32_t>> hist(P, std::vector<std::uint32_t>(std::size_t(groups) * 256, 0));
+    std::vector<std::vector<std::uint32_t>> exp(P, std::vector<std::uint32_t>(P > 1 ? exponent_buckets * 256 : 0, 0));
+    for_each_residual<U>(src, s, ref, !copy, copied, flip, [&](std::size_t ch, std::size_t i, U r, bool) {
+        const std::size_t g = std::size_t(group_of[ch]) * 256;
+        const std::uint8_t b0 = plane_byte<U, 0>(r);
+        plane[0][i] = b0;
+        ++hist[0][g + b0];
+        if constexpr (P > 1) {
+            const std::size_t e = std::size_t(exponent_bucket(b0)) * 256;
+            for (std::size_t q = 1; q < P; ++q) {
+                const std::uint8_t b = plane_byte<U>(r, q);
+                plane[q][i] = b;
+                ++hist[q][g + b];
+                ++exp[q][e + b];
+            }
+        }
+    });
+    const plane_plan plan = plan_planes<U>(hist, exp, groups, C, m, o);
+
+    // 4. Write the block.
+    byte_vector out;
+    byte_writer w(out);
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(pred));
+    if (copy) {
+        std::vector<std::uint8_t> bits((copied.size() + 7) / 8, 0);
+        for (std::size_t i = 0; i < copied.size(); ++i)
+            if (copied[i]) bits[i / 8] |= static_cast<std::uint8_t>(1u << (i % 8));
+        w.put_bytes(bits);
+    }
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(plan.classes));
+    std::vector<std::uint8_t> cls(C, 0);
+    if (plan.classes > 1) {
+        for (std::uint64_t c = 0; c < C; ++c) cls[c] = static_cast<std::uint8_t>(plan.class_of_group[group_of[c]]);
+        w.put_bytes(cls);
+    }
+    w.put<std::uint8_t>(flip.empty() ? 0 : 1);
+    if (!flip.empty()) {
+        std::vector<std::uint8_t> bits((C + 7) / 8, 0);
+        for (std::uint64_t c = 0; c < C; ++c)
+            if (flip[c]) bits[c / 8] |= static_cast<std::uint8_t>(1u << (c % 8));
+        w.put_bytes(bits);
+    }
+    std::vector<std::uint8_t> ctx;
+    for (std::size_t p = 0; p < P; ++p) {
+        plane_context mode = plan.mode[p];
+        byte_vector coded;
+        if (mode != plane_context::stored) {
+            if (mode == plane_context::channel_class) {
+                ctx.resize(m);
+                const std::size_t D = s.head_dim;
+                std::size_t k = 0;
+                for (std::uint32_t h = 0; h < s.heads; ++h)
+                    for (std::uint64_t t = 0; t < s.tokens; ++t)
+                        if (copied.empty() || !copied[std::size_t(h) * s.tokens + t])
+                            std::memcpy(ctx.data() + k, cls.data() + std::size_t(h) * D, D), k += D;
+            } else if (mode == plane_context::exponent) {
+                ctx.resize(m);
+                for (std::size_t i = 0; i < m; ++i) ctx[i] = exponent_bucket(plane[0][i]);
+            }
+            const std::uint32_t contexts =
+                mode == plane_context::channel_class ? plan.classes : mode == plane_context::exponent ? exponent_buckets : 1;
+            coded = coding::encode_bytes(plane[p], mode == plane_context::none ? std::span<const std::uint8_t>{} : ctx, contexts);
+            if (m > 0 && coded.size() >= m) mode = plane_context::stored;  // the estimate was wrong: never expand
+        }
+        w.put<std::uint8_t>(static_cast<std::uint8_t>(mode));
+        const auto& bytes = mode == plane_context::stored ? plane[p] : coded;
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(bytes.size()));
+        w.put_bytes(bytes);
+    }
+    return out;
+}
+
+}  // namespace detail
+
+/// Encodes a [heads, tokens, head_dim] block of raw little-endian elements of KV float type t,
+/// with the chunk's reference tokens (shared by its blocks).
+inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options,
+                                const token_references& refs) {
+    const std::size_t es = dtype_size(t);
+    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
+    require_usage(raw.size() == s.elements() * es, "lossless: block size does not match its shape");
+    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
+    require_usage(options.max_channel_classes >= 1 && options.max_channel_classes <= 255, "lossless: 1..255 channel classes");
+    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs);
+    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs);
+    return detail::encode_typed<std::uint32_t>(raw, s, options, refs);
+}
+
+/// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors.
+inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options = {},
+                                std::span<const std::int32_t> token_ids = {}) {
+    require_usage(token_ids.empty() || token_ids.size() == s.tokens, "lossless: one token id per token");
+    return encode_block(raw, t, s, options, token_references(s.tokens, token_ids));
+}
+
+}  // namespace seqkv::lossless
