@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct dataset {
     byte_vector flat;               // all K then V tensors concatenated (what peers compress)
     std::vector<float> as_f32;      // fp32 view for fpzip
     std::vector<std::int32_t> token_ids;  // from the `tokens` tensor, or empty
+    std::optional<seqkv::lossless::rope::parameters> rope;  // from metadata rope_theta / rope_style, or none
 
     seqkv::kv_cache_view view() const {
         seqkv::kv_cache_view c;
@@ -63,6 +65,22 @@ std::vector<std::filesystem::path> input_files() {
     return files;
 }
 
+// RoPE parameters as the CLI would pass them: metadata rope_theta, rope_style (rotate_half default).
+std::optional<seqkv::lossless::rope::parameters> rope_from_metadata(const std::map<std::string, std::string>& meta) {
+    const auto it = meta.find("rope_theta");
+    if (it == meta.end()) return std::nullopt;
+    seqkv::lossless::rope::parameters p;
+    try {
+        p.theta = std::stod(it->second);
+    } catch (...) {
+        return std::nullopt;
+    }
+    if (auto st = meta.find("rope_style"); st != meta.end() && (st->second == "interleaved" || st->second == "gptj"))
+        p.style = seqkv::lossless::rope::pairing::interleaved;
+    if (!seqkv::lossless::rope::valid(p)) return std::nullopt;
+    return p;
+}
+
 // All input files' KV, concatenated along the token axis requires equal shapes; instead each file
 // is its own dataset and the summary sums bytes over files.
 std::vector<dataset> load_datasets(bool fp8) {
@@ -80,6 +98,7 @@ std::vector<dataset> load_datasets(bool fp8) {
                 std::memcpy(&id, tok->bytes.data() + 4 * i, 4);
                 d.token_ids.push_back(id);
             }
+        d.rope = rope_from_metadata(file.metadata());
         if (fp8) d.layout.type = seqkv::dtype::f8_e4m3;
         const std::size_t n = view.layout.elements_per_tensor();
         for (std::uint32_t l = 0; l < view.layout.layers; ++l)
@@ -118,10 +137,13 @@ byte_vector zstd_encode(const byte_vector& in, int level) {
 std::vector<codec_fns> codecs() {
     std::vector<codec_fns> c;
     // seqkv with the chunk's token ids (as the CLI stores them), at two chunk sizes, and without ids.
-    auto seqkv_codec = [](std::string name, std::uint32_t chunk, bool ids, bool scalar) {
+    // With the file's rope parameters (rope = true) the rotated same-token predictor is available.
+    auto seqkv_codec = [](std::string name, std::uint32_t chunk, bool ids, bool scalar, bool rope = true) {
         return codec_fns{std::move(name),
                          [=](const dataset& d) {
-                             return seqkv::compress(d.view(), {.codec = seqkv::lossless_config(), .chunk_tokens = chunk, .metadata = {}, .resources = {}},
+                             seqkv::lossless::plane_options o;
+                             if (rope) o.rope = d.rope;
+                             return seqkv::compress(d.view(), {.codec = seqkv::lossless_config(o), .chunk_tokens = chunk, .metadata = {}, .resources = {}},
                                                     ids ? std::span<const std::int32_t>(d.token_ids) : std::span<const std::int32_t>{});
                          },
                          [=](const dataset&, const byte_vector& z, byte_vector& out) {
@@ -131,6 +153,8 @@ std::vector<codec_fns> codecs() {
     };
     c.push_back(seqkv_codec("seqkv-lossless", 256, true, false));
     c.push_back(seqkv_codec("seqkv-lossless-c512", 512, true, false));
+    c.push_back(seqkv_codec("seqkv-lossless-norope", 256, true, false, false));
+    c.push_back(seqkv_codec("seqkv-lossless-c512-norope", 512, true, false, false));
     c.push_back(seqkv_codec("seqkv-lossless-noids", 256, false, false));
     c.push_back(seqkv_codec("seqkv-lossless-scalar", 256, true, true));
     for (int level : {3, 19})
@@ -359,6 +383,39 @@ int main(int argc, char** argv) {
         const double ratio = results[{dt, "seqkv-lossless"}].ratio;
         std::printf("%-9s %8.3f %8.3f %8.3f %8.3f %10.3f %9.3fx %11.3f %9.3fx\n", dt.c_str(), e.exponent, e.sign, e.mantissa, e.best_bits,
                     e.raw_bits, width / e.best_bits, width / ratio, ratio);
+    }
+    // Per (layer, K/V) block: coded bytes without / with the rope-aware predictor (512-token chunks).
+    std::printf("\nPer-block coded bytes, 512-token chunks, summed over files (without rope -> with rope):\n");
+    for (const auto* sets : {&bf16, &fp8}) {
+        const auto& L0 = (*sets)[0].layout;
+        for (std::uint32_t l = 0; l < L0.layers; ++l)
+            for (auto kind : {seqkv::kv_kind::key, seqkv::kv_kind::value}) {
+                std::uint64_t without = 0, with = 0, raw = 0;
+                for (const auto& d : *sets) {
+                    const auto& L = d.layout;
+                    const auto& tensor = kind == seqkv::kv_kind::key ? d.k[l] : d.v[l];
+                    const std::size_t es = seqkv::dtype_size(L.type);
+                    for (std::uint64_t t0 = 0; t0 < L.tokens; t0 += 512) {
+                        const std::uint64_t t1 = std::min<std::uint64_t>(L.tokens, t0 + 512);
+                        const seqkv::lossless::block_shape shape{L.kv_heads, t1 - t0, L.head_dim};
+                        byte_vector block;
+                        for (std::uint32_t h = 0; h < L.kv_heads; ++h)
+                            block.insert(block.end(), tensor.begin() + std::ptrdiff_t(((h * L.tokens) + t0) * L.head_dim * es),
+                                         tensor.begin() + std::ptrdiff_t(((h * L.tokens) + t1) * L.head_dim * es));
+                        const std::span<const std::int32_t> ids =
+                            d.token_ids.empty() ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(d.token_ids).subspan(t0, t1 - t0);
+                        seqkv::lossless::plane_options o;
+                        without += seqkv::lossless::encode_block(block, L.type, shape, o, ids).size();
+                        o.rope = d.rope;
+                        with += seqkv::lossless::encode_block(block, L.type, shape, o, ids).size();
+                        raw += block.size();
+                    }
+                }
+                std::printf("%-9s layer %u %c: %9llu -> %9llu bytes (%+.1f%%), ratio %.3fx -> %.3fx\n",
+                            std::string(seqkv::dtype_name(L0.type)).c_str(), l, kind == seqkv::kv_kind::key ? 'K' : 'V',
+                            (unsigned long long)without, (unsigned long long)with, 100.0 * (double(with) - double(without)) / double(without),
+                            double(raw) / double(without), double(raw) / double(with));
+            }
     }
     benchmark::Shutdown();
     return 0;

@@ -367,3 +367,155 @@ TEST(Lossless, ConfigCarriesEveryEncoderOption) {
 }
 
 }  // namespace
+
+namespace {
+
+using namespace seqkv;
+
+// Keys built as RoPE(base(token id), position) in double, stored in `type`, with special values
+// (NaN payloads, Inf, -0, subnormals) in bases and in rotated rows; pairing by `style`.
+struct rotated_block {
+    lossless::block_shape shape;
+    dtype type;
+    std::vector<std::int32_t> ids;
+    byte_vector bytes;
+};
+
+rotated_block rotated_keys(dtype type, lossless::rope::pairing style, std::uint32_t seed) {
+    rotated_block b{{2, 200, 64}, type, {}, {}};
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    const std::size_t D = b.shape.head_dim, half = D / 2, es = dtype_size(type);
+    std::vector<std::vector<double>> base(2 * 30, std::vector<double>(D));
+    for (auto& v : base)
+        for (std::size_t c = 0; c < D; ++c) v[c] = normal(rng) * (0.1 + double(c % 9));
+    for (std::uint64_t t = 0; t < b.shape.tokens; ++t) b.ids.push_back(std::int32_t(rng() % 30));
+    b.bytes.resize(b.shape.elements() * es);
+    for (std::uint32_t h = 0; h < b.shape.heads; ++h)
+        for (std::uint64_t t = 0; t < b.shape.tokens; ++t) {
+            const auto& v = base[h * 30 + std::size_t(b.ids[t])];
+            const std::size_t row = (h * b.shape.tokens + t) * D;
+            for (std::size_t i = 0; i < half; ++i) {
+                const std::size_t c0 = lossless::rope::pair_channel(style, half, i, 0), c1 = lossless::rope::pair_channel(style, half, i, 1);
+                const double angle = double(t + 1000) * std::pow(10000.0, -2.0 * double(i) / double(D));
+                store_from_float(b.bytes.data(), type, row + c0, float(v[c0] * std::cos(angle) - v[c1] * std::sin(angle)));
+                store_from_float(b.bytes.data(), type, row + c1, float(v[c1] * std::cos(angle) + v[c0] * std::sin(angle)));
+            }
+        }
+    // Specials: raw bit patterns (NaN/Inf/-0/subnormal/max) in some elements of some rows.
+    const std::vector<std::uint32_t> specials = {0xffffffffu, 0x7f800000u, 0x80000000u, 0x00000001u, 0x7f7fffffu, 0x007fffffu};
+    for (int k = 0; k < 60; ++k) {
+        const std::size_t i = rng() % b.shape.elements();
+        const std::uint32_t sp = specials[rng() % specials.size()];
+        std::uint32_t bits = es == 4 ? sp : es == 2 ? (type == dtype::bf16 ? sp >> 16 : (sp == 0x80000000u ? 0x8000u : sp & 0xffffu)) : sp & 0xffu;
+        std::memcpy(b.bytes.data() + i * es, &bits, es);
+    }
+    return b;
+}
+
+class LosslessRope : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(LosslessRope, RotatedKeysRoundTripAndPay) {
+    for (auto style : {lossless::rope::pairing::rotate_half, lossless::rope::pairing::interleaved}) {
+        const auto b = rotated_keys(GetParam(), style, 11);
+        lossless::plane_options with, without;
+        with.rope = lossless::rope::parameters{10000.0, style};
+        const auto coded = lossless::encode_block(b.bytes, b.type, b.shape, with, b.ids);
+        const auto plain = lossless::encode_block(b.bytes, b.type, b.shape, without, b.ids);
+        EXPECT_EQ(coded[0], std::uint8_t(lossless::bit_predictor::rotate_same_token));
+        if (b.type != dtype::f8_e5m2) EXPECT_LT(double(coded.size()), 0.9 * double(plain.size())) << dtype_name(b.type);
+        byte_vector back(b.bytes.size());
+        lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids, with.rope);
+        EXPECT_EQ(back, b.bytes);
+        lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::scalar, b.ids, with.rope);
+        EXPECT_EQ(back, b.bytes);
+
+        // Missing rope parameters or ids are refused.
+        EXPECT_THROW(lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids), format_error);
+        EXPECT_THROW(lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, {}, with.rope), format_error);
+        // Wrong ids or a wrong theta decode to other bits or raise format_error, never crash.
+        auto wrong_ids = b.ids;
+        for (auto& id : wrong_ids) id = (id + 1) % 7;
+        auto other = with.rope;
+        other->theta = 500000.0;
+        for (int trial = 0; trial < 2; ++trial) {
+            try {
+                if (trial == 0) lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, wrong_ids, with.rope);
+                else lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids, other);
+                EXPECT_NE(back, b.bytes);
+            } catch (const format_error&) {
+            }
+        }
+        // Corrupted payloads never crash.
+        std::mt19937 rng(3);
+        for (int trial = 0; trial < 300; ++trial) {
+            byte_vector bad = coded;
+            for (int f = 0; f < 1 + trial % 4; ++f) bad[rng() % bad.size()] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+            if (trial % 5 == 0) bad.resize(rng() % bad.size());
+            try {
+                lossless::decode_block(bad, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids, with.rope);
+            } catch (const seqkv::error&) {
+            }
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKvFloats, LosslessRope,
+                         ::testing::Values(dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(Lossless, RopeResidualIsABijectionOnAllBitPatterns) {
+    for (std::uint32_t p : {0u, 1u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu, 0x3f80u, 0xbf80u})
+        for (std::uint32_t u = 0; u < 0x10000; ++u) {
+            const auto z = lossless::rope::residual<std::uint16_t>(std::uint16_t(u), std::uint16_t(p));
+            ASSERT_EQ(lossless::rope::unresidual<std::uint16_t>(z, std::uint16_t(p)), u);
+        }
+    EXPECT_EQ(lossless::rope::residual<std::uint16_t>(0x3f81, 0x3f80), 2);   // one ulp up
+    EXPECT_EQ(lossless::rope::residual<std::uint16_t>(0x8000, 0x0000), 1);   // -0 just below +0
+}
+
+TEST(Lossless, RopeMathIsAccurate) {
+    for (double x : {0.0, 0.5, 1.0, 3.0, 100.0, 511.0, 4096.5, 65535.0}) {
+        double c, s;
+        lossless::rope::detail::cos_sin(x, c, s);
+        EXPECT_NEAR(c, std::cos(x), 1e-13);
+        EXPECT_NEAR(s, std::sin(x), 1e-13);
+    }
+    for (double x : {1.0, 2.0, 10000.0, 500000.0, 1e9}) EXPECT_NEAR(lossless::rope::detail::log(x), std::log(x), 1e-13 * std::log(x) + 1e-15);
+    for (double x : {-30.0, -9.2, -1.0, 0.0, 0.3}) EXPECT_NEAR(lossless::rope::detail::exp(x), std::exp(x), 1e-14 * std::exp(x));
+}
+
+TEST(Lossless, ConfigCarriesRopeParameters) {
+    lossless::plane_options o;
+    o.rope = lossless::rope::parameters{500000.0, lossless::rope::pairing::interleaved};
+    const auto c = lossless_config(o);
+    ASSERT_EQ(c.params.size(), 12u);
+    EXPECT_EQ(c.params[3], 2);
+    EXPECT_NO_THROW(make_codec(c));
+    auto bad = c;
+    bad.params[3] = 3;  // unknown style
+    EXPECT_THROW(make_codec(bad), format_error);
+    bad = c;
+    bad.params[11] = 0xff;  // theta = NaN / negative
+    EXPECT_THROW(make_codec(bad), format_error);
+    bad = c;
+    bad.params.resize(11);
+    EXPECT_THROW(make_codec(bad), format_error);
+
+    // Whole-file round trip through the container with rotated keys (and a rope-aware config).
+    const auto b = rotated_keys(dtype::bf16, lossless::rope::pairing::rotate_half, 5);
+    kv_cache_view view;
+    view.layout = {1, b.shape.heads, b.shape.head_dim, b.shape.tokens, b.type};
+    const auto strides = kv_strides::head_major(b.shape.tokens, b.shape.head_dim);
+    view.keys.push_back({b.bytes.data(), b.type, b.shape.heads, b.shape.tokens, b.shape.head_dim, strides});
+    view.values.push_back({b.bytes.data(), b.type, b.shape.heads, b.shape.tokens, b.shape.head_dim, strides});
+    o.rope->style = lossless::rope::pairing::rotate_half;
+    compress_options co;
+    co.codec = lossless_config(o);
+    co.chunk_tokens = 64;
+    const auto z = compress(view, co, b.ids);
+    const auto back = decompress(z);
+    EXPECT_TRUE(std::equal(b.bytes.begin(), b.bytes.end(), back.bytes.begin()));
+}
+
+}  // namespace

@@ -45,25 +45,43 @@ inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_
     return std::make_shared<const predict::expected_kv_table>(predict::parse_expected_kv_table(f));
 }
 
+/// The file's metadata rope_theta (0 when absent); format_error when it is not a number.
+inline double rope_theta_of(const io::safetensors_file& file) {
+    const auto it = file.metadata().find("rope_theta");
+    if (it == file.metadata().end()) return 0;
+    try {
+        return std::stod(it->second);
+    } catch (const std::exception&) {
+        throw format_error("metadata rope_theta is not a number: '" + it->second + "'");
+    }
+}
+
 /// Options for a preset name applied to a file; chunk 0 keeps the preset's chunk size.
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
                                            const io::safetensors_file& file, const lossy_flags& flags = {}) {
     compress_options o;
     o.resources.expected_kv = load_table(flags);
     if (name == "lossless" && flags.options.empty()) {
-        o.codec = lossless_config();
+        // RoPE parameters from the file let the codec predict repeated tokens' keys by rotation.
+        lossless::plane_options lo;
+        if (auto theta = rope_theta_of(file); theta > 0) {
+            lossless::rope::parameters p;
+            p.theta = theta;
+            const auto st = file.metadata().find("rope_style");
+            const std::string style = st == file.metadata().end() ? "rotate_half" : st->second;
+            bool known = true;
+            if (style == "rotate_half" || style == "neox") p.style = lossless::rope::pairing::rotate_half;
+            else if (style == "interleaved" || style == "gptj") p.style = lossless::rope::pairing::interleaved;
+            else known = false;  // unknown pairing: stay lossless without the rotation predictor
+            if (known && lossless::rope::valid(p)) lo.rope = p;
+        }
+        o.codec = lossless_config(lo);
         o.chunk_tokens = 512;  // beats every peer on bf16 and fp8 at 512 (bench_lossless -c512 rows)
     } else {
         const auto cache = io::kv_view(file);
         lossy_model_info model;
         model.head_dim = cache.layout.head_dim;
-        if (auto it = file.metadata().find("rope_theta"); it != file.metadata().end()) {
-            try {
-                model.rope_theta = std::stod(it->second);
-            } catch (const std::exception&) {
-                throw format_error("metadata rope_theta is not a number: '" + it->second + "'");
-            }
-        }
+        model.rope_theta = rope_theta_of(file);
         model.table = o.resources.expected_kv.get();
         lossy_config c = lossy_preset(name, model);
         for (const auto& kv : flags.options) {

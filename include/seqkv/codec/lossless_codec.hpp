@@ -21,7 +21,7 @@ public:
         const lossless::block_shape shape{L.kv_heads, in.token_count(), L.head_dim};
         byte_vector block(shape.elements() * dtype_size(L.type));
         require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
-        const lossless::token_references refs(shape.tokens, in.token_ids);
+        const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
         byte_vector out;
         byte_writer w(out);
         for (std::uint32_t l = 0; l < L.layers; ++l)
@@ -40,7 +40,7 @@ public:
         require_usage(L.tokens == in.token_count(), "lossless_codec: buffer does not match the chunk");
         const lossless::block_shape shape{L.kv_heads, L.tokens, L.head_dim};
         if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
-        const lossless::token_references refs(shape.tokens, in.token_ids);
+        const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
         byte_reader r(payload, "lossless chunk");
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {

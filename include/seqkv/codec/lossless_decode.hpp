@@ -6,10 +6,39 @@
 namespace seqkv::lossless {
 namespace detail {
 
+/// Decoded rotated section of predictor 5 (consumed row by row in storage order).
+template <class U>
+struct rotated_rows {
+    const rope::rotation_table* table = nullptr;
+    rope::pairing style = rope::pairing::rotate_half;
+    rope::float_format format;
+    const std::uint8_t* symbols = nullptr;
+    const std::uint8_t* escapes = nullptr;  // little-endian U values, one per symbol 255
+    std::size_t next_symbol = 0, next_escape = 0, escape_count = 0;
+
+    /// Reconstructs row t (D elements at dst) from its reference row (at src).
+    void decode_row(std::size_t t, const std::uint8_t* src, std::uint8_t* dst, std::size_t D) {
+        U reference[256], prediction[256];
+        for (std::size_t c = 0; c < D; ++c) reference[c] = load<U>(src, c);
+        rope::predict_row<U>(reference, D, style, table->cos(t), table->sin(t), format, prediction);
+        for (std::size_t c = 0; c < D; ++c) {
+            U z = symbols[next_symbol++];
+            if (z == 255) {
+                if (next_escape == escape_count) throw format_error("lossless block: missing rotated escape");
+                z = load<U>(escapes, next_escape++);
+                if (z < 255) throw format_error("lossless block: rotated escape below 255");
+            }
+            store<U>(dst, c, rope::unresidual<U>(z, prediction[c]));
+        }
+    }
+};
+
 /// Joins planes (coded elements only), undoes sign map and predictor, writes every row of out.
+/// Rows flagged in `copied` are copies of their reference row, or rotated rows when rot is given.
 template <class U>
 void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<const U> flip, const block_shape& s,
-                 std::span<const std::uint64_t> ref, bool xor_ref, std::span<const std::uint8_t> copied, std::uint8_t* out) {
+                 std::span<const std::uint64_t> ref, bool xor_ref, std::span<const std::uint8_t> copied, std::uint8_t* out,
+                 rotated_rows<U>* rot = nullptr) {
     const std::size_t D = s.head_dim;
     U row[256];
     std::size_t k = 0;  // next coded element
@@ -20,7 +49,8 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
             const bool has_ref = !ref.empty() && ref[t] != no_reference;
             const std::size_t ref_base = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
             if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) {
-                std::memcpy(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));
+                if (rot) rot->decode_row(t, out + ref_base * sizeof(U), out + base * sizeof(U), D);
+                else std::memcpy(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));
                 continue;
             }
             const bool xor_row = xor_ref && has_ref;
@@ -47,16 +77,19 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
 
 template <class U>
 void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std::span<std::uint8_t> out,
-                  coding::rans::decode_path path, const token_references& refs) {
+                  coding::rans::decode_path path, const token_references& refs, const rope::float_format& fmt) {
     constexpr std::size_t P = sizeof(U);
     const std::uint64_t n = s.elements(), C = s.channels();
     byte_reader r(coded, "lossless block");
     const auto pred = r.get<std::uint8_t>();
-    if (pred > static_cast<std::uint8_t>(bit_predictor::copy_same_token)) throw format_error("lossless block: unknown predictor");
+    if (pred > static_cast<std::uint8_t>(bit_predictor::rotate_same_token)) throw format_error("lossless block: unknown predictor");
     if (pred >= static_cast<std::uint8_t>(bit_predictor::xor_same_token) && !refs.has_ids())
         throw format_error("lossless block: same-token prediction without token ids");
+    const bool rotate = pred == static_cast<std::uint8_t>(bit_predictor::rotate_same_token);
+    if (rotate && (!refs.rope() || s.head_dim % 2 != 0 || s.head_dim > 256))
+        throw format_error("lossless block: rotated prediction without rope parameters or with an odd head_dim");
     const auto ref = refs.get(static_cast<bit_predictor>(pred));
-    const bool copy = pred == static_cast<std::uint8_t>(bit_predictor::copy_same_token);
+    const bool copy = pred == static_cast<std::uint8_t>(bit_predictor::copy_same_token) || rotate;
     std::vector<std::uint8_t> copied;
     std::uint64_t m = n;  // coded elements
     if (copy) {
@@ -126,8 +159,42 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         coding::decode_bytes(bytes, ctx, decoded[p], path);
         plane[p] = decoded[p].data();
     }
+    rotated_rows<U> rot;
+    std::vector<std::uint8_t> rot_symbols;
+    if (rotate) {
+        const std::uint64_t k = n - m;  // rotated elements
+        const auto mode = r.get<std::uint8_t>();
+        if (mode != static_cast<std::uint8_t>(plane_context::none) && mode != static_cast<std::uint8_t>(plane_context::stored) &&
+            !(mode == static_cast<std::uint8_t>(plane_context::channel_class) && classes > 1))
+            throw format_error("lossless block: bad rotated symbol mode");
+        const auto bytes = r.get_bytes(r.get<std::uint32_t>());
+        if (mode == static_cast<std::uint8_t>(plane_context::stored)) {
+            if (bytes.size() != k) throw format_error("lossless block: stored rotated symbols of the wrong length");
+            rot.symbols = bytes.data();
+        } else {
+            std::vector<std::uint8_t> ctx;
+            if (mode == static_cast<std::uint8_t>(plane_context::channel_class)) {
+                ctx.reserve(k);
+                for (std::size_t row = 0; row < copied.size(); ++row)
+                    if (copied[row]) ctx.insert(ctx.end(), cls.begin() + std::ptrdiff_t((row / s.tokens) * s.head_dim),
+                                                cls.begin() + std::ptrdiff_t((row / s.tokens + 1) * s.head_dim));
+            }
+            rot_symbols.resize(k);
+            coding::decode_bytes(bytes, ctx, rot_symbols, path);
+            rot.symbols = rot_symbols.data();
+        }
+        std::uint64_t escapes = 0;
+        for (std::uint64_t i = 0; i < k; ++i) escapes += rot.symbols[i] == 255;
+        const auto escape_bytes = r.get_bytes(r.get<std::uint32_t>());
+        if (escape_bytes.size() != escapes * sizeof(U)) throw format_error("lossless block: rotated escapes of the wrong length");
+        rot.escapes = escape_bytes.data();
+        rot.escape_count = escapes;
+        rot.table = &refs.rotations(s.head_dim);
+        rot.style = refs.rope()->style;
+        rot.format = fmt;
+    }
     if (!r.at_end()) throw format_error("lossless block: trailing bytes");
-    join_planes<U>(plane, flip, s, ref, !copy, copied, out.data());
+    join_planes<U>(plane, flip, s, ref, !copy, copied, out.data(), rotate ? &rot : nullptr);
 }
 
 }  // namespace detail
@@ -141,17 +208,18 @@ inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const blo
     require_usage(is_kv_float(t), "lossless: not a KV float dtype");
     require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
     require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
-    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs);
-    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs);
-    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs);
+    const auto fmt = rope::float_format::of(t);
+    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, fmt);
+    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, fmt);
+    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, fmt);
 }
 
-/// Decodes one block; token_ids must be the ones given at encoding (or empty if none were).
+/// Decodes one block; token_ids and rope must be the ones given at encoding (or empty if none were).
 inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
                          coding::rans::decode_path path = coding::rans::decode_path::automatic,
-                         std::span<const std::int32_t> token_ids = {}) {
+                         std::span<const std::int32_t> token_ids = {}, std::optional<rope::parameters> rope = std::nullopt) {
     if (!token_ids.empty() && token_ids.size() != s.tokens) throw format_error("lossless block: token id count differs from tokens");
-    decode_block(coded, t, s, out, path, token_references(s.tokens, token_ids));
+    decode_block(coded, t, s, out, path, token_references(s.tokens, token_ids, rope));
 }
 
 }  // namespace seqkv::lossless

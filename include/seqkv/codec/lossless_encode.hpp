@@ -44,6 +44,69 @@ inline std::vector<std::uint8_t> copied_rows(const std::uint8_t* src, const bloc
     return copied;
 }
 
+/// Residuals z (rope::residual against the rotated reference row) of every row with a reference,
+/// [row][channel] over all rows (rows without a reference stay 0).
+template <class U>
+inline std::vector<U> rotated_residuals(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
+                                        const rope::rotation_table& rot, rope::pairing style, const rope::float_format& fmt) {
+    const std::size_t D = s.head_dim;
+    std::vector<U> z(s.elements(), 0), row(D), pred(D);
+    for (std::uint32_t h = 0; h < s.heads; ++h)
+        for (std::uint64_t t = 0; t < s.tokens; ++t) {
+            if (ref[t] == no_reference) continue;
+            const std::size_t base = (std::size_t(h) * s.tokens + t) * D, ref_base = (std::size_t(h) * s.tokens + ref[t]) * D;
+            for (std::size_t c = 0; c < D; ++c) row[c] = load<U>(src, ref_base + c);
+            rope::predict_row<U>(row.data(), D, style, rot.cos(t), rot.sin(t), fmt, pred.data());
+            for (std::size_t c = 0; c < D; ++c) z[base + c] = rope::residual<U>(load<U>(src, base + c), pred[c]);
+        }
+    return z;
+}
+
+/// Symbol of a rotated residual: z below 255, else 255 and z goes to the escape stream.
+template <class U>
+inline std::uint8_t rotated_symbol(U z) { return z < 255 ? static_cast<std::uint8_t>(z) : std::uint8_t{255}; }
+
+/// Rows to rotate: those with a reference whose estimated rotated cost (pooled symbol table,
+/// escapes at full width) beats their estimated raw cost (plane-0 table per group, pooled other planes).
+template <class U>
+inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
+                                                const std::vector<U>& z, std::span<const std::uint16_t> group_of, std::uint32_t groups) {
+    constexpr std::size_t P = sizeof(U);
+    const std::size_t D = s.head_dim, rows = std::size_t(s.heads) * s.tokens;
+    std::vector<std::uint32_t> h0(std::size_t(groups) * 256, 0), hp(P * 256, 0), hz(256, 0);
+    for (std::size_t row = 0; row < rows; ++row)
+        for (std::size_t c = 0; c < D; ++c) {
+            const U u = load<U>(src, row * D + c);
+            ++h0[std::size_t(group_of[(row / s.tokens) * D + c]) * 256 + plane_byte<U, 0>(u)];
+            for (std::size_t q = 1; q < P; ++q) ++hp[q * 256 + plane_byte<U>(u, q)];
+            if (ref[row % s.tokens] != no_reference) ++hz[rotated_symbol<U>(z[row * D + c])];
+        }
+    auto costs = [](const std::uint32_t* h, std::vector<double>& out) {
+        std::uint64_t total = 0;
+        for (int b = 0; b < 256; ++b) total += h[b];
+        out.assign(256, 0);
+        for (int b = 0; b < 256; ++b) out[b] = std::log2(double(total + 1) / (double(h[b]) + 0.5));
+    };
+    std::vector<std::vector<double>> c0(groups), cp(P), cz(1);
+    for (std::uint32_t g = 0; g < groups; ++g) costs(h0.data() + std::size_t(g) * 256, c0[g]);
+    for (std::size_t q = 1; q < P; ++q) costs(hp.data() + q * 256, cp[q]);
+    costs(hz.data(), cz[0]);
+    std::vector<std::uint8_t> rotate(rows, 0);
+    for (std::size_t row = 0; row < rows; ++row) {
+        if (ref[row % s.tokens] == no_reference) continue;
+        double raw = 0, rot = 0;
+        for (std::size_t c = 0; c < D; ++c) {
+            const U u = load<U>(src, row * D + c), zz = z[row * D + c];
+            raw += c0[group_of[(row / s.tokens) * D + c]][plane_byte<U, 0>(u)];
+            for (std::size_t q = 1; q < P; ++q) raw += cp[q][plane_byte<U>(u, q)];
+            const std::uint8_t sym = rotated_symbol<U>(zz);
+            rot += cz[0][sym] + (sym == 255 ? 8.0 * P : 0.0);
+        }
+        rotate[row] = rot < raw;
+    }
+    return rotate;
+}
+
 /// Cheapest class count and per-plane modes given per-group histograms of every plane.
 struct plane_plan {
     std::uint32_t classes = 1;
@@ -135,9 +198,44 @@ inline plane_plan plan_planes(const std::vector<std::vector<std::uint32_t>>& his
     return best;
 }
 
+/// The rotated section of predictor 5: symbols of the rotated rows (mode, length, bytes), then escapes.
+template <class U>
+inline void write_rotated(byte_writer& w, const block_shape& s, const std::vector<std::uint8_t>& rotated, const std::vector<U>& z,
+                          const std::vector<std::uint8_t>& cls, std::uint32_t classes) {
+    const std::size_t D = s.head_dim;
+    std::vector<std::uint8_t> symbols, ctx;
+    byte_vector escapes;
+    byte_writer e(escapes);
+    std::vector<std::uint32_t> pooled(256, 0), by_class(std::size_t(classes) * 256, 0);
+    for (std::size_t row = 0; row < rotated.size(); ++row)
+        if (rotated[row])
+            for (std::size_t c = 0; c < D; ++c) {
+                const U zz = z[row * D + c];
+                const std::uint8_t sym = rotated_symbol<U>(zz), k = cls[(row / s.tokens) * D + c];
+                symbols.push_back(sym), ctx.push_back(k);
+                ++pooled[sym], ++by_class[std::size_t(k) * 256 + sym];
+                if (sym == 255) e.put<U>(zz);
+            }
+    double class_bits = 1e300;
+    if (classes > 1) {
+        class_bits = 0;
+        for (std::uint32_t k = 0; k < classes; ++k) class_bits += cost::histogram_bits(by_class.data() + std::size_t(k) * 256);
+    }
+    plane_context mode = class_bits < cost::histogram_bits(pooled.data()) ? plane_context::channel_class : plane_context::none;
+    byte_vector coded = coding::encode_bytes(symbols, mode == plane_context::none ? std::span<const std::uint8_t>{} : ctx,
+                                             mode == plane_context::none ? 1 : classes);
+    if (!symbols.empty() && coded.size() >= symbols.size()) mode = plane_context::stored;
+    const auto& bytes = mode == plane_context::stored ? symbols : coded;
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(mode));
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(bytes.size()));
+    w.put_bytes(bytes);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(escapes.size()));
+    w.put_bytes(escapes);
+}
+
 template <class U>
 byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s, const plane_options& o,
-                         const token_references& refs) {
+                         const token_references& refs, const rope::float_format& fmt) {
     constexpr std::size_t P = sizeof(U);
     const std::uint64_t n = s.elements(), C = s.channels();
     const std::uint8_t* src = raw.data();
@@ -164,18 +262,26 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         preds.push_back(bit_predictor::xor_same_token);
         preds.push_back(bit_predictor::xor_same_or_previous);
         preds.push_back(bit_predictor::copy_same_token);
+        if (refs.rope() && s.head_dim % 2 == 0 && s.head_dim <= 256) preds.push_back(bit_predictor::rotate_same_token);
     }
     bit_predictor pred = bit_predictor::none;
     // Per channel: set sign bits and count of elements coded without an XOR reference.
     std::vector<std::uint32_t> signs(C, 0), unref(C, 0), best_signs, best_unref;
-    std::vector<std::uint8_t> copied, best_copied;
-    std::uint64_t m = n, best_m = n;  // coded elements
+    std::vector<std::uint8_t> copied, best_copied;  // rows copied (predictor 4) or rotated (predictor 5)
+    std::vector<U> rot_z;                           // rotated residuals (predictor 5 tried)
+    std::uint64_t m = n, best_m = n;                // coded (plane) elements
     if (preds.size() > 1) {
         double best_bits = 1e300;
         std::vector<std::vector<std::uint32_t>> hist(P), no_exp(P);
         for (bit_predictor p : preds) {
-            const bool copy = p == bit_predictor::copy_same_token;
-            copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
+            const bool rotate = p == bit_predictor::rotate_same_token;
+            const bool copy = p == bit_predictor::copy_same_token || rotate;
+            if (rotate) {
+                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), refs.rope()->style, fmt);
+                copied = rows_to_rotate<U>(src, s, refs.get(p), rot_z, group_of, groups);
+            } else {
+                copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
+            }
             m = n - std::size_t(std::count(copied.begin(), copied.end(), std::uint8_t{1})) * s.head_dim;
             hist[0].assign(std::size_t(groups) * 256, 0);
             for (std::size_t q = 1; q < P; ++q) hist[q].assign(256, 0);
@@ -189,6 +295,17 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             });
             // Planes >= 1 were counted in one group: plan with a single group for them.
             double bits = copy ? double(copied.size()) : 0.0;
+            if (rotate) {
+                std::vector<std::uint32_t> hz(256, 0);
+                std::uint64_t escapes = 0;
+                for (std::size_t row = 0; row < copied.size(); ++row)
+                    if (copied[row])
+                        for (std::size_t c = 0; c < s.head_dim; ++c) {
+                            const auto sym = rotated_symbol<U>(rot_z[row * s.head_dim + c]);
+                            ++hz[sym], escapes += sym == 255;
+                        }
+                bits += cost::histogram_bits(hz.data()) + cost::rans_block_overhead_bits + 8.0 * P * double(escapes) + 64;
+            }
             {
                 std::vector<std::vector<std::uint32_t>> h0{hist[0]};
                 plane_options o0 = o;
@@ -224,7 +341,8 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     }
 
     // 3. Residual planes and their histograms by group and by exponent bucket; then the plan.
-    const bool copy = pred == bit_predictor::copy_same_token;
+    const bool rotate = pred == bit_predictor::rotate_same_token;
+    const bool copy = pred == bit_predictor::copy_same_token || rotate;
     std::vector<std::vector<std::uint8_t>> plane(P, std::vector<std::uint8_t>(m));
     std::vector<std::vector<std::uint32_t>> hist(P, std::vector<std::uint32_t>(std::size_t(groups) * 256, 0));
     std::vector<std::vector<std::uint32_t>> exp(P, std::vector<std::uint32_t>(P > 1 ? exponent_buckets * 256 : 0, 0));
@@ -295,6 +413,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         w.put<std::uint32_t>(static_cast<std::uint32_t>(bytes.size()));
         w.put_bytes(bytes);
     }
+    if (rotate) write_rotated<U>(w, s, copied, rot_z, cls, plan.classes);
     return out;
 }
 
@@ -309,16 +428,18 @@ inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, cons
     require_usage(raw.size() == s.elements() * es, "lossless: block size does not match its shape");
     require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
     require_usage(options.max_channel_classes >= 1 && options.max_channel_classes <= 255, "lossless: 1..255 channel classes");
-    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs);
-    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs);
-    return detail::encode_typed<std::uint32_t>(raw, s, options, refs);
+    const auto fmt = rope::float_format::of(t);
+    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs, fmt);
+    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs, fmt);
+    return detail::encode_typed<std::uint32_t>(raw, s, options, refs, fmt);
 }
 
-/// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors.
+/// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors
+/// (with options.rope also the rotated one).
 inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options = {},
                                 std::span<const std::int32_t> token_ids = {}) {
     require_usage(token_ids.empty() || token_ids.size() == s.tokens, "lossless: one token id per token");
-    return encode_block(raw, t, s, options, token_references(s.tokens, token_ids));
+    return encode_block(raw, t, s, options, token_references(s.tokens, token_ids, options.rope));
 }
 
 }  // namespace seqkv::lossless

@@ -5,7 +5,9 @@
 // Pipeline per element u (the element's little-endian integer):
 //   r = u XOR u[ref(t)] (bit-domain predictor along the token axis), or, for rows without a
 //   reference, r = u XOR sign_flip[channel] << (width - 1) (optional per-channel sign map);
-//   the copy predictor instead drops rows that equal their same-id reference (row bitmap)
+//   the copy predictor instead drops rows that equal their same-id reference (row bitmap); the
+//   rotate predictor (keys, RoPE parameters known) codes bitmap rows as zigzag integer residuals
+//   against their same-id reference rotated by the relative RoPE angle (lossless_rope.hpp)
 // then r is split into byte planes whose plane 0 holds the exponent (16-bit types: plane 0 =
 // bits 14..7, plane 1 = sign << 7 | bits 6..0; fp32: plane 0 = bits 30..23, plane 1 = sign << 7 |
 // bits 22..16, planes 2, 3 = low mantissa bytes; fp8: one plane = r). Plane 0 is coded with one
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "seqkv/codec/lossless_cost.hpp"
+#include "seqkv/codec/lossless_rope.hpp"
 #include "seqkv/coding/rans_block.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
@@ -42,6 +45,7 @@ enum class bit_predictor : std::uint8_t {
     xor_same_token = 2,       ///< bits XOR the last earlier token with the same id (else as they are)
     xor_same_or_previous = 3, ///< bits XOR the last earlier token with the same id, else the previous token
     copy_same_token = 4,      ///< rows equal to the last earlier same-id row are copied (bitmap), others coded as they are
+    rotate_same_token = 5,    ///< rows (bitmap) predicted as the last earlier same-id row rotated by RoPE (needs rope parameters)
 };
 
 /// How a plane is stored.
@@ -71,6 +75,9 @@ struct plane_options {
     /// of its bytes (trades a little ratio for decode speed on near-random mantissa planes).
     double min_coding_gain = 0.0;
     coding::rans::decode_path decode_path = coding::rans::decode_path::automatic;
+    /// RoPE parameters of the keys; with token ids they enable (and decoding needs them for) the
+    /// rotated same-token predictor. Recorded in the codec params.
+    std::optional<rope::parameters> rope;
 };
 
 namespace detail {
@@ -140,13 +147,25 @@ inline void store(std::uint8_t* p, std::size_t i, U u) {
 
 }  // namespace detail
 
-/// Reference tokens of a chunk for each predictor, computed once and shared by all its blocks.
+/// Reference tokens of a chunk for each predictor (and the RoPE rotation tables of the rotated
+/// predictor), computed once and shared by all its blocks.
 class token_references {
 public:
-    token_references(std::uint64_t tokens, std::span<const std::int32_t> ids) : tokens_(tokens), ids_(ids) {
+    token_references(std::uint64_t tokens, std::span<const std::int32_t> ids, std::optional<rope::parameters> rope = std::nullopt)
+        : tokens_(tokens), ids_(ids), rope_(rope) {
         require_usage(ids.empty() || ids.size() == tokens, "lossless: one token id per token");
+        require_usage(!rope || rope::valid(*rope), "lossless: invalid rope parameters");
     }
     bool has_ids() const { return !ids_.empty() || tokens_ == 0; }
+    const std::optional<rope::parameters>& rope() const { return rope_; }
+    /// Rotation tables of the rotated predictor for head_dim (even; rope parameters and ids present).
+    const rope::rotation_table& rotations(std::uint32_t head_dim) const {
+        if (!rotations_ || rotations_head_dim_ != head_dim) {
+            rotations_.emplace(*rope_, head_dim, get(bit_predictor::rotate_same_token), detail::no_reference);
+            rotations_head_dim_ = head_dim;
+        }
+        return *rotations_;
+    }
     std::uint64_t tokens() const { return tokens_; }
     /// ref(t) < t of every token under p (detail::no_reference = none); p must not need ids it lacks.
     std::span<const std::uint64_t> get(bit_predictor p) const {
@@ -160,7 +179,7 @@ private:
         std::vector<std::uint64_t> ref(tokens_, detail::no_reference);
         if (p == bit_predictor::xor_previous_token) {
             for (std::uint64_t t = 1; t < tokens_; ++t) ref[t] = t - 1;
-        } else if (p != bit_predictor::none) {  // same id (copy uses the same references)
+        } else if (p != bit_predictor::none) {  // same id (copy and rotate use the same references)
             std::unordered_map<std::int32_t, std::uint64_t> last;
             last.reserve(tokens_);
             for (std::uint64_t t = 0; t < tokens_; ++t) {
@@ -177,7 +196,10 @@ private:
     }
     std::uint64_t tokens_;
     std::span<const std::int32_t> ids_;
-    mutable std::array<std::optional<std::vector<std::uint64_t>>, 5> cache_;
+    std::optional<rope::parameters> rope_;
+    mutable std::array<std::optional<std::vector<std::uint64_t>>, 6> cache_;
+    mutable std::optional<rope::rotation_table> rotations_;
+    mutable std::uint32_t rotations_head_dim_ = 0;
 };
 
 }  // namespace seqkv::lossless

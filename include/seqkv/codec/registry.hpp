@@ -1,6 +1,7 @@
 // Maps the runtime codec configuration a file records to a compile-time composed codec.
 #pragma once
 
+#include <bit>
 #include <memory>
 #include <string>
 
@@ -18,10 +19,17 @@ enum class codec_family : std::uint16_t { lossless = 1, lossy = 2 };
 inline format::codec_config lossless_config(const lossless::plane_options& o = {}) {
     require_usage(o.max_channel_classes >= 1 && o.max_channel_classes <= 255, "lossless: 1..255 channel classes");
     require_usage(o.min_coding_gain >= 0 && o.min_coding_gain < 1, "lossless: min_coding_gain in [0, 1)");
-    return {static_cast<std::uint16_t>(codec_family::lossless),
-            {static_cast<std::uint8_t>(o.max_channel_classes),
-             static_cast<std::uint8_t>((o.try_xor_previous_token ? 1 : 0) | (o.try_same_token ? 2 : 0) | (o.try_sign_map ? 4 : 0)),
-             static_cast<std::uint8_t>(o.min_coding_gain * 256.0)}};
+    require_usage(!o.rope || lossless::rope::valid(*o.rope), "lossless: rope theta in [1, 2^60], style rotate_half or interleaved");
+    format::codec_config c{static_cast<std::uint16_t>(codec_family::lossless),
+                           {static_cast<std::uint8_t>(o.max_channel_classes),
+                            static_cast<std::uint8_t>((o.try_xor_previous_token ? 1 : 0) | (o.try_same_token ? 2 : 0) | (o.try_sign_map ? 4 : 0)),
+                            static_cast<std::uint8_t>(o.min_coding_gain * 256.0)}};
+    if (o.rope) {  // u8 style, f64 theta (little-endian bits)
+        c.params.push_back(static_cast<std::uint8_t>(o.rope->style));
+        const auto bits = std::bit_cast<std::uint64_t>(o.rope->theta);
+        for (int i = 0; i < 8; ++i) c.params.push_back(static_cast<std::uint8_t>(bits >> (8 * i)));
+    }
+    return c;
 }
 
 /// Configuration of a lossy codec (see lossy_preset / apply_lossy_option).
@@ -31,7 +39,8 @@ inline format::codec_config lossy_codec_config(const lossy_config& c) {
 
 /// One-line description of a configuration, without building the codec (no resources needed).
 inline std::string describe_codec(const format::codec_config& config) {
-    if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossless)) return "lossless";
+    if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossless))
+        return config.params.size() == 12 ? "lossless (rope-aware)" : "lossless";
     if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossy))
         return "lossy: " + describe(lossy_config::from_bytes(config.params));
     return "unknown codec family " + std::to_string(config.codec_id);
@@ -48,7 +57,7 @@ template <backend::Backend Backend = backend::simd>
 any_chunk_codec make_codec(const format::codec_config& config, const codec_resources& resources = {}) {
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
-            if (config.params.size() != 3 || config.params[0] == 0 || config.params[1] > 7)
+            if ((config.params.size() != 3 && config.params.size() != 12) || config.params[0] == 0 || config.params[1] > 7)
                 throw format_error("lossless codec: bad parameters");
             lossless::plane_options o;
             o.max_channel_classes = config.params[0];
@@ -56,6 +65,12 @@ any_chunk_codec make_codec(const format::codec_config& config, const codec_resou
             o.try_same_token = config.params[1] & 2;
             o.try_sign_map = config.params[1] & 4;
             o.min_coding_gain = config.params[2] / 256.0;
+            if (config.params.size() == 12) {
+                std::uint64_t bits = 0;
+                for (int i = 0; i < 8; ++i) bits |= std::uint64_t(config.params[4 + i]) << (8 * i);
+                o.rope = lossless::rope::parameters{std::bit_cast<double>(bits), static_cast<lossless::rope::pairing>(config.params[3])};
+                if (!lossless::rope::valid(*o.rope)) throw format_error("lossless codec: bad rope parameters");
+            }
             return any_chunk_codec::wrap(lossless_codec<Backend>(o), std::string("lossless (") + Backend::name + ")");
         }
         case codec_family::lossy: {
