@@ -1,5 +1,5 @@
 // Lossy rate–distortion report + encode/decode timings on the real KV fixture.
-//   seqkv_bench_lossy [--rd-report out/rd.svg] [--rd-only] [--chunk N] [benchmark flags]
+//   seqkv_bench_lossy [--rd-report out/rd.svg] [--rd-only | --timings-only] [--chunk N] [benchmark flags]
 // For every data/kv/*.safetensors dump: per-vector baselines (int8, fp8, KIVI-2/4, TurboQuant
 // 2/2.5/3/3.5/4) and seqkv series (uniform step + adaptive entropy coding with predictors),
 // bits per element with ALL side information (scales, norms, tables of the chunk, headers,
@@ -92,6 +92,7 @@ std::vector<config_entry> configs_for(const lossy_model_info& m, bool have_table
         if (have_table) {
             lossy_config t = lossy_preset(st, m);
             list.push_back({"token-mean + table (held out)", st, t, true});
+            list.push_back({"token-mean + table, adaptive range coder", st, apply_lossy_option(t, "coding", "adaptive"), true});
             list.push_back({"token-mean + table + surprisal", st, apply_lossy_option(t, "rate", "surprisal"), true});
         }
     }
@@ -104,12 +105,13 @@ std::uint64_t g_chunk_tokens = 1024;
 
 int main(int argc, char** argv) {
     std::string svg = "rd.svg";
-    bool rd_only = false;
+    bool rd_only = false, timings_only = false;
     std::vector<char*> rest{argv[0]};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--rd-report" && i + 1 < argc) svg = argv[++i];
         else if (a == "--rd-only") rd_only = true;
+        else if (a == "--timings-only") timings_only = true;
         else if (a == "--chunk" && i + 1 < argc) g_chunk_tokens = std::stoull(argv[++i]);
         else rest.push_back(argv[i]);
     }
@@ -122,7 +124,7 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(g_chunk_tokens));
     std::map<std::string, std::vector<bench::rd_point>> acc;  // key: series|label
     std::vector<std::string> order;
-    for (std::size_t i = 0; i < dumps.size(); ++i) {
+    for (std::size_t i = 0; i < (timings_only ? 0 : dumps.size()); ++i) {
         const dump& d = *dumps[i];
         std::shared_ptr<const predict::expected_kv_table> table;
         if (dumps.size() > 1) {
@@ -186,7 +188,7 @@ int main(int argc, char** argv) {
         }
         std::printf("\n");
     }
-    if (!svg.empty()) {
+    if (!svg.empty() && !timings_only) {
         if (const auto parent = fs::path(svg).parent_path(); !parent.empty()) fs::create_directories(parent);
         const bool ok = bench::write_rd_svg(svg, points, "seqkv lossy: bits/element vs attention-output error (" +
                                                              std::to_string(dumps.size()) + " real KV dumps)");

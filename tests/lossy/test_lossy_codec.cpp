@@ -86,6 +86,8 @@ std::vector<lossy_config> all_configs(const synthetic_cache& s) {
             c = apply_lossy_option(c, "quantizer", quantizer);
             c = apply_lossy_option(c, "bits", "2");
             configs.push_back(c);
+            configs.push_back(apply_lossy_option(c, "coding", "rans"));
+            configs.push_back(apply_lossy_option(c, "coding", "adaptive"));
         }
     lossy_config q = lossy_preset("turbo3", s.model());
     q.qjl = true;
@@ -93,6 +95,8 @@ std::vector<lossy_config> all_configs(const synthetic_cache& s) {
     configs.push_back(apply_lossy_option(lossy_preset("seqkv-step:0.5", s.model()), "rate", "surprisal"));
     configs.push_back(apply_lossy_option(lossy_preset("seqkv-step:0.5", s.model()), "per-channel", "1"));
     configs.push_back(lossy_preset("seqkv-1bit", s.model()));
+    configs.push_back(apply_lossy_option(lossy_preset("lossless"), "coding", "rans"));
+    configs.push_back(apply_lossy_option(lossy_preset("turbo3.5"), "coding", "rans"));
     return configs;
 }
 
@@ -156,8 +160,10 @@ TEST(LossyCodec, ConfigRoundTripsAndRejectsCorruption) {
 
 TEST(LossyCodec, CorruptPayloadNeverCrashes) {
     const synthetic_cache s;
-    for (const char* preset : {"kivi2", "seqkv-step:0.5", "turbo2.5", "bound:1e-2"}) {
-        const lossy_runtime_codec codec(lossy_preset(preset, s.model()));
+    for (const char* preset : {"kivi2", "seqkv-step:0.5", "turbo2.5", "bound:1e-2", "seqkv-step:0.25"}) {
+        lossy_config config = lossy_preset(preset, s.model());
+        if (std::string_view(preset) == "seqkv-step:0.25") config.coding = lossy::symbol_coding::adaptive;
+        const lossy_runtime_codec codec(config);
         chunk_input in{&s.view, 0, 40, std::span(s.ids).first(40), {}};
         const byte_vector payload = codec.encode(in);
         chunk_input side = in;

@@ -29,6 +29,11 @@ std::pair<std::vector<float>, std::vector<std::uint32_t>> run(P p, const block_c
         EXPECT_LT(classes.back(), P::context_classes);
         p.observe(t, observed.subspan(std::size_t(t) * ctx.cols, ctx.cols));
     }
+    if constexpr (RowClassesKnownAhead<P>) {  // classes known ahead must be what predict() returned
+        std::vector<std::uint8_t> ahead(ctx.rows);
+        p.row_classes(ctx, params, ahead);
+        EXPECT_EQ(std::vector<std::uint32_t>(ahead.begin(), ahead.end()), classes);
+    }
     return {preds, classes};
 }
 

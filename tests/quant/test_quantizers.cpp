@@ -222,3 +222,13 @@ TEST(Quantizers, ErrorBoundHeldOnEveryElement) {
             }
         }
 }
+
+TEST(QuantHelpers, FastBf16RoundingMatchesCore) {
+    std::mt19937 rng(11);
+    for (int i = 0; i < 1000000; ++i) {
+        const std::uint32_t u = i < 16 ? std::uint32_t(i) * 0x11111111u : rng();
+        const float v = std::bit_cast<float>(u);
+        const float a = quant::round_to_bf16(v), b = bf16_to_float(float_to_bf16(v));
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(a), std::bit_cast<std::uint32_t>(b)) << std::hex << u;
+    }
+}

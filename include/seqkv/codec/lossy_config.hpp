@@ -65,7 +65,7 @@ struct lossy_config {
     /// Throws usage_error for inconsistent knobs.
     void validate() const {
         require_usage(std::uint8_t(quantizer) <= 6 && std::uint8_t(predictor) <= 5 && std::uint8_t(rate) <= 1 &&
-                          std::uint8_t(coding) <= 1,
+                          std::uint8_t(coding) <= 2,
                       "lossy_config: unknown component");
         require_usage(relative_step >= 0x1p-20f && relative_step <= 0x1p20f, "lossy_config: step out of range");
         require_usage(group_size >= 1 && std::uint8_t(key_axis) <= 1 && std::uint8_t(value_axis) <= 1, "lossy_config: bad grouping");

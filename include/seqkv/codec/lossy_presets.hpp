@@ -3,7 +3,7 @@
 //   lossless | int8 | fp8 | kivi2 | kivi4 | turbo2 | turbo3 | turbo4 | turbo2.5 | turbo3.5
 //   | seqkv-1bit | seqkv-2bit | seqkv-step:<relative step> | bound:<relative bound> | abs:<absolute bound>
 // seqkv-* presets use uniform_step + token-conditioned running mean (+ the expected-KV table
-// when the model info has one) + pre-RoPE keys (when rope_theta is known) + adaptive coding.
+// when the model info has one) + pre-RoPE keys (when rope_theta is known) + static-table rANS coding.
 #pragma once
 
 #include <charconv>
@@ -37,7 +37,7 @@ inline float parse_float(std::string_view s, const char* what) {
 inline void enable_seqkv_prediction(lossy_config& c, const lossy_model_info& m) {
     c.quantizer = lossy_quantizer::uniform_step;
     c.predictor = lossy_predictor::token_mean;
-    c.coding = lossy::symbol_coding::adaptive;
+    c.coding = lossy::symbol_coding::rans;
     if (m.rope_theta > 0 && m.head_dim >= 2) {
         c.keys_prerope = true;
         c.rope_inv_freq = predict::rope_table::inverse_frequencies(m.rope_theta, m.head_dim);
@@ -83,7 +83,7 @@ inline lossy_config lossy_preset(std::string_view name, const lossy_model_info& 
 
 /// Applies one explicit flag (`--lossy-<key>=<value>` in the CLI). Keys: quantizer
 /// (lossless|uniform|kivi|turbo|int8|fp8|bound), predictor (zero|previous|linear|anchor|
-/// cross-layer|token-mean), rate (fixed|surprisal), coding (packed|adaptive), step, per-channel
+/// cross-layer|token-mean), rate (fixed|surprisal), coding (packed|adaptive|rans), step, per-channel
 /// (0|1), bits, group, outliers, qjl (0|1), bound, relative-bound (0|1), anchor, prior-weight,
 /// surprisal-bits, target-bits, prerope (0|1; needs model.rope_theta), table (0|1; needs model.table).
 inline lossy_config apply_lossy_option(lossy_config c, std::string_view key, std::string_view value,
@@ -103,7 +103,7 @@ inline lossy_config apply_lossy_option(lossy_config c, std::string_view key, std
     else if (key == "predictor")
         c.predictor = lossy_predictor(pick({{"zero", 0}, {"previous", 1}, {"linear", 2}, {"anchor", 3}, {"cross-layer", 4}, {"token-mean", 5}}));
     else if (key == "rate") c.rate = lossy_rate(pick({{"fixed", 0}, {"surprisal", 1}}));
-    else if (key == "coding") c.coding = lossy::symbol_coding(pick({{"packed", 0}, {"adaptive", 1}}));
+    else if (key == "coding") c.coding = lossy::symbol_coding(pick({{"packed", 0}, {"adaptive", 1}, {"rans", 2}}));
     else if (key == "step") c.relative_step = number();
     else if (key == "per-channel") c.per_channel_step = flag();
     else if (key == "bits") c.bits = std::uint8_t(number());
@@ -151,7 +151,7 @@ inline std::string describe(const lossy_config& c) {
     if (c.table_hash) s += " + table";
     if (c.rate == lossy_rate::surprisal) s += " + surprisal(b0=" + std::to_string(c.surprisal_base_bits) + ")";
     if (c.target_bits > 0) s += " @<=" + std::to_string(c.target_bits) + " bits";
-    s += c.coding == lossy::symbol_coding::packed ? ", packed" : ", adaptive";
+    s += c.coding == lossy::symbol_coding::packed ? ", packed" : c.coding == lossy::symbol_coding::adaptive ? ", adaptive" : ", rans";
     return s;
 }
 

@@ -3,15 +3,21 @@
 // per-vector quantizers store in practice); `adaptive` codes each symbol with the coding/
 // library's range coder under an adaptive order-0 model per context (no tables to ship).
 // Symbols are coded one at a time, interleaved with closed-loop reconstruction, so contexts may
-// depend on anything the decoder already knows.
+// depend on anything the decoder already knows. `rans` codes a whole stream at once with the
+// coding/ block rANS API (per-context static tables from the stream's own histograms, shipped
+// in the block): contexts must be known before decoding (channel, predictor class), which is
+// what makes it fast — see encode_symbol_block / decode_symbol_block.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "seqkv/coding/adaptive_model.hpp"
 #include "seqkv/coding/range_coder.hpp"
+#include "seqkv/coding/rans_block.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/quant/quantizer.hpp"
@@ -19,7 +25,131 @@
 namespace seqkv::lossy {
 
 /// How quantized symbols become bytes. Values are stored in configs.
-enum class symbol_coding : std::uint8_t { packed = 0, adaptive = 1 };
+enum class symbol_coding : std::uint8_t { packed = 0, adaptive = 1, rans = 2 };
+
+/// Codes a whole stream of symbols (< alphabet) under contexts (< context_count) as one static-table
+/// rANS block (byte API when both fit in 256, else the 16-bit API). Empty stream: empty bytes.
+inline byte_vector encode_symbol_block(std::span<const std::uint16_t> symbols, std::span<const std::uint16_t> contexts,
+                                       std::uint32_t alphabet, std::uint32_t context_count, bool parametric_tables) {
+    if (symbols.empty()) return {};
+    const coding::rans_block_options options{.precision_bits = 0, .parametric_tables = parametric_tables};
+    if (alphabet <= 256 && context_count <= 256) {
+        std::vector<std::uint8_t> s8(symbols.begin(), symbols.end()), c8(contexts.begin(), contexts.end());
+        return coding::encode_bytes(s8, c8, context_count, options);
+    }
+    return coding::encode_block(symbols, contexts, alphabet, context_count, options);
+}
+
+/// Decodes an encode_symbol_block stream into out (out.size() symbols; contexts as at encoding).
+/// Symbols are NOT checked against per-context alphabets here (the caller does); format_error on
+/// any corruption the block itself can detect.
+inline void decode_symbol_block(std::span<const std::uint8_t> bytes, std::span<const std::uint16_t> contexts,
+                                std::span<std::uint16_t> out, std::uint32_t alphabet, std::uint32_t context_count) {
+    if (out.empty()) {
+        require_format(bytes.empty(), "lossy rANS stream: bytes for an empty stream");
+        return;
+    }
+    require_format(!bytes.empty(), "lossy rANS stream: missing");
+    if (alphabet <= 256 && context_count <= 256) {
+        std::vector<std::uint8_t> c8(contexts.begin(), contexts.end()), s8(out.size());
+        coding::decode_bytes(bytes, c8, s8);
+        std::copy(s8.begin(), s8.end(), out.begin());
+        return;
+    }
+    coding::decode_block(bytes, contexts, out);
+    for (auto s : out) require_format(s < alphabet, "lossy rANS stream: symbol outside alphabet");
+}
+
+/// A stream of symbols whose raw context is source × classes + class (source: one quantizer
+/// context of one head, e.g. a channel; class: the predictor's row class). Sources are grouped by
+/// the empirical entropy of their symbols (bins of entropy_bin_bits), so channels of similar
+/// spread share static tables: far fewer tables to ship and to build than one per channel.
+/// Layout: u8 group count G (1..max_groups), ceil(sources / 2) bytes of 4-bit group ids when
+/// G > 1, then the rANS block over contexts group × classes + class.
+struct grouped_stream_shape {
+    std::uint32_t sources = 1, classes = 1, alphabet = 1;
+    static constexpr std::uint32_t max_groups = 16;
+    static constexpr double entropy_bin_bits = 0.5;
+};
+
+inline byte_vector encode_grouped_stream(std::span<const std::uint16_t> symbols, std::span<const std::uint16_t> raw_contexts,
+                                         const grouped_stream_shape& shape, bool parametric_tables) {
+    if (symbols.empty()) return {};
+    const std::uint32_t a = shape.alphabet;
+    std::vector<std::uint32_t> counts(std::size_t(shape.sources) * a, 0), totals(shape.sources, 0);
+    for (std::size_t i = 0; i < symbols.size(); ++i) {
+        const std::uint32_t source = raw_contexts[i] / shape.classes;
+        ++counts[std::size_t(source) * a + symbols[i]];
+        ++totals[source];
+    }
+    std::vector<std::uint32_t> bin(shape.sources, 0);
+    for (std::uint32_t s = 0; s < shape.sources; ++s) {
+        double h = 0;
+        for (std::uint32_t v = 0; v < a; ++v)
+            if (const std::uint32_t n = counts[std::size_t(s) * a + v]) {
+                const double p = double(n) / totals[s];
+                h -= p * std::log2(p);
+            }
+        bin[s] = std::uint32_t(std::min(h / grouped_stream_shape::entropy_bin_bits, 1000.0));
+    }
+    // Dense group ids in bin order; bins beyond max_groups distinct values merge into the last.
+    std::vector<std::uint32_t> distinct(bin);
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    const auto groups = std::uint32_t(std::min<std::size_t>(distinct.size(), grouped_stream_shape::max_groups));
+    std::vector<std::uint8_t> group(shape.sources);
+    for (std::uint32_t s = 0; s < shape.sources; ++s)
+        group[s] = std::uint8_t(std::min<std::size_t>(
+            std::lower_bound(distinct.begin(), distinct.end(), bin[s]) - distinct.begin(), groups - 1));
+    byte_vector out{std::uint8_t(groups)};
+    if (groups > 1)
+        for (std::uint32_t s = 0; s < shape.sources; s += 2)
+            out.push_back(std::uint8_t(group[s] | (s + 1 < shape.sources ? group[s + 1] << 4 : 0)));
+    std::vector<std::uint16_t> contexts(raw_contexts.size());
+    for (std::size_t i = 0; i < contexts.size(); ++i) {
+        const std::uint32_t source = raw_contexts[i] / shape.classes;
+        contexts[i] = std::uint16_t(group[source] * shape.classes + raw_contexts[i] % shape.classes);
+    }
+    const byte_vector block = encode_symbol_block(symbols, contexts, a, groups * shape.classes, parametric_tables);
+    out.insert(out.end(), block.begin(), block.end());
+    return out;
+}
+
+/// Decodes encode_grouped_stream bytes; raw_contexts as at encoding; format_error on corruption.
+inline void decode_grouped_stream(std::span<const std::uint8_t> bytes, std::span<const std::uint16_t> raw_contexts,
+                                  std::span<std::uint16_t> out, const grouped_stream_shape& shape) {
+    if (out.empty()) {
+        require_format(bytes.empty(), "lossy rANS stream: bytes for an empty stream");
+        return;
+    }
+    byte_reader r(bytes, "lossy rANS stream");
+    const std::uint32_t groups = r.get<std::uint8_t>();
+    require_format(groups >= 1 && groups <= grouped_stream_shape::max_groups, "lossy rANS stream: bad group count");
+    std::vector<std::uint8_t> group(shape.sources, 0);
+    if (groups > 1) {
+        const auto packed = r.get_bytes((shape.sources + 1) / 2);
+        for (std::uint32_t s = 0; s < shape.sources; ++s) {
+            group[s] = std::uint8_t((packed[s / 2] >> (4 * (s % 2))) & 15);
+            require_format(group[s] < groups, "lossy rANS stream: group id out of range");
+        }
+    }
+    const std::uint32_t raw_count = shape.sources * shape.classes, context_count = groups * shape.classes;
+    std::vector<std::uint16_t> map(raw_count);
+    for (std::uint32_t raw = 0; raw < raw_count; ++raw)
+        map[raw] = std::uint16_t(group[raw / shape.classes] * shape.classes + raw % shape.classes);
+    const auto block = bytes.subspan(r.position());
+    if (shape.alphabet <= 256 && context_count <= 256) {  // byte path without 16-bit round trips
+        std::vector<std::uint8_t> contexts(raw_contexts.size()), symbols(out.size());
+        for (std::size_t i = 0; i < contexts.size(); ++i) contexts[i] = std::uint8_t(map[raw_contexts[i]]);
+        require_format(!block.empty(), "lossy rANS stream: missing");
+        coding::decode_bytes(block, contexts, symbols);
+        std::copy(symbols.begin(), symbols.end(), out.begin());
+        return;
+    }
+    std::vector<std::uint16_t> contexts(raw_contexts.size());
+    for (std::size_t i = 0; i < contexts.size(); ++i) contexts[i] = map[raw_contexts[i]];
+    decode_symbol_block(block, contexts, out, shape.alphabet, context_count);
+}
 
 /// Encoder side: put() symbols under contexts, then finish() once.
 class symbol_writer {

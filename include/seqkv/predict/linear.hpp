@@ -68,13 +68,16 @@ public:
         std::copy(recon.begin(), recon.end(), previous_.begin());
         have_ = true;
     }
+    void row_classes(const block_context&, const params&, std::span<std::uint8_t> out) const {
+        for (std::size_t t = 0; t < out.size(); ++t) out[t] = t == 0 ? 1 : 0;
+    }
 
 private:
     params params_;
     std::vector<float> previous_;
     bool have_ = false;
 };
-static_assert(ResidualPredictor<linear_ar>);
+static_assert(RowClassesKnownAhead<linear_ar>);
 
 /// CacheGen-style anchors: every `interval`-th row is an anchor coded against zero (class 1);
 /// the rows after it are coded as deltas to the anchor's reconstruction (class 0).
@@ -101,12 +104,15 @@ public:
     void observe(std::uint32_t row, std::span<const float> recon) {
         if (row % interval_ == 0) std::copy(recon.begin(), recon.end(), anchor_.begin());
     }
+    void row_classes(const block_context&, const params&, std::span<std::uint8_t> out) const {
+        for (std::size_t t = 0; t < out.size(); ++t) out[t] = t % interval_ == 0 ? 1 : 0;
+    }
 
 private:
     std::uint32_t interval_;
     std::vector<float> anchor_;
 };
-static_assert(ResidualPredictor<anchor_delta>);
+static_assert(RowClassesKnownAhead<anchor_delta>);
 
 /// Predicts the previous layer's reconstruction of the same token and head (layer 0: zero, class 1).
 class cross_layer {
@@ -130,11 +136,14 @@ public:
         return 0;
     }
     void observe(std::uint32_t, std::span<const float>) {}
+    void row_classes(const block_context& ctx, const params&, std::span<std::uint8_t> out) const {
+        std::fill(out.begin(), out.end(), std::uint8_t(ctx.previous_layer_recon.empty() ? 1 : 0));
+    }
 
 private:
     std::span<const float> source_;
     std::uint32_t cols_ = 0;
 };
-static_assert(ResidualPredictor<cross_layer>);
+static_assert(RowClassesKnownAhead<cross_layer>);
 
 }  // namespace seqkv::predict

@@ -34,6 +34,7 @@ struct block_context {
     std::span<const float> previous_layer_recon;        // [rows, cols] of layer - 1 (same kind, head), or empty
     const expected_kv_table* table = nullptr;           // per-model expected KV per token id, or null
     const rope_table* rope = nullptr;                   // RoPE angles for key-domain transforms, or null
+    std::span<const float> rope_cos, rope_sin;          // optional cache: [rows][cols / 2] angles of rope
 };
 
 /// A closed-loop residual predictor. Stateful: reset() starts a block, then for every row in
@@ -56,6 +57,15 @@ concept ResidualPredictor =
         { p.observe(row, recon) } -> std::same_as<void>;
     };
 
+/// Optional capability: the class predict() will return for every row, computed before any row
+/// is coded (from the block context and params only). Static-table entropy coders need it.
+template <class P>
+concept RowClassesKnownAhead =
+    ResidualPredictor<P> && requires(const P& cp, const block_context& ctx, const typename P::params& params,
+                                     std::span<std::uint8_t> classes) {
+        { cp.row_classes(ctx, params, classes) } -> std::same_as<void>;
+    };
+
 /// No parameters (most predictors).
 struct no_params {};
 
@@ -64,6 +74,7 @@ class zero_predictor {
 public:
     using params = no_params;
     static constexpr std::uint32_t context_classes = 1;
+    static constexpr bool uses_previous_layer = false;
     params fit(const block_context&, std::span<const float>) const { return {}; }
     void write_params(const params&, byte_writer&) const {}
     params read_params(const block_context&, byte_reader&) const { return {}; }
@@ -73,8 +84,11 @@ public:
         return 0;
     }
     void observe(std::uint32_t, std::span<const float>) {}
+    void row_classes(const block_context&, const params&, std::span<std::uint8_t> out) const {
+        std::fill(out.begin(), out.end(), std::uint8_t(0));
+    }
 };
-static_assert(ResidualPredictor<zero_predictor>);
+static_assert(RowClassesKnownAhead<zero_predictor>);
 
 /// Predicts the previous token's reconstruction (row 0: zero, class 1).
 class previous_token {
@@ -96,11 +110,14 @@ public:
         std::copy(recon.begin(), recon.end(), previous_.begin());
         have_ = true;
     }
+    void row_classes(const block_context&, const params&, std::span<std::uint8_t> out) const {
+        for (std::size_t t = 0; t < out.size(); ++t) out[t] = t == 0 ? 1 : 0;
+    }
 
 private:
     std::vector<float> previous_;
     bool have_ = false;
 };
-static_assert(ResidualPredictor<previous_token>);
+static_assert(RowClassesKnownAhead<previous_token>);
 
 }  // namespace seqkv::predict

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "seqkv/predict/predictor.hpp"
@@ -82,20 +84,62 @@ public:
             cos_out[i] = float(c), sin_out[i] = float(s);
         }
     }
+    /// cos/sin of (first_position + t) · inv_freq[i] for rows t < rows, [rows][head_dim / 2].
+    /// Positions below cached_positions come from a memo shared by copies of this table
+    /// (thread-safe; the values are exactly those angles() computes).
+    void angles_for_rows(std::uint64_t first_position, std::uint32_t rows, std::vector<float>& cos_out,
+                         std::vector<float>& sin_out) const {
+        const std::size_t half = inv_freq_.size();
+        cos_out.resize(std::size_t(rows) * half);
+        sin_out.resize(cos_out.size());
+        const std::uint64_t end = first_position + rows;
+        if (end <= cached_positions) {
+            std::lock_guard lock(memo_->mutex);
+            if (memo_->positions < end) {
+                const std::uint64_t grow = std::min<std::uint64_t>(cached_positions, std::max<std::uint64_t>(end, 2 * memo_->positions));
+                std::vector<float> c, s;
+                memo_->cos.resize(grow * half), memo_->sin.resize(grow * half);
+                for (std::uint64_t p = memo_->positions; p < grow; ++p) {
+                    angles(p, c, s);
+                    std::copy(c.begin(), c.end(), memo_->cos.begin() + std::ptrdiff_t(p * half));
+                    std::copy(s.begin(), s.end(), memo_->sin.begin() + std::ptrdiff_t(p * half));
+                }
+                memo_->positions = grow;
+            }
+            std::copy_n(memo_->cos.begin() + std::ptrdiff_t(first_position * half), cos_out.size(), cos_out.begin());
+            std::copy_n(memo_->sin.begin() + std::ptrdiff_t(first_position * half), sin_out.size(), sin_out.begin());
+            return;
+        }
+        std::vector<float> c, s;
+        for (std::uint32_t t = 0; t < rows; ++t) {
+            angles(first_position + t, c, s);
+            std::copy(c.begin(), c.end(), cos_out.begin() + std::ptrdiff_t(t * c.size()));
+            std::copy(s.begin(), s.end(), sin_out.begin() + std::ptrdiff_t(t * s.size()));
+        }
+    }
+    static constexpr std::uint64_t cached_positions = std::uint64_t{1} << 17;
     /// out = R(angle) in (direction +1) or R(-angle) in (direction -1), rotate_half pairing.
-    static void rotate(std::span<const float> in, std::span<float> out, const std::vector<float>& cos,
-                       const std::vector<float>& sin, int direction) {
+    static void rotate(std::span<const float> in, std::span<float> out, std::span<const float> cos,
+                       std::span<const float> sin, int direction) {
+        // fp32 × fp32 products are exact in double, so a*c - b*s is one correctly rounded double
+        // operation whether or not the compiler fuses it: the same bits everywhere, and it vectorizes.
         const std::size_t half = cos.size();
+        const double sign = direction > 0 ? 1.0 : -1.0;
         for (std::size_t i = 0; i < half; ++i) {
-            const float a = in[i], b = in[i + half];
-            const float s = direction > 0 ? sin[i] : -sin[i];
-            out[i] = quant::unfused_mul(a, cos[i]) - quant::unfused_mul(b, s);
-            out[i + half] = quant::unfused_mul(b, cos[i]) + quant::unfused_mul(a, s);
+            const double a = in[i], b = in[i + half], c = cos[i], s = sign * double(sin[i]);
+            out[i] = float(a * c - b * s);
+            out[i + half] = float(b * c + a * s);
         }
     }
 
 private:
+    struct angle_memo {
+        std::mutex mutex;
+        std::uint64_t positions = 0;
+        std::vector<float> cos, sin;  // [positions][head_dim / 2]
+    };
     std::vector<float> inv_freq_;
+    std::shared_ptr<angle_memo> memo_ = std::make_shared<angle_memo>();
 };
 
 /// Runs Inner on pre-RoPE keys when ctx.kind is key and ctx.rope is set; otherwise forwards.
@@ -120,7 +164,7 @@ public:
         active_ = active(ctx);
         if (active_) {
             require_usage(ctx.rope->head_dim() == ctx.cols, "rope_domain: rope table does not match head_dim");
-            if (!ctx.previous_layer_recon.empty()) {
+            if (!ctx.previous_layer_recon.empty() && inner_uses_previous_layer()) {
                 previous_pre_ = unrotate_block(ctx, ctx.previous_layer_recon);
                 ctx_.previous_layer_recon = previous_pre_;
             }
@@ -131,25 +175,54 @@ public:
     std::uint32_t predict(std::uint32_t row, std::span<float> out) {
         if (!active_) return inner_.predict(row, out);
         const std::uint32_t cls = inner_.predict(row, buffer_);
-        ctx_.rope->angles(ctx_.first_position + row, cos_, sin_);
-        rope_table::rotate(buffer_, out, cos_, sin_, +1);
+        load_angles(row);
+        rope_table::rotate(buffer_, out, row_cos_, row_sin_, +1);
         return cls;
     }
     void observe(std::uint32_t row, std::span<const float> recon) {
         if (!active_) return inner_.observe(row, recon);
-        // cos_/sin_ still hold this row's angles (predict(row) came just before).
-        rope_table::rotate(recon, buffer_, cos_, sin_, -1);
+        // row_cos_/row_sin_ still hold this row's angles (predict(row) came just before).
+        rope_table::rotate(recon, buffer_, row_cos_, row_sin_, -1);
         inner_.observe(row, buffer_);
     }
     Inner& inner() { return inner_; }
+    /// Forwards Inner's row classes (the domain change does not alter them).
+    void row_classes(const block_context& ctx, const params& p, std::span<std::uint8_t> out) const
+        requires RowClassesKnownAhead<Inner>
+    {
+        inner_.row_classes(ctx, p, out);
+    }
 
 private:
+    static constexpr bool inner_uses_previous_layer() {
+        if constexpr (requires { Inner::uses_previous_layer; }) return Inner::uses_previous_layer;
+        else return true;
+    }
     static bool active(const block_context& ctx) { return ctx.kind == kv_kind::key && ctx.rope != nullptr; }
+    // Angles of `row` from the context's cache when it has one, else computed.
+    void load_angles(std::uint32_t row) {
+        const std::size_t half = ctx_.cols / 2;
+        if (ctx_.rope_cos.size() == std::size_t(ctx_.rows) * half && ctx_.rope_sin.size() == ctx_.rope_cos.size()) {
+            row_cos_ = ctx_.rope_cos.subspan(row * half, half);
+            row_sin_ = ctx_.rope_sin.subspan(row * half, half);
+            return;
+        }
+        ctx_.rope->angles(ctx_.first_position + row, cos_, sin_);
+        row_cos_ = cos_, row_sin_ = sin_;
+    }
     static std::vector<float> unrotate_block(const block_context& ctx, std::span<const float> x) {
         std::vector<float> pre(x.size()), c, s;
+        const std::size_t half = ctx.cols / 2;
+        const bool cached = ctx.rope_cos.size() == std::size_t(ctx.rows) * half && ctx.rope_sin.size() == ctx.rope_cos.size();
         for (std::uint32_t t = 0; t < ctx.rows; ++t) {
-            ctx.rope->angles(ctx.first_position + t, c, s);
-            rope_table::rotate(x.subspan(std::size_t(t) * ctx.cols, ctx.cols), std::span(pre).subspan(std::size_t(t) * ctx.cols, ctx.cols), c, s, -1);
+            std::span<const float> rc, rs;
+            if (cached) {
+                rc = ctx.rope_cos.subspan(t * half, half), rs = ctx.rope_sin.subspan(t * half, half);
+            } else {
+                ctx.rope->angles(ctx.first_position + t, c, s);
+                rc = c, rs = s;
+            }
+            rope_table::rotate(x.subspan(std::size_t(t) * ctx.cols, ctx.cols), std::span(pre).subspan(std::size_t(t) * ctx.cols, ctx.cols), rc, rs, -1);
         }
         return pre;
     }
@@ -158,6 +231,7 @@ private:
     block_context ctx_;
     bool active_ = false;
     std::vector<float> previous_pre_, buffer_, cos_, sin_;
+    std::span<const float> row_cos_, row_sin_;
 };
 static_assert(ResidualPredictor<rope_domain<zero_predictor>>);
 

@@ -20,8 +20,9 @@ class token_mean {
 public:
     using params = no_params;
     static constexpr std::uint32_t context_classes = 3;
+    static constexpr bool uses_previous_layer = false;
 
-    explicit token_mean(double prior_weight = 1.0) : prior_weight_(prior_weight) {
+    explicit token_mean(double prior_weight = 1.0) : prior_weight_(double(float(prior_weight))) {
         require_usage(prior_weight >= 0, "token_mean: prior weight must be >= 0");
     }
     params fit(const block_context&, std::span<const float>) const { return {}; }
@@ -30,27 +31,39 @@ public:
 
     void reset(const block_context& ctx, const params&) {
         ctx_ = ctx;
-        // Key means in the table live in the pre-RoPE domain: usable only when rope_domain is active.
-        use_table_ = ctx.table != nullptr &&
-                     (ctx.kind == kv_kind::value || ctx.table->keys_prerope() == (ctx.rope != nullptr));
+        use_table_ = table_usable(ctx);
         slots_.clear();
         sums_.clear();
         counts_.clear();
         global_sum_.assign(ctx.cols, 0.0);
         global_count_ = 0;
     }
+    /// Classes of every row from the token ids and the table alone (what predict() will return).
+    void row_classes(const block_context& ctx, const params&, std::span<std::uint8_t> out) const {
+        const bool table = table_usable(ctx);
+        std::unordered_map<std::int32_t, char> seen;
+        for (std::uint32_t t = 0; t < out.size(); ++t) {
+            const std::int64_t id = t < ctx.token_ids.size() ? ctx.token_ids[t] : -1;
+            if (id >= 0 && !seen.try_emplace(std::int32_t(id), 1).second) out[t] = 0;
+            else out[t] = table && id >= 0 && prior_of(ctx, id).size() == ctx.cols ? 1 : 2;
+        }
+    }
     std::uint32_t predict(std::uint32_t row, std::span<float> out) {
         const std::int64_t id = row < ctx_.token_ids.size() ? ctx_.token_ids[row] : -1;
         std::span<const float> prior;
-        if (use_table_ && id >= 0) prior = ctx_.table->find(ctx_.layer, ctx_.kind, ctx_.head, id);
+        if (use_table_ && id >= 0) prior = prior_of(ctx_, id);
         if (prior.size() != ctx_.cols) prior = {};
         const auto it = id >= 0 ? slots_.find(std::int32_t(id)) : slots_.end();
         if (it != slots_.end()) {
             const double* sum = &sums_[std::size_t(it->second) * ctx_.cols];
             const double n = counts_[it->second];
-            const double w = prior.empty() ? 0.0 : prior_weight_;
-            for (std::uint32_t c = 0; c < ctx_.cols; ++c)
-                out[c] = float((sum[c] + (prior.empty() ? 0.0 : quant::unfused_mul(w, double(prior[c])))) / (n + w));
+            // w · prior is exact in double (w is an fp32 value, so 24 × 24 mantissa bits), hence
+            // no FMA contraction can change the sum: no unfused_mul needed, and the loop vectorizes.
+            const double w = prior.empty() ? 0.0 : prior_weight_, denominator = n + w;
+            if (prior.empty())
+                for (std::uint32_t c = 0; c < ctx_.cols; ++c) out[c] = float(sum[c] / denominator);
+            else
+                for (std::uint32_t c = 0; c < ctx_.cols; ++c) out[c] = float((sum[c] + w * double(prior[c])) / denominator);
             return 0;
         }
         if (!prior.empty()) {
@@ -77,6 +90,14 @@ public:
     }
 
 private:
+    // Key means in the table live in the pre-RoPE domain: usable only when rope_domain is active.
+    static bool table_usable(const block_context& ctx) {
+        return ctx.table != nullptr && (ctx.kind == kv_kind::value || ctx.table->keys_prerope() == (ctx.rope != nullptr));
+    }
+    static std::span<const float> prior_of(const block_context& ctx, std::int64_t id) {
+        return ctx.table->find(ctx.layer, ctx.kind, ctx.head, id);
+    }
+
     double prior_weight_;
     block_context ctx_;
     bool use_table_ = false;
@@ -86,6 +107,6 @@ private:
     std::vector<double> global_sum_;
     std::uint64_t global_count_ = 0;
 };
-static_assert(ResidualPredictor<token_mean>);
+static_assert(RowClassesKnownAhead<token_mean>);
 
 }  // namespace seqkv::predict

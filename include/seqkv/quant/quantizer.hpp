@@ -39,10 +39,19 @@ struct row_hint {
     std::int32_t step_shift = 0;
 };
 
+/// v rounded to bf16 (nearest even; NaN stays NaN), as fp32: the same bits as
+/// bf16_to_float(float_to_bf16(v)), branch-light for the hot loops.
+inline float round_to_bf16(float v) {
+    const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const std::uint32_t nan = (u & 0xffff0000u) | ((u & 0x007f0000u) == 0 ? 0x00400000u : 0u);  // quiet, payload kept
+    return std::bit_cast<float>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
 /// v rounded to the nearest value of type t (round to nearest even), returned as fp32.
 inline float round_to_dtype(float v, dtype t) {
     switch (t) {
-        case dtype::bf16: return bf16_to_float(float_to_bf16(v));
+        case dtype::bf16: return round_to_bf16(v);
         case dtype::f16: return fp16_to_float(float_to_fp16(v));
         case dtype::f32: return v;
         case dtype::f8_e4m3: return fp8_e4m3_to_float(float_to_fp8_e4m3(v));

@@ -32,6 +32,7 @@ public:
     static constexpr std::int32_t max_level = (1 << 15) - 1;  // |q| * 8-bit mantissa < 2^24: q*step exact
     static constexpr int step_mantissa_bits = 8;
     static constexpr int min_exponent = -90, max_exponent = 90;
+    static constexpr bool plan_uses_residual = false;  // steps come from the originals' RMS
 
     struct params {
         block_shape shape;
@@ -88,8 +89,9 @@ public:
 
     void quantize_row(const params& p, row_hint hint, std::span<const float> x, std::span<const float> pred,
                       std::span<std::uint16_t> symbols, byte_writer& side, std::span<float> recon) const {
+        const float block_step = step(p, 0, hint);
         for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
-            const float s = step(p, c, hint);
+            const float s = per_channel_ ? step(p, c, hint) : block_step;
             const float r = (x[c] - pred[c]) / s;
             const std::int32_t q =
                 std::isnan(r) ? 0 : std::int32_t(std::clamp(std::nearbyint(r), -float(max_level), float(max_level)));
@@ -105,16 +107,28 @@ public:
     }
     void dequantize_row(const params& p, row_hint hint, std::span<const float> pred,
                         std::span<const std::uint16_t> symbols, byte_reader& side, std::span<float> recon) const {
+        const float block_step = step(p, 0, hint);
+        bool escapes = false;
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) escapes |= symbols[c] == escape_symbol;
+        if (!escapes && !per_channel_ && p.shape.output_type == dtype::bf16) {  // the common case, vectorizable
+            for (std::uint32_t c = 0; c < p.shape.cols; ++c)
+                recon[c] = round_to_bf16(pred[c] + float(unzigzag(symbols[c])) * block_step);
+            return;
+        }
         for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
             std::int32_t q;
-            if (symbols[c] == escape_symbol) {
+            if (symbols[c] == escape_symbol) [[unlikely]] {
                 q = side.get<std::int16_t>();
                 require_format(q >= -max_level && q <= max_level, "uniform_step: escaped level out of range");
             } else {
                 q = unzigzag(symbols[c]);
             }
-            recon[c] = round_to_dtype(pred[c] + float(q) * step(p, c, hint), p.shape.output_type);
+            recon[c] = float(q) * (per_channel_ ? step(p, c, hint) : block_step);
         }
+        if (p.shape.output_type == dtype::bf16)
+            for (std::uint32_t c = 0; c < p.shape.cols; ++c) recon[c] = round_to_bf16(pred[c] + recon[c]);
+        else
+            for (std::uint32_t c = 0; c < p.shape.cols; ++c) recon[c] = round_to_dtype(pred[c] + recon[c], p.shape.output_type);
     }
 
 private:
