@@ -14,3 +14,4 @@
 #include "seqkv/core/checksum.hpp"
 
 #include "seqkv/api.hpp"
+#include "seqkv/codec/codec.hpp"
