@@ -423,7 +423,9 @@ TEST_P(LosslessRope, RotatedKeysRoundTripAndPay) {
         const auto coded = lossless::encode_block(b.bytes, b.type, b.shape, with, b.ids);
         const auto plain = lossless::encode_block(b.bytes, b.type, b.shape, without, b.ids);
         EXPECT_EQ(coded[0], std::uint8_t(lossless::bit_predictor::rotate_same_token));
-        if (b.type != dtype::f8_e5m2) EXPECT_LT(double(coded.size()), 0.9 * double(plain.size())) << dtype_name(b.type);
+        if (b.type != dtype::f8_e5m2) {
+            EXPECT_LT(double(coded.size()), 0.9 * double(plain.size())) << dtype_name(b.type);
+        }
         byte_vector back(b.bytes.size());
         lossless::decode_block(coded, b.type, b.shape, back, coding::rans::decode_path::automatic, b.ids, with.rope);
         EXPECT_EQ(back, b.bytes);
@@ -463,6 +465,85 @@ TEST_P(LosslessRope, RotatedKeysRoundTripAndPay) {
 INSTANTIATE_TEST_SUITE_P(AllKvFloats, LosslessRope,
                          ::testing::Values(dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// The branch-free row predictor must give the generic (normative) predict_row's bits for every
+// dtype and pairing, on random rows rich in special values, with real rotation tables.
+TEST(Lossless, FastRotatedPredictionMatchesGenericBits) {
+    std::mt19937_64 rng(7);
+    const std::uint32_t D = 128;
+    std::vector<std::uint64_t> ref(1200, lossless::detail::no_reference);
+    for (std::uint64_t t = 1; t < ref.size(); ++t) ref[t] = rng() % t;
+    for (auto style : {lossless::rope::pairing::rotate_half, lossless::rope::pairing::interleaved}) {
+        const lossless::rope::parameters p{500000.0, style};
+        const lossless::rope::rotation_table table(p, D, ref, lossless::detail::no_reference);
+        for (dtype type : {dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2}) {
+            const auto fmt = lossless::rope::float_format::of(type);
+            const std::uint32_t mask = fmt.width == 32 ? 0xffffffffu : (1u << fmt.width) - 1;
+            auto check = [&]<class U>(U) {
+                const auto fast = lossless::rope::fast_predictor<U>(type, style);
+                U row[256], a[256], b[256];
+                for (int trial = 0; trial < 3000; ++trial) {
+                    const std::size_t t = 1 + rng() % (ref.size() - 1);
+                    for (std::uint32_t c = 0; c < D; ++c) {
+                        std::uint32_t u = std::uint32_t(rng()) & mask;
+                        switch (rng() % 8) {  // specials: exponent field 0 / all ones, max finite, tiny, +-0
+                            case 0: u &= ~(((1u << fmt.exponent) - 1) << fmt.mantissa); break;
+                            case 1: u |= ((1u << fmt.exponent) - 1) << fmt.mantissa; break;
+                            case 2: u = fmt.max_finite | (u & (1u << (fmt.width - 1))); break;
+                            case 3: u = (1u << fmt.mantissa) | (u & 0xf) | (u & (1u << (fmt.width - 1))); break;
+                            case 4: u &= 1u << (fmt.width - 1); break;
+                            default: {  // typical magnitudes: exponent near the bias
+                                const std::uint32_t e = std::uint32_t(fmt.bias) - 3 + std::uint32_t(rng() % 6);
+                                u = (u & ((1u << fmt.mantissa) - 1)) | (e << fmt.mantissa) | (u & (1u << (fmt.width - 1)));
+                            }
+                        }
+                        row[c] = static_cast<U>(u);
+                    }
+                    lossless::rope::predict_row<U>(row, D, style, table.cos(t), table.sin(t), fmt, a);
+                    fast(row, D, table.cos(t), b);
+                    for (std::uint32_t c = 0; c < D; ++c) ASSERT_EQ(a[c], b[c]) << dtype_name(type) << " channel " << c << " trial " << trial;
+                }
+                // Exhaustive conversions for narrow types: every bit pattern against every small table value.
+                if constexpr (sizeof(U) <= 2) {
+                    for (std::uint32_t u = 0; u <= mask; u += sizeof(U) == 1 ? 1 : 3) {
+                        for (std::uint32_t c = 0; c < D; ++c) row[c] = static_cast<U>((u + c * 0x1234u) & mask);
+                        lossless::rope::predict_row<U>(row, D, style, table.cos(1), table.sin(1), fmt, a);
+                        fast(row, D, table.cos(1), b);
+                        for (std::uint32_t c = 0; c < D; ++c) ASSERT_EQ(a[c], b[c]) << dtype_name(type) << " u " << u;
+                    }
+                }
+            };
+            if (fmt.width == 8) check(std::uint8_t{});
+            else if (fmt.width == 16) check(std::uint16_t{});
+            else check(std::uint32_t{});
+        }
+    }
+}
+
+// The cached rotation tables hold exactly the normative values (anchor * fine, 28-bit truncated).
+TEST(Lossless, CachedRotationTableMatchesDirectComputation) {
+    namespace d = lossless::rope::detail;
+    const std::uint32_t D = 64, half = D / 2;
+    for (double theta : {10000.0, 500000.0}) {
+        std::vector<std::uint64_t> ref(2000, lossless::detail::no_reference);
+        for (std::uint64_t t = 1; t < ref.size(); ++t) ref[t] = t % 3 == 0 || t < 1 + t % 37 ? 0 : t - 1 - t % 37;
+        const lossless::rope::rotation_table table({theta, lossless::rope::pairing::rotate_half}, D, ref, lossless::detail::no_reference);
+        const double log_theta = d::log(theta);
+        for (std::uint64_t t = 1; t < ref.size(); t += 7) {
+            const std::uint64_t delta = t - ref[t], a = delta / 32, j = delta % 32;
+            for (std::uint32_t i = 0; i < half; ++i) {
+                const double f = d::exp(-d::exact_mul(log_theta, double(2 * i) / double(D)));
+                double ca, sa, cb, sb;
+                d::cos_sin(d::exact_mul(double(a * 32), f), ca, sa);
+                d::cos_sin(d::exact_mul(double(j), f), cb, sb);
+                const double c = d::truncate28(d::exact_mul(ca, cb) - d::exact_mul(sa, sb));
+                const double s = d::truncate28(d::exact_mul(sa, cb) + d::exact_mul(ca, sb));
+                ASSERT_EQ(std::bit_cast<std::uint64_t>(table.cos(t)[i]), std::bit_cast<std::uint64_t>(c)) << t << " " << i;
+                ASSERT_EQ(std::bit_cast<std::uint64_t>(table.sin(t)[i]), std::bit_cast<std::uint64_t>(s)) << t << " " << i;
+            }
+        }
+    }
+}
 
 TEST(Lossless, RopeResidualIsABijectionOnAllBitPatterns) {
     for (std::uint32_t p : {0u, 1u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu, 0x3f80u, 0xbf80u})

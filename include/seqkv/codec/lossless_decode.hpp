@@ -10,26 +10,32 @@ namespace detail {
 template <class U>
 struct rotated_rows {
     const rope::rotation_table* table = nullptr;
-    rope::pairing style = rope::pairing::rotate_half;
-    rope::float_format format;
+    rope::row_predictor<U> predict = nullptr;
     const std::uint8_t* symbols = nullptr;
     const std::uint8_t* escapes = nullptr;  // little-endian U values, one per symbol 255
     std::size_t next_symbol = 0, next_escape = 0, escape_count = 0;
 
     /// Reconstructs row t (D elements at dst) from its reference row (at src).
     void decode_row(std::size_t t, const std::uint8_t* src, std::uint8_t* dst, std::size_t D) {
-        U reference[256], prediction[256];
-        for (std::size_t c = 0; c < D; ++c) reference[c] = load<U>(src, c);
-        rope::predict_row<U>(reference, D, style, table->cos(t), table->sin(t), format, prediction);
-        for (std::size_t c = 0; c < D; ++c) {
-            U z = symbols[next_symbol++];
-            if (z == 255) {
-                if (next_escape == escape_count) throw format_error("lossless block: missing rotated escape");
-                z = load<U>(escapes, next_escape++);
-                if (z < 255) throw format_error("lossless block: rotated escape below 255");
+        U reference[256], prediction[256], row[256];
+        std::memcpy(reference, src, D * sizeof(U));
+        predict(reference, D, table->cos(t), prediction);
+        const std::uint8_t* z = symbols + next_symbol;
+        next_symbol += D;
+        if (std::memchr(z, 255, D) == nullptr) {
+            for (std::size_t c = 0; c < D; ++c) row[c] = rope::unresidual<U>(U(z[c]), prediction[c]);
+        } else {
+            for (std::size_t c = 0; c < D; ++c) {
+                U zz = z[c];
+                if (zz == 255) {
+                    if (next_escape == escape_count) throw format_error("lossless block: missing rotated escape");
+                    zz = load<U>(escapes, next_escape++);
+                    if (zz < 255) throw format_error("lossless block: rotated escape below 255");
+                }
+                row[c] = rope::unresidual<U>(zz, prediction[c]);
             }
-            store<U>(dst, c, rope::unresidual<U>(z, prediction[c]));
         }
+        std::memcpy(dst, row, D * sizeof(U));
     }
 };
 
@@ -77,7 +83,7 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
 
 template <class U>
 void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std::span<std::uint8_t> out,
-                  coding::rans::decode_path path, const token_references& refs, const rope::float_format& fmt) {
+                  coding::rans::decode_path path, const token_references& refs, dtype type) {
     constexpr std::size_t P = sizeof(U);
     const std::uint64_t n = s.elements(), C = s.channels();
     byte_reader r(coded, "lossless block");
@@ -190,8 +196,7 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         rot.escapes = escape_bytes.data();
         rot.escape_count = escapes;
         rot.table = &refs.rotations(s.head_dim);
-        rot.style = refs.rope()->style;
-        rot.format = fmt;
+        rot.predict = rope::fast_predictor<U>(type, refs.rope()->style);
     }
     if (!r.at_end()) throw format_error("lossless block: trailing bytes");
     join_planes<U>(plane, flip, s, ref, !copy, copied, out.data(), rotate ? &rot : nullptr);
@@ -208,10 +213,9 @@ inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const blo
     require_usage(is_kv_float(t), "lossless: not a KV float dtype");
     require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
     require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
-    const auto fmt = rope::float_format::of(t);
-    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, fmt);
-    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, fmt);
-    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, fmt);
+    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, t);
+    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, t);
+    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, t);
 }
 
 /// Decodes one block; token_ids and rope must be the ones given at encoding (or empty if none were).

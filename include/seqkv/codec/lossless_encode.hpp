@@ -44,27 +44,68 @@ inline std::vector<std::uint8_t> copied_rows(const std::uint8_t* src, const bloc
     return copied;
 }
 
+/// Symbol of a rotated residual: z below 255, else 255 and z goes to the escape stream.
+template <class U>
+inline std::uint8_t rotated_symbol(U z) { return z < 255 ? static_cast<std::uint8_t>(z) : std::uint8_t{255}; }
+
 /// Residuals z (rope::residual against the rotated reference row) of every row with a reference,
 /// [row][channel] over all rows (rows without a reference stay 0).
 template <class U>
 inline std::vector<U> rotated_residuals(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
-                                        const rope::rotation_table& rot, rope::pairing style, const rope::float_format& fmt) {
+                                        const rope::rotation_table& rot, rope::row_predictor<U> predict) {
     const std::size_t D = s.head_dim;
-    std::vector<U> z(s.elements(), 0), row(D), pred(D);
+    std::vector<U> z(s.elements(), 0);
+    U row[256], pred[256], cur[256];
     for (std::uint32_t h = 0; h < s.heads; ++h)
         for (std::uint64_t t = 0; t < s.tokens; ++t) {
             if (ref[t] == no_reference) continue;
             const std::size_t base = (std::size_t(h) * s.tokens + t) * D, ref_base = (std::size_t(h) * s.tokens + ref[t]) * D;
-            for (std::size_t c = 0; c < D; ++c) row[c] = load<U>(src, ref_base + c);
-            rope::predict_row<U>(row.data(), D, style, rot.cos(t), rot.sin(t), fmt, pred.data());
-            for (std::size_t c = 0; c < D; ++c) z[base + c] = rope::residual<U>(load<U>(src, base + c), pred[c]);
+            std::memcpy(row, src + ref_base * sizeof(U), D * sizeof(U));
+            std::memcpy(cur, src + base * sizeof(U), D * sizeof(U));
+            predict(row, D, rot.cos(t), pred);
+            for (std::size_t c = 0; c < D; ++c) z[base + c] = rope::residual<U>(cur[c], pred[c]);
         }
     return z;
 }
 
-/// Symbol of a rotated residual: z below 255, else 255 and z goes to the escape stream.
+/// Cheap test before trying predictor 5 on a block: on a sample of referenced rows (about one in
+/// eight, at least 16), does any row's rotated cost (sample symbol table, escapes at full width)
+/// come within reach of the best other predictor's mean cost per element? Values and other
+/// non-rotated blocks fail it and skip the full evaluation.
 template <class U>
-inline std::uint8_t rotated_symbol(U z) { return z < 255 ? static_cast<std::uint8_t>(z) : std::uint8_t{255}; }
+inline bool rotation_may_pay(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
+                             const rope::rotation_table& rot, rope::row_predictor<U> predict, double best_bits_per_element) {
+    constexpr std::size_t P = sizeof(U);
+    const std::size_t D = s.head_dim;
+    std::vector<std::size_t> rows;  // h * tokens + t
+    for (std::uint32_t h = 0; h < s.heads; ++h)
+        for (std::uint64_t t = 0; t < s.tokens; ++t)
+            if (ref[t] != no_reference) rows.push_back(std::size_t(h) * s.tokens + t);
+    if (rows.empty()) return false;
+    const std::size_t stride = std::max<std::size_t>(1, std::min<std::size_t>(8, rows.size() / 16));
+    std::vector<std::uint8_t> sym;
+    U row[256], pred[256];
+    std::vector<std::uint32_t> hz(256, 0);
+    for (std::size_t k = 0; k < rows.size(); k += stride) {
+        const std::size_t r = rows[k], t = r % s.tokens, h = r / s.tokens;
+        std::memcpy(row, src + (h * s.tokens + ref[t]) * D * sizeof(U), D * sizeof(U));
+        predict(row, D, rot.cos(t), pred);
+        for (std::size_t c = 0; c < D; ++c) {
+            const std::uint8_t b = rotated_symbol<U>(rope::residual<U>(load<U>(src, r * D + c), pred[c]));
+            sym.push_back(b), ++hz[b];
+        }
+    }
+    double cost[256];
+    const double total = double(sym.size());
+    for (int b = 0; b < 256; ++b) cost[b] = std::log2((total + 1) / (double(hz[b]) + 0.5)) + (b == 255 ? 8.0 * P : 0.0);
+    const double limit = 1.1 * best_bits_per_element * double(D);
+    for (std::size_t k = 0; k < sym.size(); k += D) {
+        double bits = 0;
+        for (std::size_t c = 0; c < D; ++c) bits += cost[sym[k + c]];
+        if (bits < limit) return true;
+    }
+    return false;
+}
 
 /// Rows to rotate: those with a reference whose estimated rotated cost (pooled symbol table,
 /// escapes at full width) beats their estimated raw cost (plane-0 table per group, pooled other planes).
@@ -128,7 +169,8 @@ inline std::vector<std::uint32_t> rank_groups(const std::vector<std::uint32_t>& 
     std::iota(order.begin(), order.end(), 0u);
     // Compare means sum/count by cross-multiplication (integers only: the choice is deterministic).
     std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
-        return static_cast<unsigned __int128>(sum[a]) * count[b] < static_cast<unsigned __int128>(sum[b]) * count[a];
+        __extension__ typedef unsigned __int128 u128;
+        return u128(sum[a]) * count[b] < u128(sum[b]) * count[a];
     });
     std::vector<std::uint32_t> rank(groups);
     for (std::uint32_t r = 0; r < groups; ++r) rank[order[r]] = r;
@@ -235,7 +277,7 @@ inline void write_rotated(byte_writer& w, const block_shape& s, const std::vecto
 
 template <class U>
 byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s, const plane_options& o,
-                         const token_references& refs, const rope::float_format& fmt) {
+                         const token_references& refs, dtype type) {
     constexpr std::size_t P = sizeof(U);
     const std::uint64_t n = s.elements(), C = s.channels();
     const std::uint8_t* src = raw.data();
@@ -277,7 +319,9 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             const bool rotate = p == bit_predictor::rotate_same_token;
             const bool copy = p == bit_predictor::copy_same_token || rotate;
             if (rotate) {
-                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), refs.rope()->style, fmt);
+                const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
+                if (!rotation_may_pay<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, best_bits / double(n))) continue;
+                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict);
                 copied = rows_to_rotate<U>(src, s, refs.get(p), rot_z, group_of, groups);
             } else {
                 copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
@@ -428,10 +472,9 @@ inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, cons
     require_usage(raw.size() == s.elements() * es, "lossless: block size does not match its shape");
     require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
     require_usage(options.max_channel_classes >= 1 && options.max_channel_classes <= 255, "lossless: 1..255 channel classes");
-    const auto fmt = rope::float_format::of(t);
-    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs, fmt);
-    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs, fmt);
-    return detail::encode_typed<std::uint32_t>(raw, s, options, refs, fmt);
+    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs, t);
+    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs, t);
+    return detail::encode_typed<std::uint32_t>(raw, s, options, refs, t);
 }
 
 /// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors

@@ -18,6 +18,9 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -148,53 +151,132 @@ struct float_format {
     }
 };
 
-/// Per-token rotation tables of one chunk: for every token t with a reference, cos and sin of
-/// (t - ref(t)) * theta^(-2i/D), i < D/2, truncated to 28 bits.
-class rotation_table {
-public:
-    rotation_table(const parameters& p, std::uint32_t head_dim, std::span<const std::uint64_t> ref, std::uint64_t no_reference) : half_(head_dim / 2) {
-        require_usage(valid(p) && head_dim % 2 == 0, "lossless rope: invalid parameters or odd head_dim");
-        std::vector<double> inv_freq(half_);
-        const double log_theta = detail::log(p.theta);
-        for (std::uint32_t i = 0; i < half_; ++i) inv_freq[i] = detail::exp(-detail::exact_mul(log_theta, double(2 * i) / double(head_dim)));
-        // cos/sin of delta * f = complex product of (delta - delta % step) * f and (delta % step) * f:
-        // cos_sin only for the step fine angles and the coarse anchors that occur.
-        std::uint64_t most = 0;
-        for (std::size_t t = 0; t < ref.size(); ++t)
-            if (ref[t] != no_reference) most = std::max<std::uint64_t>(most, t - ref[t]);
-        const std::size_t anchors = std::size_t(most / step) + 1;
-        std::vector<double> fine_c(step * half_), fine_s(step * half_), coarse_c(anchors * half_), coarse_s(anchors * half_);
-        std::vector<std::uint8_t> used(anchors, 0);
-        for (std::size_t t = 0; t < ref.size(); ++t)
-            if (ref[t] != no_reference) used[(t - ref[t]) / step] = 1;
-        for (std::uint32_t j = 0; j < step; ++j)
-            for (std::uint32_t i = 0; i < half_; ++i) detail::cos_sin(detail::exact_mul(double(j), inv_freq[i]), fine_c[j * half_ + i], fine_s[j * half_ + i]);
-        for (std::size_t a = 0; a < anchors; ++a)
-            if (used[a])
-                for (std::uint32_t i = 0; i < half_; ++i)
-                    detail::cos_sin(detail::exact_mul(double(a * step), inv_freq[i]), coarse_c[a * half_ + i], coarse_s[a * half_ + i]);
-        cos_.assign(ref.size() * half_, 0.0);
-        sin_.assign(ref.size() * half_, 0.0);
-        for (std::size_t t = 0; t < ref.size(); ++t) {
-            if (ref[t] == no_reference) continue;
-            const std::uint64_t delta = t - ref[t];
-            const double *ac = &coarse_c[(delta / step) * half_], *as = &coarse_s[(delta / step) * half_];
-            const double *fc = &fine_c[(delta % step) * half_], *fs = &fine_s[(delta % step) * half_];
-            for (std::uint32_t i = 0; i < half_; ++i) {
-                const double c = detail::exact_mul(ac[i], fc[i]) - detail::exact_mul(as[i], fs[i]);
-                const double s = detail::exact_mul(as[i], fc[i]) + detail::exact_mul(ac[i], fs[i]);
-                cos_[t * half_ + i] = detail::truncate28(c);
-                sin_[t * half_ + i] = detail::truncate28(s);
-            }
+namespace detail {
+
+/// cos and sin (28-bit truncated) of delta * f_i, i < half, for deltas [first, first + count):
+/// row delta - first holds half cos values then half sin values. Every value is the normative
+/// one (docs/FORMAT.md): coarse anchor 32a times fine angle j, each product rounded separately.
+inline std::vector<double> delta_rows(std::span<const double> inv_freq, std::span<const double> fine, std::uint64_t first,
+                                      std::uint64_t count, std::uint32_t step) {
+    const std::size_t half = inv_freq.size();
+    std::vector<double> rows(std::size_t(count) * 2 * half);
+    std::vector<double> ac(half), as(half);
+    std::uint64_t anchor = ~std::uint64_t{0};
+    for (std::uint64_t k = 0; k < count; ++k) {
+        const std::uint64_t delta = first + k;
+        if (delta / step != anchor) {
+            anchor = delta / step;
+            for (std::size_t i = 0; i < half; ++i) cos_sin(exact_mul(double(anchor * step), inv_freq[i]), ac[i], as[i]);
+        }
+        const double *fc = &fine[(delta % step) * 2 * half], *fs = fc + half;
+        double* out = &rows[std::size_t(k) * 2 * half];
+        for (std::size_t i = 0; i < half; ++i) {
+            out[i] = truncate28(exact_mul(ac[i], fc[i]) - exact_mul(as[i], fs[i]));
+            out[half + i] = truncate28(exact_mul(as[i], fc[i]) + exact_mul(ac[i], fs[i]));
         }
     }
-    static constexpr std::uint32_t step = 32;  ///< fine-angle table size (normative, docs/FORMAT.md)
-    const double* cos(std::size_t t) const { return cos_.data() + t * half_; }
-    const double* sin(std::size_t t) const { return sin_.data() + t * half_; }
+    return rows;
+}
+
+/// Process-wide cache of delta_rows segments per (theta, head_dim): the tables depend on nothing
+/// else, are immutable once built and are shared by every codec, chunk and thread. Segments are
+/// built outside the lock (a race builds identical bits twice); past a memory budget new segments
+/// are still returned but not kept.
+class rotation_cache {
+public:
+    static constexpr std::uint32_t step = 32;             ///< fine-angle table size (normative)
+    static constexpr std::uint64_t segment_deltas = 256;  ///< deltas per cached segment
+    static constexpr std::size_t budget_bytes = std::size_t{64} << 20;
+
+    static rotation_cache& instance() {
+        static rotation_cache cache;
+        return cache;
+    }
+    using segment = std::shared_ptr<const std::vector<double>>;
+
+    /// Rows for deltas [index * segment_deltas, (index + 1) * segment_deltas) of (theta, head_dim).
+    segment get(double theta, std::uint32_t head_dim, std::uint64_t index) {
+        const key k{std::bit_cast<std::uint64_t>(theta), head_dim};
+        std::shared_ptr<const entry> e;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = entries_.find(k);
+            if (it != entries_.end()) {
+                e = it->second.base;
+                if (auto s = it->second.segments.find(index); s != it->second.segments.end()) return s->second;
+            }
+        }
+        if (!e) e = make_entry(theta, head_dim);
+        segment s = std::make_shared<const std::vector<double>>(delta_rows(e->inv_freq, e->fine, index * segment_deltas, segment_deltas, step));
+        std::lock_guard lock(mutex_);
+        auto& slot = entries_[k];
+        if (!slot.base) slot.base = e, bytes_ += (e->inv_freq.size() + e->fine.size()) * sizeof(double);
+        if (auto it = slot.segments.find(index); it != slot.segments.end()) return it->second;
+        if (bytes_ + s->size() * sizeof(double) <= budget_bytes) {
+            bytes_ += s->size() * sizeof(double);
+            slot.segments.emplace(index, s);
+        }
+        return s;
+    }
+
+private:
+    struct entry {
+        std::vector<double> inv_freq;  // theta^(-2i/D)
+        std::vector<double> fine;      // per j < step: cos, then sin of j * f_i
+    };
+    struct key {
+        std::uint64_t theta_bits;
+        std::uint32_t head_dim;
+        bool operator<(const key& o) const { return theta_bits != o.theta_bits ? theta_bits < o.theta_bits : head_dim < o.head_dim; }
+    };
+    struct slot_type {
+        std::shared_ptr<const entry> base;
+        std::map<std::uint64_t, segment> segments;
+    };
+    static std::shared_ptr<const entry> make_entry(double theta, std::uint32_t head_dim) {
+        auto e = std::make_shared<entry>();
+        const std::uint32_t half = head_dim / 2;
+        e->inv_freq.resize(half);
+        const double log_theta = log(theta);
+        for (std::uint32_t i = 0; i < half; ++i) e->inv_freq[i] = exp(-exact_mul(log_theta, double(2 * i) / double(head_dim)));
+        e->fine.resize(std::size_t(step) * 2 * half);
+        for (std::uint32_t j = 0; j < step; ++j)
+            for (std::uint32_t i = 0; i < half; ++i)
+                cos_sin(exact_mul(double(j), e->inv_freq[i]), e->fine[std::size_t(j) * 2 * half + i], e->fine[std::size_t(j) * 2 * half + half + i]);
+        return e;
+    }
+    std::mutex mutex_;
+    std::map<key, slot_type> entries_;
+    std::size_t bytes_ = 0;
+};
+
+}  // namespace detail
+
+/// Per-token rotation tables of one chunk: for every token t with a reference, cos and sin of
+/// (t - ref(t)) * theta^(-2i/D), i < D/2, truncated to 28 bits (rows shared from rotation_cache).
+class rotation_table {
+public:
+    rotation_table(const parameters& p, std::uint32_t head_dim, std::span<const std::uint64_t> ref, std::uint64_t no_reference)
+        : half_(head_dim / 2), rows_(ref.size(), nullptr) {
+        require_usage(valid(p) && head_dim % 2 == 0, "lossless rope: invalid parameters or odd head_dim");
+        constexpr auto per = detail::rotation_cache::segment_deltas;
+        for (std::size_t t = 0; t < ref.size(); ++t) {
+            if (ref[t] == no_reference) continue;
+            const std::uint64_t delta = t - ref[t], index = delta / per;
+            if (index >= segments_.size()) segments_.resize(std::size_t(index) + 1);
+            if (!segments_[index]) segments_[index] = detail::rotation_cache::instance().get(p.theta, head_dim, index);
+            rows_[t] = segments_[index]->data() + std::size_t(delta % per) * 2 * half_;
+        }
+    }
+    static constexpr std::uint32_t step = detail::rotation_cache::step;  ///< fine-angle table size (normative, docs/FORMAT.md)
+    /// cos values of token t (which has a reference); its sin values follow at cos(t) + D/2.
+    const double* cos(std::size_t t) const { return rows_[t]; }
+    const double* sin(std::size_t t) const { return rows_[t] + half_; }
 
 private:
     std::uint32_t half_;
-    std::vector<double> cos_, sin_;
+    std::vector<const double*> rows_;
+    std::vector<detail::rotation_cache::segment> segments_;
 };
 
 /// Channel index of pair i's first (j = 0) or second (j = 1) element.
@@ -221,27 +303,103 @@ inline void predict_row(const U* reference, std::size_t D, pairing style, const 
     }
 }
 
-/// Order-preserving map of sign-magnitude bits to unsigned (w bits).
+/// Compile-time bit layout of KV float type T (the same numbers as float_format::of(T)).
+template <dtype T>
+struct format_of {
+    static constexpr unsigned width = T == dtype::f32 ? 32 : (T == dtype::bf16 || T == dtype::f16) ? 16 : 8;
+    static constexpr unsigned mantissa = T == dtype::bf16 ? 7 : T == dtype::f16 ? 10 : T == dtype::f32 ? 23 : T == dtype::f8_e4m3 ? 3 : 2;
+    static constexpr unsigned exponent = width - 1 - mantissa;
+    static constexpr int bias = (1 << (exponent - 1)) - 1;
+    static constexpr bool e4m3 = T == dtype::f8_e4m3;
+    static constexpr std::uint64_t max_finite = e4m3 ? 0x7e : ((std::uint64_t{1} << (width - 1)) - 1) - (std::uint64_t{1} << mantissa);
+};
+
+/// Branch-free float_format::to_double for type T: the value's double bits (0 for zero and
+/// subnormals and for non-finite input), and finite = all ones unless u is Inf / NaN.
+template <dtype T>
+inline double to_double_fast(std::uint32_t u, std::uint64_t& finite) {
+    using F = format_of<T>;
+    constexpr std::uint32_t emask = (1u << F::exponent) - 1, mmask = (1u << F::mantissa) - 1;
+    const std::uint32_t e = (u >> F::mantissa) & emask;
+    const bool non_finite = F::e4m3 ? (u & 0x7fu) == 0x7fu : e == emask;
+    const std::uint64_t bits = (std::uint64_t((u >> (F::width - 1)) & 1) << 63) | (std::uint64_t(e + std::uint32_t(1023 - F::bias)) << 52) |
+                               (std::uint64_t(u & mmask) << (52 - F::mantissa));
+    finite = std::uint64_t(0) - std::uint64_t(!non_finite);
+    return std::bit_cast<double>(bits & (std::uint64_t(0) - std::uint64_t(e != 0 && !non_finite)));
+}
+/// Branch-free float_format::from_double for type T (finite v): round to nearest even on the
+/// magnitude bits (a mantissa carry runs into the exponent), rebias, flush below the smallest
+/// normal to +0, saturate above the largest finite.
+template <dtype T>
+inline std::uint32_t from_double_fast(double v) {
+    using F = format_of<T>;
+    constexpr unsigned shift = 52 - F::mantissa;
+    const auto d = std::bit_cast<std::uint64_t>(v);
+    const std::uint64_t mag = d & 0x7fffffffffffffffULL;
+    const std::uint64_t rounded = (mag + ((std::uint64_t{1} << (shift - 1)) - 1) + ((mag >> shift) & 1)) >> shift;
+    const std::int64_t t = std::int64_t(rounded) - (std::int64_t(1023 - F::bias) << F::mantissa);
+    const std::int64_t clamped = t > std::int64_t(F::max_finite) ? std::int64_t(F::max_finite) : t;
+    const std::uint64_t keep = std::uint64_t(0) - std::uint64_t(t >= (std::int64_t{1} << F::mantissa));
+    return std::uint32_t((std::uint64_t(clamped) | ((d >> 63) << (F::width - 1))) & keep);
+}
+
+/// predict_row for type T and pairing S with the same bits, branch-free (cos_sin: D/2 cos then D/2 sin).
+template <dtype T, pairing S, class U>
+inline void predict_row_fast(const U* reference, std::size_t D, const double* cos_sin, U* prediction) {
+    const std::size_t half = D / 2;
+    const double *cs = cos_sin, *sn = cos_sin + half;
+    for (std::size_t i = 0; i < half; ++i) {
+        const std::size_t c0 = S == pairing::rotate_half ? i : 2 * i, c1 = S == pairing::rotate_half ? i + half : 2 * i + 1;
+        std::uint64_t fa, fb;
+        const double a = to_double_fast<T>(reference[c0], fa), b = to_double_fast<T>(reference[c1], fb);
+        const double x = a * cs[i] - b * sn[i], y = b * cs[i] + a * sn[i];  // exact products: one rounding each
+        const auto keep = static_cast<std::uint32_t>(fa & fb);
+        prediction[c0] = static_cast<U>(from_double_fast<T>(x) & keep);
+        prediction[c1] = static_cast<U>(from_double_fast<T>(y) & keep);
+    }
+}
+
+/// Signature of a predict_row_fast instance (chosen once per block by fast_predictor).
+template <class U>
+using row_predictor = void (*)(const U*, std::size_t, const double*, U*);
+
+/// The predict_row_fast instance for dtype t (of width sizeof(U)) and pairing style.
+template <class U>
+inline row_predictor<U> fast_predictor(dtype t, pairing style) {
+    const bool half = style == pairing::rotate_half;
+    if constexpr (sizeof(U) == 1) {
+        if (t == dtype::f8_e4m3) return half ? &predict_row_fast<dtype::f8_e4m3, pairing::rotate_half, U> : &predict_row_fast<dtype::f8_e4m3, pairing::interleaved, U>;
+        return half ? &predict_row_fast<dtype::f8_e5m2, pairing::rotate_half, U> : &predict_row_fast<dtype::f8_e5m2, pairing::interleaved, U>;
+    } else if constexpr (sizeof(U) == 2) {
+        if (t == dtype::bf16) return half ? &predict_row_fast<dtype::bf16, pairing::rotate_half, U> : &predict_row_fast<dtype::bf16, pairing::interleaved, U>;
+        return half ? &predict_row_fast<dtype::f16, pairing::rotate_half, U> : &predict_row_fast<dtype::f16, pairing::interleaved, U>;
+    } else {
+        return half ? &predict_row_fast<dtype::f32, pairing::rotate_half, U> : &predict_row_fast<dtype::f32, pairing::interleaved, U>;
+    }
+}
+
+/// Order-preserving map of sign-magnitude bits to unsigned (w bits): ~u if the sign is set, else u | sign.
 template <class U>
 inline U monotonic(U u) {
-    constexpr U sign = static_cast<U>(U(1) << (8 * sizeof(U) - 1));
-    return (u & sign) ? static_cast<U>(~u) : static_cast<U>(u | sign);
+    constexpr unsigned w = 8 * sizeof(U);
+    constexpr U sign = static_cast<U>(U(1) << (w - 1));
+    return static_cast<U>(u ^ (static_cast<U>(U(0) - U(u >> (w - 1))) | sign));
 }
 /// Zigzag of the w-bit difference monotonic(u) - monotonic(prediction) (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...).
 template <class U>
 inline U residual(U u, U prediction) {
-    using S = std::make_signed_t<U>;
+    constexpr unsigned w = 8 * sizeof(U);
     const U d = static_cast<U>(monotonic(u) - monotonic(prediction));
-    const S s = static_cast<S>(d);
-    return static_cast<U>(s >= 0 ? U(U(d) << 1) : U(U(~d) << 1 | 1));
+    return static_cast<U>(U(d << 1) ^ static_cast<U>(U(0) - U(d >> (w - 1))));
 }
 /// Inverse of residual().
 template <class U>
 inline U unresidual(U z, U prediction) {
-    const U d = (z & 1) ? static_cast<U>(~(z >> 1)) : static_cast<U>(z >> 1);
+    constexpr unsigned w = 8 * sizeof(U);
+    constexpr U sign = static_cast<U>(U(1) << (w - 1));
+    const U d = static_cast<U>(U(z >> 1) ^ static_cast<U>(U(0) - U(z & 1)));
     const U mono = static_cast<U>(monotonic(prediction) + d);
-    constexpr U sign = static_cast<U>(U(1) << (8 * sizeof(U) - 1));
-    return (mono & sign) ? static_cast<U>(mono & ~sign) : static_cast<U>(~mono);
+    return static_cast<U>(mono ^ (static_cast<U>(U(mono >> (w - 1)) - U(1)) | sign));
 }
 
 }  // namespace seqkv::lossless::rope
