@@ -5,6 +5,8 @@
   /usr/bin/python3 tools/seqkv_corpus.py dump --model data/tiny-llama --out-dir data/kv FILE...
   /usr/bin/python3 tools/seqkv_corpus.py dump --hf MODEL_DIR_OR_ID --out-dir OUT FILE...
   /usr/bin/python3 tools/seqkv_corpus.py selfcheck [--model data/tiny-llama] [DUMP...]
+  /usr/bin/python3 tools/seqkv_corpus.py evaluate --model data/tiny-llama --original DUMP \
+      [--decoded DECODED] [--continue N] [--sanity] [--json]
 
 Needs torch (Debian python3-torch); `dump --hf` also needs transformers.
 See data/README.md for the tensor convention and the fixture built with it.
@@ -47,6 +49,18 @@ def main(argv=None):
     s.add_argument("--model", help="also recompute each dump with this model and compare")
     s.add_argument("dumps", nargs="*")
 
+    e = sub.add_parser("evaluate", help="next-token KL / top-1 agreement of a decoded KV cache")
+    e.add_argument("--model", required=True, help="directory written by `train`")
+    e.add_argument("--original", required=True, help="the dump (its KV = the stored prefix cache)")
+    e.add_argument("--decoded", help="the same dump after lossy compression and decompression")
+    e.add_argument("--continue", dest="n_continue", type=int, default=64,
+                   help="continuation positions after the cached tokens (default 64)")
+    e.add_argument("--source", help="source text (default: metadata source_path, then source)")
+    e.add_argument("--sanity", action="store_true",
+                   help="also check the cache path against a full forward over T+N tokens")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--threads", type=int, default=2)
+
     a = ap.parse_args(argv)
     import torch
     if a.cmd == "train":
@@ -77,6 +91,19 @@ def main(argv=None):
                 print("   ", e)
             ok = ok and not errs
         return 0 if ok else 1
+    elif a.cmd == "evaluate":
+        import json
+        from kvdump.eval_decoded import EvalError, evaluate, format_report
+        if a.decoded is None and not a.sanity:
+            ap.error("evaluate needs --decoded, --sanity, or both")
+        torch.set_num_threads(a.threads)
+        try:
+            r = evaluate(a.model, a.original, a.decoded, a.n_continue, a.source, a.sanity)
+        except EvalError as err:
+            print(f"evaluate: error: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(r, indent=1) if a.json else format_report(r))
+        return 0 if r.get("sanity", {}).get("ok", True) else 1
     return 0
 
 
