@@ -466,6 +466,81 @@ INSTANTIATE_TEST_SUITE_P(AllKvFloats, LosslessRope,
                          ::testing::Values(dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
+// The AVX2 row predictors (bf16, f16) must give the scalar fast path's bits (itself checked
+// against the generic predictor above) for both pairings and every head_dim shape, including
+// pair counts that leave a scalar tail, on rows rich in special values, with real rotation
+// tables and with random 28-bit cos / sin values. Skips where the CPU or build has no AVX2.
+TEST(Lossless, SimdRotatedPredictionMatchesScalarBits) {
+    if (!lossless::rope::simd_predict_available()) GTEST_SKIP() << "no AVX2 on this CPU / build: SIMD row predictor not tested";
+    std::mt19937_64 rng(11);
+    std::vector<std::uint64_t> ref(700, lossless::detail::no_reference);
+    for (std::uint64_t t = 1; t < ref.size(); ++t) ref[t] = rng() % t;
+    for (std::uint32_t D : {2u, 4u, 6u, 8u, 10u, 14u, 16u, 18u, 30u, 64u, 80u, 96u, 126u, 128u, 130u, 192u, 254u, 256u}) {
+        for (auto style : {lossless::rope::pairing::rotate_half, lossless::rope::pairing::interleaved}) {
+            const lossless::rope::rotation_table table({10000.0, style}, D, ref, lossless::detail::no_reference);
+            for (dtype type : {dtype::bf16, dtype::f16}) {
+                const auto fmt = lossless::rope::float_format::of(type);
+                const auto simd = lossless::rope::simd_predictor<std::uint16_t>(type, style);
+                const auto scalar = lossless::rope::fast_predictor<std::uint16_t>(type, style, false);
+                ASSERT_NE(simd, nullptr);
+                ASSERT_NE(simd, scalar);
+                const std::uint32_t emask = ((1u << fmt.exponent) - 1) << fmt.mantissa, sign = 0x8000u;
+                std::uint16_t row[256 + 8], a[256], b[256 + 8];
+                std::vector<double> cs(D);
+                auto random_row = [&] {
+                    for (std::uint32_t c = 0; c < D; ++c) {
+                        std::uint32_t u = std::uint32_t(rng()) & 0xffffu;
+                        switch (rng() % 10) {
+                            case 0: u &= ~emask; break;                                     // zero / subnormal
+                            case 1: u |= emask; break;                                      // Inf / NaN
+                            case 2: u = fmt.max_finite | (u & sign); break;                 // largest finite
+                            case 3: u = (1u << fmt.mantissa) | (u & 0xf) | (u & sign); break;  // near the smallest normal
+                            case 4: u &= sign; break;                                       // +-0
+                            case 5: u = (emask - (1u << fmt.mantissa)) | (u & sign) | (u & ((1u << fmt.mantissa) - 1)); break;  // top binade
+                            default: {
+                                const std::uint32_t e = std::uint32_t(fmt.bias) - 4 + std::uint32_t(rng() % 8);
+                                u = (u & ((1u << fmt.mantissa) - 1)) | (e << fmt.mantissa) | (u & sign);
+                            }
+                        }
+                        row[c] = static_cast<std::uint16_t>(u);
+                    }
+                };
+                auto compare = [&](const double* cos_sin, const char* what, int trial) {
+                    b[D] = b[D + 1] = 0x5a5a;  // canaries: nothing written past the row
+                    scalar(row, D, cos_sin, a);
+                    simd(row, D, cos_sin, b);
+                    for (std::uint32_t c = 0; c < D; ++c)
+                        ASSERT_EQ(a[c], b[c]) << dtype_name(type) << " D " << D << " style " << int(style) << " " << what << " trial "
+                                              << trial << " channel " << c << " input 0x" << std::hex << row[c];
+                    ASSERT_EQ(b[D], 0x5a5a);
+                    ASSERT_EQ(b[D + 1], 0x5a5a);
+                };
+                for (int trial = 0; trial < 400; ++trial) {
+                    random_row();
+                    compare(table.cos(1 + rng() % (ref.size() - 1)), "table", trial);
+                    // Random cos / sin, 28-bit truncated, with exact 0, +-1 and tiny values.
+                    for (std::uint32_t i = 0; i < D; ++i) {
+                        double v = std::ldexp(double(std::int64_t(rng() % (std::uint64_t{1} << 30)) - (std::int64_t{1} << 29)), -29);
+                        switch (rng() % 8) {
+                            case 0: v = 0.0; break;
+                            case 1: v = (rng() & 1) ? 1.0 : -1.0; break;
+                            case 2: v = std::ldexp(v, -int(rng() % 40)); break;
+                            default: break;
+                        }
+                        cs[i] = lossless::rope::detail::truncate28(v);
+                    }
+                    compare(cs.data(), "random", trial);
+                }
+                // Every 16-bit pattern in every channel position (a few shapes: it is the slow part).
+                for (std::uint32_t u = 0; (D == 10 || D == 128) && u <= 0xffff; ++u) {
+                    for (std::uint32_t c = 0; c < D; ++c) row[c] = static_cast<std::uint16_t>((u + c * 0x2345u) & 0xffffu);
+                    compare(table.cos(1 + u % (ref.size() - 1)), "exhaustive", int(u));
+                }
+            }
+        }
+    }
+}
+
 // The branch-free row predictor must give the generic (normative) predict_row's bits for every
 // dtype and pairing, on random rows rich in special values, with real rotation tables.
 TEST(Lossless, FastRotatedPredictionMatchesGenericBits) {
@@ -480,7 +555,7 @@ TEST(Lossless, FastRotatedPredictionMatchesGenericBits) {
             const auto fmt = lossless::rope::float_format::of(type);
             const std::uint32_t mask = fmt.width == 32 ? 0xffffffffu : (1u << fmt.width) - 1;
             auto check = [&]<class U>(U) {
-                const auto fast = lossless::rope::fast_predictor<U>(type, style);
+                const auto fast = lossless::rope::fast_predictor<U>(type, style, /*allow_simd=*/false);
                 U row[256], a[256], b[256];
                 for (int trial = 0; trial < 3000; ++trial) {
                     const std::size_t t = 1 + rng() % (ref.size() - 1);

@@ -6,6 +6,18 @@
 namespace seqkv::lossless {
 namespace detail {
 
+/// memcpy of one row (at most 256 elements) in 16-byte pieces, the last one overlapping: a
+/// variable-length memcpy of a few hundred bytes otherwise becomes a slow `rep movs` here.
+/// dst and src must not overlap.
+inline void copy_row(std::uint8_t* dst, const std::uint8_t* src, std::size_t bytes) {
+    if (bytes < 16) {
+        std::memcpy(dst, src, bytes);
+        return;
+    }
+    for (std::size_t o = 0; o + 16 < bytes; o += 16) std::memcpy(dst + o, src + o, 16);
+    std::memcpy(dst + bytes - 16, src + bytes - 16, 16);
+}
+
 /// Decoded rotated section of predictor 5 (consumed row by row in storage order).
 template <class U>
 struct rotated_rows {
@@ -18,24 +30,21 @@ struct rotated_rows {
     /// Reconstructs row t (D elements at dst) from its reference row (at src).
     void decode_row(std::size_t t, const std::uint8_t* src, std::uint8_t* dst, std::size_t D) {
         U reference[256], prediction[256], row[256];
-        std::memcpy(reference, src, D * sizeof(U));
+        copy_row(reinterpret_cast<std::uint8_t*>(reference), src, D * sizeof(U));
         predict(reference, D, table->cos(t), prediction);
         const std::uint8_t* z = symbols + next_symbol;
         next_symbol += D;
-        if (std::memchr(z, 255, D) == nullptr) {
-            for (std::size_t c = 0; c < D; ++c) row[c] = rope::unresidual<U>(U(z[c]), prediction[c]);
-        } else {
-            for (std::size_t c = 0; c < D; ++c) {
-                U zz = z[c];
-                if (zz == 255) {
-                    if (next_escape == escape_count) throw format_error("lossless block: missing rotated escape");
-                    zz = load<U>(escapes, next_escape++);
-                    if (zz < 255) throw format_error("lossless block: rotated escape below 255");
-                }
-                row[c] = rope::unresidual<U>(zz, prediction[c]);
-            }
+        // Every symbol as a residual (vectorizable), then the few escapes (255) patched in order.
+        for (std::size_t c = 0; c < D; ++c) row[c] = rope::unresidual<U>(U(z[c]), prediction[c]);
+        for (const void* hit = std::memchr(z, 255, D); hit != nullptr;) {
+            const std::size_t c = std::size_t(static_cast<const std::uint8_t*>(hit) - z);
+            if (next_escape == escape_count) throw format_error("lossless block: missing rotated escape");
+            const U zz = load<U>(escapes, next_escape++);
+            if (zz < 255) throw format_error("lossless block: rotated escape below 255");
+            row[c] = rope::unresidual<U>(zz, prediction[c]);
+            hit = c + 1 < D ? std::memchr(z + c + 1, 255, D - c - 1) : nullptr;
         }
-        std::memcpy(dst, row, D * sizeof(U));
+        copy_row(dst, reinterpret_cast<const std::uint8_t*>(row), D * sizeof(U));
     }
 };
 
@@ -56,7 +65,7 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
             const std::size_t ref_base = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
             if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) {
                 if (rot) rot->decode_row(t, out + ref_base * sizeof(U), out + base * sizeof(U), D);
-                else std::memcpy(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));
+                else copy_row(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));  // earlier row: no overlap
                 continue;
             }
             const bool xor_row = xor_ref && has_ref;
@@ -74,7 +83,7 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
                 } else if (f) {
                     for (std::size_t c = 0; c < m; ++c) row[c] ^= f[c0 + c];
                 }
-                std::memcpy(out + i0 * sizeof(U), row, m * sizeof(U));
+                copy_row(out + i0 * sizeof(U), reinterpret_cast<const std::uint8_t*>(row), m * sizeof(U));
             }
             k -= (D + 255) / 256 * 256 - D;
         }
@@ -196,7 +205,7 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         rot.escapes = escape_bytes.data();
         rot.escape_count = escapes;
         rot.table = &refs.rotations(s.head_dim);
-        rot.predict = rope::fast_predictor<U>(type, refs.rope()->style);
+        rot.predict = rope::fast_predictor<U>(type, refs.rope()->style, path != coding::rans::decode_path::scalar);
     }
     if (!r.at_end()) throw format_error("lossless block: trailing bytes");
     join_planes<U>(plane, flip, s, ref, !copy, copied, out.data(), rotate ? &rot : nullptr);

@@ -28,6 +28,13 @@
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SEQKV_ROPE_AVX2_KERNEL 1
+#include <immintrin.h>
+#else
+#define SEQKV_ROPE_AVX2_KERNEL 0
+#endif
+
 namespace seqkv::lossless::rope {
 
 /// How channels pair up for rotation.
@@ -343,12 +350,13 @@ inline std::uint32_t from_double_fast(double v) {
     return std::uint32_t((std::uint64_t(clamped) | ((d >> 63) << (F::width - 1))) & keep);
 }
 
-/// predict_row for type T and pairing S with the same bits, branch-free (cos_sin: D/2 cos then D/2 sin).
+/// Pairs [first, D/2) of predict_row for type T and pairing S with the same bits, branch-free
+/// (cos_sin: D/2 cos then D/2 sin).
 template <dtype T, pairing S, class U>
-inline void predict_row_fast(const U* reference, std::size_t D, const double* cos_sin, U* prediction) {
+inline void predict_pairs_fast(const U* reference, std::size_t D, const double* cos_sin, U* prediction, std::size_t first) {
     const std::size_t half = D / 2;
     const double *cs = cos_sin, *sn = cos_sin + half;
-    for (std::size_t i = 0; i < half; ++i) {
+    for (std::size_t i = first; i < half; ++i) {
         const std::size_t c0 = S == pairing::rotate_half ? i : 2 * i, c1 = S == pairing::rotate_half ? i + half : 2 * i + 1;
         std::uint64_t fa, fb;
         const double a = to_double_fast<T>(reference[c0], fa), b = to_double_fast<T>(reference[c1], fb);
@@ -359,13 +367,130 @@ inline void predict_row_fast(const U* reference, std::size_t D, const double* co
     }
 }
 
+/// predict_row for type T and pairing S with the same bits, branch-free (cos_sin: D/2 cos then D/2 sin).
+template <dtype T, pairing S, class U>
+inline void predict_row_fast(const U* reference, std::size_t D, const double* cos_sin, U* prediction) {
+    predict_pairs_fast<T, S, U>(reference, D, cos_sin, prediction, 0);
+}
+
 /// Signature of a predict_row_fast instance (chosen once per block by fast_predictor).
 template <class U>
 using row_predictor = void (*)(const U*, std::size_t, const double*, U*);
 
-/// The predict_row_fast instance for dtype t (of width sizeof(U)) and pairing style.
+/// True when this build and CPU can run the AVX2 row predictors.
+inline bool simd_predict_available() {
+#if SEQKV_ROPE_AVX2_KERNEL
+    static const bool available = __builtin_cpu_supports("avx2");
+    return available;
+#else
+    return false;
+#endif
+}
+
+#if SEQKV_ROPE_AVX2_KERNEL
+namespace detail {
+
+/// Four 16-bit elements (u32 lanes) -> high dwords of their doubles (to_double_fast: zero,
+/// subnormal and non-finite -> +0.0); bad = all ones in lanes whose element is Inf / NaN.
+template <dtype T>
+__attribute__((target("avx2"))) inline __m256d to_double4(__m128i u, __m128i& bad) {
+    using F = format_of<T>;
+    static_assert(F::width == 16 && 52 - F::mantissa >= 32, "16-bit types: the double's low dword is zero");
+    const __m128i emask = _mm_set1_epi32(int(((1u << F::exponent) - 1) << F::mantissa));
+    const __m128i e = _mm_and_si128(u, emask);
+    bad = _mm_cmpeq_epi32(e, emask);
+    const __m128i zero_or_bad = _mm_or_si128(_mm_cmpeq_epi32(e, _mm_setzero_si128()), bad);
+    // High dword: sign << 31 | (e + 1023 - bias) << 20 | m << (20 - mantissa).
+    const __m128i hi = _mm_or_si128(_mm_add_epi32(_mm_slli_epi32(_mm_and_si128(u, _mm_set1_epi32(0x7fff)), 20 - F::mantissa),
+                                                  _mm_set1_epi32(int(std::uint32_t(1023 - F::bias) << 20))),
+                                    _mm_and_si128(_mm_slli_epi32(u, 16), _mm_set1_epi32(int(0x80000000u))));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepu32_epi64(_mm_andnot_si128(zero_or_bad, hi)), 32));
+}
+
+/// from_double_fast of four doubles, as u32 lanes.
+template <dtype T>
+__attribute__((target("avx2"))) inline __m128i from_double4(__m256d v) {
+    using F = format_of<T>;
+    constexpr unsigned shift = 52 - F::mantissa;
+    static_assert(F::width == 16 && 63 - shift < 31, "the rounded magnitude fits a non-negative i32");
+    const __m256i d = _mm256_castpd_si256(v);
+    const __m256i sign = _mm256_set1_epi64x(std::int64_t(0x8000000000000000ULL));
+    const __m256i mag = _mm256_andnot_si256(sign, d);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi64(mag, shift), _mm256_set1_epi64x(1));
+    const __m256i rounded =
+        _mm256_srli_epi64(_mm256_add_epi64(_mm256_add_epi64(mag, _mm256_set1_epi64x((std::int64_t{1} << (shift - 1)) - 1)), odd), shift);
+    // Low dwords = rounded magnitude, high dwords = the sign bit (bit 31): gather them into halves.
+    const __m256i split =
+        _mm256_permutevar8x32_epi32(_mm256_or_si256(rounded, _mm256_and_si256(d, sign)), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    const __m128i r = _mm256_castsi256_si128(split), s = _mm256_extracti128_si256(split, 1);
+    const __m128i t = _mm_sub_epi32(r, _mm_set1_epi32(int(std::uint32_t(1023 - F::bias) << F::mantissa)));
+    const __m128i clamped = _mm_min_epi32(t, _mm_set1_epi32(int(F::max_finite)));
+    const __m128i keep = _mm_cmpgt_epi32(t, _mm_set1_epi32(int((1u << F::mantissa) - 1)));
+    return _mm_and_si128(_mm_or_si128(clamped, _mm_srli_epi32(s, 16)), keep);
+}
+
+/// predict_row_fast for 16-bit type T and pairing S with AVX2, four pairs at a time (same bits;
+/// leftover pairs by the scalar code). Products are exact, so contraction cannot change a result.
+template <dtype T, pairing S>
+__attribute__((target("avx2"))) void predict_row_avx2(const std::uint16_t* reference, std::size_t D, const double* cos_sin,
+                                                      std::uint16_t* prediction) {
+    const std::size_t half = D / 2;
+    const double *cs = cos_sin, *sn = cos_sin + half;
+    std::size_t i = 0;
+    for (; i + 4 <= half; i += 4) {
+        __m128i ua, ub;
+        if constexpr (S == pairing::rotate_half) {
+            ua = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reference + i)));
+            ub = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reference + half + i)));
+        } else {
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reference + 2 * i));
+            ua = _mm_and_si128(v, _mm_set1_epi32(0xffff));
+            ub = _mm_srli_epi32(v, 16);
+        }
+        __m128i bad_a, bad_b;
+        const __m256d a = to_double4<T>(ua, bad_a), b = to_double4<T>(ub, bad_b);
+        const __m256d c = _mm256_loadu_pd(cs + i), s = _mm256_loadu_pd(sn + i);
+        const __m256d x = _mm256_sub_pd(_mm256_mul_pd(a, c), _mm256_mul_pd(b, s));
+        const __m256d y = _mm256_add_pd(_mm256_mul_pd(b, c), _mm256_mul_pd(a, s));
+        const __m128i bad = _mm_or_si128(bad_a, bad_b);
+        const __m128i px = _mm_andnot_si128(bad, from_double4<T>(x)), py = _mm_andnot_si128(bad, from_double4<T>(y));
+        if constexpr (S == pairing::rotate_half) {
+            const __m128i packed = _mm_packus_epi32(px, py);  // values <= 0xffff: no saturation
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(prediction + i), packed);
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(prediction + half + i), _mm_unpackhi_epi64(packed, packed));
+        } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(prediction + 2 * i), _mm_or_si128(px, _mm_slli_epi32(py, 16)));
+        }
+    }
+    if (i < half) predict_pairs_fast<T, S, std::uint16_t>(reference, D, cos_sin, prediction, i);
+}
+
+}  // namespace detail
+#endif
+
+/// The AVX2 predict_row_fast instance for dtype t (of width sizeof(U)) and pairing style, or
+/// nullptr when there is none for this type, build or CPU (only bf16 and f16 have one).
 template <class U>
-inline row_predictor<U> fast_predictor(dtype t, pairing style) {
+inline row_predictor<U> simd_predictor(dtype t, pairing style) {
+#if SEQKV_ROPE_AVX2_KERNEL
+    if constexpr (sizeof(U) == 2 && std::is_same_v<U, std::uint16_t>) {
+        if (!simd_predict_available()) return nullptr;
+        const bool half = style == pairing::rotate_half;
+        if (t == dtype::bf16) return half ? &detail::predict_row_avx2<dtype::bf16, pairing::rotate_half> : &detail::predict_row_avx2<dtype::bf16, pairing::interleaved>;
+        if (t == dtype::f16) return half ? &detail::predict_row_avx2<dtype::f16, pairing::rotate_half> : &detail::predict_row_avx2<dtype::f16, pairing::interleaved>;
+    }
+#else
+    (void)t, (void)style;
+#endif
+    return nullptr;
+}
+
+/// The predict_row_fast instance for dtype t (of width sizeof(U)) and pairing style: the AVX2
+/// one when allow_simd and the CPU has it (same bits), else the scalar one.
+template <class U>
+inline row_predictor<U> fast_predictor(dtype t, pairing style, bool allow_simd = true) {
+    if (allow_simd)
+        if (auto p = simd_predictor<U>(t, style)) return p;
     const bool half = style == pairing::rotate_half;
     if constexpr (sizeof(U) == 1) {
         if (t == dtype::f8_e4m3) return half ? &predict_row_fast<dtype::f8_e4m3, pairing::rotate_half, U> : &predict_row_fast<dtype::f8_e4m3, pairing::interleaved, U>;
