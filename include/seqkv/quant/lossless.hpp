@@ -8,15 +8,8 @@
 namespace seqkv::quant {
 
 /// Bit-exact pass-through; symbols are the element's bytes in the block's dtype.
-class lossless {
+class lossless : public shape_only_params {
 public:
-    struct params {
-        block_shape shape;
-    };
-
-    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
-    void write_params(const params&, byte_writer&) const {}
-    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
 
     std::uint32_t symbols_per_row(const params& p) const { return p.shape.cols * element_bytes(p); }
     std::uint32_t context_count(const params& p) const { return element_bytes(p); }

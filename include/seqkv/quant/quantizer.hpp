@@ -33,6 +33,16 @@ struct block_shape {
     kv_kind kind = kv_kind::key;
 };
 
+/// Base for quantizers whose only block parameter is the shape (nothing stored per block).
+struct shape_only_params {
+    struct params {
+        block_shape shape;
+    };
+    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
+    void write_params(const params&, byte_writer&) const {}
+    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
+};
+
 /// Per-row rate hint from a rate policy: quantizers with a step multiply it by 2^step_shift.
 struct row_hint {
     std::uint32_t row = 0;

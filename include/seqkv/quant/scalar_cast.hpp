@@ -10,16 +10,10 @@
 namespace seqkv::quant {
 
 /// Symmetric int8: per row, scale = absmax / 127 (stored fp16), q in [-127, 127].
-class int8_absmax {
+class int8_absmax : public shape_only_params {
 public:
-    struct params {
-        block_shape shape;
-    };
     static constexpr std::int32_t max_level = 127;
 
-    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
-    void write_params(const params&, byte_writer&) const {}
-    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
     std::uint32_t symbols_per_row(const params& p) const { return p.shape.cols; }
     std::uint32_t context_count(const params&) const { return 1; }
     std::uint32_t symbol_context(const params&, std::uint32_t) const { return 0; }
@@ -53,15 +47,9 @@ private:
 static_assert(Quantizer<int8_absmax>);
 
 /// fp8 e4m3 cast of the residual (saturating at ±448), one byte per element, no scale.
-class fp8_cast {
+class fp8_cast : public shape_only_params {
 public:
-    struct params {
-        block_shape shape;
-    };
 
-    params plan(const block_shape& shape, std::span<const float>, std::span<const float>) const { return {shape}; }
-    void write_params(const params&, byte_writer&) const {}
-    params read_params(const block_shape& shape, byte_reader&) const { return {shape}; }
     std::uint32_t symbols_per_row(const params& p) const { return p.shape.cols; }
     std::uint32_t context_count(const params&) const { return 1; }
     std::uint32_t symbol_context(const params&, std::uint32_t) const { return 0; }
