@@ -115,3 +115,22 @@ TEST(SkvFile, FixtureRoundTripsBitExact) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(SkvFile, SummaryCountsEveryChunkIncludingTheLastPartialOne) {
+    const auto original = seqkv::io::safetensors_file::parse(make_dump());
+    for (std::uint32_t chunk : {8u, 37u, 64u}) {  // 37 tokens: partial last chunk, exactly one chunk, one partial chunk
+        seqkv::compress_options o;
+        o.chunk_tokens = chunk;
+        seqkv::io::skv_summary summary;
+        const auto skv = seqkv::io::compress_safetensors(original, o, &summary);
+        seqkv::format::stream_reader reader(skv);
+        std::uint64_t records = 0;
+        for (const auto& c : reader.chunks()) records += c.record_bytes;
+        EXPECT_EQ(summary.kv_coded_bytes, records) << chunk;
+        EXPECT_GT(summary.kv_coded_bytes, summary.kv_bytes / 4) << chunk;
+    }
+}
+
+}  // namespace

@@ -154,6 +154,12 @@ public:
 
     /// Tokens accepted so far.
     std::uint64_t tokens() const { return tokens_written_ + staged_; }
+    /// Bytes of the chunk records written so far (the coded KV, side data and framing included).
+    std::uint64_t chunk_record_bytes() const {
+        std::uint64_t n = 0;
+        for (const auto& c : chunks_) n += c.record_bytes;
+        return n;
+    }
     /// Bytes emitted to the sink so far.
     std::uint64_t bytes_written() const { return offset_; }
 

@@ -89,7 +89,7 @@ struct skv_summary {
     std::uint64_t input_bytes = 0;   // whole safetensors file
     std::uint64_t kv_bytes = 0;      // K/V tensors only, in their dtype
     std::uint64_t output_bytes = 0;  // whole .skv
-    std::uint64_t kv_coded_bytes = 0;  // chunk records only
+    std::uint64_t kv_coded_bytes = 0;  // chunk records (all of them, after finish) only
     double encode_seconds = 0;
 };
 
@@ -125,7 +125,6 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
                                  make_codec<Backend>(options.codec, options.resources));
     writer.append(cache, 0, T, ids, nll);
-    const std::uint64_t after_chunks = writer.bytes_written();
     byte_vector extras;
     byte_writer w(extras);
     std::uint32_t n_extra = 0;
@@ -140,7 +139,7 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     if (summary) {
         summary->kv_bytes = cache.layout.total_bytes();
         summary->output_bytes = out.size();
-        summary->kv_coded_bytes = after_chunks;
+        summary->kv_coded_bytes = writer.chunk_record_bytes();
         summary->encode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
     return out;
