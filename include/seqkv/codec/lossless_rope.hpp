@@ -28,12 +28,8 @@
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define SEQKV_ROPE_AVX2_KERNEL 1
-#include <immintrin.h>
-#else
-#define SEQKV_ROPE_AVX2_KERNEL 0
-#endif
+#include "seqkv/core/cpu.hpp"
+#define SEQKV_ROPE_AVX2_KERNEL SEQKV_X86_AVX2_KERNELS
 
 namespace seqkv::lossless::rope {
 
@@ -378,14 +374,7 @@ template <class U>
 using row_predictor = void (*)(const U*, std::size_t, const double*, U*);
 
 /// True when this build and CPU can run the AVX2 row predictors.
-inline bool simd_predict_available() {
-#if SEQKV_ROPE_AVX2_KERNEL
-    static const bool available = __builtin_cpu_supports("avx2");
-    return available;
-#else
-    return false;
-#endif
-}
+inline bool simd_predict_available() { return cpu_has_avx2(); }
 
 #if SEQKV_ROPE_AVX2_KERNEL
 namespace detail {

@@ -13,12 +13,8 @@
 
 #include "seqkv/coding/rans_interleaved.hpp"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define SEQKV_RANS_AVX2_KERNEL 1
-#include <immintrin.h>
-#else
-#define SEQKV_RANS_AVX2_KERNEL 0
-#endif
+#include "seqkv/core/cpu.hpp"
+#define SEQKV_RANS_AVX2_KERNEL SEQKV_X86_AVX2_KERNELS
 
 namespace seqkv::coding::rans {
 
@@ -26,14 +22,7 @@ namespace seqkv::coding::rans {
 enum class decode_path { automatic, scalar, simd };
 
 /// True when this build and CPU can run the AVX2 decoder.
-inline bool simd_decode_available() {
-#if SEQKV_RANS_AVX2_KERNEL
-    static const bool available = __builtin_cpu_supports("avx2");
-    return available;
-#else
-    return false;
-#endif
-}
+inline bool simd_decode_available() { return cpu_has_avx2(); }
 
 #if SEQKV_RANS_AVX2_KERNEL
 namespace detail {
