@@ -34,9 +34,9 @@ std::size_t round_trip(const C& c, const kv_cache_view& cache, std::span<const s
 TEST(Composition, EntropyCoderPolicyChangesOnlyTheCoding) {
     auto file = io::safetensors_file::load(std::filesystem::path(SEQKV_DATA_DIR) / "kv" / "gpl3.safetensors");
     const auto cache = io::kv_view(file);
-    const auto& tok = file.at("tokens");
-    std::vector<std::int32_t> ids(cache.layout.tokens);
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(load_le32(tok.bytes.data() + 4 * i));
+    const auto stored = io::token_ids_of(file, cache.layout.tokens);
+    ASSERT_TRUE(stored.has_value());
+    const std::vector<std::int32_t>& ids = *stored;
     const rans_codec a(quant::uniform_step(0.5f), predict::token_mean());
     const range_codec b(quant::uniform_step(0.5f), predict::token_mean());
     const auto rans_bytes = round_trip(a, cache, ids);

@@ -101,11 +101,7 @@ int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::los
         const auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
         const auto cache = seqkv::io::kv_view(file);
         // Encode speed of the KV alone (what an engine streams), not of the extra tensors.
-        std::vector<std::int32_t> ids;
-        if (const auto* tok = file.find("tokens"); tok && tok->type == seqkv::dtype::i32 && tok->shape.size() == 1 &&
-                                                   tok->shape[0] == cache.layout.tokens)
-            for (std::uint64_t i = 0; i < cache.layout.tokens; ++i)
-                ids.push_back(static_cast<std::int32_t>(seqkv::load_le32(tok->bytes.data() + 4 * i)));
+        const auto ids = seqkv::io::token_ids_of(file, cache.layout.tokens).value_or(std::vector<std::int32_t>{});
         auto t0 = std::chrono::steady_clock::now();
         int enc_reps = 0;
         do {

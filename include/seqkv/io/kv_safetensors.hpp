@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "seqkv/core/layout.hpp"
 #include "seqkv/io/safetensors.hpp"
@@ -63,6 +64,26 @@ inline kv_cache_view kv_view(const safetensors_file& file) {
         }
     }
     return view;
+}
+
+/// The convention's `tokens` (I32 [tokens]) as ids; nullopt if absent or of another dtype/shape.
+inline std::optional<std::vector<std::int32_t>> token_ids_of(const safetensors_file& file, std::uint64_t tokens) {
+    const tensor_entry* t = file.find("tokens");
+    if (!t || t->type != dtype::i32 || t->shape != std::vector<std::uint64_t>{tokens}) return std::nullopt;
+    std::vector<std::int32_t> ids;
+    ids.resize(tokens);
+    for (std::uint64_t i = 0; i < tokens; ++i) ids[i] = static_cast<std::int32_t>(load_le32(t->bytes.data() + 4 * i));
+    return ids;
+}
+
+/// The convention's `nll` (F32 [tokens]); nullopt if absent or of another dtype/shape.
+inline std::optional<std::vector<float>> nll_of(const safetensors_file& file, std::uint64_t tokens) {
+    const tensor_entry* t = file.find("nll");
+    if (!t || t->type != dtype::f32 || t->shape != std::vector<std::uint64_t>{tokens}) return std::nullopt;
+    std::vector<float> nll;
+    nll.resize(tokens);
+    for (std::uint64_t i = 0; i < tokens; ++i) nll[i] = std::bit_cast<float>(load_le32(t->bytes.data() + 4 * i));
+    return nll;
 }
 
 }  // namespace seqkv::io

@@ -99,20 +99,11 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     const auto start = std::chrono::steady_clock::now();
     const kv_cache_view cache = kv_view(file);
     const auto T = cache.layout.tokens;
-    std::vector<std::int32_t> ids;
-    std::vector<float> nll;
-    const tensor_entry* tok = file.find("tokens");
-    const tensor_entry* nl = file.find("nll");
-    const bool use_tokens = tok && tok->type == dtype::i32 && tok->shape == std::vector<std::uint64_t>{T};
-    const bool use_nll = nl && nl->type == dtype::f32 && nl->shape == std::vector<std::uint64_t>{T};
-    if (use_tokens) {
-        ids.resize(T);
-        for (std::uint64_t i = 0; i < T; ++i) ids[i] = static_cast<std::int32_t>(load_le32(tok->bytes.data() + 4 * i));
-    }
-    if (use_nll) {
-        nll.resize(T);
-        for (std::uint64_t i = 0; i < T; ++i) nll[i] = std::bit_cast<float>(load_le32(nl->bytes.data() + 4 * i));
-    }
+    const auto stored_ids = token_ids_of(file, T);
+    const auto stored_nll = nll_of(file, T);
+    const bool use_tokens = stored_ids.has_value(), use_nll = stored_nll.has_value();
+    const std::vector<std::int32_t> ids = stored_ids.value_or(std::vector<std::int32_t>{});
+    const std::vector<float> nll = stored_nll.value_or(std::vector<float>{});
     format::preamble p;
     p.layout = cache.layout;
     p.codec = options.codec;
@@ -127,13 +118,13 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     writer.append(cache, 0, T, ids, nll);
     byte_vector extras;
     byte_writer w(extras);
-    std::uint32_t n_extra = 0;
-    for (const auto& t : file.tensors())
-        if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll")) ++n_extra;
-    w.put<std::uint32_t>(n_extra);
+    // Every tensor that is neither K/V nor side data riding in the chunk records.
+    std::vector<const tensor_entry*> extra;
     for (const auto& t : file.tensors())
         if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll"))
-            detail::put_extra_tensor(w, t);
+            extra.push_back(&t);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(extra.size()));
+    for (const auto* t : extra) detail::put_extra_tensor(w, *t);
     writer.add_attachment(tensors_attachment, std::move(extras));
     writer.finish();
     if (summary) {
