@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
   libxsimd-dev nlohmann-json3-dev libcli11-dev libboost-dev
-  libzstd-dev liblz4-dev libblosc-dev libfpzip-dev libzfp-dev
+  libzstd-dev liblz4-dev liblzma-dev libblosc-dev libfpzip-dev libzfp-dev
   python3 python3-torch libopenblas0-pthread
 )
 missing=()
