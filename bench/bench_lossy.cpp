@@ -1,6 +1,7 @@
 // Lossy rate–distortion report + encode/decode timings on the real KV fixture.
 //   seqkv_bench_lossy [--rd-report out/rd.svg] [--rd-only | --timings-only] [--chunk N] [benchmark flags]
-// For every data/kv/*.safetensors dump: per-vector baselines (int8, fp8, KIVI-2/4, TurboQuant
+// For every data/kv/*.safetensors dump (or the files in $SEQKV_KV_FILES, colon-separated; a dump
+// whose queries cover only some layers is measured on those layers): per-vector baselines (int8, fp8, KIVI-2/4, TurboQuant
 // 2/2.5/3/3.5/4) and seqkv series (uniform step + adaptive entropy coding with predictors),
 // bits per element with ALL side information (scales, norms, tables of the chunk, headers,
 // the codec config), attention-output relative error and attention KL with the dump's real
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 
 #include "lossy_rd_plot.hpp"
 #include "seqkv/codec/lossy_presets.hpp"
@@ -31,12 +33,18 @@ struct dump {
     std::vector<float> nll;
     std::vector<kv_tensor_view> queries;
     double rope_theta = 0;
+    bool rope_interleaved = false;
+    std::string layers_note = "all layers";
 };
 
 std::vector<std::unique_ptr<dump>> load_dumps() {
     std::vector<fs::path> paths;
     const fs::path dir = fs::path(SEQKV_DATA_DIR) / "kv";
-    if (fs::exists(dir))
+    if (const char* env = std::getenv("SEQKV_KV_FILES"); env && *env) {
+        std::stringstream ss(env);
+        for (std::string p; std::getline(ss, p, ':');)
+            if (!p.empty()) paths.emplace_back(p);
+    } else if (fs::exists(dir))
         for (const auto& e : fs::directory_iterator(dir))
             if (e.path().extension() == ".safetensors") paths.push_back(e.path());
     std::sort(paths.begin(), paths.end());
@@ -50,16 +58,29 @@ std::vector<std::unique_ptr<dump>> load_dumps() {
         for (std::uint64_t i = 0; i < t.element_count(); ++i) d->ids.push_back(std::int32_t(load_le32(t.bytes.data() + 4 * i)));
         if (const auto* n = d->file.find("nll"); n && n->type == dtype::f32)
             for (std::uint64_t i = 0; i < n->element_count(); ++i) d->nll.push_back(load_as_float(n->bytes.data(), dtype::f32, i));
-        for (std::uint32_t l = 0; l < d->view.layout.layers; ++l) {
-            const auto* q = d->file.find("layer." + std::to_string(l) + ".q");
-            if (!q) {
-                d->queries.clear();
-                break;
+        // Layers with real queries; when only some have them, keep just those layers' K/V.
+        std::vector<std::uint32_t> with_q;
+        for (std::uint32_t l = 0; l < d->view.layout.layers; ++l)
+            if (d->file.find("layer." + std::to_string(l) + ".q")) with_q.push_back(l);
+        if (!with_q.empty() && with_q.size() < d->view.layout.layers) {
+            kv_cache_view sub;
+            sub.layout = d->view.layout;
+            sub.layout.layers = std::uint32_t(with_q.size());
+            d->layers_note = "layers";
+            for (auto l : with_q) {
+                sub.keys.push_back(d->view.keys[l]), sub.values.push_back(d->view.values[l]);
+                d->layers_note += " " + std::to_string(l);
             }
+            d->view = std::move(sub);
+        }
+        for (std::uint32_t l : with_q) {
+            const auto* q = d->file.find("layer." + std::to_string(l) + ".q");
             d->queries.push_back({q->bytes.data(), q->type, std::uint32_t(q->shape[0]), q->shape[1], std::uint32_t(q->shape[2]),
                                   kv_strides::head_major(q->shape[1], std::uint32_t(q->shape[2]))});
         }
         if (auto it = d->file.metadata().find("rope_theta"); it != d->file.metadata().end()) d->rope_theta = std::stod(it->second);
+        if (auto it = d->file.metadata().find("rope_style"); it != d->file.metadata().end())
+            d->rope_interleaved = it->second == "interleaved" || it->second == "gptj";
         dumps.push_back(std::move(d));
     }
     return dumps;
@@ -127,15 +148,16 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < (timings_only ? 0 : dumps.size()); ++i) {
         const dump& d = *dumps[i];
         std::shared_ptr<const predict::expected_kv_table> table;
-        if (dumps.size() > 1) {
+        // A held-out table needs every layer (and is vocab x layers x KV big: skipped for layer subsets).
+        if (dumps.size() > 1 && d.layers_note == "all layers") {
             std::vector<const io::safetensors_file*> corpus;
             for (std::size_t j = 0; j < dumps.size(); ++j)
                 if (j != i) corpus.push_back(&dumps[j]->file);
             table = std::make_shared<const predict::expected_kv_table>(predict::build_expected_kv_table(corpus));
         }
-        const lossy_model_info m{d.rope_theta, d.view.layout.head_dim, table.get()};
+        const lossy_model_info m{d.rope_theta, d.view.layout.head_dim, table.get(), d.rope_interleaved};
         const metrics::attention_probe probe(d.view, d.queries);
-        std::printf("# %s: %llu tokens, %u layers, %u kv heads, head_dim %u, %s queries, table %s\n", d.name.c_str(),
+        std::printf("# %s (%s): %llu tokens, %u layers, %u kv heads, head_dim %u, %s queries, table %s\n", d.name.c_str(), d.layers_note.c_str(),
                     static_cast<unsigned long long>(d.view.layout.tokens), d.view.layout.layers, d.view.layout.kv_heads,
                     d.view.layout.head_dim, probe.real_queries() ? "real" : "NO (keys as proxy)",
                     table ? "fitted on the other dumps" : "none");
@@ -199,7 +221,7 @@ int main(int argc, char** argv) {
     // Timings (first dump): encode and decode throughput in MB/s of the original cache.
     const dump& d = *dumps[0];
     for (const char* preset : {"kivi2", "turbo3.5", "seqkv-step:0.5"}) {
-        const lossy_model_info m{d.rope_theta, d.view.layout.head_dim, nullptr};
+        const lossy_model_info m{d.rope_theta, d.view.layout.head_dim, nullptr, d.rope_interleaved};
         auto codec = std::make_shared<lossy_runtime_codec>(lossy_preset(preset, m));
         const std::uint64_t T = std::min<std::uint64_t>(d.view.layout.tokens, g_chunk_tokens);
         chunk_input in{&d.view, 0, T, std::span(d.ids).first(T), {}};

@@ -143,6 +143,17 @@ TEST(LossyCodec, TargetBitsIsRespected) {
     EXPECT_LE(8.0 * double(payload.size()), 1.0 * double(s.layout.tokens * s.layout.elements_per_token()));
 }
 
+TEST(LossyCodec, InterleavedPreRopeKeysRoundTripInConfig) {
+    lossy_model_info m{100000.0, 16, nullptr, true};
+    const lossy_config c = lossy_preset("seqkv-2bit", m);
+    ASSERT_TRUE(c.keys_prerope);
+    ASSERT_TRUE(c.rope_interleaved);
+    const auto back = lossy_config::from_bytes(c.to_bytes());
+    EXPECT_TRUE(back.keys_prerope && back.rope_interleaved);
+    m.rope_interleaved = false;
+    EXPECT_FALSE(lossy_config::from_bytes(lossy_preset("seqkv-2bit", m).to_bytes()).rope_interleaved);
+}
+
 TEST(LossyCodec, ConfigRoundTripsAndRejectsCorruption) {
     const synthetic_cache s;
     for (const auto& c : all_configs(s)) {

@@ -66,6 +66,27 @@ TEST(Predictors, RopeRotationRoundTrips) {
     for (int i = 0; i < 64; ++i) EXPECT_NEAR(z[i], x[i], 1e-5);
 }
 
+// Interleaved pairing (2i, 2i + 1; llama.cpp's Llama keys) is rotate-half on permuted channels,
+// bit for bit (same products per pair), and its rotation round-trips.
+TEST(Predictors, InterleavedRopeIsPermutedRotateHalf) {
+    const rope_table half(rope_table::inverse_frequencies(100000.0, 64)),
+        inter(rope_table::inverse_frequencies(100000.0, 64), true);
+    EXPECT_FALSE(half.interleaved());
+    EXPECT_TRUE(inter.interleaved());
+    const auto x = random_rows(1, 64, 2);
+    std::vector<float> px(64), c, s, y(64), py(64), z(64);
+    for (int i = 0; i < 32; ++i) px[i] = x[2 * i], px[i + 32] = x[2 * i + 1];
+    inter.angles(4321, c, s);
+    inter.rotate_row(x, y, c, s, +1);
+    half.rotate_row(px, py, c, s, +1);
+    for (int i = 0; i < 32; ++i) {
+        EXPECT_EQ(y[2 * i], py[i]);
+        EXPECT_EQ(y[2 * i + 1], py[i + 32]);
+    }
+    inter.rotate_row(y, z, c, s, -1);
+    for (int i = 0; i < 64; ++i) EXPECT_NEAR(z[i], x[i], 1e-5);  // two fp32 roundings per element
+}
+
 TEST(Predictors, ZeroPreviousAnchorCrossLayer) {
     block_context ctx;
     ctx.rows = 10, ctx.cols = 4;

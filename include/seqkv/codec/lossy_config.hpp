@@ -56,6 +56,7 @@ struct lossy_config {
     std::uint32_t anchor_interval = 16;
     float prior_weight = 1.0f;
     bool keys_prerope = false;          // predict keys in the pre-RoPE domain
+    bool rope_interleaved = false;      // pre-RoPE pairing: 2i with 2i + 1 (else i with i + D/2)
     std::vector<float> rope_inv_freq;   // head_dim / 2 values, computed once by the encoder
     std::uint64_t table_hash = 0;       // expected-KV table content hash, 0 = none
     // rate
@@ -104,7 +105,7 @@ struct lossy_config {
         w.put<std::uint8_t>(relative_bound);
         w.put<std::uint32_t>(anchor_interval);
         put_f32(w, prior_weight);
-        w.put<std::uint8_t>(keys_prerope);
+        w.put<std::uint8_t>(keys_prerope ? (rope_interleaved ? 2 : 1) : 0);  // 2: interleaved pairing
         w.put<std::uint16_t>(std::uint16_t(rope_inv_freq.size()));
         for (float f : rope_inv_freq) put_f32(w, f);
         w.put<std::uint64_t>(table_hash);
@@ -136,7 +137,9 @@ struct lossy_config {
         c.relative_bound = get_bool(r);
         c.anchor_interval = r.get<std::uint32_t>();
         c.prior_weight = get_f32(r);
-        c.keys_prerope = get_bool(r);
+        const auto prerope = r.get<std::uint8_t>();
+        require_format(prerope <= 2, "lossy config: bad pre-RoPE key mode");
+        c.keys_prerope = prerope != 0, c.rope_interleaved = prerope == 2;
         const auto n = r.get<std::uint16_t>();
         for (std::uint16_t i = 0; i < n; ++i) c.rope_inv_freq.push_back(get_f32(r));
         c.table_hash = r.get<std::uint64_t>();

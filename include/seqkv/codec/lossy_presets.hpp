@@ -21,6 +21,7 @@ struct lossy_model_info {
     double rope_theta = 0;
     std::uint32_t head_dim = 0;
     const predict::expected_kv_table* table = nullptr;
+    bool rope_interleaved = false;  // keys pair channel 2i with 2i + 1 (llama.cpp's Llama layout)
 };
 
 namespace detail {
@@ -41,6 +42,7 @@ inline void enable_seqkv_prediction(lossy_config& c, const lossy_model_info& m) 
     if (m.rope_theta > 0 && m.head_dim >= 2) {
         c.keys_prerope = true;
         c.rope_inv_freq = predict::rope_table::inverse_frequencies(m.rope_theta, m.head_dim);
+        c.rope_interleaved = m.rope_interleaved;
     }
     if (m.table) c.table_hash = m.table->content_hash();
 }
@@ -122,6 +124,7 @@ inline lossy_config apply_lossy_option(lossy_config c, std::string_view key, std
         if (c.keys_prerope) {
             require_usage(model.rope_theta > 0 && model.head_dim >= 2, "lossy option prerope: rope_theta unknown");
             c.rope_inv_freq = predict::rope_table::inverse_frequencies(model.rope_theta, model.head_dim);
+            c.rope_interleaved = model.rope_interleaved;
         }
     } else if (key == "table") {
         c.table_hash = 0;
@@ -147,7 +150,7 @@ inline std::string describe(const lossy_config& c) {
     if (c.quantizer == lossy_quantizer::error_bounded)
         s += std::string("(") + (c.relative_bound ? "rel=" : "abs=") + std::to_string(c.error_bound) + ")";
     s += std::string(" + ") + predictors[int(c.predictor)];
-    if (c.keys_prerope) s += " + prerope keys";
+    if (c.keys_prerope) s += c.rope_interleaved ? " + prerope keys (interleaved)" : " + prerope keys";
     if (c.table_hash) s += " + table";
     if (c.rate == lossy_rate::surprisal) s += " + surprisal(b0=" + std::to_string(c.surprisal_base_bits) + ")";
     if (c.target_bits > 0) s += " @<=" + std::to_string(c.target_bits) + " bits";

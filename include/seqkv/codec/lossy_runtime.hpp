@@ -42,7 +42,7 @@ public:
         } else {
             table_.reset();
         }
-        if (config_.keys_prerope) rope_ = std::make_shared<predict::rope_table>(config_.rope_inv_freq);
+        if (config_.keys_prerope) rope_ = std::make_shared<predict::rope_table>(config_.rope_inv_freq, config_.rope_interleaved);
     }
     const lossy_config& config() const { return config_; }
 

@@ -60,8 +60,10 @@ inline void deterministic_cos_sin(double x, double& cos_out, double& sin_out) {
 class rope_table {
 public:
     rope_table() = default;
-    /// Adopts stored inverse frequencies (head_dim / 2 of them, finite and >= 0).
-    explicit rope_table(std::vector<float> inv_freq) : inv_freq_(std::move(inv_freq)) {
+    /// Adopts stored inverse frequencies (head_dim / 2 of them, finite and >= 0); interleaved:
+    /// channel 2i pairs with 2i + 1 (GPT-J / llama.cpp NORM), else i with i + D/2 (rotate_half).
+    explicit rope_table(std::vector<float> inv_freq, bool interleaved = false)
+        : inv_freq_(std::move(inv_freq)), interleaved_(interleaved) {
         for (float f : inv_freq_) require_format(std::isfinite(f) && f >= 0, "rope_table: invalid inverse frequency");
     }
     /// Encoder only (uses libm pow): theta^(-2i/D) for i < D/2, rounded to fp32.
@@ -71,6 +73,8 @@ public:
         return f;
     }
     const std::vector<float>& inverse_frequencies() const { return inv_freq_; }
+    /// True when channel 2i pairs with 2i + 1, false for rotate_half pairing.
+    bool interleaved() const { return interleaved_; }
     std::uint32_t head_dim() const { return 2 * std::uint32_t(inv_freq_.size()); }
 
     /// cos/sin of position · inv_freq[i] for every pair i.
@@ -121,24 +125,35 @@ public:
     /// out = R(angle) in (direction +1) or R(-angle) in (direction -1), rotate_half pairing.
     static void rotate(std::span<const float> in, std::span<float> out, std::span<const float> cos,
                        std::span<const float> sin, int direction) {
-        // fp32 × fp32 products are exact in double, so a*c - b*s is one correctly rounded double
-        // operation whether or not the compiler fuses it: the same bits everywhere, and it vectorizes.
-        const std::size_t half = cos.size();
-        const double sign = direction > 0 ? 1.0 : -1.0;
-        for (std::size_t i = 0; i < half; ++i) {
-            const double a = in[i], b = in[i + half], c = cos[i], s = sign * double(sin[i]);
-            out[i] = float(a * c - b * s);
-            out[i + half] = float(b * c + a * s);
-        }
+        rotate_pairs(in, out, cos, sin, direction, false);
+    }
+    /// rotate() with this table's pairing.
+    void rotate_row(std::span<const float> in, std::span<float> out, std::span<const float> cos, std::span<const float> sin,
+                    int direction) const {
+        rotate_pairs(in, out, cos, sin, direction, interleaved_);
     }
 
 private:
+    static void rotate_pairs(std::span<const float> in, std::span<float> out, std::span<const float> cos,
+                             std::span<const float> sin, int direction, bool interleaved) {
+        // fp32 × fp32 products are exact in double, so a*c - b*s is one correctly rounded double
+        // operation whether or not the compiler fuses it: the same bits everywhere, and it vectorizes.
+        const std::size_t half = cos.size(), step = interleaved ? 2 : 1, other = interleaved ? 1 : half;
+        const double sign = direction > 0 ? 1.0 : -1.0;
+        for (std::size_t i = 0; i < half; ++i) {
+            const std::size_t i0 = i * step, i1 = i0 + other;
+            const double a = in[i0], b = in[i1], c = cos[i], s = sign * double(sin[i]);
+            out[i0] = float(a * c - b * s);
+            out[i1] = float(b * c + a * s);
+        }
+    }
     struct angle_memo {
         std::mutex mutex;
         std::uint64_t positions = 0;
         std::vector<float> cos, sin;  // [positions][head_dim / 2]
     };
     std::vector<float> inv_freq_;
+    bool interleaved_ = false;
     std::shared_ptr<angle_memo> memo_ = std::make_shared<angle_memo>();
 };
 
@@ -176,13 +191,13 @@ public:
         if (!active_) return inner_.predict(row, out);
         const std::uint32_t cls = inner_.predict(row, buffer_);
         load_angles(row);
-        rope_table::rotate(buffer_, out, row_cos_, row_sin_, +1);
+        ctx_.rope->rotate_row(buffer_, out, row_cos_, row_sin_, +1);
         return cls;
     }
     void observe(std::uint32_t row, std::span<const float> recon) {
         if (!active_) return inner_.observe(row, recon);
         // row_cos_/row_sin_ still hold this row's angles (predict(row) came just before).
-        rope_table::rotate(recon, buffer_, row_cos_, row_sin_, -1);
+        ctx_.rope->rotate_row(recon, buffer_, row_cos_, row_sin_, -1);
         inner_.observe(row, buffer_);
     }
     Inner& inner() { return inner_; }
@@ -222,7 +237,7 @@ private:
                 ctx.rope->angles(ctx.first_position + t, c, s);
                 rc = c, rs = s;
             }
-            rope_table::rotate(x.subspan(std::size_t(t) * ctx.cols, ctx.cols), std::span(pre).subspan(std::size_t(t) * ctx.cols, ctx.cols), rc, rs, -1);
+            ctx.rope->rotate_row(x.subspan(std::size_t(t) * ctx.cols, ctx.cols), std::span(pre).subspan(std::size_t(t) * ctx.cols, ctx.cols), rc, rs, -1);
         }
         return pre;
     }
