@@ -3,6 +3,9 @@
 // data/kv/*.safetensors (or the files in $SEQKV_KV_FILES, colon-separated), as stored (bf16) and
 // converted to fp8 e4m3 with a per-tensor scale (as engines store fp8 KV).
 // Prints Google Benchmark rows and then a summary table: ratio, encode / decode MB/s per core.
+// Environment: SEQKV_BENCH_CODECS=name,name (only these codecs), SEQKV_BENCH_BF16_ONLY=1 (skip the
+// fp8 conversion), SEQKV_BENCH_SUMMARY_ONLY=1 (skip the entropy bound and per-block tables): for
+// long contexts (bench/context_sweep.sh).
 #include <benchmark/benchmark.h>
 #include <blosc.h>
 #include <fpzip.h>
@@ -234,8 +237,24 @@ struct result {
 };
 std::map<std::pair<std::string, std::string>, result> results;  // (dtype, codec) -> result
 
+bool env_flag(const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && std::string(v) != "0";
+}
+
+bool codec_selected(const std::string& name) {
+    const char* env = std::getenv("SEQKV_BENCH_CODECS");
+    if (!env || !*env) return true;
+    std::stringstream ss(env);
+    for (std::string c; std::getline(ss, c, ',');)
+        if (c == name) return true;
+    return false;
+}
+
 void register_all(const std::string& dtype_label, const std::vector<dataset>& sets) {
+    if (sets.empty()) return;
     for (const auto& codec : codecs()) {
+        if (!codec_selected(codec.name)) continue;
         // Verify every peer round-trips bit-exactly before timing it (a benchmark of a broken codec is worthless).
         std::uint64_t raw = 0, coded = 0;
         std::vector<byte_vector> encoded;
@@ -373,7 +392,8 @@ public:
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     const auto bf16 = load_datasets(false);
-    const auto fp8 = load_datasets(true);
+    const bool bf16_only = env_flag("SEQKV_BENCH_BF16_ONLY"), summary_only = env_flag("SEQKV_BENCH_SUMMARY_ONLY");
+    const auto fp8 = bf16_only ? std::vector<dataset>{} : load_datasets(true);
     if (bf16.empty()) {
         std::fprintf(stderr, "no KV files: put safetensors dumps in data/kv or set SEQKV_KV_FILES\n");
         return 1;
@@ -391,6 +411,7 @@ int main(int argc, char** argv) {
     std::printf("(fpzip codes the exact fp32 view of the same values; its ratio is against the stored dtype's bytes.)\n");
     // The goal's yardstick: seqkv's CLI default (512-token chunks) over the best general-purpose peer.
     for (const auto* sets : {&bf16, &fp8}) {
+        if (sets->empty()) continue;
         const std::string dt(seqkv::dtype_name((*sets)[0].layout.type));
         std::string best_name;
         double best = 0;
@@ -402,7 +423,12 @@ int main(int argc, char** argv) {
     std::printf("\nEmpirical entropy bound (per tensor: H(exponent|channel) + H(sign|channel) + H(mantissa), no side info;\n"
                 "exact same-token row repeats at 1 bit per row, best per tensor) vs achieved, bits per element:\n");
     std::printf("%-9s %8s %8s %8s %8s %10s %10s %11s %10s\n", "dtype", "exp", "sign", "mant", "bound", "raw-only", "bound-x", "achieved", "ratio");
+    if (summary_only) {
+        benchmark::Shutdown();
+        return 0;
+    }
     for (const auto* sets : {&bf16, &fp8}) {
+        if (sets->empty()) continue;
         const auto e = measure_entropy(*sets);
         const std::string dt(seqkv::dtype_name((*sets)[0].layout.type));
         const double width = 8.0 * double(seqkv::dtype_size((*sets)[0].layout.type));
@@ -413,6 +439,7 @@ int main(int argc, char** argv) {
     // Per (layer, K/V) block: coded bytes without / with the rope-aware predictor (512-token chunks).
     std::printf("\nPer-block coded bytes, 512-token chunks, summed over files (without rope -> with rope):\n");
     for (const auto* sets : {&bf16, &fp8}) {
+        if (sets->empty()) continue;
         const auto& L0 = (*sets)[0].layout;
         for (std::uint32_t l = 0; l < L0.layers; ++l)
             for (auto kind : {seqkv::kv_kind::key, seqkv::kv_kind::value}) {
