@@ -92,6 +92,13 @@ std::vector<dataset> load_datasets(bool fp8) {
     for (const auto& path : input_files()) {
         auto file = seqkv::io::safetensors_file::load(path);
         const auto view = seqkv::io::kv_view(file);
+        // One model per run: files of another shape (e.g. the SmolLM2 fixture beside the tiny one
+        // in data/kv) are skipped; pass them with $SEQKV_KV_FILES.
+        if (!out.empty() && (view.layout.layers != out[0].layout.layers || view.layout.kv_heads != out[0].layout.kv_heads ||
+                             view.layout.head_dim != out[0].layout.head_dim)) {
+            if (!fp8) std::fprintf(stderr, "bench_lossless: skipping %s (another model's shape)\n", path.string().c_str());
+            continue;
+        }
         dataset d;
         d.name = path.stem().string();
         d.layout = view.layout;

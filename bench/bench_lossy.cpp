@@ -54,6 +54,14 @@ std::vector<std::unique_ptr<dump>> load_dumps() {
         d->name = p.filename().string();
         d->file = io::safetensors_file::load(p);
         d->view = io::kv_view(d->file);
+        // One model per run (tables are fitted across dumps): other shapes are skipped.
+        if (!dumps.empty() && (d->view.layout.kv_heads != dumps[0]->view.layout.kv_heads ||
+                               d->view.layout.head_dim != dumps[0]->view.layout.head_dim ||
+                               d->file.metadata().count("model") != dumps[0]->file.metadata().count("model") ||
+                               (d->file.metadata().count("model") && d->file.metadata().at("model") != dumps[0]->file.metadata().at("model")))) {
+            std::fprintf(stderr, "bench_lossy: skipping %s (another model)\n", p.string().c_str());
+            continue;
+        }
         const auto& t = d->file.at("tokens");
         for (std::uint64_t i = 0; i < t.element_count(); ++i) d->ids.push_back(std::int32_t(load_le32(t.bytes.data() + 4 * i)));
         if (const auto* n = d->file.find("nll"); n && n->type == dtype::f32)
