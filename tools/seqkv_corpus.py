@@ -4,11 +4,17 @@
   /usr/bin/python3 tools/seqkv_corpus.py train --out data/tiny-llama
   /usr/bin/python3 tools/seqkv_corpus.py dump --model data/tiny-llama --out-dir data/kv FILE...
   /usr/bin/python3 tools/seqkv_corpus.py dump --hf MODEL_DIR_OR_ID --out-dir OUT FILE...
+  build/venv/bin/python tools/seqkv_corpus.py dump --gguf smollm2|gemma3|FILE.gguf --out-dir OUT \
+      [--text prose|code|chat]... [--q-layers 0,14,29] [--prerope-layers none] [FILE...]
+  build/venv/bin/python tools/seqkv_corpus.py real-corpus [--gguf smollm2] [--out ~/.cache/seqkv/smollm2]
+  build/venv/bin/python tools/seqkv_corpus.py crosscheck --gguf smollm2 (--dump DUMP | --text KIND --tokens N)
+  build/venv/bin/python tools/seqkv_corpus.py export-weights --gguf smollm2 -o weights.safetensors
   /usr/bin/python3 tools/seqkv_corpus.py selfcheck [--model data/tiny-llama] [DUMP...]
   /usr/bin/python3 tools/seqkv_corpus.py evaluate --model data/tiny-llama --original DUMP \
       [--decoded DECODED] [--continue N] [--sanity] [--json]
 
-Needs torch (Debian python3-torch); `dump --hf` also needs transformers.
+Needs torch (Debian python3-torch); `dump --hf` also needs transformers; the GGUF commands need
+the venv of scripts/setup-models.sh (gguf, numpy, jinja2 for chat; llama-cpp-python for crosscheck).
 See data/README.md for the tensor convention and the fixture built with it.
 """
 import argparse
@@ -35,6 +41,7 @@ def main(argv=None):
     src = d.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="directory written by `train`")
     src.add_argument("--hf", help="Hugging Face model directory or hub id (needs transformers)")
+    src.add_argument("--gguf", help="GGUF file, or alias smollm2 / gemma3 (pip packages; needs gguf)")
     d.add_argument("--out-dir", required=True)
     d.add_argument("--tokens", type=int, default=512, help="first N tokens of each file (default 512)")
     d.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16")
@@ -43,10 +50,19 @@ def main(argv=None):
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--device", default="cpu", help="--hf only: torch device (e.g. cuda)")
     d.add_argument("--hf-dtype", default="float32", help="--hf only: dtype the model runs in")
-    d.add_argument("inputs", nargs="+", help="text files")
+    d.add_argument("--text", action="append", default=[], choices=("prose", "code", "chat"),
+                   help="--gguf only: a corpus text of tools/kvdump/texts.py (after the FILEs)")
+    d.add_argument("--q-layers", default="all", help="--gguf only: layers with q: all|none|0,14,29 (negative = from the end)")
+    d.add_argument("--prerope-layers", default="all", help="--gguf only: layers with k_prerope: all|none|list")
+    d.add_argument("--tokenizer", choices=("python", "llama.cpp"), default="python",
+                   help="--gguf only: pure-Python tokenizer (default) or llama.cpp's (same ids, tested)")
+    d.add_argument("--arith", choices=("f32", "ggml"), default="f32",
+                   help="--gguf only: plain float32 (default) or llama.cpp's activation rounding (see gguf_model.py)")
+    d.add_argument("inputs", nargs="*", help="text files")
 
     s = sub.add_parser("selfcheck", help="verify dumps: re-read, RoPE consistency, nll vs perplexity")
     s.add_argument("--model", help="also recompute each dump with this model and compare")
+    s.add_argument("--gguf", help="also recompute each dump with this GGUF model (path or alias) and compare")
     s.add_argument("dumps", nargs="*")
 
     e = sub.add_parser("evaluate", help="next-token KL / top-1 agreement of a decoded KV cache")
@@ -61,6 +77,34 @@ def main(argv=None):
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--threads", type=int, default=2)
 
+    rc = sub.add_parser("real-corpus", help="benchmark corpus of a GGUF model: prose/code/chat x sizes (cached)")
+    rc.add_argument("--gguf", default="smollm2", help="GGUF file or alias (default smollm2)")
+    rc.add_argument("--out", default=None, help="output directory (default ~/.cache/seqkv/<model>, e.g. .../smollm2)")
+    rc.add_argument("--sizes", default="512,1024,2048,4096,8192")
+    rc.add_argument("--kinds", default="prose,code,chat")
+    rc.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16")
+    rc.add_argument("--q-layers", default="0,14,-1", help="layers with q (default first, middle, last)")
+    rc.add_argument("--prerope-layers", default=None, help="layers with k_prerope (default: the q layers)")
+    rc.add_argument("--force", action="store_true", help="rebuild files already present")
+    rc.add_argument("--threads", type=int, default=1, help="torch threads (default 1: faster than 2 on a busy 2-core box)")
+
+    x = sub.add_parser("crosscheck", help="compare the torch forward of a GGUF model with llama.cpp (logits, K/V state)")
+    x.add_argument("--gguf", required=True, help="GGUF file or alias")
+    src2 = x.add_mutually_exclusive_group(required=True)
+    src2.add_argument("--dump", help="use this dump's tokens (and compare its stored K/V too)")
+    src2.add_argument("--text", choices=("prose", "code", "chat"), help="use the first --tokens of a corpus text")
+    x.add_argument("--tokens", type=int, default=256)
+    x.add_argument("--cache-type", choices=("f32", "f16"), default="f32", help="llama.cpp KV cache type (default f32)")
+    x.add_argument("--arith", choices=("f32", "ggml"), default="f32",
+                   help="torch side: plain float32 (default) or llama.cpp's activation rounding")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--threads", type=int, default=2)
+
+    w = sub.add_parser("export-weights", help="dequantized GGUF weights as safetensors (HF-like names, config in metadata)")
+    w.add_argument("--gguf", required=True, help="GGUF file or alias")
+    w.add_argument("-o", "--out", required=True)
+    w.add_argument("--dtype", choices=("f32", "bf16", "f16"), default="f32", help="f32 (default) is exact")
+
     a = ap.parse_args(argv)
     import torch
     if a.cmd == "train":
@@ -69,10 +113,19 @@ def main(argv=None):
               seq_len=a.seq_len, lr=a.lr)
     elif a.cmd == "dump":
         torch.set_num_threads(a.threads)
+        os.makedirs(a.out_dir, exist_ok=True)
+        if a.gguf:
+            if not a.inputs and not a.text:
+                ap.error("give input files and/or --text KIND")
+            from kvdump.gguf_dump import dump_inputs
+            dump_inputs(a.gguf, a.inputs, a.text, a.out_dir, a.tokens, a.dtype, a.q_layers,
+                        a.prerope_layers, a.name, a.threads, a.tokenizer, a.arith)
+            return 0
+        if a.text or not a.inputs:
+            ap.error("--text needs --gguf; give at least one input file")
         names = a.name or [None] * len(a.inputs)
         if len(names) != len(a.inputs):
             ap.error("give --name once per input or not at all")
-        os.makedirs(a.out_dir, exist_ok=True)
         if a.hf:
             from kvdump.hf_dump import dump_hf
             for path, name in zip(a.inputs, names):
@@ -84,8 +137,14 @@ def main(argv=None):
     elif a.cmd == "selfcheck":
         from kvdump.dump import check_dump
         ok = True
+        gguf = None
+        if a.gguf:
+            torch.set_num_threads(1)  # same values as 2 threads (measured), faster on a busy machine
+            from kvdump.gguf_dump import resolve_gguf
+            from kvdump.gguf_model import GGUFModel
+            gguf = GGUFModel(resolve_gguf(a.gguf)[0])
         for p in a.dumps:
-            errs = check_dump(p, a.model)
+            errs = check_dump(p, a.model, gguf)
             print(f"{p}: {'OK' if not errs else 'FAIL'}")
             for e in errs:
                 print("   ", e)
@@ -104,6 +163,39 @@ def main(argv=None):
             return 2
         print(json.dumps(r, indent=1) if a.json else format_report(r))
         return 0 if r.get("sanity", {}).get("ok", True) else 1
+    elif a.cmd == "real-corpus":
+        torch.set_num_threads(a.threads)
+        from kvdump.gguf_dump import real_corpus
+        made, skipped = real_corpus(a.gguf, a.out, [int(s) for s in a.sizes.split(",")],
+                                    a.kinds.split(","), a.dtype, a.q_layers, a.prerope_layers,
+                                    a.threads, a.force)
+        print(f"{len(made)} dumps written, {len(skipped)} already present")
+    elif a.cmd == "crosscheck":
+        import json
+        torch.set_num_threads(a.threads)
+        from kvdump.gguf_dump import resolve_gguf
+        from kvdump.gguf_model import GGUFModel
+        from kvdump import crosscheck
+        path, _ = resolve_gguf(a.gguf)
+        model = GGUFModel(path)
+        if a.dump:
+            from kvdump.safetensors_io import load_file
+            t, meta = load_file(a.dump)
+            ids = t["tokens"].tolist()
+        else:
+            from kvdump import texts
+            from kvdump.gguf_tokenizer import GGUFTokenizer
+            tok = GGUFTokenizer(model.fields)
+            text, _ = texts.build(a.text, tok.chat_template, tok.tokens[tok.bos_id] if tok.bos_id is not None else "",
+                                  tok.tokens[tok.eos_id] if tok.eos_id is not None else "")
+            ids = tok.encode(text, parse_special=a.text == "chat")[:a.tokens]
+            t = None
+        rep = crosscheck.compare(model, ids, a.cache_type, a.threads, stored=t, arith=a.arith)
+        print(json.dumps(rep, indent=1) if a.json else crosscheck.format_report(rep))
+        return 0 if rep["ok"] else 1
+    elif a.cmd == "export-weights":
+        from kvdump.gguf_dump import export
+        export(a.gguf, a.out, a.dtype)
     return 0
 
 

@@ -20,7 +20,10 @@ from .train import save_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE_MODEL = os.path.join(REPO, "data", "tiny-llama")
-FIXTURE_DUMPS = sorted(glob.glob(os.path.join(REPO, "data", "kv", "*.safetensors")))
+ALL_DUMPS = sorted(glob.glob(os.path.join(REPO, "data", "kv", "*.safetensors")))
+# The tiny model's dumps (the SmolLM2 ones are checked by SmolLM2FixtureTest and test_gguf.py).
+FIXTURE_DUMPS = [p for p in ALL_DUMPS if read_header(p)[1].get("model") == "seqkv-tiny-llama"]
+SMOLLM2_DUMPS = [p for p in ALL_DUMPS if read_header(p)[1].get("gguf_file") == "SmolLM2-135M-Instruct.Q4_1.gguf"]
 
 TEXT = ("def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n    return a + b\n\n"
         "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n") * 6 + \
@@ -316,7 +319,77 @@ class FixtureTest(unittest.TestCase):
     def test_fixture_size_cap(self):
         total = sum(os.path.getsize(os.path.join(d, f))
                     for d, _, fs in os.walk(os.path.join(REPO, "data")) for f in fs)
-        self.assertLessEqual(total, 10_000_000)
+        self.assertLessEqual(total, 25_000_000)
+
+
+class InterleavedRopeCheckTest(unittest.TestCase):
+    """check_dump verifies k == rope(k_prerope) for rope_style interleaved (pairs 2i, 2i+1) too."""
+
+    def _dump(self, d, style_written, style_claimed, per_layer=None):
+        from .gguf_model import apply_rope, rope_cos_sin_ggml
+        g = torch.Generator().manual_seed(5)
+        T, D = 48, 16
+        meta = {"model": "m", "rope_theta": "10000.0", "rope_style": style_claimed, "n_layers": "2",
+                "rope_angles": "ggml CPU rope"}
+        if per_layer:
+            meta["rope_theta_layers"] = ",".join(map(repr, per_layer))
+        t = {"tokens": torch.arange(T, dtype=torch.int32)}
+        for l in range(2):
+            theta = per_layer[l] if per_layer else 10000.0
+            kp = torch.randn(2, T, D, generator=g) * 3
+            cos, sin = rope_cos_sin_ggml(T, D, theta)
+            t[f"layer.{l}.k"] = apply_rope(kp, cos, sin, style_written).to(torch.bfloat16)
+            t[f"layer.{l}.v"] = torch.randn(2, T, D, generator=g).to(torch.bfloat16)
+            t[f"layer.{l}.k_prerope"] = kp.to(torch.bfloat16)
+        p = os.path.join(d, "x.safetensors")
+        save_file(p, t, meta)
+        return p
+
+    def test_interleaved_accepted_and_mislabels_caught(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(dump.check_dump(self._dump(d, "interleaved", "interleaved")), [])
+            self.assertTrue(dump.check_dump(self._dump(d, "interleaved", "rotate_half")))
+            self.assertTrue(dump.check_dump(self._dump(d, "rotate_half", "interleaved")))
+            self.assertEqual(dump.check_dump(self._dump(d, "rotate_half", "rotate_half")), [])
+
+    def test_per_layer_theta(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(dump.check_dump(self._dump(d, "rotate_half", "rotate_half", [10000.0, 1e6])), [])
+            p = self._dump(d, "rotate_half", "rotate_half", [10000.0, 1e6])
+            t, meta = load_file(p)
+            del meta["rope_theta_layers"]  # layer 1 then checked with the wrong base
+            save_file(p, t, meta)
+            self.assertTrue(dump.check_dump(p))
+
+
+@unittest.skipUnless(len(SMOLLM2_DUMPS) == 2, "committed SmolLM2 fixture not present")
+class SmolLM2FixtureTest(unittest.TestCase):
+    """Shape/metadata checks of the committed SmolLM2-135M dumps (no pip packages needed; the
+    recomputation and the comparison with llama.cpp are in test_gguf.py)."""
+
+    def test_layout_and_metadata(self):
+        for p in SMOLLM2_DUMPS:
+            with self.subTest(dump=os.path.basename(p)):
+                self.assertEqual(dump.check_dump(p), [])
+                t, meta = load_file(p)
+                self.assertEqual(meta["rope_style"], "interleaved")
+                self.assertEqual(float(meta["rope_theta"]), 100000.0)
+                self.assertEqual(meta["gguf_sha256"], "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+                self.assertEqual((meta["n_layers"], meta["n_heads"], meta["n_kv_heads"], meta["head_dim"], meta["dtype"]),
+                                 ("30", "9", "3", "64", "bf16"))
+                self.assertEqual(t["tokens"].dtype, torch.int32)
+                self.assertEqual(list(t["tokens"].shape), [256])
+                self.assertTrue(bool((t["tokens"] >= 0).all()) and bool((t["tokens"] < 49152).all()))
+                for l in range(30):
+                    self.assertEqual(list(t[f"layer.{l}.k"].shape), [3, 256, 64])
+                    self.assertEqual(t[f"layer.{l}.v"].dtype, torch.bfloat16)
+                self.assertEqual(sorted(int(k.split(".")[1]) for k in t if k.endswith(".q")), [0, 14, 29])
+                self.assertEqual(list(t["layer.14.q"].shape), [9, 256, 64])
+                self.assertFalse([k for k in t if k.endswith("k_prerope")])
+                self.assertEqual(float(t["nll"][0]), 0.0)
+                ppl = math.exp(float(t["nll"][1:].double().mean()))
+                self.assertAlmostEqual(ppl / float(meta["perplexity"]), 1.0, places=9)
+                self.assertLess(ppl, 30.0)  # a trained model: 21.7 (GPL-3), 14.5 (textwrap.py)
 
 
 if __name__ == "__main__":
