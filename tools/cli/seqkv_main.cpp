@@ -12,6 +12,7 @@
 #include "seqkv/io/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
 #include "seqkv/predict/expected_kv_io.hpp"
+#include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
 
 namespace fs = std::filesystem;
@@ -164,11 +165,16 @@ int main(int argc, char** argv) {
     compress->add_flag("--json", as_json, "machine-readable output");
     seqkv::cli::lossy_flags lossy;
     seqkv::cli::add_lossy_flags(*compress, lossy);
+    seqkv::cli::llama_flags llama;
+    seqkv::cli::add_llama_flags(*compress, llama);
 
     auto* decompress = app.add_subcommand("decompress", ".skv -> safetensors (every tensor, its metadata)");
     decompress->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
     decompress->add_option("-o,--output", out, "output .safetensors")->required();
     decompress->add_option("--tokens", range, "decode only tokens a:b");
+    std::string to = "safetensors";
+    decompress->add_option("--to", to, "output kind: safetensors (default) | llama-state (for files compressed --from llama-state)")
+        ->check(CLI::IsMember({"safetensors", "llama-state"}));
     decompress->add_option("--table", lossy.table_path, "expected-KV table the file was coded with")->check(CLI::ExistingFile);
     decompress->add_flag("--json", as_json, "machine-readable output");
 
@@ -189,7 +195,12 @@ int main(int argc, char** argv) {
 
     CLI11_PARSE(app, argc, argv);
     try {
-        if (*compress) {
+        if (*compress && llama.from == "llama-state") {
+            auto extra = seqkv::cli::compress_llama(in, out, preset, chunk, lossy, llama);
+            auto j = info_json(seqkv::read_file(out));
+            j.update(extra);
+            print(j, as_json, info_text(j));
+        } else if (*compress) {
             auto file = seqkv::io::safetensors_file::load(in);
             auto opts = seqkv::cli::options_for_preset(preset, chunk, file, lossy);
             seqkv::io::skv_summary summary;
@@ -207,7 +218,9 @@ int main(int argc, char** argv) {
             const auto t0 = std::chrono::steady_clock::now();
             seqkv::codec_resources res;
             res.expected_kv = seqkv::cli::load_table(lossy);
-            const auto st = seqkv::io::decompress_to_safetensors(skv, a, b, res);
+            if (to == "llama-state" && !range.empty()) throw seqkv::usage_error("--to llama-state decodes the whole state (no --tokens)");
+            const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res)
+                                                : seqkv::io::decompress_to_safetensors(skv, a, b, res);
             const double sec = seconds_since(t0);
             seqkv::write_file(out, st);
             json j{{"output", out}, {"bytes", st.size()}, {"seconds", sec}};
@@ -233,6 +246,9 @@ int main(int argc, char** argv) {
         }
     } catch (const seqkv::error& e) {
         std::cerr << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: report, never abort
+        std::cerr << "seqkv: " << e.what() << "\n";
         return 2;
     }
     return 0;

@@ -56,32 +56,36 @@ inline double rope_theta_of(const io::safetensors_file& file) {
     }
 }
 
-/// Options for a preset name applied to a file; chunk 0 keeps the preset's chunk size.
-inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
-                                           const io::safetensors_file& file, const lossy_flags& flags = {}) {
+/// What a preset needs to know about the model (rope_theta 0: unknown).
+struct preset_model {
+    std::uint32_t head_dim = 0;
+    double rope_theta = 0;
+    std::string rope_style = "rotate_half";  // rotate_half | neox | interleaved | gptj; others: no RoPE use
+};
+
+/// Options for a preset name for a model; chunk 0 keeps the preset's chunk size.
+inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk, const preset_model& m,
+                                           const lossy_flags& flags = {}) {
     compress_options o;
     o.resources.expected_kv = load_table(flags);
+    const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
+    const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
     if (name == "lossless" && flags.options.empty()) {
-        // RoPE parameters from the file let the codec predict repeated tokens' keys by rotation.
+        // RoPE parameters let the codec predict repeated tokens' keys by rotation.
         lossless::plane_options lo;
-        if (auto theta = rope_theta_of(file); theta > 0) {
+        if (m.rope_theta > 0 && (half || interleaved)) {
             lossless::rope::parameters p;
-            p.theta = theta;
-            const auto st = file.metadata().find("rope_style");
-            const std::string style = st == file.metadata().end() ? "rotate_half" : st->second;
-            bool known = true;
-            if (style == "rotate_half" || style == "neox") p.style = lossless::rope::pairing::rotate_half;
-            else if (style == "interleaved" || style == "gptj") p.style = lossless::rope::pairing::interleaved;
-            else known = false;  // unknown pairing: stay lossless without the rotation predictor
-            if (known && lossless::rope::valid(p)) lo.rope = p;
+            p.theta = m.rope_theta;
+            p.style = half ? lossless::rope::pairing::rotate_half : lossless::rope::pairing::interleaved;
+            if (lossless::rope::valid(p)) lo.rope = p;  // otherwise stay lossless without the rotation predictor
         }
         o.codec = lossless_config(lo);
         o.chunk_tokens = 512;  // beats every peer on bf16 and fp8 at 512 (bench_lossless -c512 rows)
     } else {
-        const auto cache = io::kv_view(file);
         lossy_model_info model;
-        model.head_dim = cache.layout.head_dim;
-        model.rope_theta = rope_theta_of(file);
+        model.head_dim = m.head_dim;
+        model.rope_theta = half || interleaved ? m.rope_theta : 0;
+        model.rope_interleaved = interleaved;
         model.table = o.resources.expected_kv.get();
         lossy_config c = lossy_preset(name, model);
         for (const auto& kv : flags.options) {
@@ -94,6 +98,16 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
     }
     if (chunk) o.chunk_tokens = chunk;
     return o;
+}
+
+/// Options for a preset name applied to a file (RoPE from its metadata rope_theta / rope_style).
+inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
+                                           const io::safetensors_file& file, const lossy_flags& flags = {}) {
+    preset_model m;
+    m.rope_theta = rope_theta_of(file);
+    if (const auto st = file.metadata().find("rope_style"); st != file.metadata().end()) m.rope_style = st->second;
+    if (!(name == "lossless" && flags.options.empty())) m.head_dim = io::kv_view(file).layout.head_dim;
+    return options_for_preset(name, chunk, m, flags);
 }
 
 /// Queries of each layer (`layer.{l}.q`), if the file has them for every layer.
