@@ -7,7 +7,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libxsimd-dev nlohmann-json3-dev libcli11-dev libboost-dev
   libzstd-dev liblz4-dev liblzma-dev libblosc-dev libfpzip-dev libzfp-dev
-  python3 python3-torch libopenblas0-pthread
+  python3 python3-venv python3-torch libopenblas0-pthread
 )
 missing=()
 for p in "${packages[@]}"; do
