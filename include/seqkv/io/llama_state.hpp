@@ -314,9 +314,23 @@ inline state parse_state(std::span<const std::uint8_t> bytes, const parse_option
     throw *first;
 }
 
+/// Bytes write_state(s) produces (for reserving).
+inline std::uint64_t state_bytes(const state& s) {
+    std::uint64_t n = 12 + 4 * s.tokens.size() + 4 + s.arch.size() + 8;
+    for (const auto& sec : s.sections)
+        for (const auto& st : sec.streams) {
+            n += 4 + 4 + 8;
+            for (const auto& c : st.cells) n += 8 + 4 * c.seq_ids.size() + (s.cell_ext ? 12 : 0);
+            for (const auto* part : {&st.k, &st.v})
+                for (const auto& t : *part) n += 12 + t.bytes.size();
+        }
+    return n;
+}
+
 /// Serializes a state exactly as llama.cpp writes it; usage_error if it is inconsistent.
 inline byte_vector write_state(const state& s) {
     byte_vector out;
+    out.reserve(state_bytes(s));  // an upper bound: one allocation for the whole state
     byte_writer w(out);
     const auto put_arch = [&] {
         require_usage(!s.arch.empty(), "write_state: this framing needs the architecture name");
