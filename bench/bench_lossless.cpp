@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_files.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/seqkv.hpp"
 
@@ -53,22 +54,6 @@ struct dataset {
     }
 };
 
-std::vector<std::filesystem::path> input_files() {
-    std::vector<std::filesystem::path> files;
-    if (const char* env = std::getenv("SEQKV_KV_FILES")) {
-        std::stringstream ss(env);
-        for (std::string p; std::getline(ss, p, ':');)
-            if (!p.empty()) files.emplace_back(p);
-        return files;
-    }
-    const auto dir = std::filesystem::path(SEQKV_DATA_DIR) / "kv";
-    if (std::filesystem::exists(dir))
-        for (const auto& e : std::filesystem::directory_iterator(dir))
-            if (e.path().extension() == ".safetensors") files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-    return files;
-}
-
 // RoPE parameters as the CLI would pass them: metadata rope_theta, rope_style (rotate_half default).
 std::optional<seqkv::lossless::rope::parameters> rope_from_metadata(const std::map<std::string, std::string>& meta) {
     const auto it = meta.find("rope_theta");
@@ -89,7 +74,7 @@ std::optional<seqkv::lossless::rope::parameters> rope_from_metadata(const std::m
 // is its own dataset and the summary sums bytes over files.
 std::vector<dataset> load_datasets(bool fp8) {
     std::vector<dataset> out;
-    for (const auto& path : input_files()) {
+    for (const auto& path : seqkv_bench::kv_input_files()) {
         auto file = seqkv::io::safetensors_file::load(path);
         const auto view = seqkv::io::kv_view(file);
         // One model per run: files of another shape (e.g. the SmolLM2 fixture beside the tiny one

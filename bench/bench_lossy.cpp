@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 
+#include "common/kv_files.hpp"
 #include "lossy_rd_plot.hpp"
 #include "seqkv/codec/lossy_presets.hpp"
 #include "seqkv/predict/expected_kv_io.hpp"
@@ -38,15 +38,7 @@ struct dump {
 };
 
 std::vector<std::unique_ptr<dump>> load_dumps() {
-    std::vector<fs::path> paths;
-    const fs::path dir = fs::path(SEQKV_DATA_DIR) / "kv";
-    if (const char* env = std::getenv("SEQKV_KV_FILES"); env && *env) {
-        std::stringstream ss(env);
-        for (std::string p; std::getline(ss, p, ':');)
-            if (!p.empty()) paths.emplace_back(p);
-    } else if (fs::exists(dir))
-        for (const auto& e : fs::directory_iterator(dir))
-            if (e.path().extension() == ".safetensors") paths.push_back(e.path());
+    std::vector<fs::path> paths = seqkv_bench::kv_input_files();
     std::sort(paths.begin(), paths.end());
     std::vector<std::unique_ptr<dump>> dumps;
     for (const auto& p : paths) {

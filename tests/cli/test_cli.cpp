@@ -10,36 +10,16 @@
 
 #include "seqkv/io/safetensors.hpp"
 
-#ifndef SEQKV_CLI_PATH
-#error "SEQKV_CLI_PATH must name the seqkv binary"
-#endif
+#include "cli/cli_runner.hpp"
 
 namespace fs = std::filesystem;
 using seqkv::io::safetensors_file;
 
 namespace {
 
-struct run_result {
-    int status;
-    std::string out;
-};
+using seqkv_test::run;
 
-run_result run(const std::string& args) {
-    const std::string cmd = std::string(SEQKV_CLI_PATH) + " " + args + " 2>&1";
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return {-1, ""};
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    const int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-fs::path scratch() {
-    const auto d = fs::temp_directory_path() / ("seqkv_cli_test_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-}
+fs::path scratch() { return seqkv_test::scratch("seqkv_cli_test_"); }
 
 const fs::path fixture = fs::path(SEQKV_DATA_DIR) / "kv" / "gpl3.safetensors";
 const fs::path other = fs::path(SEQKV_DATA_DIR) / "kv" / "py311-textwrap.safetensors";

@@ -12,36 +12,16 @@
 #include "seqkv/io/llama_state.hpp"
 #include "seqkv/io/safetensors.hpp"
 
-#ifndef SEQKV_CLI_PATH
-#error "SEQKV_CLI_PATH must name the seqkv binary"
-#endif
+#include "cli/cli_runner.hpp"
 
 namespace fs = std::filesystem;
 namespace ll = seqkv::io::llama;
 
 namespace {
 
-struct run_result {
-    int status;
-    std::string out;
-};
+using seqkv_test::run;
 
-run_result run(const std::string& args) {
-    const std::string cmd = std::string(SEQKV_CLI_PATH) + " " + args + " 2>&1";
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return {-1, ""};
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    const int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-fs::path scratch() {
-    const auto d = fs::temp_directory_path() / ("seqkv_cli_llama_test_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-}
+fs::path scratch() { return seqkv_test::scratch("seqkv_cli_llama_test_"); }
 
 // A llama_state_seq_save_file state: T cells, 3 layers, rows of 2 heads x 32 f16 values.
 seqkv::byte_vector make_state_file(std::uint32_t T, bool v_trans) {

