@@ -17,7 +17,7 @@
 
 #include "common/kv_files.hpp"
 #include "lossy_rd_plot.hpp"
-#include "seqkv/codec/lossy_presets.hpp"
+#include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/predict/expected_kv_io.hpp"
 
 using namespace seqkv;

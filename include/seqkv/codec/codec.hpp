@@ -8,15 +8,15 @@
 //   using my_codec = seqkv::codec<seqkv::quant::uniform_step, seqkv::predict::token_mean,
 //                                 seqkv::coding::rans_interleaved, seqkv::backend::simd>;
 //
-// Bit-exact coding of raw floats is lossless_codec<Backend> (codec/lossless_codec.hpp); files
+// Bit-exact coding of raw floats is lossless_codec<Backend> (codec/lossless/codec.hpp); files
 // name their codec at run time and codec/registry.hpp maps that back to these templates.
 #pragma once
 
 #include <type_traits>
 
 #include "seqkv/backend/backend.hpp"
-#include "seqkv/codec/lossless_codec.hpp"
-#include "seqkv/codec/lossy_codec.hpp"
+#include "seqkv/codec/lossless/codec.hpp"
+#include "seqkv/codec/lossy/codec.hpp"
 #include "seqkv/coding/entropy_coder.hpp"
 
 namespace seqkv {

@@ -5,9 +5,9 @@
 #include <memory>
 #include <string>
 
-#include "seqkv/codec/any_codec.hpp"
-#include "seqkv/codec/lossless_codec.hpp"
-#include "seqkv/codec/lossy_presets.hpp"
+#include "seqkv/core/any_codec.hpp"
+#include "seqkv/codec/lossless/codec.hpp"
+#include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/format/container.hpp"
 
 namespace seqkv {

@@ -43,6 +43,13 @@ public:
     explicit io_error(const std::string& message) : error("I/O error: " + message) {}
 };
 
+/// A resource the file names (expected-KV table, weights, external chunk payload) is missing
+/// from the caller's provider, or the object supplied does not match its content hash.
+class resource_error : public error {
+public:
+    explicit resource_error(const std::string& message) : error("resource error: " + message) {}
+};
+
 /// Throws format_error(message) unless condition holds; for validating untrusted input.
 inline void require_format(bool condition, const char* message) {
     if (!condition) throw format_error(message);

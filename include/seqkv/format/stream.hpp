@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "seqkv/codec/any_codec.hpp"
+#include "seqkv/core/any_codec.hpp"
 #include "seqkv/format/container.hpp"
 
 namespace seqkv::format {

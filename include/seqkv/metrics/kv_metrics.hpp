@@ -12,7 +12,7 @@
 #include <span>
 #include <vector>
 
-#include "seqkv/codec/chunk.hpp"
+#include "seqkv/core/chunk.hpp"
 #include "seqkv/core/layout.hpp"
 
 namespace seqkv::metrics {

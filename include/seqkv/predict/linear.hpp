@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "seqkv/predict/predictor.hpp"
-#include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/exact.hpp"
 
 namespace seqkv::predict {
 
@@ -61,7 +61,7 @@ public:
     }
     std::uint32_t predict(std::uint32_t, std::span<float> out) {
         for (std::size_t c = 0; c < out.size(); ++c)
-            out[c] = have_ ? quant::unfused_mul(params_.gain[c], previous_[c]) + params_.offset[c] : params_.offset[c];
+            out[c] = have_ ? unfused_mul(params_.gain[c], previous_[c]) + params_.offset[c] : params_.offset[c];
         return have_ ? 0 : 1;
     }
     void observe(std::uint32_t, std::span<const float> recon) {

@@ -17,25 +17,25 @@
 #include <vector>
 
 #include "seqkv/predict/predictor.hpp"
-#include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/exact.hpp"
 
 namespace seqkv::predict {
 
 namespace detail {
 // Taylor series on |r| <= pi/4 (+ margin); truncation error < 1e-16.
 inline double sin_poly(double r) {
-    const double r2 = quant::unfused_mul(r, r);
+    const double r2 = unfused_mul(r, r);
     double s = -1.0 / 1307674368000.0;  // -1/15!
     for (double d : {1.0 / 6227020800.0, -1.0 / 39916800.0, 1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0})
-        s = quant::unfused_mul(s, r2) + d;
-    return quant::unfused_mul(quant::unfused_mul(s, r2), r) + r;
+        s = unfused_mul(s, r2) + d;
+    return unfused_mul(unfused_mul(s, r2), r) + r;
 }
 inline double cos_poly(double r) {
-    const double r2 = quant::unfused_mul(r, r);
+    const double r2 = unfused_mul(r, r);
     double c = 1.0 / 20922789888000.0;  // 1/16!
     for (double d : {-1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5})
-        c = quant::unfused_mul(c, r2) + d;
-    return quant::unfused_mul(c, r2) + 1.0;
+        c = unfused_mul(c, r2) + d;
+    return unfused_mul(c, r2) + 1.0;
 }
 }  // namespace detail
 
@@ -45,8 +45,8 @@ inline void deterministic_cos_sin(double x, double& cos_out, double& sin_out) {
     constexpr double pio2_1 = 1.57079632673412561417e+00;   // first 33 bits of pi/2
     constexpr double pio2_2 = 6.07710050630396597660e-11;   // next 33 bits
     constexpr double pio2_2t = 2.02226624879595063154e-21;  // pi/2 - pio2_1 - pio2_2
-    const double k = std::nearbyint(quant::unfused_mul(x, two_over_pi));  // IEEE rounding op, exact
-    const double r = ((x - quant::unfused_mul(k, pio2_1)) - quant::unfused_mul(k, pio2_2)) - quant::unfused_mul(k, pio2_2t);
+    const double k = std::nearbyint(unfused_mul(x, two_over_pi));  // IEEE rounding op, exact
+    const double r = ((x - unfused_mul(k, pio2_1)) - unfused_mul(k, pio2_2)) - unfused_mul(k, pio2_2t);
     const double s = detail::sin_poly(r), c = detail::cos_poly(r);
     switch (static_cast<long long>(k) & 3) {
         case 0: cos_out = c, sin_out = s; break;

@@ -21,6 +21,7 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
+#include "seqkv/core/exact.hpp"
 #include "seqkv/core/layout.hpp"
 
 namespace seqkv::quant {
@@ -69,24 +70,6 @@ inline float round_to_dtype(float v, dtype t) {
         default: throw usage_error("round_to_dtype: not a KV float dtype");
     }
 }
-
-/// a*b rounded to fp32 and never fused into a following add (the volatile store forbids
-/// contraction), so `unfused_mul(a, b) + c` gives the same bits with or without FMA hardware.
-inline float unfused_mul(float a, float b) {
-    volatile float product = a * b;
-    return product;
-}
-/// Double-precision twin of unfused_mul.
-inline double unfused_mul(double a, double b) {
-    volatile double product = a * b;
-    return product;
-}
-
-/// Interleaves signed integers into unsigned: 0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...
-constexpr std::uint32_t zigzag(std::int32_t v) {
-    return (static_cast<std::uint32_t>(v) << 1) ^ static_cast<std::uint32_t>(v >> 31);
-}
-constexpr std::int32_t unzigzag(std::uint32_t u) { return static_cast<std::int32_t>(u >> 1) ^ -static_cast<std::int32_t>(u & 1); }
 
 /// Writes a float as its fp16 bit pattern (side information) and returns the value the decoder reads back.
 inline float put_half(byte_writer& w, float v) {

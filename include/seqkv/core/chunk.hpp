@@ -1,9 +1,12 @@
 // What every codec sees: a chunk of tokens [t0, t1) across all layers, K and V, and the
-// buffer it decodes into. The container (format/) cuts a cache into chunks and stores one
-// self-contained payload per chunk, so a codec must not carry state from one chunk to the next.
+// buffer it decodes into. The container (format/) cuts a cache into chunks and stores one payload
+// per chunk. A chunk is self-contained unless its codec declares dependent chunks
+// (ChunkCodec: `dependent_chunks`): then `carry` holds the state the previous chunk left, empty
+// at a keyframe, and the container replays chunks from the last keyframe to decode a range.
 #pragma once
 
 #include <algorithm>
+#include <any>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -11,6 +14,7 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/resource.hpp"
 
 namespace seqkv {
 
@@ -21,6 +25,8 @@ struct chunk_input {
     std::uint64_t end = 0;
     std::span<const std::int32_t> token_ids;  // ids of tokens [begin, end), or empty if unknown
     std::span<const float> nll;               // −ln p(token) in nats for [begin, end), or empty
+    const resource_provider* resources = nullptr;  // objects the file's resource table names (or null)
+    std::any* carry = nullptr;  // dependent chunks only: state from the previous chunk (empty at a keyframe)
 
     std::uint64_t token_count() const { return end - begin; }
 };

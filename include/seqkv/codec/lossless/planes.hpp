@@ -27,8 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "seqkv/codec/lossless_cost.hpp"
-#include "seqkv/codec/lossless_rope.hpp"
+#include "seqkv/codec/lossless/cost.hpp"
+#include "seqkv/codec/lossless/rope.hpp"
 #include "seqkv/coding/rans_block.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
@@ -204,5 +204,5 @@ private:
 
 }  // namespace seqkv::lossless
 
-#include "seqkv/codec/lossless_encode.hpp"
-#include "seqkv/codec/lossless_decode.hpp"
+#include "seqkv/codec/lossless/encode.hpp"
+#include "seqkv/codec/lossless/decode.hpp"

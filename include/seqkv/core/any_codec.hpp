@@ -6,8 +6,9 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
-#include "seqkv/codec/chunk_codec.hpp"
+#include "seqkv/core/chunk_codec.hpp"
 
 namespace seqkv {
 
@@ -16,6 +17,8 @@ struct any_chunk_codec {
     std::function<byte_vector(const chunk_input&)> encode;
     std::function<void(std::span<const std::uint8_t>, const chunk_input&, chunk_buffer&)> decode;
     std::string description;
+    bool dependent_chunks = false;  // chunks use chunk_input::carry (see ChunkCodec)
+    std::vector<resource_ref> resources;  // what the codec needs at decode time (the file's resource table)
 
     /// Wraps a concrete codec (copied into shared state).
     template <ChunkCodec C>
@@ -25,7 +28,7 @@ struct any_chunk_codec {
                 [shared](std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) {
                     shared->decode(payload, in, out);
                 },
-                std::move(description)};
+                std::move(description), has_dependent_chunks<C>()};
     }
 };
 

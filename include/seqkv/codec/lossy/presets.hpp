@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "seqkv/codec/lossy_config.hpp"
-#include "seqkv/codec/lossy_runtime.hpp"
+#include "seqkv/codec/lossy/config.hpp"
+#include "seqkv/codec/lossy/runtime.hpp"
 #include "seqkv/metrics/kv_metrics.hpp"
 
 namespace seqkv {

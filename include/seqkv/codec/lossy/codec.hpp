@@ -17,9 +17,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "seqkv/codec/chunk.hpp"
-#include "seqkv/codec/chunk_codec.hpp"
-#include "seqkv/codec/lossy_symbols.hpp"
+#include "seqkv/core/chunk.hpp"
+#include "seqkv/core/chunk_codec.hpp"
+#include "seqkv/codec/lossy/symbols.hpp"
 #include "seqkv/coding/varint.hpp"
 #include "seqkv/predict/expected_kv.hpp"
 #include "seqkv/predict/predictor.hpp"

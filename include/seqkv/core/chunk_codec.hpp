@@ -1,11 +1,11 @@
-// The ChunkCodec concept: turns one chunk of a KV cache into a self-contained payload and back.
+// The ChunkCodec concept: turns one chunk of a KV cache into a payload and back.
 #pragma once
 
 #include <concepts>
 #include <cstdint>
 #include <span>
 
-#include "seqkv/codec/chunk.hpp"
+#include "seqkv/core/chunk.hpp"
 
 namespace seqkv {
 
@@ -19,5 +19,13 @@ concept ChunkCodec = requires(const C& codec, const chunk_input& in, std::span<c
     { codec.encode(in) } -> std::same_as<byte_vector>;
     { codec.decode(payload, in, out) } -> std::same_as<void>;
 };
+
+/// True when C's chunks depend on the state earlier chunks left in chunk_input::carry
+/// (declared as `static constexpr bool dependent_chunks = true`); false for self-contained chunks.
+template <class C>
+constexpr bool has_dependent_chunks() {
+    if constexpr (requires { C::dependent_chunks; }) return C::dependent_chunks;
+    else return false;
+}
 
 }  // namespace seqkv

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "seqkv/codec/lossy_symbols.hpp"
+#include "seqkv/codec/lossy/symbols.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/quant/uniform.hpp"

@@ -7,8 +7,8 @@
 
 #include <memory>
 
-#include "seqkv/codec/lossy_codec.hpp"
-#include "seqkv/codec/lossy_config.hpp"
+#include "seqkv/codec/lossy/codec.hpp"
+#include "seqkv/codec/lossy/config.hpp"
 #include "seqkv/predict/linear.hpp"
 #include "seqkv/predict/token_mean.hpp"
 #include "seqkv/quant/error_bounded.hpp"

@@ -3,8 +3,8 @@
 #pragma once
 
 #include "seqkv/backend/backend.hpp"
-#include "seqkv/codec/chunk_codec.hpp"
-#include "seqkv/codec/lossless_planes.hpp"
+#include "seqkv/core/chunk_codec.hpp"
+#include "seqkv/codec/lossless/planes.hpp"
 
 namespace seqkv {
 
