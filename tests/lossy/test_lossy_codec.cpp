@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "seqkv/codec/lossy_presets.hpp"
+#include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/predict/expected_kv_io.hpp"
 
 using namespace seqkv;
