@@ -13,7 +13,7 @@ struct compress_options {
     format::codec_config codec = lossless_config();
     std::uint32_t chunk_tokens = 256;
     std::map<std::string, std::string> metadata;
-    codec_resources resources;  // side information the codec needs (e.g. an expected-KV table)
+    resource_provider resources;  // side information the codec needs (e.g. an expected-KV table)
 };
 
 /// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
@@ -38,7 +38,7 @@ byte_vector compress(const kv_cache_view& cache, const compress_options& options
 /// Decodes tokens [begin, end) (default: all) of a .skv image.
 template <backend::Backend Backend = backend::simd>
 chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin = 0,
-                        std::optional<std::uint64_t> end = std::nullopt, const codec_resources& resources = {}) {
+                        std::optional<std::uint64_t> end = std::nullopt, const resource_provider& resources = {}) {
     format::stream_reader reader(file);
     return reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end);
 }

@@ -144,7 +144,7 @@ inline nlohmann::json compress_llama(const std::string& in, const std::string& o
 }
 
 /// `seqkv decompress --to llama-state`: the state bytes of a .skv made by compress_llama.
-inline byte_vector decompress_llama(std::span<const std::uint8_t> skv, const codec_resources& resources) {
+inline byte_vector decompress_llama(std::span<const std::uint8_t> skv, const resource_provider& resources) {
     return io::llama::write_state(io::llama::decompress_state(skv, resources));
 }
 

@@ -216,8 +216,8 @@ int main(int argc, char** argv) {
             const auto skv = seqkv::read_file(in);
             auto [a, b] = parse_range(range);
             const auto t0 = std::chrono::steady_clock::now();
-            seqkv::codec_resources res;
-            res.expected_kv = seqkv::cli::load_table(lossy);
+            seqkv::resource_provider res;
+            seqkv::add_expected_kv_table(res, seqkv::cli::load_table(lossy));
             if (to == "llama-state" && !range.empty()) throw seqkv::usage_error("--to llama-state decodes the whole state (no --tokens)");
             const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res)
                                                 : seqkv::io::decompress_to_safetensors(skv, a, b, res);

@@ -67,7 +67,8 @@ struct preset_model {
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk, const preset_model& m,
                                            const lossy_flags& flags = {}) {
     compress_options o;
-    o.resources.expected_kv = load_table(flags);
+    const auto table = load_table(flags);
+    add_expected_kv_table(o.resources, table);
     const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
     const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
     if (name == "lossless" && flags.options.empty()) {
@@ -86,7 +87,7 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
         model.head_dim = m.head_dim;
         model.rope_theta = half || interleaved ? m.rope_theta : 0;
         model.rope_interleaved = interleaved;
-        model.table = o.resources.expected_kv.get();
+        model.table = table.get();
         lossy_config c = lossy_preset(name, model);
         for (const auto& kv : flags.options) {
             const auto eq = kv.find('=');

@@ -46,15 +46,16 @@ inline std::string describe_codec(const format::codec_config& config) {
     return "unknown codec family " + std::to_string(config.codec_id);
 }
 
-/// Shared side information a codec may need beyond the file itself (per-model tables).
-struct codec_resources {
-    std::shared_ptr<const predict::expected_kv_table> expected_kv;  // for lossy configs that name one
-};
+/// Registers an expected-KV table under its content hash (what lossy configs name).
+inline resource_provider& add_expected_kv_table(resource_provider& r, std::shared_ptr<const predict::expected_kv_table> table) {
+    if (table) r.add(resource_kind::expected_kv_table, table->content_hash(), std::move(table));
+    return r;
+}
 
 /// Builds the codec a configuration names; Backend selects the kernels. Throws format_error
 /// for an unknown family or malformed parameters, usage_error when needed resources are missing.
 template <backend::Backend Backend = backend::simd>
-any_chunk_codec make_codec(const format::codec_config& config, const codec_resources& resources = {}) {
+any_chunk_codec make_codec(const format::codec_config& config, const resource_provider& resources = {}) {
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
             if ((config.params.size() != 3 && config.params.size() != 12) || config.params[0] == 0 || config.params[1] > 7)
@@ -76,7 +77,15 @@ any_chunk_codec make_codec(const format::codec_config& config, const codec_resou
         case codec_family::lossy: {
             lossy_config c = lossy_config::from_bytes(config.params);
             std::string description = "lossy: " + describe(c);
-            return any_chunk_codec::wrap(lossy_runtime_codec(std::move(c), resources.expected_kv), std::move(description));
+            std::shared_ptr<const predict::expected_kv_table> table;
+            std::vector<resource_ref> needs;
+            if (c.table_hash != 0) {
+                needs.push_back({resource_kind::expected_kv_table, c.table_hash, ""});
+                table = resources.require<predict::expected_kv_table>(needs.back());
+            }
+            auto codec = any_chunk_codec::wrap(lossy_runtime_codec(std::move(c), std::move(table)), std::move(description));
+            codec.resources = std::move(needs);
+            return codec;
         }
         default:
             throw format_error("unknown codec family " + std::to_string(config.codec_id));

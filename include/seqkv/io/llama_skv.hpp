@@ -321,7 +321,7 @@ inline tensor_rows get_skeleton_rows(byte_reader& r, bool transposed, std::uint6
 /// Decodes a .skv written by compress_state back into the state; with a lossless codec it
 /// serializes (write_state) to the original bytes. format_error for files of other origins.
 template <backend::Backend Backend = backend::simd>
-state decompress_state(std::span<const std::uint8_t> skv, const codec_resources& resources = {}) {
+state decompress_state(std::span<const std::uint8_t> skv, const resource_provider& resources = {}) {
     format::stream_reader reader(skv);
     const auto att = reader.find_attachment(state_attachment);
     if (!att) throw format_error("no '" + std::string(state_attachment) + "' attachment: this .skv was not made from a llama.cpp state");

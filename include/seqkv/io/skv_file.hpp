@@ -141,7 +141,7 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
 template <backend::Backend Backend = backend::simd>
 byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
                                       std::optional<std::uint64_t> end_opt = std::nullopt,
-                                      const codec_resources& resources = {}) {
+                                      const resource_provider& resources = {}) {
     format::stream_reader reader(skv);
     const std::uint64_t T = reader.tokens();
     const std::uint64_t end = end_opt.value_or(T);
