@@ -1,15 +1,17 @@
-// seqkv::codec<Quantizer, Predictor, EntropyCoder, Backend>: the design-card composition. Each
-// argument is a policy type checked by its concept (quant/, predict/, coding/, backend/); the
-// result is a closed-loop ChunkCodec. The EntropyCoder policy selects how quantized residual
-// symbols are coded. Backend is carried in the type for the seams that use it (lossless_codec
-// picks its rANS decode kernels with it; the CUDA backend will join here); the lossy symbol
-// decoder currently picks SIMD or scalar at run time, both reading the same bytes.
+// seqkv::codec<Quantizer, Predictor, EntropyCoder, Backend, Rate, Schedule>: the design-card
+// composition, and the type the registry builds for every lossy file (codec/lossy/runtime.hpp).
+// Each argument is a policy checked by its concept (quant/, predict/, coding/ or lossy symbol
+// coders, backend/, lossy schedules); the result is a closed-loop ChunkCodec.
 //
 //   using my_codec = seqkv::codec<seqkv::quant::uniform_step, seqkv::predict::token_mean,
 //                                 seqkv::coding::rans_interleaved, seqkv::backend::simd>;
 //
-// Bit-exact coding of raw floats is lossless_codec<Backend> (codec/lossless/codec.hpp); files
-// name their codec at run time and codec/registry.hpp maps that back to these templates.
+// The EntropyCoder is really called: coding::rans_interleaved_coder<P> codes each (layer, K/V)
+// symbol stream as a grouped static-table rANS block, coding::range_adaptive<> as an adaptive
+// range-coded stream, and any lossy::SymbolCoder (e.g. lossy::packed_symbols) is used as is. An
+// entropy coder the codec cannot drive is a compile error, never a substitution; so is a
+// token-major schedule with a coder whose contexts are not known before decoding.
+// Bit-exact coding of raw floats is lossless_codec<Backend> (codec/lossless/codec.hpp).
 #pragma once
 
 #include <type_traits>
@@ -22,36 +24,36 @@
 namespace seqkv {
 
 namespace detail {
-/// The symbol coding a lossy codec uses for an EntropyCoder policy.
-template <coding::EntropyCoder E>
-constexpr lossy::symbol_coding symbol_coding_for() {
-    if constexpr (std::is_same_v<E, coding::rans_interleaved> ||
-                  std::is_same_v<E, coding::rans_interleaved_coder<true>>)
-        return lossy::symbol_coding::rans;
-    else
-        return lossy::symbol_coding::adaptive;  // range coder with adaptive per-context models
-}
+template <class>
+inline constexpr bool always_false = false;
+
+/// The lossy symbol coder an EntropyCoder policy stands for.
+template <class E>
+struct symbol_coder_of {
+    static_assert(always_false<E>,
+                  "seqkv::codec: this entropy coder cannot code lossy symbol streams; use coding::rans_interleaved, "
+                  "coding::rans_interleaved_coder<true>, coding::range_adaptive<> or a lossy::SymbolCoder");
+};
+template <bool Parametric>
+struct symbol_coder_of<coding::rans_interleaved_coder<Parametric>> {
+    using type = lossy::grouped_rans_symbols<Parametric>;
+};
+template <>
+struct symbol_coder_of<coding::range_adaptive<coding::adaptive_frequency_model>> {
+    using type = lossy::adaptive_range_symbols;
+};
+template <class E>
+    requires lossy::SymbolCoder<E>
+struct symbol_coder_of<E> {
+    using type = E;
+};
 }  // namespace detail
 
-/// Closed-loop predictive codec composed from policies; RatePolicy defaults to a fixed rate.
-template <quant::Quantizer Quantizer, predict::ResidualPredictor Predictor, coding::EntropyCoder EntropyCoder,
-          backend::Backend Backend = backend::simd, predict::RatePolicy Rate = predict::fixed_rate>
-class codec : public lossy_codec<Quantizer, Predictor, Rate> {
-public:
-    using entropy_coder = EntropyCoder;
-    using backend_type = Backend;
-
-    /// options.coding is set from EntropyCoder; the rest (RoPE table, expected-KV table) is kept.
-    explicit codec(Quantizer quantizer = {}, Predictor predictor = {}, Rate rate = {}, lossy_codec_options options = {})
-        : lossy_codec<Quantizer, Predictor, Rate>(std::move(quantizer), std::move(predictor), std::move(rate),
-                                                  with_coder(options)) {}
-
-private:
-    static lossy_codec_options with_coder(lossy_codec_options o) {
-        o.coding = detail::symbol_coding_for<EntropyCoder>();
-        o.parametric_tables = std::is_same_v<EntropyCoder, coding::rans_interleaved_coder<true>> || o.parametric_tables;
-        return o;
-    }
-};
+/// Closed-loop predictive codec composed from policies (fixed rate, per-head schedule by default).
+template <quant::Quantizer Quantizer, predict::ResidualPredictor Predictor, class EntropyCoder,
+          backend::Backend Backend = backend::simd, predict::RatePolicy Rate = predict::fixed_rate,
+          lossy::Schedule Schedule = lossy::per_head_schedule>
+using codec = lossy::closed_loop_codec<Quantizer, Predictor, typename detail::symbol_coder_of<EntropyCoder>::type, Schedule,
+                                       Backend, Rate>;
 
 }  // namespace seqkv

@@ -52,10 +52,13 @@ inline resource_provider& add_expected_kv_table(resource_provider& r, std::share
     return r;
 }
 
-/// Builds the codec a configuration names; Backend selects the kernels. Throws format_error
-/// for an unknown family or malformed parameters, usage_error when needed resources are missing.
+/// Builds the codec a configuration names; Backend selects the kernels, executor runs the block
+/// workers (null: the caller's thread; any thread count gives the same bytes). Throws
+/// format_error for an unknown family or malformed parameters, resource_error when a resource
+/// the configuration names is missing from `resources`.
 template <backend::Backend Backend = backend::simd>
-any_chunk_codec make_codec(const format::codec_config& config, const resource_provider& resources = {}) {
+any_chunk_codec make_codec(const format::codec_config& config, const resource_provider& resources = {},
+                           std::shared_ptr<backend::thread_pool> executor = nullptr) {
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
             if ((config.params.size() != 3 && config.params.size() != 12) || config.params[0] == 0 || config.params[1] > 7)
@@ -72,7 +75,7 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
                 o.rope = lossless::rope::parameters{std::bit_cast<double>(bits), static_cast<lossless::rope::pairing>(config.params[3])};
                 if (!lossless::rope::valid(*o.rope)) throw format_error("lossless codec: bad rope parameters");
             }
-            return any_chunk_codec::wrap(lossless_codec<Backend>(o), std::string("lossless (") + Backend::name + ")");
+            return any_chunk_codec::wrap(lossless_codec<Backend>(o, std::move(executor)), std::string("lossless (") + Backend::name + ")");
         }
         case codec_family::lossy: {
             lossy_config c = lossy_config::from_bytes(config.params);
@@ -83,7 +86,8 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
                 needs.push_back({resource_kind::expected_kv_table, c.table_hash, ""});
                 table = resources.require<predict::expected_kv_table>(needs.back());
             }
-            auto codec = any_chunk_codec::wrap(lossy_runtime_codec(std::move(c), std::move(table)), std::move(description));
+            auto codec = any_chunk_codec::wrap(lossy::runtime_codec<Backend>(std::move(c), std::move(table), std::move(executor)),
+                                               std::move(description));
             codec.resources = std::move(needs);
             return codec;
         }

@@ -2,6 +2,9 @@
 // Payload: for each layer, K then V: u32 length + block bytes.
 #pragma once
 
+#include <memory>
+#include <vector>
+
 #include "seqkv/backend/backend.hpp"
 #include "seqkv/core/chunk_codec.hpp"
 #include "seqkv/codec/lossless/planes.hpp"
@@ -12,25 +15,29 @@ namespace seqkv {
 template <backend::Backend Backend = backend::simd>
 class lossless_codec {
 public:
-    explicit lossless_codec(lossless::plane_options options = {}) : options_(options) {}
+    /// executor runs the (layer, K/V) blocks (null: the caller's thread); the bytes never depend on it.
+    explicit lossless_codec(lossless::plane_options options = {}, std::shared_ptr<backend::thread_pool> executor = nullptr)
+        : options_(options), executor_(executor ? std::move(executor) : backend::serial_executor()) {}
 
     /// Encodes tokens [in.begin, in.end) of every layer, K and V.
     byte_vector encode(const chunk_input& in) const {
         require_usage(in.cache != nullptr, "lossless_codec: no cache to encode");
         const kv_layout& L = in.cache->layout;
         const lossless::block_shape shape{L.kv_heads, in.token_count(), L.head_dim};
-        byte_vector block(shape.elements() * dtype_size(L.type));
         require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
         const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
+        std::vector<byte_vector> coded(2 * std::size_t(L.layers));
+        executor_->run(coded.size(), [&](std::size_t i) {  // block i = layer i / 2, K (even) or V (odd)
+            byte_vector block(shape.elements() * dtype_size(L.type));
+            gather_block(in.cache->tensor(std::uint32_t(i / 2), kv_kind(i % 2)), in.begin, in.end, block);
+            coded[i] = lossless::encode_block(block, L.type, shape, options_, refs);
+        });
         byte_vector out;
         byte_writer w(out);
-        for (std::uint32_t l = 0; l < L.layers; ++l)
-            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
-                gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
-                const auto coded = lossless::encode_block(block, L.type, shape, options_, refs);
-                w.put<std::uint32_t>(static_cast<std::uint32_t>(coded.size()));
-                w.put_bytes(coded);
-            }
+        for (const auto& c : coded) {
+            w.put<std::uint32_t>(static_cast<std::uint32_t>(c.size()));
+            w.put_bytes(c);
+        }
         return out;
     }
 
@@ -42,16 +49,18 @@ public:
         if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
         const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
         byte_reader r(payload, "lossless chunk");
-        for (std::uint32_t l = 0; l < L.layers; ++l)
-            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
-                const auto len = r.get<std::uint32_t>();
-                lossless::decode_block(r.get_bytes(len), L.type, shape, out.block(l, kind), Backend::rans_decode, refs);
-            }
+        std::vector<std::span<const std::uint8_t>> blocks(2 * std::size_t(L.layers));
+        for (auto& b : blocks) b = r.get_bytes(r.get<std::uint32_t>());
         if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
+        const auto path = backend::rans_decode_path<Backend>();
+        executor_->run(blocks.size(), [&](std::size_t i) {
+            lossless::decode_block(blocks[i], L.type, shape, out.block(std::uint32_t(i / 2), kv_kind(i % 2)), path, refs);
+        });
     }
 
 private:
     lossless::plane_options options_;
+    std::shared_ptr<backend::thread_pool> executor_;
 };
 
 static_assert(ChunkCodec<lossless_codec<backend::scalar>>);

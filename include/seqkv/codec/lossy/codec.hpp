@@ -1,194 +1,81 @@
-// seqkv::lossy_codec<Quantizer, Predictor, RatePolicy>: the closed-loop lossy ChunkCodec.
-// For every (layer, K/V) of a chunk, every head is a block of rows = tokens, cols = head_dim:
-//   side stream:   predictor params and quantizer params of every head, then per-row side
-//                  bytes of every head (so a decoder knows all contexts before decoding symbols)
-//   symbol stream: quantizer symbols, context = quantizer context × predictor classes + class,
-//                  packed, adaptive-range coded (models reset per head) or one static-table
-//                  rANS block for all heads (row classes from predictor.row_classes()).
-// Payload: u8 version, then per (layer, kind) varint side length, side bytes, varint symbol
-// length, symbol bytes. Predictions come only from reconstructions (closed loop), so
-// decode() reproduces encode()'s reconstruction bit for bit and errors never accumulate.
-// Runtime configs, presets and dispatch: lossy_config.hpp, lossy_runtime.hpp, lossy_presets.hpp.
+// seqkv::lossy::closed_loop_codec<Quantizer, Predictor, SymbolCoder, Schedule, Backend, Rate>: the
+// closed-loop lossy ChunkCodec, composed from its stages:
+//   block worker  (block_worker.hpp)  predict → quantize → reconstruct over one block;
+//   schedule      (schedule.hpp)      which blocks in which order (per head, or token-major);
+//   symbol coder  (symbols.hpp)       packed / adaptive range / grouped static rANS;
+//   executor      (backend/)          runs independent blocks on a thread pool; same bytes for
+//                                     any thread count (outputs are combined in block order).
+// Payload: u8 version 2, then per (layer, K/V) in order: varint side length, side bytes
+// (predictor params then quantizer params of every head, then every head's per-row side bytes in
+// the schedule's row order), varint symbol length, symbol bytes (one stream per (layer, K/V);
+// sequential coders reset their models per head; rANS contexts are head × quantizer context ×
+// predictor class + row class). Predictions come only from reconstructions, so decode() reproduces
+// encode()'s reconstruction bit for bit and errors never accumulate. Runtime configs, presets and
+// dispatch: config.hpp, runtime.hpp, presets.hpp.
 #pragma once
 
-#include <algorithm>  // before chunk.hpp, which uses std::copy_n without including it
+#include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <memory>
 #include <span>
-#include <type_traits>
 #include <vector>
 
-#include "seqkv/core/chunk.hpp"
-#include "seqkv/core/chunk_codec.hpp"
+#include "seqkv/backend/backend.hpp"
+#include "seqkv/codec/lossy/block_worker.hpp"
+#include "seqkv/codec/lossy/schedule.hpp"
 #include "seqkv/codec/lossy/symbols.hpp"
 #include "seqkv/coding/varint.hpp"
+#include "seqkv/core/chunk.hpp"
+#include "seqkv/core/chunk_codec.hpp"
 #include "seqkv/predict/expected_kv.hpp"
 #include "seqkv/predict/predictor.hpp"
 #include "seqkv/predict/rate_policy.hpp"
 #include "seqkv/predict/rope.hpp"
 #include "seqkv/quant/quantizer.hpp"
 
-namespace seqkv {
+namespace seqkv::lossy {
 
-/// Shared, read-only side information of a lossy codec (both sides must hold the same).
-struct lossy_codec_options {
-    lossy::symbol_coding coding = lossy::symbol_coding::adaptive;
-    const predict::rope_table* rope = nullptr;             // set: keys are predicted pre-RoPE
-    const predict::expected_kv_table* table = nullptr;     // set: token-conditioned prior
-    bool parametric_tables = true;                         // rANS: allow parametric per-context tables
+/// Shared, read-only side information of a lossy codec (both sides must hold the same), and the
+/// executor that runs its block workers (null: the caller's thread only).
+struct codec_options {
+    const predict::rope_table* rope = nullptr;          // set: keys are predicted pre-RoPE
+    const predict::expected_kv_table* table = nullptr;  // set: token-conditioned prior
+    std::shared_ptr<backend::thread_pool> executor;
 };
 
-/// Closed-loop predictive lossy codec composed from a quantizer, predictor and rate policy.
-template <quant::Quantizer Q, predict::ResidualPredictor P, predict::RatePolicy R>
-class lossy_codec {
+/// Closed-loop predictive lossy codec composed from its stage policies.
+template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, Schedule S = per_head_schedule,
+          backend::Backend B = backend::simd, predict::RatePolicy R = predict::fixed_rate>
+    requires(!S::token_major || Coder::contexts_known_ahead)  // token-major decoding needs every context ahead
+class closed_loop_codec {
 public:
+    using quantizer_type = Q;
+    using predictor_type = P;
+    using symbol_coder = Coder;
+    using schedule = S;
+    using backend_type = B;
     static constexpr std::uint8_t payload_version = 2;
 
-    lossy_codec(Q quantizer, P predictor, R rate, lossy_codec_options options = {})
-        : quantizer_(std::move(quantizer)), predictor_(std::move(predictor)), rate_(std::move(rate)), options_(options) {}
+    explicit closed_loop_codec(Q quantizer = {}, P predictor = {}, R rate = {}, codec_options options = {})
+        : quantizer_(std::move(quantizer)), predictor_(std::move(predictor)), rate_(std::move(rate)), options_(std::move(options)) {
+        if (!options_.executor) options_.executor = backend::serial_executor();
+    }
 
     /// Encodes tokens [in.begin, in.end) of *in.cache.
     byte_vector encode(const chunk_input& in) const { return encode(in, nullptr); }
     /// Same, also writing the decoder's exact reconstruction into *recon (if not null).
-    byte_vector encode(const chunk_input& in, chunk_buffer* recon) const {
-        require_usage(in.cache != nullptr && in.end >= in.begin && in.end <= in.cache->layout.tokens,
-                      "lossy_codec::encode: bad chunk input");
-        const kv_layout layout = in.cache->layout;
-        const auto rows = std::uint32_t(in.token_count());
-        const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;
-        chunk_state state(layout, rows);
-        cache_angles(state, in.begin);
-        if (recon) *recon = chunk_buffer::for_layout(layout, rows);
-        std::vector<std::int32_t> shifts = row_shifts(in, rows);
-        byte_vector payload{payload_version};
-        byte_writer out(payload);
-        const std::size_t block_size = std::size_t(rows) * cols;
-        std::vector<float> originals(block_size * heads), residual(block_size);
-        for (std::uint32_t l = 0; l < layout.layers; ++l)
-            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
-                byte_vector side_bytes, row_side_bytes, symbol_bytes;
-                byte_writer side(side_bytes), row_side(row_side_bytes);
-                const kv_tensor_view& src = in.cache->tensor(l, kind);
-                const quant::block_shape shape{rows, cols, layout.type, kind};
-                std::vector<predict::block_context> ctxs;
-                std::vector<typename P::params> pparams;
-                std::vector<typename Q::params> qparams;
-                for (std::uint32_t h = 0; h < heads; ++h) {  // all block parameters first
-                    auto orig = std::span(originals).subspan(h * block_size, block_size);
-                    for (std::uint32_t t = 0; t < rows; ++t)
-                        for (std::uint32_t c = 0; c < cols; ++c) orig[std::size_t(t) * cols + c] = src.at(h, in.begin + t, c);
-                    ctxs.push_back(context_for(in, state, l, kind, h, rows));
-                    P predictor = predictor_;
-                    pparams.push_back(predictor.fit(ctxs[h], orig));
-                    predictor.write_params(pparams[h], side);
-                    if constexpr (plan_needs_residual()) open_loop_residual(predictor, ctxs[h], pparams[h], orig, residual);
-                    qparams.push_back(quantizer_.plan(shape, orig, residual));
-                    quantizer_.write_params(qparams[h], side);
-                }
-                stream_io io;
-                lossy::symbol_writer symbols(options_.coding, symbol_bytes);
-                std::vector<std::uint16_t> stream_symbols, stream_contexts;
-                if (options_.coding == lossy::symbol_coding::rans) {
-                    io.rans_symbols = &stream_symbols, io.rans_contexts = &stream_contexts;
-                    stream_symbols.reserve(block_size * heads), stream_contexts.reserve(block_size * heads);
-                } else {
-                    io.writer = &symbols;
-                }
-                std::vector<std::uint8_t> classes(rows);
-                const lossy::grouped_stream_shape gshape = stream_shape(qparams);
-                for (std::uint32_t h = 0; h < heads; ++h) {
-                    io.rans_context_offset = h * (gshape.sources / heads) * P::context_classes;
-                    const auto orig = std::span<const float>(originals).subspan(h * block_size, block_size);
-                    P predictor = predictor_;
-                    row_classes(predictor, ctxs[h], pparams[h], classes);
-                    io.classes = classes;
-                    run_block(predictor, ctxs[h], pparams[h], qparams[h], state.block(l, kind, h),
-                              [&](std::uint32_t t, std::span<const float> pred, std::span<std::uint16_t> syms, std::span<float> rec) {
-                                  quantizer_.quantize_row(qparams[h], {t, shifts[t]}, orig.subspan(std::size_t(t) * cols, cols),
-                                                          pred, syms, row_side, rec);
-                              },
-                              io);
-                }
-                if (options_.coding == lossy::symbol_coding::rans) {
-                    symbol_bytes = lossy::encode_grouped_stream(stream_symbols, stream_contexts, gshape, options_.parametric_tables);
-                } else {
-                    symbols.finish();
-                }
-                coding::put_varint(out, side_bytes.size() + row_side_bytes.size());
-                out.put_bytes(side_bytes);
-                out.put_bytes(row_side_bytes);
-                coding::put_varint(out, symbol_bytes.size());
-                out.put_bytes(symbol_bytes);
-                if (recon) state.store(l, kind, *recon);
-            }
-        return payload;
-    }
-
+    byte_vector encode(const chunk_input& in, chunk_buffer* recon) const;
     /// Decodes a payload into out (sized for the chunk by the caller); format_error on corruption.
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
-        const kv_layout layout = out.layout;
-        const auto rows = std::uint32_t(layout.tokens);
-        const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;
-        require_usage(out.bytes.size() == layout.total_bytes(), "lossy_codec::decode: output buffer not sized for the chunk");
-        chunk_state state(layout, rows);
-        cache_angles(state, in.begin);
-        std::vector<std::int32_t> shifts = row_shifts(in, rows);
-        byte_reader reader(payload, "lossy chunk");
-        require_format(reader.get<std::uint8_t>() == payload_version, "lossy chunk: unknown payload version");
-        std::vector<std::uint8_t> classes(std::size_t(rows) * heads);
-        std::vector<std::uint16_t> stream_symbols, stream_contexts;
-        for (std::uint32_t l = 0; l < layout.layers; ++l)
-            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
-                byte_reader side(reader.get_bytes(coding::get_varint(reader, reader.remaining())), "lossy side stream");
-                const auto symbol_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
-                const quant::block_shape shape{rows, cols, layout.type, kind};
-                std::vector<predict::block_context> ctxs;
-                std::vector<typename P::params> pparams;
-                std::vector<typename Q::params> qparams;
-                for (std::uint32_t h = 0; h < heads; ++h) {
-                    ctxs.push_back(context_for(in, state, l, kind, h, rows));
-                    pparams.push_back(predictor_.read_params(ctxs[h], side));
-                    qparams.push_back(quantizer_.read_params(shape, side));
-                }
-                for (std::uint32_t h = 0; h < heads; ++h)
-                    row_classes(predictor_, ctxs[h], pparams[h], std::span(classes).subspan(std::size_t(h) * rows, rows));
-                stream_io io;
-                lossy::symbol_reader symbols(options_.coding,
-                                             options_.coding == lossy::symbol_coding::rans ? std::span<const std::uint8_t>{} : symbol_bytes);
-                std::vector<std::size_t> head_offsets(heads + 1, 0);
-                if (options_.coding == lossy::symbol_coding::rans) {
-                    const lossy::grouped_stream_shape gshape = stream_shape(qparams);
-                    stream_contexts.clear();
-                    for (std::uint32_t h = 0; h < heads; ++h) {
-                        append_contexts(qparams[h], std::span(classes).subspan(std::size_t(h) * rows, rows),
-                                        std::uint16_t(h * (gshape.sources / heads) * P::context_classes), stream_contexts);
-                        head_offsets[h + 1] = stream_contexts.size();
-                    }
-                    stream_symbols.resize(stream_contexts.size());
-                    lossy::decode_grouped_stream(symbol_bytes, stream_contexts, stream_symbols, gshape);
-                } else {
-                    io.reader = &symbols;
-                }
-                for (std::uint32_t h = 0; h < heads; ++h) {
-                    P predictor = predictor_;
-                    io.classes = std::span(classes).subspan(std::size_t(h) * rows, rows);
-                    io.rans_decoded = std::span<const std::uint16_t>(stream_symbols)
-                                          .subspan(head_offsets[h], head_offsets[h + 1] - head_offsets[h]);
-                    run_block(predictor, ctxs[h], pparams[h], qparams[h], state.block(l, kind, h),
-                              [&](std::uint32_t t, std::span<const float> pred, std::span<const std::uint16_t> syms, std::span<float> rec) {
-                                  quantizer_.dequantize_row(qparams[h], {t, shifts[t]}, pred, syms, side, rec);
-                              },
-                              io);
-                }
-                if (options_.coding != lossy::symbol_coding::rans) symbols.finish();
-                require_format(side.at_end(), "lossy chunk: trailing side bytes");
-                state.store(l, kind, out);
-            }
-        require_format(reader.at_end(), "lossy chunk: trailing bytes");
-    }
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
 
     const Q& quantizer() const { return quantizer_; }
 
 private:
+    using worker_type = block_worker<Q, P>;
+    using block = typename worker_type::block;
+    static constexpr bool ahead = Coder::contexts_known_ahead;
+
     // Reconstructions of the whole chunk in fp32, [layer][kind][head][row][col].
     struct chunk_state {
         kv_layout layout;
@@ -197,7 +84,7 @@ private:
         std::vector<float> rope_cos, rope_sin;  // [rows][head_dim / 2] when keys are predicted pre-RoPE
         chunk_state(const kv_layout& l, std::uint32_t r)
             : layout(l), rows(r), recon(std::size_t(l.layers) * 2 * l.kv_heads * r * l.head_dim) {}
-        std::span<float> block(std::uint32_t l, kv_kind kind, std::uint32_t h) {
+        std::span<float> block_recon(std::uint32_t l, kv_kind kind, std::uint32_t h) {
             const std::size_t n = std::size_t(rows) * layout.head_dim;
             return std::span(recon).subspan(((std::size_t(l) * 2 + std::size_t(kind)) * layout.kv_heads + h) * n, n);
         }
@@ -205,7 +92,7 @@ private:
             auto dst = out.block(l, kind);
             const std::size_t n = std::size_t(rows) * layout.head_dim;
             for (std::uint32_t h = 0; h < layout.kv_heads; ++h) {
-                auto src = block(l, kind, h);
+                auto src = block_recon(l, kind, h);
                 if (layout.type == dtype::bf16) {  // reconstructions are bf16-exact: keep the high half
                     std::uint8_t* d = dst.data() + 2 * h * n;
                     for (std::size_t i = 0; i < n; ++i) {
@@ -219,6 +106,33 @@ private:
         }
     };
 
+    // One (layer, kind) of the payload: its blocks (heads) and byte ranges.
+    struct stage {
+        std::uint32_t layer = 0;
+        kv_kind kind = kv_kind::key;
+        std::span<block> blocks;
+        byte_vector row_side;  // encoder, token-major: per-row side bytes in visiting order
+        byte_vector symbols;   // encoder: coded symbol stream
+        std::span<const std::uint8_t> side_bytes, symbol_bytes;  // decoder
+        std::vector<std::uint16_t> decoded;                      // decoder, block coders
+    };
+
+    void setup_block(block& b, const chunk_input& in, chunk_state& state, std::uint32_t l, kv_kind kind, std::uint32_t h,
+                     std::span<const std::int32_t> shifts) const {
+        const kv_layout& L = state.layout;
+        predict::block_context& ctx = b.ctx;
+        ctx.layer = l, ctx.kind = kind, ctx.head = h, ctx.rows = state.rows, ctx.cols = L.head_dim;
+        ctx.first_position = in.begin;
+        if (in.token_ids.size() == state.rows) ctx.token_ids = in.token_ids;
+        if (l > 0) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);
+        ctx.table = options_.table;
+        ctx.rope = options_.rope;
+        ctx.rope_cos = state.rope_cos, ctx.rope_sin = state.rope_sin;
+        b.shape = quant::block_shape{state.rows, L.head_dim, L.type, kind};
+        b.recon = state.block_recon(l, kind, h);
+        b.shifts = shifts;
+    }
+
     void cache_angles(chunk_state& state, std::uint64_t first_position) const {
         if (options_.rope && options_.rope->head_dim() == state.layout.head_dim)
             options_.rope->angles_for_rows(first_position, state.rows, state.rope_cos, state.rope_sin);
@@ -230,148 +144,217 @@ private:
         return shifts;
     }
 
-    predict::block_context context_for(const chunk_input& in, chunk_state& state, std::uint32_t l, kv_kind kind,
-                                        std::uint32_t h, std::uint32_t rows) const {
-        predict::block_context ctx;
-        ctx.layer = l, ctx.kind = kind, ctx.head = h, ctx.rows = rows, ctx.cols = state.layout.head_dim;
-        ctx.first_position = in.begin;
-        if (in.token_ids.size() == rows) ctx.token_ids = in.token_ids;
-        if (l > 0) ctx.previous_layer_recon = state.block(l - 1, kind, h);
-        ctx.table = options_.table;
-        ctx.rope = options_.rope;
-        ctx.rope_cos = state.rope_cos, ctx.rope_sin = state.rope_sin;
-        return ctx;
-    }
-
-    static void open_loop_residual(P& predictor, const predict::block_context& ctx, const typename P::params& pparams,
-                                   std::span<const float> x, std::span<float> residual) {
-        predictor.reset(ctx, pparams);
-        std::vector<float> pred(ctx.cols);
-        for (std::uint32_t t = 0; t < ctx.rows; ++t) {
-            predictor.predict(t, pred);
-            const auto row = x.subspan(std::size_t(t) * ctx.cols, ctx.cols);
-            for (std::uint32_t c = 0; c < ctx.cols; ++c) residual[std::size_t(t) * ctx.cols + c] = row[c] - pred[c];
-            predictor.observe(t, row);
-        }
-    }
-
-    static constexpr bool plan_needs_residual() {
-        if constexpr (requires { Q::plan_uses_residual; }) return Q::plan_uses_residual;
-        else return true;
-    }
-
-    // Row context classes known before decoding (rANS contexts); predictors without
-    // row_classes() get class 0 everywhere in rANS mode.
-    static void row_classes(const P& predictor, const predict::block_context& ctx, const typename P::params& pp,
-                            std::span<std::uint8_t> out) {
-        if constexpr (requires { predictor.row_classes(ctx, pp, out); }) predictor.row_classes(ctx, pp, out);
-        else std::fill(out.begin(), out.end(), std::uint8_t(0));
-    }
-
     // rANS stream shape: sources = heads × (most quantizer contexts of a head), largest alphabet.
-    lossy::grouped_stream_shape stream_shape(const std::vector<typename Q::params>& qparams) const {
+    grouped_stream_shape stream_shape(const worker_type& worker, std::span<const block> blocks) const {
         std::uint32_t alphabet = 1, contexts = 1;
-        for (const auto& qp : qparams) {
-            contexts = std::max(contexts, quantizer_.context_count(qp));
-            for (std::uint32_t c = 0; c < quantizer_.context_count(qp); ++c)
-                alphabet = std::max(alphabet, quantizer_.context_alphabet(qp, c));
+        for (const auto& b : blocks) {
+            contexts = std::max(contexts, worker.context_count(b));
+            for (std::uint32_t c = 0; c < worker.context_count(b); ++c) alphabet = std::max(alphabet, worker.context_alphabet(b, c));
         }
-        const auto sources = std::uint32_t(qparams.size()) * contexts;
-        require_usage(std::uint64_t(sources) * P::context_classes <= coding::max_alphabet_size, "lossy_codec: too many rANS contexts");
+        const auto sources = std::uint32_t(blocks.size()) * contexts;
+        require_usage(std::uint64_t(sources) * P::context_classes <= coding::max_alphabet_size, "lossy codec: too many rANS contexts");
         return {sources, P::context_classes, alphabet};
     }
 
-    void append_contexts(const typename Q::params& qp, std::span<const std::uint8_t> classes, std::uint16_t offset,
-                         std::vector<std::uint16_t>& out) const {
-        const std::uint32_t n_sym = quantizer_.symbols_per_row(qp);
-        std::vector<std::uint16_t> base(n_sym);
-        for (std::uint32_t j = 0; j < n_sym; ++j)
-            base[j] = std::uint16_t(offset + quantizer_.symbol_context(qp, j) * P::context_classes);
-        for (auto cls : classes)
-            for (std::uint32_t j = 0; j < n_sym; ++j) out.push_back(std::uint16_t(base[j] + cls));
+    // Entropy-codes one stage's symbols (blocks in head order).
+    void code_symbols(const worker_type& worker, stage& st) const {
+        if constexpr (ahead) {
+            const grouped_stream_shape shape = stream_shape(worker, st.blocks);
+            const std::uint32_t per_head = (shape.sources / std::uint32_t(st.blocks.size())) * P::context_classes;
+            std::vector<std::uint16_t> symbols, contexts;
+            for (std::size_t h = 0; h < st.blocks.size(); ++h) {
+                const block& b = st.blocks[h];
+                symbols.insert(symbols.end(), b.symbols.begin(), b.symbols.end());
+                for (auto c : b.contexts) contexts.push_back(std::uint16_t(h * per_head + c));
+            }
+            st.symbols = Coder::encode(symbols, contexts, shape);
+        } else {
+            symbol_writer writer(Coder::id, st.symbols);
+            for (const block& b : st.blocks) {
+                writer.set_models(b.alphabets);
+                for (std::size_t i = 0; i < b.symbols.size(); ++i) writer.put(b.symbols[i], b.contexts[i]);
+            }
+            writer.finish();
+        }
     }
 
-    // Where a block's symbols come from / go to. Exactly one path is set.
-    struct stream_io {
-        lossy::symbol_writer* writer = nullptr;                            // packed / adaptive encoder
-        lossy::symbol_reader* reader = nullptr;                            // packed / adaptive decoder
-        std::vector<std::uint16_t>* rans_symbols = nullptr;                // rANS encoder: appended
-        std::vector<std::uint16_t>* rans_contexts = nullptr;
-        std::span<const std::uint16_t> rans_decoded;                       // rANS decoder: this block's symbols
-        std::span<const std::uint8_t> classes;                             // rows' precomputed classes
-        std::uint32_t rans_context_offset = 0;                             // head × contexts per head × classes
-    };
+    // Decoder, block coders: every context from the row classes, then the whole stream.
+    void decode_stage_symbols(const worker_type& worker, stage& st) const {
+        const grouped_stream_shape shape = stream_shape(worker, st.blocks);
+        const std::uint32_t per_head = (shape.sources / std::uint32_t(st.blocks.size())) * P::context_classes;
+        std::vector<std::uint16_t> contexts;
+        std::vector<std::size_t> offsets{0};
+        for (std::size_t h = 0; h < st.blocks.size(); ++h) {
+            worker.append_contexts(st.blocks[h], std::uint32_t(h * per_head), contexts);
+            offsets.push_back(contexts.size());
+        }
+        st.decoded.resize(contexts.size());
+        Coder::decode(st.symbol_bytes, contexts, st.decoded, shape);
+        for (std::size_t h = 0; h < st.blocks.size(); ++h)
+            st.blocks[h].decoded = std::span<const std::uint16_t>(st.decoded).subspan(offsets[h], offsets[h + 1] - offsets[h]);
+    }
 
-    // The closed loop shared by both sides: predict, (de)quantize, code symbols, observe.
-    template <class RowCoder>
-    void run_block(P& predictor, const predict::block_context& ctx, const typename P::params& pparams,
-                   const typename Q::params& qparams, std::span<float> recon, RowCoder&& code_row, stream_io& io) const {
-        constexpr std::uint32_t classes = P::context_classes;
-        const bool rans = options_.coding == lossy::symbol_coding::rans;
-        const bool decoding = io.reader != nullptr || (rans && io.rans_symbols == nullptr);
-        const std::uint32_t n_sym = quantizer_.symbols_per_row(qparams);
-        const std::uint32_t n_ctx = quantizer_.context_count(qparams);
-        std::vector<std::uint32_t> alphabets(n_ctx * classes), sym_ctx(n_sym), sym_alphabet(n_sym);
-        for (std::uint32_t c = 0; c < n_ctx; ++c)
-            for (std::uint32_t k = 0; k < classes; ++k) alphabets[c * classes + k] = quantizer_.context_alphabet(qparams, c);
-        for (std::uint32_t j = 0; j < n_sym; ++j) {
-            sym_ctx[j] = quantizer_.symbol_context(qparams, j) * classes;
-            sym_alphabet[j] = quantizer_.context_alphabet(qparams, quantizer_.symbol_context(qparams, j));
-        }
-        if (io.writer) io.writer->set_models(alphabets);
-        if (io.reader) io.reader->set_models(alphabets);
-        bool check_rows = false;  // decoded rANS symbols need per-row alphabet checks
-        if (rans && decoding) {
-            require_format(io.rans_decoded.size() == std::size_t(n_sym) * ctx.rows, "lossy chunk: rANS stream size mismatch");
-            std::uint32_t min_alphabet = ~0u;
-            std::uint16_t max_symbol = 0;
-            for (auto a : sym_alphabet) min_alphabet = std::min(min_alphabet, a);
-            for (auto s : io.rans_decoded) max_symbol = std::max(max_symbol, s);
-            check_rows = max_symbol >= min_alphabet;
-        }
-        predictor.reset(ctx, pparams);
-        std::vector<float> pred(ctx.cols);
-        std::vector<std::uint16_t> syms(n_sym);
-        for (std::uint32_t t = 0; t < ctx.rows; ++t) {
-            const std::uint32_t cls = predictor.predict(t, pred);
-            require_usage(cls < classes, "lossy_codec: predictor returned a bad context class");
-            const std::uint32_t coded_cls = rans ? io.classes[t] : cls;
-            if constexpr (predict::RowClassesKnownAhead<P>)
-                require_usage(!rans || coded_cls == cls, "lossy_codec: predictor's row_classes() disagrees with predict()");
-            auto rec = recon.subspan(std::size_t(t) * ctx.cols, ctx.cols);
-            if (io.reader) {
-                for (std::uint32_t j = 0; j < n_sym; ++j) syms[j] = io.reader->get(sym_ctx[j] + cls);
-            } else if (rans && decoding) {
-                const auto row = io.rans_decoded.subspan(std::size_t(t) * n_sym, n_sym);
-                if (check_rows)
-                    for (std::uint32_t j = 0; j < n_sym; ++j)
-                        require_format(row[j] < sym_alphabet[j], "lossy chunk: rANS symbol outside its context's alphabet");
-                if constexpr (std::is_invocable_v<RowCoder&, std::uint32_t, std::span<const float>, std::span<const std::uint16_t>,
-                                                  std::span<float>>) {
-                    code_row(t, pred, row, rec);  // straight from the decoded stream
-                } else {
-                    std::copy(row.begin(), row.end(), syms.begin());
-                    code_row(t, pred, syms, rec);
-                }
-                predictor.observe(t, rec);
-                continue;
-            }
-            code_row(t, pred, syms, rec);
-            if (io.writer)
-                for (std::uint32_t j = 0; j < n_sym; ++j) io.writer->put(syms[j], sym_ctx[j] + cls);
-            if (io.rans_symbols)
-                for (std::uint32_t j = 0; j < n_sym; ++j) {
-                    io.rans_symbols->push_back(syms[j]);
-                    io.rans_contexts->push_back(std::uint16_t(io.rans_context_offset + sym_ctx[j] + coded_cls));
-                }
-            predictor.observe(t, rec);
-        }
+    static void write_stage(byte_writer& out, const worker_type& worker, const stage& st) {
+        byte_vector side;
+        byte_writer w(side);
+        for (const block& b : st.blocks) worker.write_params(b, w);
+        std::size_t row_side = st.row_side.size();
+        for (const block& b : st.blocks) row_side += b.row_side.size();
+        coding::put_varint(out, side.size() + row_side);
+        out.put_bytes(side);
+        for (const block& b : st.blocks) out.put_bytes(b.row_side);
+        out.put_bytes(st.row_side);
+        coding::put_varint(out, st.symbols.size());
+        out.put_bytes(st.symbols);
+    }
+
+    // Decoder: reads one stage's byte ranges and every block's params; returns the side reader
+    // positioned at the per-row side bytes.
+    byte_reader read_stage(byte_reader& reader, const worker_type& worker, stage& st) const {
+        st.side_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
+        st.symbol_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
+        byte_reader side(st.side_bytes, "lossy side stream");
+        for (block& b : st.blocks) worker.read_params(b, side);
+        if constexpr (ahead)
+            for (block& b : st.blocks) worker.compute_row_classes(b);
+        return side;
     }
 
     Q quantizer_;
     P predictor_;
     R rate_;
-    lossy_codec_options options_;
+    codec_options options_;
 };
 
-}  // namespace seqkv
+template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, Schedule S, backend::Backend B, predict::RatePolicy R>
+    requires(!S::token_major || Coder::contexts_known_ahead)
+byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& in, chunk_buffer* recon) const {
+    require_usage(in.cache != nullptr && in.end >= in.begin && in.end <= in.cache->layout.tokens, "lossy codec: bad chunk input");
+    const kv_layout layout = in.cache->layout;
+    const auto rows = std::uint32_t(in.token_count());
+    const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;
+    chunk_state state(layout, rows);
+    cache_angles(state, in.begin);
+    if (recon) *recon = chunk_buffer::for_layout(layout, rows);
+    const std::vector<std::int32_t> shifts = row_shifts(in, rows);
+    const worker_type worker(quantizer_, predictor_);
+    backend::thread_pool& executor = *options_.executor;
+    const std::size_t block_size = std::size_t(rows) * cols;
+    // Per head: one layer's blocks at a time; token-major: the whole chunk at once.
+    const std::uint32_t stage_layers = S::token_major ? layout.layers : 1;
+    const std::uint32_t stage_count = 2 * stage_layers, block_count = stage_count * heads;
+    std::vector<block> blocks(block_count);
+    std::vector<stage> stages(stage_count);
+    std::vector<float> originals(block_size * block_count);
+    byte_vector payload{payload_version};
+    byte_writer out(payload);
+    for (std::uint32_t first = 0; first < layout.layers; first += stage_layers) {
+        for (std::uint32_t s = 0; s < stage_count; ++s) {
+            stages[s] = stage{};
+            stages[s].layer = first + s / 2, stages[s].kind = kv_kind(s % 2);
+            stages[s].blocks = std::span(blocks).subspan(std::size_t(s) * heads, heads);
+        }
+        // Plan every block (independent of each other), then run the closed loop.
+        executor.run(block_count, [&](std::size_t i) {
+            block& b = blocks[i];
+            b = block{};
+            const stage& st = stages[i / heads];
+            const auto h = std::uint32_t(i % heads);
+            setup_block(b, in, state, st.layer, st.kind, h, shifts);
+            auto orig = std::span(originals).subspan(i * block_size, block_size);
+            const kv_tensor_view& src = in.cache->tensor(st.layer, st.kind);
+            for (std::uint32_t t = 0; t < rows; ++t)
+                for (std::uint32_t c = 0; c < cols; ++c) orig[std::size_t(t) * cols + c] = src.at(h, in.begin + t, c);
+            b.original = orig;
+            worker.plan(b);
+            if constexpr (ahead) worker.compute_row_classes(b);
+            worker.start(b);
+            if constexpr (!S::token_major) {
+                byte_writer row_side(b.row_side);
+                worker.encode_rows(b, 0, rows, row_side, ahead);
+            }
+        });
+        if constexpr (S::token_major) {
+            S::visit(block_count, rows, [&](std::uint32_t i, std::uint32_t t0, std::uint32_t t1) {
+                byte_writer row_side(stages[i / heads].row_side);
+                worker.encode_rows(blocks[i], t0, t1, row_side, ahead);
+            });
+        }
+        executor.run(stage_count, [&](std::size_t s) { code_symbols(worker, stages[s]); });
+        for (const stage& st : stages) {
+            write_stage(out, worker, st);
+            if (recon) state.store(st.layer, st.kind, *recon);
+        }
+    }
+    return payload;
+}
+
+template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, Schedule S, backend::Backend B, predict::RatePolicy R>
+    requires(!S::token_major || Coder::contexts_known_ahead)
+void closed_loop_codec<Q, P, Coder, S, B, R>::decode(std::span<const std::uint8_t> payload, const chunk_input& in,
+                                                     chunk_buffer& out) const {
+    const kv_layout layout = out.layout;
+    const auto rows = std::uint32_t(layout.tokens);
+    const std::uint32_t heads = layout.kv_heads;
+    require_usage(out.bytes.size() == layout.total_bytes(), "lossy codec: output buffer not sized for the chunk");
+    chunk_state state(layout, rows);
+    cache_angles(state, in.begin);
+    const std::vector<std::int32_t> shifts = row_shifts(in, rows);
+    const worker_type worker(quantizer_, predictor_);
+    backend::thread_pool& executor = *options_.executor;
+    byte_reader reader(payload, "lossy chunk");
+    require_format(reader.get<std::uint8_t>() == payload_version, "lossy chunk: unknown payload version");
+    const std::uint32_t stage_layers = S::token_major ? layout.layers : 1;
+    const std::uint32_t stage_count = 2 * stage_layers, block_count = stage_count * heads;
+    std::vector<block> blocks(block_count);
+    std::vector<stage> stages(stage_count);
+    std::vector<byte_reader> sides;
+    for (std::uint32_t first = 0; first < layout.layers; first += stage_layers) {
+        sides.clear();
+        for (std::uint32_t s = 0; s < stage_count; ++s) {
+            stage& st = stages[s];
+            st = stage{};
+            st.layer = first + s / 2, st.kind = kv_kind(s % 2);
+            st.blocks = std::span(blocks).subspan(std::size_t(s) * heads, heads);
+            for (std::uint32_t h = 0; h < heads; ++h) {
+                st.blocks[h] = block{};
+                setup_block(st.blocks[h], in, state, st.layer, st.kind, h, shifts);
+            }
+            sides.push_back(read_stage(reader, worker, st));
+        }
+        if constexpr (S::token_major) {
+            executor.run(stage_count, [&](std::size_t s) { decode_stage_symbols(worker, stages[s]); });
+            for (block& b : blocks) worker.start(b, true);
+            S::visit(block_count, rows, [&](std::uint32_t i, std::uint32_t t0, std::uint32_t t1) {
+                worker.decode_rows(blocks[i], t0, t1, sides[i / heads]);
+            });
+        } else {
+            // Stages (K and V) are independent; heads within one share the per-row side stream.
+            executor.run(stage_count, [&](std::size_t s) {
+                stage& st = stages[s];
+                if constexpr (ahead) {
+                    decode_stage_symbols(worker, st);
+                    for (block& b : st.blocks) {
+                        worker.start(b, true);
+                        worker.decode_rows(b, 0, rows, sides[s]);
+                    }
+                } else {
+                    symbol_reader symbols(Coder::id, st.symbol_bytes);
+                    for (block& b : st.blocks) {
+                        worker.start(b);
+                        symbols.set_models(b.alphabets);
+                        worker.decode_rows(b, 0, rows, sides[s], symbols);
+                    }
+                    symbols.finish();
+                }
+            });
+        }
+        for (std::uint32_t s = 0; s < stage_count; ++s) {
+            require_format(sides[s].at_end(), "lossy chunk: trailing side bytes");
+            state.store(stages[s].layer, stages[s].kind, out);
+        }
+    }
+    require_format(reader.at_end(), "lossy chunk: trailing bytes");
+}
+
+}  // namespace seqkv::lossy

@@ -1,13 +1,16 @@
-// lossy_runtime_codec: a ChunkCodec that dispatches a runtime lossy_config to the compile-time
-// composed seqkv::lossy_codec<Quantizer, rope_domain<Predictor>, runtime_rate>.
-// Payload: u8 flags (bit 0: a per-chunk relative step follows as f32), then lossy_codec's payload.
+// lossy::runtime_codec<Backend>: the ChunkCodec the registry builds for a runtime lossy_config. It
+// maps the config's quantizer, predictor and symbol coding to the compile-time composed
+// seqkv::codec<Quantizer, rope_domain<Predictor>, coder, Backend, runtime_rate> — the one path
+// every lossy file takes — and adds the per-chunk rate search.
+// Payload: u8 flags (bit 0: a per-chunk relative step follows as f32), then the codec's payload.
 // With config.target_bits > 0 (uniform_step only) the encoder bisects the relative step per chunk
 // until the payload fits target_bits per element, and stores the step it chose.
 #pragma once
 
 #include <memory>
 
-#include "seqkv/codec/lossy/codec.hpp"
+#include "seqkv/backend/backend.hpp"
+#include "seqkv/codec/codec.hpp"
 #include "seqkv/codec/lossy/config.hpp"
 #include "seqkv/predict/linear.hpp"
 #include "seqkv/predict/token_mean.hpp"
@@ -29,12 +32,17 @@ struct runtime_rate {
 };
 static_assert(predict::RatePolicy<runtime_rate>);
 
-/// The lossy codec for any runtime configuration.
-class lossy_runtime_codec {
+namespace lossy {
+
+/// The lossy codec for any runtime configuration; Backend picks kernels and executor type.
+template <backend::Backend Backend = backend::simd>
+class runtime_codec {
 public:
-    /// table must be the expected-KV table whose hash the config names (or null when it names none).
-    explicit lossy_runtime_codec(lossy_config config, std::shared_ptr<const predict::expected_kv_table> table = nullptr)
-        : config_(std::move(config)), table_(std::move(table)) {
+    /// table must be the expected-KV table whose hash the config names (or null when it names none);
+    /// executor runs the block workers (null: the caller's thread only).
+    explicit runtime_codec(lossy_config config, std::shared_ptr<const predict::expected_kv_table> table = nullptr,
+                           std::shared_ptr<backend::thread_pool> executor = nullptr)
+        : config_(std::move(config)), table_(std::move(table)), executor_(std::move(executor)) {
         config_.validate();
         if (config_.table_hash != 0) {
             require_usage(table_ != nullptr, "lossy codec: config references an expected-KV table; none given");
@@ -48,47 +56,10 @@ public:
 
     byte_vector encode(const chunk_input& in) const { return encode(in, nullptr); }
     /// Encodes and (if recon) writes the exact reconstruction the decoder will produce.
-    byte_vector encode(const chunk_input& in, chunk_buffer* recon) const {
-        if (config_.target_bits <= 0 || config_.quantizer != lossy_quantizer::uniform_step)
-            return with_prefix(0, 0, visit<byte_vector>(config_.relative_step, [&](const auto& c) { return c.encode(in, recon); }));
-        // Bisect log2(step) for the smallest step whose payload fits the target.
-        const double elements = double(in.token_count()) * double(in.cache->layout.elements_per_token());
-        const double budget_bytes = config_.target_bits * elements / 8.0 - 5.0;  // 5: flags + step prefix
-        float lo = -12, hi = 8;  // log2 of the relative step
-        byte_vector best;
-        float best_step = 0;
-        for (int it = 0; it < 12; ++it) {
-            const float mid = 0.5f * (lo + hi);
-            const float step = quant::round_mantissa(std::exp2(mid), quant::uniform_step::step_mantissa_bits);
-            byte_vector p = visit<byte_vector>(step, [&](const auto& c) { return c.encode(in, nullptr); });
-            if (double(p.size()) <= budget_bytes) {
-                hi = mid, best = std::move(p), best_step = step;
-            } else {
-                lo = mid;
-            }
-        }
-        if (best.empty()) best_step = quant::round_mantissa(std::exp2(hi), quant::uniform_step::step_mantissa_bits);
-        return with_prefix(1, best_step, visit<byte_vector>(best_step, [&](const auto& c) { return c.encode(in, recon); }));
-    }
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
-        byte_reader r(payload, "lossy chunk");
-        const auto flags = r.get<std::uint8_t>();
-        require_format(flags <= 1, "lossy chunk: unknown flags");
-        float step = config_.relative_step;
-        if (flags & 1) {
-            step = std::bit_cast<float>(r.get<std::uint32_t>());
-            require_format(std::isfinite(step) && step >= 0x1p-20f && step <= 0x1p20f &&
-                               quant::round_mantissa(step, quant::uniform_step::step_mantissa_bits) == step,
-                           "lossy chunk: bad relative step");
-        }
-        const auto rest = payload.subspan(r.position());
-        visit<int>(step, [&](const auto& c) {
-            c.decode(rest, in, out);
-            return 0;
-        });
-    }
+    byte_vector encode(const chunk_input& in, chunk_buffer* recon) const;
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
 
-    /// Calls f(codec) with the concrete lossy_codec for this config (relative step overridden).
+    /// Calls f(codec) with the concrete codec for this config (relative step overridden).
     template <class Result, class F>
     Result visit(float relative_step, F&& f) const {
         switch (config_.quantizer) {
@@ -122,10 +93,19 @@ private:
     }
     template <class Result, class Q, class P, class F>
     Result make(Q q, P p, F& f) const {
-        lossy_codec_options o{config_.coding, rope_.get(), table_.get()};
+        switch (config_.coding) {
+            case symbol_coding::packed: return make_with<Result, packed_symbols>(std::move(q), std::move(p), f);
+            case symbol_coding::adaptive: return make_with<Result, adaptive_range_symbols>(std::move(q), std::move(p), f);
+            case symbol_coding::rans: return make_with<Result, grouped_rans_symbols<true>>(std::move(q), std::move(p), f);
+        }
+        throw usage_error("lossy codec: unknown symbol coding");
+    }
+    template <class Result, class Coder, class Q, class P, class F>
+    Result make_with(Q q, P p, F& f) const {
+        codec_options o{rope_.get(), table_.get(), executor_};
         runtime_rate rate{config_.rate == lossy_rate::surprisal, predict::surprisal_rate(config_.surprisal_base_bits)};
-        return f(lossy_codec<Q, predict::rope_domain<P>, runtime_rate>(std::move(q), predict::rope_domain<P>(std::move(p)),
-                                                                      rate, o));
+        return f(seqkv::codec<Q, predict::rope_domain<P>, Coder, Backend, runtime_rate>(
+            std::move(q), predict::rope_domain<P>(std::move(p)), rate, std::move(o)));
     }
     static byte_vector with_prefix(std::uint8_t flags, float step, byte_vector inner) {
         byte_vector out{flags};
@@ -140,7 +120,57 @@ private:
     lossy_config config_;
     std::shared_ptr<const predict::expected_kv_table> table_;
     std::shared_ptr<const predict::rope_table> rope_;
+    std::shared_ptr<backend::thread_pool> executor_;
 };
-static_assert(ChunkCodec<lossy_runtime_codec>);
+
+template <backend::Backend Backend>
+byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* recon) const {
+    if (config_.target_bits <= 0 || config_.quantizer != lossy_quantizer::uniform_step)
+        return with_prefix(0, 0, visit<byte_vector>(config_.relative_step, [&](const auto& c) { return c.encode(in, recon); }));
+    // Bisect log2(step) for the smallest step whose payload fits the target.
+    const double elements = double(in.token_count()) * double(in.cache->layout.elements_per_token());
+    const double budget_bytes = config_.target_bits * elements / 8.0 - 5.0;  // 5: flags + step prefix
+    float lo = -12, hi = 8;  // log2 of the relative step
+    byte_vector best;
+    float best_step = 0;
+    for (int it = 0; it < 12; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        const float step = quant::round_mantissa(std::exp2(mid), quant::uniform_step::step_mantissa_bits);
+        byte_vector p = visit<byte_vector>(step, [&](const auto& c) { return c.encode(in, nullptr); });
+        if (double(p.size()) <= budget_bytes) {
+            hi = mid, best = std::move(p), best_step = step;
+        } else {
+            lo = mid;
+        }
+    }
+    if (best.empty()) best_step = quant::round_mantissa(std::exp2(hi), quant::uniform_step::step_mantissa_bits);
+    return with_prefix(1, best_step, visit<byte_vector>(best_step, [&](const auto& c) { return c.encode(in, recon); }));
+}
+
+template <backend::Backend Backend>
+void runtime_codec<Backend>::decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+    byte_reader r(payload, "lossy chunk");
+    const auto flags = r.get<std::uint8_t>();
+    require_format(flags <= 1, "lossy chunk: unknown flags");
+    float step = config_.relative_step;
+    if (flags & 1) {
+        step = std::bit_cast<float>(r.get<std::uint32_t>());
+        require_format(std::isfinite(step) && step >= 0x1p-20f && step <= 0x1p20f &&
+                           quant::round_mantissa(step, quant::uniform_step::step_mantissa_bits) == step,
+                       "lossy chunk: bad relative step");
+    }
+    const auto rest = payload.subspan(r.position());
+    visit<int>(step, [&](const auto& c) {
+        c.decode(rest, in, out);
+        return 0;
+    });
+}
+
+static_assert(ChunkCodec<runtime_codec<backend::simd>>);
+
+}  // namespace lossy
+
+/// The lossy runtime codec with the default backend.
+using lossy_runtime_codec = lossy::runtime_codec<backend::simd>;
 
 }  // namespace seqkv

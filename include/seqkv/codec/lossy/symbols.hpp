@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "seqkv/coding/adaptive_model.hpp"
@@ -246,5 +247,61 @@ private:
     unsigned bit_count_ = 0;
     std::size_t position_ = 0;
 };
+
+}  // namespace seqkv::lossy
+
+namespace seqkv::lossy {
+
+// Symbol coder policies: the entropy-coder stage as the lossy codec calls it. Sequential coders
+// (packed, adaptive range) code one symbol at a time, so a context may depend on anything decoded
+// so far and decoding interleaves with reconstruction. Block coders declare contexts_known_ahead:
+// the decoder derives every context before decoding (side information, predictor row classes)
+// and decodes a whole (layer, K/V) stream at once — what lets blocks be reconstructed in any order.
+
+/// bits_for_alphabet(alphabet) bits per symbol, no model.
+struct packed_symbols {
+    static constexpr symbol_coding id = symbol_coding::packed;
+    static constexpr bool contexts_known_ahead = false;
+    static constexpr std::string_view name = "packed";
+};
+/// Range coder, one adaptive order-0 model per context (models reset per block).
+struct adaptive_range_symbols {
+    static constexpr symbol_coding id = symbol_coding::adaptive;
+    static constexpr bool contexts_known_ahead = false;
+    static constexpr std::string_view name = "adaptive";
+};
+/// Static-table interleaved rANS over a grouped stream (encode_grouped_stream).
+template <bool ParametricTables = true>
+struct grouped_rans_symbols {
+    static constexpr symbol_coding id = symbol_coding::rans;
+    static constexpr bool contexts_known_ahead = true;
+    static constexpr std::string_view name = ParametricTables ? "rans" : "rans-static";
+    static byte_vector encode(std::span<const std::uint16_t> symbols, std::span<const std::uint16_t> contexts,
+                              const grouped_stream_shape& shape) {
+        return encode_grouped_stream(symbols, contexts, shape, ParametricTables);
+    }
+    static void decode(std::span<const std::uint8_t> bytes, std::span<const std::uint16_t> contexts,
+                       std::span<std::uint16_t> out, const grouped_stream_shape& shape) {
+        decode_grouped_stream(bytes, contexts, out, shape);
+    }
+};
+
+/// A symbol coder policy: sequential (coded through symbol_writer / symbol_reader of its id) or a
+/// block coder with contexts known ahead (static encode / decode of a whole stream).
+template <class C>
+concept SymbolCoder = requires {
+    { C::id } -> std::convertible_to<symbol_coding>;
+    { C::contexts_known_ahead } -> std::convertible_to<bool>;
+    { C::name } -> std::convertible_to<std::string_view>;
+} && (!C::contexts_known_ahead || requires(std::span<const std::uint16_t> s, std::span<const std::uint8_t> b,
+                                             std::span<std::uint16_t> out, const grouped_stream_shape& shape) {
+    { C::encode(s, s, shape) } -> std::same_as<byte_vector>;
+    { C::decode(b, s, out, shape) } -> std::same_as<void>;
+});
+
+static_assert(SymbolCoder<packed_symbols>);
+static_assert(SymbolCoder<adaptive_range_symbols>);
+static_assert(SymbolCoder<grouped_rans_symbols<true>>);
+static_assert(SymbolCoder<grouped_rans_symbols<false>>);
 
 }  // namespace seqkv::lossy
