@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "seqkv/io/gguf.hpp"
-#include "seqkv/io/llama_skv.hpp"
+#include "seqkv/convert/llama_skv.hpp"
 
 namespace {
 

@@ -18,7 +18,8 @@
 #include "common/kv_files.hpp"
 #include "lossy_rd_plot.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
-#include "seqkv/predict/expected_kv_io.hpp"
+#include "seqkv/io/expected_kv_table.hpp"
+#include "seqkv/metrics/kv_metrics.hpp"
 
 using namespace seqkv;
 namespace fs = std::filesystem;
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
             std::vector<const io::safetensors_file*> corpus;
             for (std::size_t j = 0; j < dumps.size(); ++j)
                 if (j != i) corpus.push_back(&dumps[j]->file);
-            table = std::make_shared<const predict::expected_kv_table>(predict::build_expected_kv_table(corpus));
+            table = std::make_shared<const predict::expected_kv_table>(io::build_expected_kv_table(corpus));
         }
         const lossy_model_info m{d.rope_theta, d.view.layout.head_dim, table.get(), d.rope_interleaved};
         const metrics::attention_probe probe(d.view, d.queries);

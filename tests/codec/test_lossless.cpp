@@ -527,7 +527,7 @@ TEST(Lossless, SimdRotatedPredictionMatchesScalarBits) {
                             case 2: v = std::ldexp(v, -int(rng() % 40)); break;
                             default: break;
                         }
-                        cs[i] = lossless::rope::detail::truncate28(v);
+                        cs[i] = predict::rope_math::truncate28(v);
                     }
                     compare(cs.data(), "random", trial);
                 }
@@ -597,7 +597,7 @@ TEST(Lossless, FastRotatedPredictionMatchesGenericBits) {
 
 // The cached rotation tables hold exactly the normative values (anchor * fine, 28-bit truncated).
 TEST(Lossless, CachedRotationTableMatchesDirectComputation) {
-    namespace d = lossless::rope::detail;
+    namespace d = predict::rope_math;
     const std::uint32_t D = 64, half = D / 2;
     for (double theta : {10000.0, 500000.0}) {
         std::vector<std::uint64_t> ref(2000, lossless::detail::no_reference);
@@ -607,12 +607,12 @@ TEST(Lossless, CachedRotationTableMatchesDirectComputation) {
         for (std::uint64_t t = 1; t < ref.size(); t += 7) {
             const std::uint64_t delta = t - ref[t], a = delta / 32, j = delta % 32;
             for (std::uint32_t i = 0; i < half; ++i) {
-                const double f = d::exp(-d::exact_mul(log_theta, double(2 * i) / double(D)));
+                const double f = d::exp(-unfused_mul(log_theta, double(2 * i) / double(D)));
                 double ca, sa, cb, sb;
-                d::cos_sin(d::exact_mul(double(a * 32), f), ca, sa);
-                d::cos_sin(d::exact_mul(double(j), f), cb, sb);
-                const double c = d::truncate28(d::exact_mul(ca, cb) - d::exact_mul(sa, sb));
-                const double s = d::truncate28(d::exact_mul(sa, cb) + d::exact_mul(ca, sb));
+                d::cos_sin<d::precision::truncated28>(unfused_mul(double(a * 32), f), ca, sa);
+                d::cos_sin<d::precision::truncated28>(unfused_mul(double(j), f), cb, sb);
+                const double c = d::truncate28(unfused_mul(ca, cb) - unfused_mul(sa, sb));
+                const double s = d::truncate28(unfused_mul(sa, cb) + unfused_mul(ca, sb));
                 ASSERT_EQ(std::bit_cast<std::uint64_t>(table.cos(t)[i]), std::bit_cast<std::uint64_t>(c)) << t << " " << i;
                 ASSERT_EQ(std::bit_cast<std::uint64_t>(table.sin(t)[i]), std::bit_cast<std::uint64_t>(s)) << t << " " << i;
             }
@@ -633,12 +633,12 @@ TEST(Lossless, RopeResidualIsABijectionOnAllBitPatterns) {
 TEST(Lossless, RopeMathIsAccurate) {
     for (double x : {0.0, 0.5, 1.0, 3.0, 100.0, 511.0, 4096.5, 65535.0}) {
         double c, s;
-        lossless::rope::detail::cos_sin(x, c, s);
+        predict::rope_math::cos_sin<predict::rope_math::precision::truncated28>(x, c, s);
         EXPECT_NEAR(c, std::cos(x), 1e-13);
         EXPECT_NEAR(s, std::sin(x), 1e-13);
     }
-    for (double x : {1.0, 2.0, 10000.0, 500000.0, 1e9}) EXPECT_NEAR(lossless::rope::detail::log(x), std::log(x), 1e-13 * std::log(x) + 1e-15);
-    for (double x : {-30.0, -9.2, -1.0, 0.0, 0.3}) EXPECT_NEAR(lossless::rope::detail::exp(x), std::exp(x), 1e-14 * std::exp(x));
+    for (double x : {1.0, 2.0, 10000.0, 500000.0, 1e9}) EXPECT_NEAR(predict::rope_math::log(x), std::log(x), 1e-13 * std::log(x) + 1e-15);
+    for (double x : {-30.0, -9.2, -1.0, 0.0, 0.3}) EXPECT_NEAR(predict::rope_math::exp(x), std::exp(x), 1e-14 * std::exp(x));
 }
 
 TEST(Lossless, ConfigCarriesRopeParameters) {

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "seqkv/io/gguf.hpp"
-#include "seqkv/io/llama_skv.hpp"
+#include "seqkv/convert/llama_skv.hpp"
 
 namespace {
 

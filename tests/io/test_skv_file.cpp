@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <random>
 
-#include "seqkv/io/skv_file.hpp"
+#include "seqkv/convert/skv_file.hpp"
 
 namespace {
 

@@ -6,7 +6,8 @@
 #include <random>
 
 #include "seqkv/codec/lossy/presets.hpp"
-#include "seqkv/predict/expected_kv_io.hpp"
+#include "seqkv/io/expected_kv_table.hpp"
+#include "seqkv/metrics/kv_metrics.hpp"
 
 using namespace seqkv;
 
@@ -206,9 +207,9 @@ TEST(LossyCodec, ExpectedKvTableBuildHashAndUse) {
     b.add("tokens", dtype::i32, {s.layout.tokens}, ids);
     const auto file = io::safetensors_file::parse(b.serialize());
     const io::safetensors_file* corpus[] = {&file};
-    auto table = std::make_shared<const predict::expected_kv_table>(predict::build_expected_kv_table(corpus));
+    auto table = std::make_shared<const predict::expected_kv_table>(io::build_expected_kv_table(corpus));
     EXPECT_FALSE(table->keys_prerope());  // no k_prerope tensors: only the V means are used
-    const auto reparsed = predict::parse_expected_kv_table(io::safetensors_file::parse(predict::serialize_expected_kv_table(*table)));
+    const auto reparsed = io::parse_expected_kv_table(io::safetensors_file::parse(io::serialize_expected_kv_table(*table)));
     EXPECT_EQ(reparsed.content_hash(), table->content_hash());
     lossy_model_info m = s.model();
     m.table = table.get();

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "seqkv/io/gguf.hpp"
-#include "seqkv/io/llama_skv.hpp"
+#include "seqkv/convert/llama_skv.hpp"
 #include "seqkv/metrics/kv_metrics.hpp"
 #include "seqkv_presets.hpp"
 

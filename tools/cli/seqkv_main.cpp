@@ -9,9 +9,9 @@
 #include <iostream>
 #include <string>
 
-#include "seqkv/io/skv_file.hpp"
+#include "seqkv/convert/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
-#include "seqkv/predict/expected_kv_io.hpp"
+#include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
 
@@ -236,8 +236,8 @@ int main(int argc, char** argv) {
             std::vector<const seqkv::io::safetensors_file*> ptrs;
             for (const auto& p : corpus) files.push_back(seqkv::io::safetensors_file::load(p));
             for (const auto& f : files) ptrs.push_back(&f);
-            const auto t = seqkv::predict::build_expected_kv_table(ptrs);
-            const auto bytes = seqkv::predict::serialize_expected_kv_table(t);
+            const auto t = seqkv::io::build_expected_kv_table(ptrs);
+            const auto bytes = seqkv::io::serialize_expected_kv_table(t);
             seqkv::write_file(out, bytes);
             char hash[32];
             std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)t.content_hash());

@@ -10,8 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "seqkv/io/skv_file.hpp"
-#include "seqkv/predict/expected_kv_io.hpp"
+#include "seqkv/convert/skv_file.hpp"
+#include "seqkv/io/expected_kv_table.hpp"
+#include "seqkv/metrics/kv_metrics.hpp"
 
 namespace seqkv::cli {
 
@@ -42,7 +43,7 @@ inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
 inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_flags& flags) {
     if (flags.table_path.empty()) return nullptr;
     auto f = io::safetensors_file::load(flags.table_path);
-    return std::make_shared<const predict::expected_kv_table>(predict::parse_expected_kv_table(f));
+    return std::make_shared<const predict::expected_kv_table>(io::parse_expected_kv_table(f));
 }
 
 /// The file's metadata rope_theta (0 when absent); format_error when it is not a number.

@@ -151,9 +151,8 @@ struct parse_options {
     state_limits limits;
 };
 
-namespace detail {
-
-inline void put_cells(byte_writer& w, const std::vector<cell>& cells, bool ext) {
+/// Writes cell records (pos, sequence count, [ext], sequence ids) as the state stores them.
+inline void write_cells(byte_writer& w, const std::vector<cell>& cells, bool ext) {
     for (const auto& c : cells) {
         w.put<std::int32_t>(c.pos);
         w.put<std::uint32_t>(static_cast<std::uint32_t>(c.seq_ids.size()));
@@ -163,7 +162,8 @@ inline void put_cells(byte_writer& w, const std::vector<cell>& cells, bool ext) 
     }
 }
 
-inline std::vector<cell> get_cells(byte_reader& r, std::uint32_t count, bool ext, const state_limits& lim) {
+/// Reads count cell records written by write_cells; format_error past the data or the limits.
+inline std::vector<cell> read_cells(byte_reader& r, std::uint32_t count, bool ext, const state_limits& lim) {
     const std::size_t min_cell = ext ? 20 : 8;
     if (count > r.remaining() / min_cell) throw format_error("llama state: cell count " + std::to_string(count) + " exceeds the data");
     std::vector<cell> cells(count);
@@ -183,8 +183,8 @@ inline std::vector<cell> get_cells(byte_reader& r, std::uint32_t count, bool ext
     return cells;
 }
 
-// Reads and validates the type and size fields of one layer's K or V (no data).
-inline tensor_rows get_rows_header(byte_reader& r, bool transposed, const state_limits& lim) {
+/// Reads and validates the type and size fields of one layer's K or V (no data).
+inline tensor_rows read_rows_header(byte_reader& r, bool transposed, const state_limits& lim) {
     tensor_rows t;
     t.type = r.get<std::int32_t>();
     const auto* g = find_ggml_type(t.type);
@@ -209,16 +209,8 @@ inline std::uint64_t rows_bytes(const tensor_rows& t, std::uint64_t cells) {
     return (t.transposed ? std::uint64_t(t.embd) * t.element_bytes : t.row_bytes) * cells;
 }
 
-inline tensor_rows get_rows(byte_reader& r, std::size_t cells, bool transposed, const state_limits& lim) {
-    tensor_rows t = get_rows_header(r, transposed, lim);
-    const std::uint64_t per_cell = rows_bytes(t, 1);
-    if (per_cell > r.remaining() / std::max<std::size_t>(cells, 1)) throw format_error("llama state: K/V rows exceed the data");
-    const auto b = r.get_bytes(static_cast<std::size_t>(per_cell * cells));
-    t.bytes.assign(b.begin(), b.end());
-    return t;
-}
-
-inline void put_rows_header(byte_writer& w, const tensor_rows& t) {
+/// Writes the type and size fields of one layer's K or V (read_rows_header reads them).
+inline void write_rows_header(byte_writer& w, const tensor_rows& t) {
     w.put<std::int32_t>(t.type);
     if (t.transposed) {
         w.put<std::uint32_t>(t.element_bytes);
@@ -226,6 +218,17 @@ inline void put_rows_header(byte_writer& w, const tensor_rows& t) {
     } else {
         w.put<std::uint64_t>(t.row_bytes);
     }
+}
+
+namespace detail {
+
+inline tensor_rows get_rows(byte_reader& r, std::size_t cells, bool transposed, const state_limits& lim) {
+    tensor_rows t = read_rows_header(r, transposed, lim);
+    const std::uint64_t per_cell = rows_bytes(t, 1);
+    if (per_cell > r.remaining() / std::max<std::size_t>(cells, 1)) throw format_error("llama state: K/V rows exceed the data");
+    const auto b = r.get_bytes(static_cast<std::size_t>(per_cell * cells));
+    t.bytes.assign(b.begin(), b.end());
+    return t;
 }
 
 inline section get_section(byte_reader& r, bool ext, bool values, const state_limits& lim) {
@@ -237,7 +240,7 @@ inline section get_section(byte_reader& r, bool ext, bool values, const state_li
     for (auto& st : s.streams) {
         const auto count = r.get<std::uint32_t>();
         if (count == 0) continue;
-        st.cells = get_cells(r, count, ext, lim);
+        st.cells = read_cells(r, count, ext, lim);
         const auto v_trans = r.get<std::uint32_t>();
         if (v_trans > 1) throw format_error("llama state: v_trans flag " + std::to_string(v_trans) + " (expected 0 or 1)");
         st.v_trans = v_trans == 1;
@@ -358,13 +361,13 @@ inline byte_vector write_state(const state& s) {
             if (st.cells.empty()) continue;
             require_usage(st.k.size() == st.layers && st.v.size() == (s.has_values ? st.layers : 0),
                           "write_state: one K (and V) per layer");
-            detail::put_cells(w, st.cells, s.cell_ext);
+            write_cells(w, st.cells, s.cell_ext);
             w.put<std::uint32_t>(st.v_trans ? 1 : 0);
             w.put<std::uint32_t>(st.layers);
             for (const auto* part : {&st.k, &st.v})
                 for (const auto& t : *part) {
-                    require_usage(t.bytes.size() == detail::rows_bytes(t, st.cells.size()), "write_state: K/V bytes do not match the cells");
-                    detail::put_rows_header(w, t);
+                    require_usage(t.bytes.size() == rows_bytes(t, st.cells.size()), "write_state: K/V bytes do not match the cells");
+                    write_rows_header(w, t);
                     w.put_bytes(t.bytes);
                 }
         }

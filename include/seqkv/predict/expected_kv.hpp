@@ -1,7 +1,7 @@
 // Per-model table of expected KV per token id: the mean of K (pre-RoPE when available) and V of
 // every (layer, kv head, token id) over a corpus of dumps. Built once, shipped as shared side
 // information (like a calibrated codebook) and referenced by the codec config through its
-// content hash; tables are not part of any chunk's rate. See expected_kv_io.hpp to build/save/load.
+// content hash; tables are not part of any chunk's rate. See io/expected_kv_table.hpp to build/save/load.
 #pragma once
 
 #include <bit>

@@ -3,12 +3,11 @@
 // k. rope_domain<P> runs any predictor on un-rotated key reconstructions and rotates its
 // prediction back; values (and keys when no rope_table is given) pass through unchanged.
 //
-// Determinism note: inv_freq = theta^(-2i/D) needs pow(), so the ENCODER computes it once
-// (inverse_frequencies) and the codec config STORES the fp32 values. Angles are the fp32
-// product t · inv_freq (as in the reference model); cos/sin are evaluated by our own fixed
-// Cody–Waite reduction + Taylor polynomials in double with unfused products — no libm — and
-// rounded to fp32. Rotations use unfused products in a fixed order. The prediction only needs to
-// match between encoder and decoder, not the model's own RoPE bit for bit.
+// Determinism: the arithmetic is rope_math's fp32 rule. The ENCODER computes inv_freq once
+// (inverse_frequencies, libm-free) and the codec config STORES the fp32 values; angles are the
+// fp32 product t · inv_freq (as in the reference model), cos / sin rope_math's fixed series
+// rounded to fp32, rotations rope_math::rotate_pair. The prediction only needs to match between
+// encoder and decoder, not the model's own RoPE bit for bit.
 #pragma once
 
 #include <cmath>
@@ -17,43 +16,14 @@
 #include <vector>
 
 #include "seqkv/predict/predictor.hpp"
-#include "seqkv/core/exact.hpp"
+#include "seqkv/predict/rope_math.hpp"
 
 namespace seqkv::predict {
 
-namespace detail {
-// Taylor series on |r| <= pi/4 (+ margin); truncation error < 1e-16.
-inline double sin_poly(double r) {
-    const double r2 = unfused_mul(r, r);
-    double s = -1.0 / 1307674368000.0;  // -1/15!
-    for (double d : {1.0 / 6227020800.0, -1.0 / 39916800.0, 1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0})
-        s = unfused_mul(s, r2) + d;
-    return unfused_mul(unfused_mul(s, r2), r) + r;
-}
-inline double cos_poly(double r) {
-    const double r2 = unfused_mul(r, r);
-    double c = 1.0 / 20922789888000.0;  // 1/16!
-    for (double d : {-1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5})
-        c = unfused_mul(c, r2) + d;
-    return unfused_mul(c, r2) + 1.0;
-}
-}  // namespace detail
-
-/// Deterministic (libm-free) cos and sin of x >= 0, |x| < 2^30, accurate to a few ulp of double.
+/// Deterministic (libm-free) cos and sin of x >= 0, |x| < 2^30, accurate to a few ulp of double
+/// (rope_math's fp32 rule before rounding to fp32).
 inline void deterministic_cos_sin(double x, double& cos_out, double& sin_out) {
-    constexpr double two_over_pi = 6.36619772367581382433e-01;
-    constexpr double pio2_1 = 1.57079632673412561417e+00;   // first 33 bits of pi/2
-    constexpr double pio2_2 = 6.07710050630396597660e-11;   // next 33 bits
-    constexpr double pio2_2t = 2.02226624879595063154e-21;  // pi/2 - pio2_1 - pio2_2
-    const double k = std::nearbyint(unfused_mul(x, two_over_pi));  // IEEE rounding op, exact
-    const double r = ((x - unfused_mul(k, pio2_1)) - unfused_mul(k, pio2_2)) - unfused_mul(k, pio2_2t);
-    const double s = detail::sin_poly(r), c = detail::cos_poly(r);
-    switch (static_cast<long long>(k) & 3) {
-        case 0: cos_out = c, sin_out = s; break;
-        case 1: cos_out = -s, sin_out = c; break;
-        case 2: cos_out = -c, sin_out = -s; break;
-        default: cos_out = s, sin_out = -c; break;
-    }
+    rope_math::cos_sin<rope_math::precision::fp32>(x, cos_out, sin_out);
 }
 
 /// RoPE angles of one model: inv_freq per channel pair (stored in the codec config).
@@ -66,11 +36,10 @@ public:
         : inv_freq_(std::move(inv_freq)), interleaved_(interleaved) {
         for (float f : inv_freq_) require_format(std::isfinite(f) && f >= 0, "rope_table: invalid inverse frequency");
     }
-    /// Encoder only (uses libm pow): theta^(-2i/D) for i < D/2, rounded to fp32.
+    /// Encoder only: theta^(-2i/D) for i < D/2 (rope_math::inverse_frequencies), rounded to fp32.
     static std::vector<float> inverse_frequencies(double theta, std::uint32_t head_dim) {
-        std::vector<float> f(head_dim / 2);
-        for (std::uint32_t i = 0; i < f.size(); ++i) f[i] = float(1.0 / std::pow(theta, double(2 * i) / head_dim));
-        return f;
+        const std::vector<double> exact = rope_math::inverse_frequencies(theta, head_dim);
+        return std::vector<float>(exact.begin(), exact.end());
     }
     const std::vector<float>& inverse_frequencies() const { return inv_freq_; }
     /// True when channel 2i pairs with 2i + 1, false for rotate_half pairing.
@@ -81,12 +50,7 @@ public:
     void angles(std::uint64_t position, std::vector<float>& cos_out, std::vector<float>& sin_out) const {
         cos_out.resize(inv_freq_.size());
         sin_out.resize(inv_freq_.size());
-        for (std::size_t i = 0; i < inv_freq_.size(); ++i) {
-            const float angle = float(position) * inv_freq_[i];
-            double c, s;
-            deterministic_cos_sin(angle, c, s);
-            cos_out[i] = float(c), sin_out[i] = float(s);
-        }
+        rope_math::fp32_angles(position, inv_freq_, cos_out, sin_out);
     }
     /// cos/sin of (first_position + t) · inv_freq[i] for rows t < rows, [rows][head_dim / 2].
     /// Positions below cached_positions come from a memo shared by copies of this table
@@ -136,15 +100,17 @@ public:
 private:
     static void rotate_pairs(std::span<const float> in, std::span<float> out, std::span<const float> cos,
                              std::span<const float> sin, int direction, bool interleaved) {
-        // fp32 × fp32 products are exact in double, so a*c - b*s is one correctly rounded double
-        // operation whether or not the compiler fuses it: the same bits everywhere, and it vectorizes.
-        const std::size_t half = cos.size(), step = interleaved ? 2 : 1, other = interleaved ? 1 : half;
+        // fp32 × fp32 products are exact in double (rope_math::rotate_pair), and the loop vectorizes.
+        const std::size_t half = cos.size();
+        const auto style = interleaved ? rope_math::pairing::interleaved : rope_math::pairing::rotate_half;
+        const std::size_t step = rope_math::pair_channel(style, half, 1, 0), other = rope_math::pair_channel(style, half, 0, 1);
         const double sign = direction > 0 ? 1.0 : -1.0;
         for (std::size_t i = 0; i < half; ++i) {
-            const std::size_t i0 = i * step, i1 = i0 + other;
-            const double a = in[i0], b = in[i1], c = cos[i], s = sign * double(sin[i]);
-            out[i0] = float(a * c - b * s);
-            out[i1] = float(b * c + a * s);
+            const std::size_t i0 = i * step, i1 = i0 + other;  // rope_math::pair_channel(style, half, i, 0 / 1)
+            double x, y;
+            rope_math::rotate_pair(in[i0], in[i1], cos[i], sign * double(sin[i]), x, y);
+            out[i0] = float(x);
+            out[i1] = float(y);
         }
     }
     struct angle_memo {

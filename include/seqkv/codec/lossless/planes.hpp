@@ -1,4 +1,4 @@
-// Lossless coding of one [heads, tokens, head_dim] block of raw float elements, bit-exact for
+// Public: lossless coding of one [heads, tokens, head_dim] block of raw float elements, bit-exact for
 // any bit pattern (NaN payloads, -0.0, subnormals, Inf). Normative layout: docs/FORMAT.md,
 // "Codec 1: lossless".
 //
@@ -7,14 +7,14 @@
 //   reference, r = u XOR sign_flip[channel] << (width - 1) (optional per-channel sign map);
 //   the copy predictor instead drops rows that equal their same-id reference (row bitmap); the
 //   rotate predictor (keys, RoPE parameters known) codes bitmap rows as zigzag integer residuals
-//   against their same-id reference rotated by the relative RoPE angle (lossless_rope.hpp)
+//   against their same-id reference rotated by the relative RoPE angle (detail/rope.hpp)
 // then r is split into byte planes whose plane 0 holds the exponent (16-bit types: plane 0 =
 // bits 14..7, plane 1 = sign << 7 | bits 6..0; fp32: plane 0 = bits 30..23, plane 1 = sign << 7 |
 // bits 22..16, planes 2, 3 = low mantissa bytes; fp8: one plane = r). Plane 0 is coded with one
 // context per channel class (channels of similar mean exponent share a table; the class map is
 // side information); each other plane picks one context, the channel class, the plane-0 byte
 // bucket, or is stored raw. The encoder picks predictor, class count, sign map and plane modes
-// from histogram cost estimates (lossless_cost.hpp) and then encodes once.
+// from histogram cost estimates (detail/cost.hpp) and then encodes once.
 #pragma once
 
 #include <algorithm>
@@ -27,8 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "seqkv/codec/lossless/cost.hpp"
-#include "seqkv/codec/lossless/rope.hpp"
+#include "seqkv/codec/lossless/detail/cost.hpp"
+#include "seqkv/codec/lossless/detail/rope.hpp"
 #include "seqkv/coding/rans_block.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
@@ -204,5 +204,53 @@ private:
 
 }  // namespace seqkv::lossless
 
-#include "seqkv/codec/lossless/encode.hpp"
-#include "seqkv/codec/lossless/decode.hpp"
+#include "seqkv/codec/lossless/detail/encode.hpp"
+#include "seqkv/codec/lossless/detail/decode.hpp"
+
+namespace seqkv::lossless {
+
+/// Encodes a [heads, tokens, head_dim] block of raw little-endian elements of KV float type t,
+/// with the chunk's reference tokens (shared by its blocks).
+inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options,
+                                const token_references& refs) {
+    const std::size_t es = dtype_size(t);
+    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
+    require_usage(raw.size() == s.elements() * es, "lossless: block size does not match its shape");
+    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
+    require_usage(options.max_channel_classes >= 1 && options.max_channel_classes <= 255, "lossless: 1..255 channel classes");
+    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs, t);
+    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs, t);
+    return detail::encode_typed<std::uint32_t>(raw, s, options, refs, t);
+}
+
+/// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors
+/// (with options.rope also the rotated one).
+inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options = {},
+                                std::span<const std::int32_t> token_ids = {}) {
+    require_usage(token_ids.empty() || token_ids.size() == s.tokens, "lossless: one token id per token");
+    return encode_block(raw, t, s, options, token_references(s.tokens, token_ids, options.rope));
+}
+
+/// Decodes a block written by encode_block into out (raw little-endian elements of type t),
+/// with the chunk's reference tokens. Throws format_error on any inconsistency; never reads
+/// outside `coded`.
+inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
+                         coding::rans::decode_path path, const token_references& refs) {
+    const std::size_t es = dtype_size(t);
+    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
+    require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
+    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
+    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, t);
+    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, t);
+    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, t);
+}
+
+/// Decodes one block; token_ids and rope must be the ones given at encoding (or empty if none were).
+inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
+                         coding::rans::decode_path path = coding::rans::decode_path::automatic,
+                         std::span<const std::int32_t> token_ids = {}, std::optional<rope::parameters> rope = std::nullopt) {
+    if (!token_ids.empty() && token_ids.size() != s.tokens) throw format_error("lossless block: token id count differs from tokens");
+    decode_block(coded, t, s, out, path, token_references(s.tokens, token_ids, rope));
+}
+
+}  // namespace seqkv::lossless

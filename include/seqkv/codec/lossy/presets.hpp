@@ -1,5 +1,6 @@
 // Named lossy presets and explicit flags -> lossy_config, for the CLI and the bench.
-// Include this one header for everything lossy (config, runtime codec, presets, metrics).
+// Include this one header for everything lossy (config, runtime codec, presets, round trip);
+// quality measures are in metrics/kv_metrics.hpp (a layer above the codecs).
 //   lossless | int8 | fp8 | kivi2 | kivi4 | turbo2 | turbo3 | turbo4 | turbo2.5 | turbo3.5
 //   | seqkv-1bit | seqkv-2bit | seqkv-step:<relative step> | bound:<relative bound> | abs:<absolute bound>
 // seqkv-* presets use uniform_step + token-conditioned running mean (+ the expected-KV table
@@ -12,7 +13,6 @@
 
 #include "seqkv/codec/lossy/config.hpp"
 #include "seqkv/codec/lossy/runtime.hpp"
-#include "seqkv/metrics/kv_metrics.hpp"
 
 namespace seqkv {
 

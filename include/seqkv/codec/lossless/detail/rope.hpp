@@ -1,17 +1,17 @@
 // RoPE relative-rotation prediction for the lossless codec (predictor 5, docs/FORMAT.md "Codec 1:
 // lossless"). A repeated token's key at token t is predicted from its same-id reference row at
 // ref(t) rotated by the relative angle (t - ref(t)) * theta^(-2i/D) of each channel pair i; only
-// the relative offset matters, so no absolute position is needed.
+// the relative offset matters, so no absolute position is needed. Internal; `parameters`,
+// `pairing` and `valid` are public through codec/lossless/planes.hpp.
 //
 // Determinism (encoder and decoder must produce the same prediction bits on every machine, with
 // or without FMA contraction, flush-to-zero or libm differences):
 //   - element bits <-> double by integer operations only (zero/subnormal inputs read as 0,
 //     non-finite inputs make the pair's prediction 0; results below the type's smallest normal
 //     become 0, above its largest finite saturate);
-//   - theta^(-2i/D), cos and sin by our own log / exp / Cody-Waite + Taylor polynomials in double,
-//     every product through exact_mul (volatile: never contracted into an FMA);
-//   - cos and sin truncated to 28 significant bits, so a * cos and b * sin (a, b <= 24 significant
-//     bits) are exact in double and a * cos - b * sin is one IEEE rounding whichever way the
+//   - theta^(-2i/D), cos and sin are predict::rope_math's truncated28 rule (libm-free, cos and sin
+//     truncated to 28 significant bits), so a * cos and b * sin (a, b <= 24 significant bits) are
+//     exact in double and rope_math::rotate_pair is one IEEE rounding per line whichever way the
 //     compiler evaluates it.
 #pragma once
 
@@ -27,6 +27,7 @@
 
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/predict/rope_math.hpp"
 
 #include "seqkv/core/cpu.hpp"
 #define SEQKV_ROPE_AVX2_KERNEL SEQKV_X86_AVX2_KERNELS
@@ -34,10 +35,8 @@
 namespace seqkv::lossless::rope {
 
 /// How channels pair up for rotation.
-enum class pairing : std::uint8_t {
-    rotate_half = 1,  ///< Llama / NeoX: channel i with i + D/2
-    interleaved = 2,  ///< GPT-J: channel 2i with 2i + 1
-};
+using pairing = predict::rope_math::pairing;
+using predict::rope_math::pair_channel;
 
 /// RoPE parameters of the model that produced the keys (recorded in the codec params).
 struct parameters {
@@ -49,64 +48,6 @@ struct parameters {
 inline bool valid(const parameters& p) {
     return p.theta >= 1.0 && p.theta <= 1152921504606846976.0 && (p.style == pairing::rotate_half || p.style == pairing::interleaved);
 }
-
-namespace detail {
-
-inline double exact_mul(double a, double b) {
-    volatile double p = a * b;  // a separate rounded product: no FMA contraction across it
-    return p;
-}
-inline double pow2(std::int64_t k) {  // 2^k for |k| <= 1000, exact
-    return std::bit_cast<double>(std::uint64_t(k + 1023) << 52);
-}
-inline constexpr double ln2_hi = 6.93147180369123816490e-01;  // ln 2 split: hi has 32 bits
-inline constexpr double ln2_lo = 1.90821492927058770002e-10;
-
-/// Natural log of a normal, finite x > 0.
-inline double log(double x) {
-    const auto bits = std::bit_cast<std::uint64_t>(x);
-    std::int64_t e = std::int64_t((bits >> 52) & 0x7ff) - 1023;
-    double m = std::bit_cast<double>((bits & 0xfffffffffffffULL) | (std::uint64_t{1023} << 52));  // [1, 2)
-    if (m > 1.4142135623730951) m = exact_mul(m, 0.5), ++e;
-    const double s = (m - 1.0) / (m + 1.0), s2 = exact_mul(s, s);  // |s| <= 0.172
-    double sum = 0;
-    for (int k = 41; k >= 1; k -= 2) sum = exact_mul(sum, s2) + 1.0 / double(k);
-    return (exact_mul(double(e), ln2_hi) + exact_mul(double(e), ln2_lo)) + exact_mul(2.0 * s, sum);
-}
-/// e^x for -700 <= x <= 700.
-inline double exp(double x) {
-    const auto k = static_cast<std::int64_t>(x >= 0 ? exact_mul(x, 1.4426950408889634) + 0.5 : exact_mul(x, 1.4426950408889634) - 0.5);
-    const double r = (x - exact_mul(double(k), ln2_hi)) - exact_mul(double(k), ln2_lo);  // |r| <= 0.35
-    double sum = 1.0;
-    for (int n = 24; n >= 1; --n) sum = exact_mul(exact_mul(sum, r), 1.0 / double(n)) + 1.0;
-    return exact_mul(sum, pow2(k));
-}
-/// cos and sin of 0 <= x < 2^40 (accurate for x < 2^20 * pi/2; deterministic everywhere).
-inline void cos_sin(double x, double& c, double& s) {
-    constexpr double two_over_pi = 6.36619772367581382433e-01;
-    constexpr double pio2_1 = 1.57079632673412561417e+00;  // 33 bits
-    constexpr double pio2_2 = 6.07710050630396597660e-11;  // next 33 bits
-    constexpr double pio2_3 = 2.02226624879595063154e-21;  // rest
-    const auto k = static_cast<std::int64_t>(exact_mul(x, two_over_pi) + 0.5);
-    const double kd = double(k);
-    const double r = ((x - exact_mul(kd, pio2_1)) - exact_mul(kd, pio2_2)) - exact_mul(kd, pio2_3);  // |r| <= pi/4 + tiny
-    const double r2 = exact_mul(r, r);
-    // sin r = r (1 - r2/(2*3) (1 - r2/(4*5) (1 - ...))), cos r = 1 - r2/(1*2) (1 - r2/(3*4) (1 - ...))
-    double sp = 1.0, cp = 1.0;
-    for (int n = 21; n >= 3; n -= 2) sp = 1.0 - exact_mul(exact_mul(r2, 1.0 / double(n * (n - 1))), sp);
-    sp = exact_mul(r, sp);
-    for (int n = 20; n >= 2; n -= 2) cp = 1.0 - exact_mul(exact_mul(r2, 1.0 / double(n * (n - 1))), cp);
-    switch (k & 3) {
-        case 0: c = cp, s = sp; break;
-        case 1: c = -sp, s = cp; break;
-        case 2: c = -cp, s = -sp; break;
-        default: c = sp, s = -cp; break;
-    }
-}
-/// x with its significand truncated to 28 bits (sign and exponent kept).
-inline double truncate28(double x) { return std::bit_cast<double>(std::bit_cast<std::uint64_t>(x) & ~((std::uint64_t{1} << 24) - 1)); }
-
-}  // namespace detail
 
 /// Bit layout of a KV float type for integer-only conversions.
 struct float_format {
@@ -156,32 +97,7 @@ struct float_format {
 
 namespace detail {
 
-/// cos and sin (28-bit truncated) of delta * f_i, i < half, for deltas [first, first + count):
-/// row delta - first holds half cos values then half sin values. Every value is the normative
-/// one (docs/FORMAT.md): coarse anchor 32a times fine angle j, each product rounded separately.
-inline std::vector<double> delta_rows(std::span<const double> inv_freq, std::span<const double> fine, std::uint64_t first,
-                                      std::uint64_t count, std::uint32_t step) {
-    const std::size_t half = inv_freq.size();
-    std::vector<double> rows(std::size_t(count) * 2 * half);
-    std::vector<double> ac(half), as(half);
-    std::uint64_t anchor = ~std::uint64_t{0};
-    for (std::uint64_t k = 0; k < count; ++k) {
-        const std::uint64_t delta = first + k;
-        if (delta / step != anchor) {
-            anchor = delta / step;
-            for (std::size_t i = 0; i < half; ++i) cos_sin(exact_mul(double(anchor * step), inv_freq[i]), ac[i], as[i]);
-        }
-        const double *fc = &fine[(delta % step) * 2 * half], *fs = fc + half;
-        double* out = &rows[std::size_t(k) * 2 * half];
-        for (std::size_t i = 0; i < half; ++i) {
-            out[i] = truncate28(exact_mul(ac[i], fc[i]) - exact_mul(as[i], fs[i]));
-            out[half + i] = truncate28(exact_mul(as[i], fc[i]) + exact_mul(ac[i], fs[i]));
-        }
-    }
-    return rows;
-}
-
-/// Process-wide cache of delta_rows segments per (theta, head_dim): the tables depend on nothing
+/// Process-wide cache of rope_math::relative_angles segments per (theta, head_dim): the tables depend on nothing
 /// else, are immutable once built and are shared by every codec, chunk and thread. Segments are
 /// built outside the lock (a race builds identical bits twice); past a memory budget new segments
 /// are still returned but not kept.
@@ -210,7 +126,8 @@ public:
             }
         }
         if (!e) e = make_entry(theta, head_dim);
-        segment s = std::make_shared<const std::vector<double>>(delta_rows(e->inv_freq, e->fine, index * segment_deltas, segment_deltas, step));
+        segment s = std::make_shared<const std::vector<double>>(
+            predict::rope_math::relative_angles(e->inv_freq, e->fine, index * segment_deltas, segment_deltas, step));
         std::lock_guard lock(mutex_);
         auto& slot = entries_[k];
         if (!slot.base) slot.base = e, bytes_ += (e->inv_freq.size() + e->fine.size()) * sizeof(double);
@@ -238,14 +155,8 @@ private:
     };
     static std::shared_ptr<const entry> make_entry(double theta, std::uint32_t head_dim) {
         auto e = std::make_shared<entry>();
-        const std::uint32_t half = head_dim / 2;
-        e->inv_freq.resize(half);
-        const double log_theta = log(theta);
-        for (std::uint32_t i = 0; i < half; ++i) e->inv_freq[i] = exp(-exact_mul(log_theta, double(2 * i) / double(head_dim)));
-        e->fine.resize(std::size_t(step) * 2 * half);
-        for (std::uint32_t j = 0; j < step; ++j)
-            for (std::uint32_t i = 0; i < half; ++i)
-                cos_sin(exact_mul(double(j), e->inv_freq[i]), e->fine[std::size_t(j) * 2 * half + i], e->fine[std::size_t(j) * 2 * half + half + i]);
+        e->inv_freq = predict::rope_math::inverse_frequencies(theta, head_dim);
+        e->fine = predict::rope_math::fine_angles(e->inv_freq, step);
         return e;
     }
     std::mutex mutex_;
@@ -282,11 +193,6 @@ private:
     std::vector<detail::rotation_cache::segment> segments_;
 };
 
-/// Channel index of pair i's first (j = 0) or second (j = 1) element.
-inline std::size_t pair_channel(pairing style, std::size_t half, std::size_t i, int j) {
-    return style == pairing::rotate_half ? i + std::size_t(j) * half : 2 * i + std::size_t(j);
-}
-
 /// Prediction bits of one row (D elements, element bits widened to u32) from its reference row.
 template <class U>
 inline void predict_row(const U* reference, std::size_t D, pairing style, const double* cos, const double* sin, const float_format& f,
@@ -299,8 +205,8 @@ inline void predict_row(const U* reference, std::size_t D, pairing style, const 
             prediction[c0] = prediction[c1] = 0;
             continue;
         }
-        // Products are exact (<= 24 + 28 significant bits): each line is one rounding.
-        const double x = a * cos[i] - b * sin[i], y = b * cos[i] + a * sin[i];
+        double x, y;
+        predict::rope_math::rotate_pair(a, b, cos[i], sin[i], x, y);  // exact products (<= 24 + 28 bits): one rounding each
         prediction[c0] = static_cast<U>(f.from_double(x));
         prediction[c1] = static_cast<U>(f.from_double(y));
     }
@@ -356,7 +262,8 @@ inline void predict_pairs_fast(const U* reference, std::size_t D, const double* 
         const std::size_t c0 = S == pairing::rotate_half ? i : 2 * i, c1 = S == pairing::rotate_half ? i + half : 2 * i + 1;
         std::uint64_t fa, fb;
         const double a = to_double_fast<T>(reference[c0], fa), b = to_double_fast<T>(reference[c1], fb);
-        const double x = a * cs[i] - b * sn[i], y = b * cs[i] + a * sn[i];  // exact products: one rounding each
+        double x, y;
+        predict::rope_math::rotate_pair(a, b, cs[i], sn[i], x, y);  // exact products: one rounding each
         const auto keep = static_cast<std::uint32_t>(fa & fb);
         prediction[c0] = static_cast<U>(from_double_fast<T>(x) & keep);
         prediction[c1] = static_cast<U>(from_double_fast<T>(y) & keep);

@@ -3,6 +3,7 @@
 // axis in stream order; everything else (framing, token list, cell positions and sequence ids,
 // type and size fields, quantized or odd-shaped rows) goes into the "llama_state" attachment, so
 // decoding a lossless file gives back the state byte for byte. Attachment layout: docs/FORMAT.md.
+// Conversion layer: built on public headers only (the API, io/, the lossless block coder).
 #pragma once
 
 #include <algorithm>
@@ -12,8 +13,9 @@
 #include <utility>
 
 #include "seqkv/api.hpp"
+#include "seqkv/codec/lossless/planes.hpp"
 #include "seqkv/io/llama_state.hpp"
-#include "seqkv/io/skv_file.hpp"
+#include "seqkv/convert/skv_file.hpp"
 
 namespace seqkv::io::llama {
 
@@ -160,7 +162,7 @@ inline bool consecutive_cells(const std::vector<cell>& cells, bool ext) {
 
 // Type and size fields, then (streams outside the codec) the data: u8 mode 0 raw | 1 lossless block, u64 length, bytes.
 inline void put_skeleton_rows(byte_writer& w, const tensor_rows& r, bool coded) {
-    put_rows_header(w, r);
+    write_rows_header(w, r);
     if (coded) return;
     // Float rows outside the codec: one lossless block, channels = the contiguous axis.
     const auto t = r.float_type();
@@ -246,7 +248,7 @@ byte_vector compress_state(const state& s, kv_shape shape, const compress_option
                 w.put<std::int32_t>(st.cells[0].pos);
                 w.put<std::int32_t>(st.cells[0].seq_ids[0]);
             } else {
-                detail::put_cells(w, st.cells, s.cell_ext);
+                write_cells(w, st.cells, s.cell_ext);
             }
             w.put<std::uint8_t>(st.v_trans ? 1 : 0);
             w.put<std::uint32_t>(st.layers);
@@ -287,7 +289,7 @@ inline void scatter_rows(const chunk_buffer& kv, std::uint32_t l, kv_kind kind, 
 // Reads one layer's K or V of the skeleton; coded rows are filled from kv at tokens [t0, t0 + n).
 inline tensor_rows get_skeleton_rows(byte_reader& r, bool transposed, std::uint64_t n, const chunk_buffer* kv,
                                      std::uint32_t l, kv_kind kind, std::uint64_t t0) {
-    tensor_rows t = get_rows_header(r, transposed, state_limits{});
+    tensor_rows t = read_rows_header(r, transposed, state_limits{});
     const std::uint64_t need = rows_bytes(t, n);
     if (kv) {
         const kv_layout& L = kv->layout;
@@ -379,7 +381,7 @@ state decompress_state(std::span<const std::uint8_t> skv, const resource_provide
                 st.cells.resize(n);
                 for (std::uint64_t c = 0; c < n; ++c) st.cells[c] = {std::int32_t(first + std::int64_t(c)), {seq}};
             } else {
-                st.cells = detail::get_cells(r, static_cast<std::uint32_t>(n), s.cell_ext, state_limits{});
+                st.cells = read_cells(r, static_cast<std::uint32_t>(n), s.cell_ext, state_limits{});
             }
             const auto v_trans = r.get<std::uint8_t>();
             st.layers = r.get<std::uint32_t>();

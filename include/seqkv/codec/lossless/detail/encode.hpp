@@ -1,4 +1,4 @@
-// Encoder of the lossless plane codec (included by lossless_planes.hpp). Chooses predictor, sign
+// Encoder of the lossless plane codec (included by codec/lossless/planes.hpp). Chooses predictor, sign
 // map, channel-class count and plane modes from histogram cost estimates, then encodes once.
 #pragma once
 
@@ -462,27 +462,4 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
 }
 
 }  // namespace detail
-
-/// Encodes a [heads, tokens, head_dim] block of raw little-endian elements of KV float type t,
-/// with the chunk's reference tokens (shared by its blocks).
-inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options,
-                                const token_references& refs) {
-    const std::size_t es = dtype_size(t);
-    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
-    require_usage(raw.size() == s.elements() * es, "lossless: block size does not match its shape");
-    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
-    require_usage(options.max_channel_classes >= 1 && options.max_channel_classes <= 255, "lossless: 1..255 channel classes");
-    if (es == 1) return detail::encode_typed<std::uint8_t>(raw, s, options, refs, t);
-    if (es == 2) return detail::encode_typed<std::uint16_t>(raw, s, options, refs, t);
-    return detail::encode_typed<std::uint32_t>(raw, s, options, refs, t);
-}
-
-/// Encodes one block; token_ids (one per token, or empty) enable the same-token predictors
-/// (with options.rope also the rotated one).
-inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, const block_shape& s, const plane_options& options = {},
-                                std::span<const std::int32_t> token_ids = {}) {
-    require_usage(token_ids.empty() || token_ids.size() == s.tokens, "lossless: one token id per token");
-    return encode_block(raw, t, s, options, token_references(s.tokens, token_ids, options.rope));
-}
-
 }  // namespace seqkv::lossless

@@ -2,6 +2,7 @@
 // (I32 [T]) and `nll` (F32 [T]) ride in the chunk records, every other tensor is kept in the
 // "tensors" attachment (float tensors lossless-coded, the rest stored), and `__metadata__` is
 // kept in the preamble. Decoding gives back every tensor, for all tokens or a token range.
+// Conversion layer: built on public headers only (the API, io/, the lossless block coder).
 #pragma once
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "seqkv/api.hpp"
+#include "seqkv/codec/lossless/planes.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/io/safetensors.hpp"
 

@@ -1,5 +1,5 @@
-// Building, saving and loading the expected-KV table (needs the safetensors reader, i.e.
-// nlohmann-json). Table file: tensors `means` BF16 [layers, 2, kv_heads, vocab, head_dim] and
+// Building, saving and loading the expected-KV table (predict::expected_kv_table) from KV dumps
+// (needs the safetensors reader, i.e. nlohmann-json). Table file: tensors `means` BF16 [layers, 2, kv_heads, vocab, head_dim] and
 // `counts` U32 [vocab]; metadata `keys_prerope` ("1"/"0") and `content_hash` (hex).
 #pragma once
 
@@ -10,17 +10,17 @@
 #include "seqkv/io/safetensors.hpp"
 #include "seqkv/predict/expected_kv.hpp"
 
-namespace seqkv::predict {
+namespace seqkv::io {
 
 /// Mean K (pre-RoPE if every dump has `layer.{l}.k_prerope`) and V per (layer, head, token id)
 /// over a corpus of KV dumps that share one layout. vocab = 1 + the largest token id seen.
-inline expected_kv_table build_expected_kv_table(std::span<const io::safetensors_file* const> corpus) {
+inline predict::expected_kv_table build_expected_kv_table(std::span<const safetensors_file* const> corpus) {
     require_usage(!corpus.empty(), "build_expected_kv_table: empty corpus");
-    const kv_layout layout = io::kv_view(*corpus[0]).layout;
+    const kv_layout layout = kv_view(*corpus[0]).layout;
     bool prerope = true;
     std::int32_t max_id = -1;
     for (const auto* f : corpus) {
-        const auto view = io::kv_view(*f);
+        const auto view = kv_view(*f);
         require_usage(view.layout.layers == layout.layers && view.layout.kv_heads == layout.kv_heads &&
                           view.layout.head_dim == layout.head_dim,
                       "build_expected_kv_table: dumps differ in layout");
@@ -37,7 +37,7 @@ inline expected_kv_table build_expected_kv_table(std::span<const io::safetensors
     std::vector<double> sums(std::size_t(layout.layers) * 2 * H * vocab * D, 0.0);
     std::vector<std::uint32_t> counts(vocab, 0);
     for (const auto* f : corpus) {
-        const auto view = io::kv_view(*f);
+        const auto view = kv_view(*f);
         const auto& tokens = f->at("tokens");
         for (std::uint64_t t = 0; t < view.layout.tokens; ++t) {
             const auto id = std::int32_t(load_le32(tokens.bytes.data() + 4 * t));
@@ -65,12 +65,12 @@ inline expected_kv_table build_expected_kv_table(std::span<const io::safetensors
         const std::uint32_t id = std::uint32_t((i / D) % vocab);
         means[i] = counts[id] ? float(sums[i] / counts[id]) : 0.0f;
     }
-    return expected_kv_table(layout.layers, H, D, vocab, prerope, std::move(means), std::move(counts));
+    return predict::expected_kv_table(layout.layers, H, D, vocab, prerope, std::move(means), std::move(counts));
 }
 
 /// The table as a safetensors image.
-inline byte_vector serialize_expected_kv_table(const expected_kv_table& table) {
-    io::safetensors_builder b;
+inline byte_vector serialize_expected_kv_table(const predict::expected_kv_table& table) {
+    safetensors_builder b;
     byte_vector means(table.means().size() * 2), counts(table.counts().size() * 4);
     for (std::size_t i = 0; i < table.means().size(); ++i) store_from_float(means.data(), dtype::bf16, i, table.means()[i]);
     for (std::size_t i = 0; i < table.counts().size(); ++i)
@@ -86,7 +86,7 @@ inline byte_vector serialize_expected_kv_table(const expected_kv_table& table) {
 }
 
 /// Parses a table image written by serialize_expected_kv_table; format_error on bad content.
-inline expected_kv_table parse_expected_kv_table(const io::safetensors_file& f) {
+inline predict::expected_kv_table parse_expected_kv_table(const safetensors_file& f) {
     const auto& m = f.at("means");
     const auto& c = f.at("counts");
     require_format(m.type == dtype::bf16 && m.shape.size() == 5 && m.shape[1] == 2, "expected-KV table: bad 'means'");
@@ -97,9 +97,9 @@ inline expected_kv_table parse_expected_kv_table(const io::safetensors_file& f) 
     std::vector<std::uint32_t> counts(c.shape[0]);
     for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = load_le32(c.bytes.data() + 4 * i);
     const auto it = f.metadata().find("keys_prerope");
-    return expected_kv_table(std::uint32_t(m.shape[0]), std::uint32_t(m.shape[2]), std::uint32_t(m.shape[4]),
+    return predict::expected_kv_table(std::uint32_t(m.shape[0]), std::uint32_t(m.shape[2]), std::uint32_t(m.shape[4]),
                              std::uint32_t(m.shape[3]), it != f.metadata().end() && it->second == "1", std::move(means),
                              std::move(counts));
 }
 
-}  // namespace seqkv::predict
+}  // namespace seqkv::io

@@ -1,4 +1,4 @@
-// Decoder of the lossless plane codec (included by lossless_planes.hpp): parse and validate the
+// Decoder of the lossless plane codec (included by codec/lossless/planes.hpp): parse and validate the
 // block, entropy-decode the coded planes (stored planes are used in place), then one fused pass
 // joins planes, undoes the sign map and the predictor, and writes the elements.
 #pragma once
@@ -212,27 +212,4 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
 }
 
 }  // namespace detail
-
-/// Decodes a block written by encode_block into out (raw little-endian elements of type t),
-/// with the chunk's reference tokens. Throws format_error on any inconsistency; never reads
-/// outside `coded`.
-inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
-                         coding::rans::decode_path path, const token_references& refs) {
-    const std::size_t es = dtype_size(t);
-    require_usage(is_kv_float(t), "lossless: not a KV float dtype");
-    require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
-    require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
-    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, t);
-    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, t);
-    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, t);
-}
-
-/// Decodes one block; token_ids and rope must be the ones given at encoding (or empty if none were).
-inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
-                         coding::rans::decode_path path = coding::rans::decode_path::automatic,
-                         std::span<const std::int32_t> token_ids = {}, std::optional<rope::parameters> rope = std::nullopt) {
-    if (!token_ids.empty() && token_ids.size() != s.tokens) throw format_error("lossless block: token id count differs from tokens");
-    decode_block(coded, t, s, out, path, token_references(s.tokens, token_ids, rope));
-}
-
 }  // namespace seqkv::lossless
