@@ -43,4 +43,15 @@ chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin 
     return reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end);
 }
 
+#ifdef SEQKV_SEPARATE_RUNTIME
+// Compiled once in the seqkv::runtime library (src/api.cpp), with the codecs make_codec builds.
+#define SEQKV_API_INSTANCES(EXTERN, Backend)                                                                        \
+    EXTERN template byte_vector compress<Backend>(const kv_cache_view&, const compress_options&,                    \
+                                                  std::span<const std::int32_t>, std::span<const float>);         \
+    EXTERN template chunk_buffer decompress<Backend>(std::span<const std::uint8_t>, std::uint64_t,                  \
+                                                    std::optional<std::uint64_t>, const resource_provider&);
+SEQKV_API_INSTANCES(extern, backend::simd)
+SEQKV_API_INSTANCES(extern, backend::scalar)
+#endif
+
 }  // namespace seqkv

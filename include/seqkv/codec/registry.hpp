@@ -96,4 +96,13 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
     }
 }
 
+#ifdef SEQKV_SEPARATE_RUNTIME
+// Compiled once in the seqkv::runtime library (src/registry.cpp, the codecs in src/lossless.cpp and
+// src/lossy_*.cpp): an includer that calls make_codec / compress / decompress instantiates no codec.
+extern template any_chunk_codec make_codec<backend::simd>(const format::codec_config&, const resource_provider&,
+                                                          std::shared_ptr<backend::thread_pool>);
+extern template any_chunk_codec make_codec<backend::scalar>(const format::codec_config&, const resource_provider&,
+                                                            std::shared_ptr<backend::thread_pool>);
+#endif
+
 }  // namespace seqkv

@@ -28,7 +28,7 @@ struct any_chunk_codec {
                 [shared](std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) {
                     shared->decode(payload, in, out);
                 },
-                std::move(description), has_dependent_chunks<C>()};
+                std::move(description), has_dependent_chunks<C>(), {}};
     }
 };
 

@@ -20,48 +20,60 @@ public:
         : options_(options), executor_(executor ? std::move(executor) : backend::serial_executor()) {}
 
     /// Encodes tokens [in.begin, in.end) of every layer, K and V.
-    byte_vector encode(const chunk_input& in) const {
-        require_usage(in.cache != nullptr, "lossless_codec: no cache to encode");
-        const kv_layout& L = in.cache->layout;
-        const lossless::block_shape shape{L.kv_heads, in.token_count(), L.head_dim};
-        require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
-        const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
-        std::vector<byte_vector> coded(2 * std::size_t(L.layers));
-        executor_->run(coded.size(), [&](std::size_t i) {  // block i = layer i / 2, K (even) or V (odd)
-            byte_vector block(shape.elements() * dtype_size(L.type));
-            gather_block(in.cache->tensor(std::uint32_t(i / 2), kv_kind(i % 2)), in.begin, in.end, block);
-            coded[i] = lossless::encode_block(block, L.type, shape, options_, refs);
-        });
-        byte_vector out;
-        byte_writer w(out);
-        for (const auto& c : coded) {
-            w.put<std::uint32_t>(static_cast<std::uint32_t>(c.size()));
-            w.put_bytes(c);
-        }
-        return out;
-    }
+    byte_vector encode(const chunk_input& in) const;
 
     /// Decodes a payload into out (sized for the chunk by the caller).
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
-        const kv_layout& L = out.layout;
-        require_usage(L.tokens == in.token_count(), "lossless_codec: buffer does not match the chunk");
-        const lossless::block_shape shape{L.kv_heads, L.tokens, L.head_dim};
-        if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
-        const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
-        byte_reader r(payload, "lossless chunk");
-        std::vector<std::span<const std::uint8_t>> blocks(2 * std::size_t(L.layers));
-        for (auto& b : blocks) b = r.get_bytes(r.get<std::uint32_t>());
-        if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
-        const auto path = backend::rans_decode_path<Backend>();
-        executor_->run(blocks.size(), [&](std::size_t i) {
-            lossless::decode_block(blocks[i], L.type, shape, out.block(std::uint32_t(i / 2), kv_kind(i % 2)), path, refs);
-        });
-    }
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
 
 private:
     lossless::plane_options options_;
     std::shared_ptr<backend::thread_pool> executor_;
 };
+
+template <backend::Backend Backend>
+byte_vector lossless_codec<Backend>::encode(const chunk_input& in) const {
+    require_usage(in.cache != nullptr, "lossless_codec: no cache to encode");
+    const kv_layout& L = in.cache->layout;
+    const lossless::block_shape shape{L.kv_heads, in.token_count(), L.head_dim};
+    require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
+    const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
+    std::vector<byte_vector> coded(2 * std::size_t(L.layers));
+    executor_->run(coded.size(), [&](std::size_t i) {  // block i = layer i / 2, K (even) or V (odd)
+        byte_vector block(shape.elements() * dtype_size(L.type));
+        gather_block(in.cache->tensor(std::uint32_t(i / 2), kv_kind(i % 2)), in.begin, in.end, block);
+        coded[i] = lossless::encode_block(block, L.type, shape, options_, refs);
+    });
+    byte_vector out;
+    byte_writer w(out);
+    for (const auto& c : coded) {
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(c.size()));
+        w.put_bytes(c);
+    }
+    return out;
+}
+
+template <backend::Backend Backend>
+void lossless_codec<Backend>::decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+    const kv_layout& L = out.layout;
+    require_usage(L.tokens == in.token_count(), "lossless_codec: buffer does not match the chunk");
+    const lossless::block_shape shape{L.kv_heads, L.tokens, L.head_dim};
+    if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
+    const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
+    byte_reader r(payload, "lossless chunk");
+    std::vector<std::span<const std::uint8_t>> blocks(2 * std::size_t(L.layers));
+    for (auto& b : blocks) b = r.get_bytes(r.get<std::uint32_t>());
+    if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
+    const auto path = backend::rans_decode_path<Backend>();
+    executor_->run(blocks.size(), [&](std::size_t i) {
+        lossless::decode_block(blocks[i], L.type, shape, out.block(std::uint32_t(i / 2), kv_kind(i % 2)), path, refs);
+    });
+}
+
+#ifdef SEQKV_SEPARATE_RUNTIME
+// Compiled once in the seqkv::runtime library (src/lossless.cpp); includers instantiate none of it.
+extern template class lossless_codec<backend::simd>;
+extern template class lossless_codec<backend::scalar>;
+#endif
 
 static_assert(ChunkCodec<lossless_codec<backend::scalar>>);
 static_assert(ChunkCodec<lossless_codec<backend::simd>>);

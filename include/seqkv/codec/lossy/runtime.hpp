@@ -62,43 +62,66 @@ public:
     /// Calls f(codec) with the concrete codec for this config (relative step overridden).
     template <class Result, class F>
     Result visit(float relative_step, F&& f) const {
-        switch (config_.quantizer) {
-            case lossy_quantizer::lossless: return with_quantizer<Result>(quant::lossless{}, f);
-            case lossy_quantizer::uniform_step: return with_quantizer<Result>(quant::uniform_step(relative_step, config_.per_channel_step), f);
-            case lossy_quantizer::uniform_grouped:
-                return with_quantizer<Result>(quant::uniform_grouped(config_.bits, config_.group_size, config_.key_axis,
-                                                             config_.value_axis, config_.channel_contexts), f);
-            case lossy_quantizer::turbo:
-                return with_quantizer<Result>(quant::turbo(config_.bits, config_.outlier_fraction, config_.qjl, config_.seed), f);
-            case lossy_quantizer::int8: return with_quantizer<Result>(quant::int8_absmax{}, f);
-            case lossy_quantizer::fp8: return with_quantizer<Result>(quant::fp8_cast{}, f);
-            case lossy_quantizer::error_bounded:
-                return with_quantizer<Result>(quant::error_bounded(config_.error_bound, config_.relative_bound), f);
+        switch (config_.coding) {
+            case symbol_coding::packed: return visit_coder<packed_symbols, Result>(relative_step, f);
+            case symbol_coding::adaptive: return visit_coder<adaptive_range_symbols, Result>(relative_step, f);
+            case symbol_coding::rans: return visit_coder<grouped_rans_symbols<true>, Result>(relative_step, f);
         }
-        throw usage_error("lossy codec: unknown quantizer");
+        throw usage_error("lossy codec: unknown symbol coding");
     }
 
 private:
-    template <class Result, class Q, class F>
-    Result with_quantizer(Q q, F& f) const {
-        switch (config_.predictor) {
-            case lossy_predictor::zero: return make<Result>(std::move(q), predict::zero_predictor{}, f);
-            case lossy_predictor::previous_token: return make<Result>(std::move(q), predict::previous_token{}, f);
-            case lossy_predictor::linear_ar: return make<Result>(std::move(q), predict::linear_ar{}, f);
-            case lossy_predictor::anchor: return make<Result>(std::move(q), predict::anchor_delta(config_.anchor_interval), f);
-            case lossy_predictor::cross_layer: return make<Result>(std::move(q), predict::cross_layer{}, f);
-            case lossy_predictor::token_mean: return make<Result>(std::move(q), predict::token_mean(config_.prior_weight), f);
-        }
-        throw usage_error("lossy codec: unknown predictor");
-    }
-    template <class Result, class Q, class P, class F>
-    Result make(Q q, P p, F& f) const {
+    // encode()/decode() with the symbol coder fixed: one unit of explicit instantiation per coder
+    // (the seqkv::runtime library compiles each in its own source file, src/lossy_*.cpp).
+    template <class Coder>
+    byte_vector encode_with(float relative_step, const chunk_input& in, chunk_buffer* recon) const;
+    template <class Coder>
+    void decode_with(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    byte_vector encode_step(float relative_step, const chunk_input& in, chunk_buffer* recon) const {
         switch (config_.coding) {
-            case symbol_coding::packed: return make_with<Result, packed_symbols>(std::move(q), std::move(p), f);
-            case symbol_coding::adaptive: return make_with<Result, adaptive_range_symbols>(std::move(q), std::move(p), f);
-            case symbol_coding::rans: return make_with<Result, grouped_rans_symbols<true>>(std::move(q), std::move(p), f);
+            case symbol_coding::packed: return encode_with<packed_symbols>(relative_step, in, recon);
+            case symbol_coding::adaptive: return encode_with<adaptive_range_symbols>(relative_step, in, recon);
+            case symbol_coding::rans: return encode_with<grouped_rans_symbols<true>>(relative_step, in, recon);
         }
         throw usage_error("lossy codec: unknown symbol coding");
+    }
+    void decode_step(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        switch (config_.coding) {
+            case symbol_coding::packed: return decode_with<packed_symbols>(relative_step, payload, in, out);
+            case symbol_coding::adaptive: return decode_with<adaptive_range_symbols>(relative_step, payload, in, out);
+            case symbol_coding::rans: return decode_with<grouped_rans_symbols<true>>(relative_step, payload, in, out);
+        }
+        throw usage_error("lossy codec: unknown symbol coding");
+    }
+    template <class Coder, class Result, class F>
+    Result visit_coder(float relative_step, F& f) const {
+        switch (config_.quantizer) {
+            case lossy_quantizer::lossless: return with_quantizer<Coder, Result>(quant::lossless{}, f);
+            case lossy_quantizer::uniform_step:
+                return with_quantizer<Coder, Result>(quant::uniform_step(relative_step, config_.per_channel_step), f);
+            case lossy_quantizer::uniform_grouped:
+                return with_quantizer<Coder, Result>(quant::uniform_grouped(config_.bits, config_.group_size, config_.key_axis,
+                                                                            config_.value_axis, config_.channel_contexts), f);
+            case lossy_quantizer::turbo:
+                return with_quantizer<Coder, Result>(quant::turbo(config_.bits, config_.outlier_fraction, config_.qjl, config_.seed), f);
+            case lossy_quantizer::int8: return with_quantizer<Coder, Result>(quant::int8_absmax{}, f);
+            case lossy_quantizer::fp8: return with_quantizer<Coder, Result>(quant::fp8_cast{}, f);
+            case lossy_quantizer::error_bounded:
+                return with_quantizer<Coder, Result>(quant::error_bounded(config_.error_bound, config_.relative_bound), f);
+        }
+        throw usage_error("lossy codec: unknown quantizer");
+    }
+    template <class Coder, class Result, class Q, class F>
+    Result with_quantizer(Q q, F& f) const {
+        switch (config_.predictor) {
+            case lossy_predictor::zero: return make_with<Result, Coder>(std::move(q), predict::zero_predictor{}, f);
+            case lossy_predictor::previous_token: return make_with<Result, Coder>(std::move(q), predict::previous_token{}, f);
+            case lossy_predictor::linear_ar: return make_with<Result, Coder>(std::move(q), predict::linear_ar{}, f);
+            case lossy_predictor::anchor: return make_with<Result, Coder>(std::move(q), predict::anchor_delta(config_.anchor_interval), f);
+            case lossy_predictor::cross_layer: return make_with<Result, Coder>(std::move(q), predict::cross_layer{}, f);
+            case lossy_predictor::token_mean: return make_with<Result, Coder>(std::move(q), predict::token_mean(config_.prior_weight), f);
+        }
+        throw usage_error("lossy codec: unknown predictor");
     }
     template <class Result, class Coder, class Q, class P, class F>
     Result make_with(Q q, P p, F& f) const {
@@ -126,7 +149,7 @@ private:
 template <backend::Backend Backend>
 byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* recon) const {
     if (config_.target_bits <= 0 || config_.quantizer != lossy_quantizer::uniform_step)
-        return with_prefix(0, 0, visit<byte_vector>(config_.relative_step, [&](const auto& c) { return c.encode(in, recon); }));
+        return with_prefix(0, 0, encode_step(config_.relative_step, in, recon));
     // Bisect log2(step) for the smallest step whose payload fits the target.
     const double elements = double(in.token_count()) * double(in.cache->layout.elements_per_token());
     const double budget_bytes = config_.target_bits * elements / 8.0 - 5.0;  // 5: flags + step prefix
@@ -136,7 +159,7 @@ byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* 
     for (int it = 0; it < 12; ++it) {
         const float mid = 0.5f * (lo + hi);
         const float step = quant::round_mantissa(std::exp2(mid), quant::uniform_step::step_mantissa_bits);
-        byte_vector p = visit<byte_vector>(step, [&](const auto& c) { return c.encode(in, nullptr); });
+        byte_vector p = encode_step(step, in, nullptr);
         if (double(p.size()) <= budget_bytes) {
             hi = mid, best = std::move(p), best_step = step;
         } else {
@@ -144,7 +167,7 @@ byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* 
         }
     }
     if (best.empty()) best_step = quant::round_mantissa(std::exp2(hi), quant::uniform_step::step_mantissa_bits);
-    return with_prefix(1, best_step, visit<byte_vector>(best_step, [&](const auto& c) { return c.encode(in, recon); }));
+    return with_prefix(1, best_step, encode_step(best_step, in, recon));
 }
 
 template <backend::Backend Backend>
@@ -160,11 +183,42 @@ void runtime_codec<Backend>::decode(std::span<const std::uint8_t> payload, const
                        "lossy chunk: bad relative step");
     }
     const auto rest = payload.subspan(r.position());
-    visit<int>(step, [&](const auto& c) {
-        c.decode(rest, in, out);
-        return 0;
-    });
+    decode_step(step, rest, in, out);
 }
+
+template <backend::Backend Backend>
+template <class Coder>
+byte_vector runtime_codec<Backend>::encode_with(float relative_step, const chunk_input& in, chunk_buffer* recon) const {
+    auto encode = [&](const auto& c) { return c.encode(in, recon); };
+    return visit_coder<Coder, byte_vector>(relative_step, encode);
+}
+
+template <backend::Backend Backend>
+template <class Coder>
+void runtime_codec<Backend>::decode_with(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in,
+                                         chunk_buffer& out) const {
+    auto decode = [&](const auto& c) {
+        c.decode(payload, in, out);
+        return 0;
+    };
+    visit_coder<Coder, int>(relative_step, decode);
+}
+
+#ifdef SEQKV_SEPARATE_RUNTIME
+// Compiled once in the seqkv::runtime library (src/lossy_*.cpp); includers instantiate none of it.
+#define SEQKV_LOSSY_RUNTIME_CODER(EXTERN, Backend, Coder)                                                              \
+    EXTERN template byte_vector runtime_codec<Backend>::encode_with<Coder>(float, const chunk_input&, chunk_buffer*) const; \
+    EXTERN template void runtime_codec<Backend>::decode_with<Coder>(float, std::span<const std::uint8_t>, const chunk_input&, \
+                                                                    chunk_buffer&) const;
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, packed_symbols)
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, adaptive_range_symbols)
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, grouped_rans_symbols<true>)
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::scalar, packed_symbols)
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::scalar, adaptive_range_symbols)
+SEQKV_LOSSY_RUNTIME_CODER(extern, backend::scalar, grouped_rans_symbols<true>)
+extern template class runtime_codec<backend::simd>;
+extern template class runtime_codec<backend::scalar>;
+#endif
 
 static_assert(ChunkCodec<runtime_codec<backend::simd>>);
 
