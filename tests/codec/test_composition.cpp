@@ -16,7 +16,7 @@ using rans_codec = codec<quant::uniform_step, predict::token_mean, coding::rans_
 using range_codec = codec<quant::uniform_step, predict::token_mean, coding::range_adaptive<>, backend::scalar>;
 static_assert(ChunkCodec<rans_codec>);
 static_assert(ChunkCodec<range_codec>);
-static_assert(coding::EntropyCoder<rans_codec::entropy_coder>);
+static_assert(lossy::SymbolCoder<rans_codec::symbol_coder>);
 
 template <class C>
 std::size_t round_trip(const C& c, const kv_cache_view& cache, std::span<const std::int32_t> ids) {

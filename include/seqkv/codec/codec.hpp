@@ -24,16 +24,9 @@
 namespace seqkv {
 
 namespace detail {
-template <class>
-inline constexpr bool always_false = false;
-
-/// The lossy symbol coder an EntropyCoder policy stands for.
+/// The lossy symbol coder an EntropyCoder policy stands for (none: no `type`).
 template <class E>
-struct symbol_coder_of {
-    static_assert(always_false<E>,
-                  "seqkv::codec: this entropy coder cannot code lossy symbol streams; use coding::rans_interleaved, "
-                  "coding::rans_interleaved_coder<true>, coding::range_adaptive<> or a lossy::SymbolCoder");
-};
+struct symbol_coder_of {};
 template <bool Parametric>
 struct symbol_coder_of<coding::rans_interleaved_coder<Parametric>> {
     using type = lossy::grouped_rans_symbols<Parametric>;
@@ -49,8 +42,13 @@ struct symbol_coder_of<E> {
 };
 }  // namespace detail
 
+/// An entropy coder the lossy codec can drive: coding::rans_interleaved_coder<P>,
+/// coding::range_adaptive<> (adaptive_frequency_model), or any lossy::SymbolCoder.
+template <class E>
+concept LossyEntropyCoder = requires { typename detail::symbol_coder_of<E>::type; };
+
 /// Closed-loop predictive codec composed from policies (fixed rate, per-head schedule by default).
-template <quant::Quantizer Quantizer, predict::ResidualPredictor Predictor, class EntropyCoder,
+template <quant::Quantizer Quantizer, predict::ResidualPredictor Predictor, LossyEntropyCoder EntropyCoder,
           backend::Backend Backend = backend::simd, predict::RatePolicy Rate = predict::fixed_rate,
           lossy::Schedule Schedule = lossy::per_head_schedule>
 using codec = lossy::closed_loop_codec<Quantizer, Predictor, typename detail::symbol_coder_of<EntropyCoder>::type, Schedule,

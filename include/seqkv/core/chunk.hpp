@@ -27,6 +27,11 @@ struct chunk_input {
     std::span<const float> nll;               // −ln p(token) in nats for [begin, end), or empty
     const resource_provider* resources = nullptr;  // objects the file's resource table names (or null)
     std::any* carry = nullptr;  // dependent chunks only: state from the previous chunk (empty at a keyframe)
+    std::uint64_t position_base = 0;  // sequence position of the cache's token 0 (a writer's staging buffer
+                                      // starts at the chunk): token t sits at position_base + t (RoPE angles)
+
+    /// Sequence position of token `begin`.
+    std::uint64_t first_position() const { return position_base + begin; }
 
     std::uint64_t token_count() const { return end - begin; }
 };

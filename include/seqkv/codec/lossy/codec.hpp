@@ -122,7 +122,7 @@ private:
         const kv_layout& L = state.layout;
         predict::block_context& ctx = b.ctx;
         ctx.layer = l, ctx.kind = kind, ctx.head = h, ctx.rows = state.rows, ctx.cols = L.head_dim;
-        ctx.first_position = in.begin;
+        ctx.first_position = in.first_position();
         if (in.token_ids.size() == state.rows) ctx.token_ids = in.token_ids;
         if (l > 0) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);
         ctx.table = options_.table;
@@ -234,7 +234,7 @@ byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& i
     const auto rows = std::uint32_t(in.token_count());
     const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;
     chunk_state state(layout, rows);
-    cache_angles(state, in.begin);
+    cache_angles(state, in.first_position());
     if (recon) *recon = chunk_buffer::for_layout(layout, rows);
     const std::vector<std::int32_t> shifts = row_shifts(in, rows);
     const worker_type worker(quantizer_, predictor_);
@@ -298,7 +298,7 @@ void closed_loop_codec<Q, P, Coder, S, B, R>::decode(std::span<const std::uint8_
     const std::uint32_t heads = layout.kv_heads;
     require_usage(out.bytes.size() == layout.total_bytes(), "lossy codec: output buffer not sized for the chunk");
     chunk_state state(layout, rows);
-    cache_angles(state, in.begin);
+    cache_angles(state, in.first_position());
     const std::vector<std::int32_t> shifts = row_shifts(in, rows);
     const worker_type worker(quantizer_, predictor_);
     backend::thread_pool& executor = *options_.executor;

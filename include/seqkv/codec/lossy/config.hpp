@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "seqkv/codec/lossy/symbols.hpp"
+#include "seqkv/coding/varint.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/quant/uniform.hpp"
@@ -31,7 +32,7 @@ enum class lossy_rate : std::uint8_t { fixed = 0, surprisal = 1 };
 /// Everything both sides need to rebuild the codec (the expected-KV table itself is shared
 /// side information referenced by table_hash).
 struct lossy_config {
-    static constexpr std::uint8_t version = 1;
+    static constexpr std::uint8_t version = 2;  // serialized form written by to_bytes()
 
     lossy_quantizer quantizer = lossy_quantizer::uniform_step;
     lossy_predictor predictor = lossy_predictor::token_mean;
@@ -85,39 +86,144 @@ struct lossy_config {
         require_usage(target_bits >= 0 && target_bits <= 64 && std::isfinite(target_bits), "lossy_config: target bits");
     }
 
+    /// Serialized form (version 2): u8 version, u8 block count, then one tagged parameter block
+    /// per component — u8 tag, varint length, body — so a new quantizer or predictor adds a kind
+    /// (or a tag) without changing any other block's layout. Tags (docs/FORMAT.md, "Codec 2"):
+    ///   1 quantizer   u8 kind, then that kind's parameters      (required)
+    ///   2 predictor   u8 kind, then that kind's parameters      (required)
+    ///   3 rate        u8 kind (0 fixed, 1 surprisal), u8 surprisal base bits, f32 target bits
+    ///   4 coding      u8 symbol coding (0 packed, 1 adaptive, 2 rANS)
+    ///   5 pre-RoPE    u8 pairing (1 rotate-half, 2 interleaved), u16 n, n × f32 inverse frequency
+    ///   6 table       u64 expected-KV table content hash (also in the file's resource table)
+    /// Absent 3/4/5/6 mean: fixed rate, adaptive coding, keys predicted as cached, no table.
+    /// Version-1 bytes (one flat record, files written before format 2) are still read.
     byte_vector to_bytes() const {
         validate();
-        byte_vector out;
+        std::vector<std::pair<std::uint8_t, byte_vector>> blocks;
+        auto block = [&](std::uint8_t tag) -> byte_writer {
+            blocks.emplace_back(tag, byte_vector{});
+            return byte_writer(blocks.back().second);
+        };
+        {
+            byte_writer w = block(tag_quantizer);
+            w.put<std::uint8_t>(std::uint8_t(quantizer));
+            switch (quantizer) {
+                case lossy_quantizer::uniform_step: put_f32(w, relative_step), w.put<std::uint8_t>(per_channel_step); break;
+                case lossy_quantizer::uniform_grouped:
+                    w.put<std::uint8_t>(bits), w.put<std::uint16_t>(group_size), w.put<std::uint8_t>(std::uint8_t(key_axis));
+                    w.put<std::uint8_t>(std::uint8_t(value_axis)), w.put<std::uint8_t>(channel_contexts);
+                    break;
+                case lossy_quantizer::turbo:
+                    w.put<std::uint8_t>(bits), put_f32(w, outlier_fraction), w.put<std::uint8_t>(qjl), w.put<std::uint64_t>(seed);
+                    break;
+                case lossy_quantizer::error_bounded: put_f32(w, error_bound), w.put<std::uint8_t>(relative_bound); break;
+                default: break;  // lossless, int8, fp8: no parameters
+            }
+        }
+        {
+            byte_writer w = block(tag_predictor);
+            w.put<std::uint8_t>(std::uint8_t(predictor));
+            if (predictor == lossy_predictor::anchor) w.put<std::uint32_t>(anchor_interval);
+            if (predictor == lossy_predictor::token_mean) put_f32(w, prior_weight);
+        }
+        if (rate != lossy_rate::fixed || target_bits != 0 || surprisal_base_bits != lossy_config{}.surprisal_base_bits) {
+            byte_writer w = block(tag_rate);
+            w.put<std::uint8_t>(std::uint8_t(rate)), w.put<std::uint8_t>(surprisal_base_bits), put_f32(w, target_bits);
+        }
+        if (coding != lossy::symbol_coding::adaptive) block(tag_coding).put<std::uint8_t>(std::uint8_t(coding));
+        if (keys_prerope) {
+            byte_writer w = block(tag_prerope);
+            w.put<std::uint8_t>(rope_interleaved ? 2 : 1);
+            w.put<std::uint16_t>(std::uint16_t(rope_inv_freq.size()));
+            for (float f : rope_inv_freq) put_f32(w, f);
+        }
+        if (table_hash != 0) block(tag_table).put<std::uint64_t>(table_hash);
+        byte_vector out{version, std::uint8_t(blocks.size())};
         byte_writer w(out);
-        w.put<std::uint8_t>(version);
-        for (auto v : {std::uint8_t(quantizer), std::uint8_t(predictor), std::uint8_t(rate), std::uint8_t(coding)}) w.put(v);
-        put_f32(w, relative_step);
-        w.put<std::uint8_t>(per_channel_step);
-        w.put<std::uint8_t>(bits);
-        w.put<std::uint16_t>(group_size);
-        w.put<std::uint8_t>(std::uint8_t(key_axis));
-        w.put<std::uint8_t>(std::uint8_t(value_axis));
-        w.put<std::uint8_t>(channel_contexts);
-        put_f32(w, outlier_fraction);
-        w.put<std::uint8_t>(qjl);
-        w.put<std::uint64_t>(seed);
-        put_f32(w, error_bound);
-        w.put<std::uint8_t>(relative_bound);
-        w.put<std::uint32_t>(anchor_interval);
-        put_f32(w, prior_weight);
-        w.put<std::uint8_t>(keys_prerope ? (rope_interleaved ? 2 : 1) : 0);  // 2: interleaved pairing
-        w.put<std::uint16_t>(std::uint16_t(rope_inv_freq.size()));
-        for (float f : rope_inv_freq) put_f32(w, f);
-        w.put<std::uint64_t>(table_hash);
-        w.put<std::uint8_t>(surprisal_base_bits);
-        put_f32(w, target_bits);
+        for (const auto& [tag, body] : blocks) {
+            w.put<std::uint8_t>(tag);
+            coding::put_varint(w, body.size());
+            w.put_bytes(body);
+        }
         return out;
     }
 
-    /// Parses and validates bytes written by to_bytes(); format_error on anything wrong.
+    /// Parses and validates bytes written by to_bytes() (version 2) or by version-1 writers;
+    /// format_error on anything wrong.
     static lossy_config from_bytes(std::span<const std::uint8_t> bytes) {
         byte_reader r(bytes, "lossy config");
-        require_format(r.get<std::uint8_t>() == version, "lossy config: unknown version");
+        const auto v = r.get<std::uint8_t>();
+        lossy_config c = v == 1 ? from_v1(r) : v == version ? from_blocks(r) : throw format_error("lossy config: unknown version");
+        require_format(r.at_end(), "lossy config: trailing bytes");
+        try {
+            c.validate();
+        } catch (const usage_error& e) {
+            throw format_error(std::string("lossy config invalid: ") + e.what());
+        }
+        return c;
+    }
+
+private:
+    static constexpr std::uint8_t tag_quantizer = 1, tag_predictor = 2, tag_rate = 3, tag_coding = 4, tag_prerope = 5, tag_table = 6;
+
+    static lossy_config from_blocks(byte_reader& r) {
+        lossy_config c;
+        c.rate = lossy_rate::fixed, c.coding = lossy::symbol_coding::adaptive;
+        const auto count = r.get<std::uint8_t>();
+        unsigned seen = 0;
+        for (unsigned i = 0; i < count; ++i) {
+            const auto tag = r.get<std::uint8_t>();
+            require_format(tag >= tag_quantizer && tag <= tag_table, "lossy config: unknown component tag");
+            require_format(!(seen & (1u << tag)), "lossy config: component given twice");
+            seen |= 1u << tag;
+            byte_reader b(r.get_bytes(coding::get_varint(r, r.remaining())), "lossy config block");
+            switch (tag) {
+                case tag_quantizer:
+                    c.quantizer = lossy_quantizer(b.get<std::uint8_t>());
+                    switch (c.quantizer) {
+                        case lossy_quantizer::uniform_step: c.relative_step = get_f32(b), c.per_channel_step = get_bool(b); break;
+                        case lossy_quantizer::uniform_grouped:
+                            c.bits = b.get<std::uint8_t>(), c.group_size = b.get<std::uint16_t>();
+                            c.key_axis = quant::scale_axis(b.get<std::uint8_t>()), c.value_axis = quant::scale_axis(b.get<std::uint8_t>());
+                            c.channel_contexts = get_bool(b);
+                            break;
+                        case lossy_quantizer::turbo:
+                            c.bits = b.get<std::uint8_t>(), c.outlier_fraction = get_f32(b), c.qjl = get_bool(b), c.seed = b.get<std::uint64_t>();
+                            break;
+                        case lossy_quantizer::error_bounded: c.error_bound = get_f32(b), c.relative_bound = get_bool(b); break;
+                        case lossy_quantizer::lossless: case lossy_quantizer::int8: case lossy_quantizer::fp8: break;
+                        default: throw format_error("lossy config: unknown quantizer");
+                    }
+                    break;
+                case tag_predictor:
+                    c.predictor = lossy_predictor(b.get<std::uint8_t>());
+                    require_format(std::uint8_t(c.predictor) <= 5, "lossy config: unknown predictor");
+                    if (c.predictor == lossy_predictor::anchor) c.anchor_interval = b.get<std::uint32_t>();
+                    if (c.predictor == lossy_predictor::token_mean) c.prior_weight = get_f32(b);
+                    break;
+                case tag_rate:
+                    c.rate = lossy_rate(b.get<std::uint8_t>()), c.surprisal_base_bits = b.get<std::uint8_t>(), c.target_bits = get_f32(b);
+                    break;
+                case tag_coding: c.coding = lossy::symbol_coding(b.get<std::uint8_t>()); break;
+                case tag_prerope: {
+                    const auto pairing = b.get<std::uint8_t>();
+                    require_format(pairing == 1 || pairing == 2, "lossy config: bad pre-RoPE key mode");
+                    c.keys_prerope = true, c.rope_interleaved = pairing == 2;
+                    const auto n = b.get<std::uint16_t>();
+                    require_format(n <= b.remaining() / 4, "lossy config: inverse frequencies exceed the block");
+                    for (std::uint16_t k = 0; k < n; ++k) c.rope_inv_freq.push_back(get_f32(b));
+                    break;
+                }
+                default: c.table_hash = b.get<std::uint64_t>(); break;  // tag_table
+            }
+            require_format(b.at_end(), "lossy config: trailing bytes in a component block");
+        }
+        require_format((seen & (1u << tag_quantizer)) && (seen & (1u << tag_predictor)), "lossy config: quantizer or predictor missing");
+        return c;
+    }
+
+    // Version 1: one flat record (kept so files written before format 2 decode).
+    static lossy_config from_v1(byte_reader& r) {
         lossy_config c;
         c.quantizer = lossy_quantizer(r.get<std::uint8_t>());
         c.predictor = lossy_predictor(r.get<std::uint8_t>());
@@ -145,16 +251,9 @@ struct lossy_config {
         c.table_hash = r.get<std::uint64_t>();
         c.surprisal_base_bits = r.get<std::uint8_t>();
         c.target_bits = get_f32(r);
-        require_format(r.at_end(), "lossy config: trailing bytes");
-        try {
-            c.validate();
-        } catch (const usage_error& e) {
-            throw format_error(std::string("lossy config invalid: ") + e.what());
-        }
         return c;
     }
 
-private:
     static void put_f32(byte_writer& w, float v) { w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(v)); }
     static float get_f32(byte_reader& r) {
         const float v = std::bit_cast<float>(r.get<std::uint32_t>());
