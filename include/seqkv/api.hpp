@@ -14,6 +14,13 @@ struct compress_options {
     std::uint32_t chunk_tokens = 256;
     std::map<std::string, std::string> metadata;
     resource_provider resources;  // side information the codec needs (e.g. an expected-KV table)
+    /// Resource-table entries besides the codec's own (e.g. the prefix store external payloads go to).
+    std::vector<resource_ref> declared_resources;
+    /// Codecs with dependent chunks: a keyframe (a chunk decodable without earlier ones) every this many chunks.
+    std::uint32_t keyframe_interval = 16;
+    /// Offered each chunk payload (and its content_hash64); returning true stores it outside the file.
+    format::external_payload_fn external_payloads;
+    std::size_t min_external_payload_bytes = 0;  // smaller payloads always stay inline
 };
 
 /// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
@@ -27,20 +34,26 @@ byte_vector compress(const kv_cache_view& cache, const compress_options& options
     p.has_token_ids = !token_ids.empty();
     p.has_nll = !nll.empty();
     p.metadata = options.metadata;
+    p.keyframe_interval = options.keyframe_interval;
+    p.resources = options.declared_resources;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources));
+                                 make_codec<Backend>(options.codec, options.resources),
+                                 {options.external_payloads, options.min_external_payload_bytes, &options.resources});
     writer.append(cache, 0, cache.layout.tokens, token_ids, nll);
     writer.finish();
     return out;
 }
 
-/// Decodes tokens [begin, end) (default: all) of a .skv image.
+/// Decodes tokens [begin, end) (default: all) of a .skv image. Every entry of its resource table
+/// must be in `resources` (resource_error naming it otherwise), checked before any chunk is
+/// decoded; external chunk payloads are looked up there as (chunk_payload, content hash).
 template <backend::Backend Backend = backend::simd>
 chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin = 0,
                         std::optional<std::uint64_t> end = std::nullopt, const resource_provider& resources = {}) {
     format::stream_reader reader(file);
-    return reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end);
+    reader.require_resources(resources);
+    return reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end, resources);
 }
 
 #ifdef SEQKV_SEPARATE_RUNTIME

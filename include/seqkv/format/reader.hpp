@@ -1,0 +1,185 @@
+// Random-access .skv reader (versions 1 and 2): decodes everything, or only the chunks a token
+// range needs — replayed from the keyframe at or before it when chunks are dependent — with the
+// resources the file's table names resolved through the caller's provider.
+#pragma once
+
+#include <algorithm>
+#include <any>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "seqkv/core/any_codec.hpp"
+#include "seqkv/format/index.hpp"
+
+namespace seqkv::format {
+
+/// Reads a complete .skv image held in memory. The constructor validates the preamble, the
+/// trailer and the index (offsets, token coverage, keyframes) before anything else is read.
+class stream_reader {
+public:
+    explicit stream_reader(std::span<const std::uint8_t> file, const container_limits& limits = {})
+        : file_(file), limits_(limits) {
+        byte_reader r(file, "skv stream");
+        auto magic = r.get_bytes(8);
+        if (!std::equal(magic.begin(), magic.end(), file_magic)) throw format_error("not a seqkv stream (bad magic)");
+        version_ = r.get<std::uint16_t>();
+        if (version_ < oldest_format_version || version_ > format_version)
+            throw format_error("unsupported seqkv format version " + std::to_string(version_));
+        if (r.get<std::uint16_t>() != 0) throw format_error("preamble: reserved field is not 0");
+        const auto body_len = r.get<std::uint32_t>();
+        if (body_len > limits.max_preamble_bytes) throw limit_error("preamble length " + std::to_string(body_len));
+        const auto body = r.get_bytes(body_len);
+        if (crc32c(body) != r.get<std::uint32_t>()) throw checksum_error("preamble");
+        header_ = decode_preamble(body, limits, version_);
+        data_begin_ = r.position();
+        auto index = read_file_index(file_, data_begin_, header_, version_, limits_);
+        tokens_ = index.tokens;
+        chunks_ = std::move(index.chunks);
+        attachments_ = std::move(index.attachments);
+    }
+
+    /// The file's format version (1 or 2).
+    std::uint16_t version() const { return version_; }
+    const preamble& header() const { return header_; }
+    /// The resource table: what decoding needs besides the file (empty for version 1).
+    const std::vector<resource_ref>& resources() const { return header_.resources; }
+    /// Total tokens in the stream.
+    std::uint64_t tokens() const { return tokens_; }
+    /// Layout of the whole cache.
+    kv_layout layout() const {
+        kv_layout l = header_.layout;
+        l.tokens = tokens_;
+        return l;
+    }
+    const std::vector<chunk_entry>& chunks() const { return chunks_; }
+
+    /// Throws resource_error naming the first resource-table entry that neither `resources` holds
+    /// nor is in `resolved` (the resources a codec was built with: make_codec requires them).
+    void require_resources(const resource_provider& resources, std::span<const resource_ref> resolved = {}) const {
+        for (const auto& ref : header_.resources)
+            if (std::find(resolved.begin(), resolved.end(), ref) == resolved.end() &&
+                !resources.find<void>(ref.kind, ref.content_hash))
+                throw resource_error("missing resource: " + describe(ref));
+    }
+
+    /// Reads and checks chunk i's record (an external payload is not looked up).
+    chunk_record record(std::size_t i) const {
+        const auto& c = chunks_.at(i);
+        auto rec = read_chunk_record(file_.subspan(c.offset, c.record_bytes), header_, version_);
+        if (rec.first_token != c.first_token || rec.tokens != c.tokens || rec.flags != c.flags)
+            throw format_error("chunk " + std::to_string(i) + " disagrees with the index");
+        return rec;
+    }
+
+    /// Index of the keyframe chunk at or before chunk i (where decoding chunk i starts).
+    std::size_t keyframe_of(std::size_t i) const {
+        while (chunks_.at(i).dependent()) --i;  // chunk 0 is never dependent (read_file_index)
+        return i;
+    }
+
+    /// Decodes tokens [begin, end) (default: all) with the given codec; `resources` supplies the
+    /// resource table's objects and external payloads. Dependent chunks are replayed from the
+    /// keyframe at or before the range with one carry; chunks before the range decode into scratch.
+    chunk_buffer decode(const any_chunk_codec& codec, std::uint64_t begin = 0,
+                        std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {}) const {
+        const std::uint64_t end = end_opt.value_or(tokens_);
+        require_usage(begin <= end && end <= tokens_, "decode: token range outside the stream");
+        kv_layout out_layout = header_.layout;
+        out_layout.tokens = end - begin;
+        if (out_layout.total_bytes() > limits_.max_chunk_decoded_bytes * 64) throw limit_error("decode: range too large");
+        require_resources(resources, codec.resources);
+        chunk_buffer out = chunk_buffer::for_layout(header_.layout, end - begin);
+        if (begin == end) return out;
+        const auto first = std::partition_point(chunks_.begin(), chunks_.end(),
+                                                [&](const chunk_entry& c) { return c.first_token + c.tokens <= begin; });
+        const std::size_t a = std::size_t(first - chunks_.begin());
+        const std::size_t start = keyframe_of(a);
+        const std::size_t es = dtype_size(header_.layout.type), row = std::size_t(header_.layout.head_dim) * es;
+        std::any carry;
+        for (std::size_t i = start; i < chunks_.size() && chunks_[i].first_token < end; ++i) {
+            const auto& c = chunks_[i];
+            if (c.dependent() && !codec.dependent_chunks)
+                throw format_error("chunk " + std::to_string(i) + " is dependent but the codec's chunks are self-contained");
+            chunk_record rec = record(i);
+            resolve_payload(rec, resources);
+            if (!c.dependent()) carry.reset();
+            chunk_buffer part = chunk_buffer::for_layout(header_.layout, c.tokens);
+            chunk_input in{nullptr, c.first_token, c.first_token + c.tokens, rec.token_ids, rec.nll, &resources,
+                           codec.dependent_chunks ? &carry : nullptr};
+            codec.decode(rec.payload, in, part);
+            if (i < a) continue;  // replayed only for the carry
+            const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
+            for (std::uint32_t l = 0; l < header_.layout.layers; ++l)
+                for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                    auto src = part.block(l, kind);
+                    auto dst = out.block(l, kind);
+                    for (std::uint32_t h = 0; h < header_.layout.kv_heads; ++h)
+                        std::copy_n(src.data() + (std::size_t(h) * c.tokens + (lo - c.first_token)) * row,
+                                    std::size_t(hi - lo) * row,
+                                    dst.data() + (std::size_t(h) * (end - begin) + (lo - begin)) * row);
+                }
+        }
+        return out;
+    }
+
+    /// Token ids of every token as stored in the chunk records (empty if the stream has none).
+    std::vector<std::int32_t> token_ids() const { return side_data<std::int32_t>(&chunk_record::token_ids, header_.has_token_ids); }
+    /// nll of every token (empty if the stream has none).
+    std::vector<float> nll() const { return side_data<float>(&chunk_record::nll, header_.has_nll); }
+
+    /// Byte offset where the chunk records end (attachments, then the index, follow).
+    std::uint64_t chunks_end() const { return chunks_.empty() ? data_begin_ : chunks_.back().offset + chunks_.back().record_bytes; }
+    /// All attachments, in file order.
+    const std::vector<attachment>& attachments() const { return attachments_; }
+
+    /// Names of the attachments, in file order.
+    std::vector<std::string> attachment_names() const {
+        std::vector<std::string> names;
+        for (const auto& a : attachments_) names.push_back(a.name);
+        return names;
+    }
+    /// The attachment called name (CRC-checked), or nullopt.
+    std::optional<byte_vector> find_attachment(std::string_view name) const {
+        for (const auto& a : attachments_)
+            if (a.name == name) return a.bytes;
+        return std::nullopt;
+    }
+
+private:
+    template <class T, class Member>
+    std::vector<T> side_data(Member member, bool present) const {
+        std::vector<T> out;
+        if (!present) return out;
+        for (std::size_t i = 0; i < chunks_.size(); ++i) {
+            auto rec = record(i);
+            const auto& v = rec.*member;
+            out.insert(out.end(), v.begin(), v.end());
+        }
+        return out;
+    }
+
+    std::span<const std::uint8_t> file_;
+    container_limits limits_;
+    std::uint16_t version_ = 0;
+    preamble header_;
+    std::size_t data_begin_ = 0;
+    std::uint64_t tokens_ = 0;
+    std::vector<chunk_entry> chunks_;
+    std::vector<attachment> attachments_;
+};
+
+/// A copy of a complete stream with attachment `name` added (or replaced); chunks are untouched
+/// and the copy keeps the source's format version.
+inline byte_vector with_attachment(std::span<const std::uint8_t> file, std::string name, byte_vector bytes) {
+    stream_reader reader(file);
+    std::vector<attachment> atts;
+    for (const auto& a : reader.attachments())
+        if (a.name != name) atts.push_back(a);
+    atts.push_back({std::move(name), std::move(bytes)});
+    byte_vector out(file.begin(), file.begin() + static_cast<std::ptrdiff_t>(reader.chunks_end()));
+    append_tail(out, out.size(), reader.chunks(), atts, reader.tokens(), reader.version());
+    return out;
+}
+
+}  // namespace seqkv::format
