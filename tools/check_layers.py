@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks seqkv's include graph against its layering (docs/LAYERING.md, ARCHITECTURE "Layers").
 
-Every `#include "seqkv/..."` (or <seqkv/...>) under include/, tools/, bench/ and examples/ must run
+Every `#include "seqkv/..."` (or <seqkv/...>) under include/, src/, tools/, bench/ and examples/ must run
 downward: lower never includes higher, stages never include each other, a detail/ header is
 private to the folder above it, and tools, bench and examples include public headers only.
 Prints one line per violating include (file:line: from-layer -> to-layer) and exits 1; exits 0
@@ -40,18 +40,20 @@ ALLOWED = {
     "metrics": {"metrics", "core"},
     # api.hpp, seqkv.hpp, version.hpp (include/seqkv/*.hpp): the public entry points, over everything below.
     "api": {"api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
+    # src/: the compiled runtime (explicit instantiations of the codecs and the API); public headers only.
+    "runtime": {"api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
     # convert/: .skv <-> safetensors / llama.cpp state, built on the public API (public headers only).
     "convert": {"convert", "api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
     # tools/, bench/, examples/: clients; any public header, never a detail/ one.
     "client": {"convert", "api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
 }
 # Layers whose files may include only public headers (no detail/ folder anywhere).
-PUBLIC_ONLY = {"convert", "client"}
+PUBLIC_ONLY = {"runtime", "convert", "client"}
 
 # Known exceptions: (including file, included header) -> why. Keep empty; each entry needs a TODO.
 EXCEPTIONS = {}
 
-SCANNED = ("include", "tools", "bench", "examples")
+SCANNED = ("include", "src", "tools", "bench", "examples")
 SOURCE_EXT = (".hpp", ".h", ".cpp", ".cc", ".cu", ".cuh")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"](seqkv/[^">]+)[">]')
 
@@ -61,14 +63,14 @@ def layer_of_header(path):
     parts = path.split("/")
     if len(parts) == 2:
         return "api"  # seqkv/api.hpp, seqkv/seqkv.hpp, seqkv/version.hpp
-    return parts[1] if parts[1] in ALLOWED and parts[1] not in ("api", "client") else None
+    return parts[1] if parts[1] in ALLOWED and parts[1] not in ("api", "runtime", "client") else None
 
 
 def layer_of_file(rel):
     """Layer of a file of the tree (path relative to the root, '/'-separated)."""
     if rel.startswith("include/seqkv/"):
         return layer_of_header(rel[len("include/"):])
-    return "client"
+    return "runtime" if rel.startswith("src/") else "client"
 
 
 def detail_owner(header):
@@ -144,6 +146,7 @@ def self_test():
         "include/seqkv/convert/s.hpp": ["seqkv/api.hpp", "seqkv/io/t.hpp"],
         "tools/cli/main.cpp": ["seqkv/convert/s.hpp", "seqkv/api.hpp"],
         "examples/e.cpp": ["seqkv/api.hpp"],
+        "src/api.cpp": ["seqkv/api.hpp", "seqkv/codec/x/c.hpp"],
     }
     bad = {  # file -> (include, words the message must contain)
         "include/seqkv/core/bad.hpp": ("seqkv/predict/p.hpp", "core -> predict"),
@@ -155,6 +158,7 @@ def self_test():
         "include/seqkv/api2.hpp": ("seqkv/convert/s.hpp", "api -> convert"),
         "bench/bad.cpp": ("seqkv/codec/x/detail/k.hpp", "client includes public headers only"),
         "tools/bad.cpp": ("seqkv/core/missing.hpp", "does not exist"),
+        "src/bad.cpp": ("seqkv/convert/s.hpp", "runtime -> convert"),
         "include/seqkv/mystery/m.hpp": ("seqkv/core/a.hpp", "in no known layer"),
     }
     failures = []

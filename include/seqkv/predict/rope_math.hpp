@@ -1,8 +1,9 @@
 // The one deterministic RoPE implementation: inverse frequencies, cos / sin, channel pairing and
 // the rotation of a pair, shared by the lossy pre-RoPE key domain (predict/rope.hpp) and the
-// lossless rotation predictor (codec/lossless/rope.hpp). No libm: log, exp, cos and sin are fixed
-// series with a fixed operation order and every product rounded on its own (unfused_mul), so the
-// encoder and decoder compute the same bits on any machine, with or without FMA hardware.
+// lossless rotation predictor (codec/lossless/detail/rope.hpp). No libm: log, exp, cos and sin
+// are fixed series with a fixed operation order and every product rounded on its own
+// (unfused_mul), so the encoder and decoder compute the same bits on any machine, with or
+// without FMA hardware.
 //
 // Each codec froze a precision rule into its format before the code was shared; both are kept
 // here as the `precision` parameter, because changing either would change what existing files
