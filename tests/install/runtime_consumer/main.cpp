@@ -17,7 +17,9 @@ int main() {
             (kind ? cache.values : cache.keys).push_back({p, layout.type, layout.kv_heads, layout.tokens, layout.head_dim, strides});
         }
     // Lossless: bit-exact round trip.
-    const seqkv::byte_vector skv = seqkv::compress(cache, {.codec = seqkv::lossless_config(), .chunk_tokens = 16});
+    seqkv::compress_options options;
+    options.chunk_tokens = 16;
+    const seqkv::byte_vector skv = seqkv::compress(cache, options);
     const seqkv::chunk_buffer back = seqkv::decompress(skv);
     for (std::uint32_t l = 0; l < layout.layers; ++l)
         for (int kind = 0; kind < 2; ++kind) {
@@ -29,8 +31,8 @@ int main() {
             }
         }
     // Lossy: decodes to the right shape.
-    const seqkv::byte_vector lossy =
-        seqkv::compress(cache, {.codec = seqkv::lossy_codec_config(seqkv::lossy_preset("kivi4")), .chunk_tokens = 16});
+    options.codec = seqkv::lossy_codec_config(seqkv::lossy_preset("kivi4"));
+    const seqkv::byte_vector lossy = seqkv::compress(cache, options);
     const seqkv::chunk_buffer some = seqkv::decompress(lossy, 3, 20);
     if (some.layout.tokens != 17) return 1;
     std::printf("seqkv %s: %zu -> %zu bytes lossless, %zu lossy\n", SEQKV_VERSION_STRING, data.size() * 2, skv.size(), lossy.size());
