@@ -48,7 +48,10 @@ inline std::string describe_codec(const format::codec_config& config) {
 
 /// Registers an expected-KV table under its content hash (what lossy configs name).
 inline resource_provider& add_expected_kv_table(resource_provider& r, std::shared_ptr<const predict::expected_kv_table> table) {
-    if (table) r.add(resource_kind::expected_kv_table, table->content_hash(), std::move(table));
+    if (table) {
+        const std::uint64_t hash = table->content_hash();  // before the move: argument order is unspecified
+        r.add(resource_kind::expected_kv_table, hash, std::move(table));
+    }
     return r;
 }
 
