@@ -82,8 +82,7 @@ TEST(ResourceTable, MissingExpectedKvTableIsAResourceError) {
     compress_options o;
     o.codec = lossy_codec_config(c);
     o.chunk_tokens = 16;
-    // (Registered directly: registry.hpp's add_expected_kv_table moves the pointer before it reads the hash.)
-    o.resources.add(resource_kind::expected_kv_table, table->content_hash(), table);
+    add_expected_kv_table(o.resources, table);
     const auto file = compress(cache.view(), o, ids);
     format::stream_reader reader(file);
     ASSERT_EQ(reader.resources().size(), 1u);
@@ -91,9 +90,9 @@ TEST(ResourceTable, MissingExpectedKvTableIsAResourceError) {
 
     expect_error_mentions<resource_error>([&] { decompress(file); }, {"expected-KV table", hex16(table->content_hash())});
     resource_provider other;
-    const auto other_table = std::make_shared<const predict::expected_kv_table>(
-        L, H, D, V, false, std::vector<float>(std::size_t(L) * 2 * H * V * D, 0.5f), std::vector<std::uint32_t>(V, 1));
-    other.add(resource_kind::expected_kv_table, other_table->content_hash(), other_table);
+    add_expected_kv_table(other, std::make_shared<const predict::expected_kv_table>(
+                                     L, H, D, V, false, std::vector<float>(std::size_t(L) * 2 * H * V * D, 0.5f),
+                                     std::vector<std::uint32_t>(V, 1)));
     EXPECT_THROW(decompress(file, 0, std::nullopt, other), resource_error);  // a table, but not this one
     const auto full = decompress(file, 0, std::nullopt, o.resources);
     ASSERT_EQ(full.layout.tokens, T);

@@ -45,7 +45,7 @@ json info_json(std::span<const std::uint8_t> skv) {
     seqkv::format::stream_reader reader(skv);
     const auto L = reader.layout();
     json j;
-    j["format_version"] = seqkv::format::format_version;
+    j["format_version"] = reader.version();
     j["layers"] = L.layers;
     j["kv_heads"] = L.kv_heads;
     j["head_dim"] = L.head_dim;
@@ -63,6 +63,19 @@ json info_json(std::span<const std::uint8_t> skv) {
     j["kv_bits_per_element"] = L.tokens ? 8.0 * double(coded) / double(L.total_bytes() / seqkv::dtype_size(L.type)) : 0.0;
     j["metadata"] = reader.header().metadata;
     j["attachments"] = reader.attachment_names();
+    j["keyframe_interval"] = reader.header().keyframe_interval;
+    std::size_t dependent = 0, external = 0;
+    for (const auto& c : reader.chunks()) dependent += c.dependent(), external += c.external();
+    j["dependent_chunks"] = dependent;
+    j["external_chunks"] = external;
+    json resources = json::array();
+    for (const auto& r : reader.resources()) {
+        char hash[17];
+        std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)r.content_hash);
+        resources.push_back({{"kind", std::uint16_t(r.kind)}, {"content_hash", hash}, {"name", r.name},
+                             {"description", seqkv::describe(r)}});
+    }
+    j["resources"] = resources;
     if (auto stats = reader.find_attachment(seqkv::cli::stats_attachment))
         j["quality"] = json::parse(stats->begin(), stats->end(), nullptr, false);
     return j;
@@ -80,7 +93,12 @@ std::string info_text(const json& j) {
                   (unsigned long long)j["kv_bytes"].get<std::uint64_t>(),
                   (unsigned long long)j["kv_coded_bytes"].get<std::uint64_t>(), j["kv_ratio"].get<double>(),
                   j["kv_bits_per_element"].get<double>(), (unsigned long long)j["file_bytes"].get<std::uint64_t>());
-    std::string s = buf;
+    std::string s = "format version " + std::to_string(j["format_version"].get<unsigned>()) + "\n" + buf;
+    if (j["dependent_chunks"].get<std::size_t>() || j["external_chunks"].get<std::size_t>())
+        s += std::to_string(j["dependent_chunks"].get<std::size_t>()) + " dependent chunks (a keyframe every " +
+             std::to_string(j["keyframe_interval"].get<unsigned>()) + " chunks), " +
+             std::to_string(j["external_chunks"].get<std::size_t>()) + " with the payload stored elsewhere\n";
+    for (const auto& r : j["resources"]) s += "needs " + r["description"].get<std::string>() + "\n";
     if (j.contains("quality") && j["quality"].is_object()) s += "quality: " + j["quality"].dump() + "\n";
     return s;
 }
