@@ -22,9 +22,12 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "seqkv/codec/lossless/detail/cost.hpp"
@@ -159,18 +162,22 @@ public:
     bool has_ids() const { return !ids_.empty() || tokens_ == 0; }
     const std::optional<rope::parameters>& rope() const { return rope_; }
     /// Rotation tables of the rotated predictor for head_dim (even; rope parameters and ids present).
+    /// Safe to call from several threads at once (the blocks of a chunk run on the executor): the
+    /// memo is filled under a lock and an entry, once made, is never replaced or moved.
     const rope::rotation_table& rotations(std::uint32_t head_dim) const {
-        if (!rotations_ || rotations_head_dim_ != head_dim) {
-            rotations_.emplace(*rope_, head_dim, get(bit_predictor::rotate_same_token), detail::no_reference);
-            rotations_head_dim_ = head_dim;
-        }
-        return *rotations_;
+        const auto refs = get(bit_predictor::rotate_same_token);
+        std::lock_guard lock(memo_mutex_);
+        for (const auto& [dim, table] : rotations_)
+            if (dim == head_dim) return *table;
+        rotations_.emplace_back(head_dim, std::make_unique<const rope::rotation_table>(*rope_, head_dim, refs, detail::no_reference));
+        return *rotations_.back().second;
     }
     std::uint64_t tokens() const { return tokens_; }
     /// ref(t) < t of every token under p (detail::no_reference = none); p must not need ids it lacks.
     std::span<const std::uint64_t> get(bit_predictor p) const {
+        std::lock_guard lock(memo_mutex_);
         auto& slot = cache_[static_cast<std::size_t>(p)];
-        if (!slot) slot = compute(p);
+        if (!slot) slot = compute(p);  // a vector's buffer stays put when the optional is never reset
         return *slot;
     }
 
@@ -197,9 +204,9 @@ private:
     std::uint64_t tokens_;
     std::span<const std::int32_t> ids_;
     std::optional<rope::parameters> rope_;
+    mutable std::mutex memo_mutex_;
     mutable std::array<std::optional<std::vector<std::uint64_t>>, 6> cache_;
-    mutable std::optional<rope::rotation_table> rotations_;
-    mutable std::uint32_t rotations_head_dim_ = 0;
+    mutable std::vector<std::pair<std::uint32_t, std::unique_ptr<const rope::rotation_table>>> rotations_;
 };
 
 }  // namespace seqkv::lossless
