@@ -21,7 +21,27 @@ struct compress_options {
     /// Offered each chunk payload (and its content_hash64); returning true stores it outside the file.
     format::external_payload_fn external_payloads;
     std::size_t min_external_payload_bytes = 0;  // smaller payloads always stay inline
+    /// Threads the codec's blocks run on (0: every core); the output bytes never depend on it.
+    unsigned threads = 1;
 };
+
+/// The executor for `threads` threads (0: every core; 1: the caller's thread, no pool).
+inline std::shared_ptr<backend::thread_pool> executor_for(unsigned threads) {
+    return threads == 1 ? nullptr : std::make_shared<backend::thread_pool>(threads);
+}
+
+/// The preamble fields a compress_options decides (codec, chunking, keyframes, declared resources).
+inline void apply_options(format::preamble& p, const compress_options& options) {
+    p.codec = options.codec;
+    p.chunk_tokens = options.chunk_tokens;
+    p.keyframe_interval = options.keyframe_interval;
+    p.resources = options.declared_resources;
+}
+
+/// How a writer stores payloads under these options.
+inline format::writer_options writer_options_for(const compress_options& options) {
+    return {options.external_payloads, options.min_external_payload_bytes, &options.resources};
+}
 
 /// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
 template <backend::Backend Backend = backend::simd>
@@ -29,17 +49,14 @@ byte_vector compress(const kv_cache_view& cache, const compress_options& options
                      std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
     format::preamble p;
     p.layout = cache.layout;
-    p.codec = options.codec;
-    p.chunk_tokens = options.chunk_tokens;
+    apply_options(p, options);
     p.has_token_ids = !token_ids.empty();
     p.has_nll = !nll.empty();
     p.metadata = options.metadata;
-    p.keyframe_interval = options.keyframe_interval;
-    p.resources = options.declared_resources;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources),
-                                 {options.external_payloads, options.min_external_payload_bytes, &options.resources});
+                                 make_codec<Backend>(options.codec, options.resources, executor_for(options.threads)),
+                                 writer_options_for(options));
     writer.append(cache, 0, cache.layout.tokens, token_ids, nll);
     writer.finish();
     return out;
@@ -50,10 +67,11 @@ byte_vector compress(const kv_cache_view& cache, const compress_options& options
 /// decoded; external chunk payloads are looked up there as (chunk_payload, content hash).
 template <backend::Backend Backend = backend::simd>
 chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin = 0,
-                        std::optional<std::uint64_t> end = std::nullopt, const resource_provider& resources = {}) {
+                        std::optional<std::uint64_t> end = std::nullopt, const resource_provider& resources = {},
+                        unsigned threads = 1) {
     format::stream_reader reader(file);
     reader.require_resources(resources);
-    return reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end, resources);
+    return reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), begin, end, resources);
 }
 
 #ifdef SEQKV_SEPARATE_RUNTIME
@@ -62,7 +80,8 @@ chunk_buffer decompress(std::span<const std::uint8_t> file, std::uint64_t begin 
     EXTERN template byte_vector compress<Backend>(const kv_cache_view&, const compress_options&,                    \
                                                   std::span<const std::int32_t>, std::span<const float>);         \
     EXTERN template chunk_buffer decompress<Backend>(std::span<const std::uint8_t>, std::uint64_t,                  \
-                                                    std::optional<std::uint64_t>, const resource_provider&);
+                                                    std::optional<std::uint64_t>, const resource_provider&,  \
+                                                    unsigned);
 SEQKV_API_INSTANCES(extern, backend::simd)
 SEQKV_API_INSTANCES(extern, backend::scalar)
 #endif

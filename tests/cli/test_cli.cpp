@@ -80,6 +80,35 @@ TEST(Cli, LossyPresetRecordsQualityAndNeedsItsTable) {
     fs::remove_all(dir);
 }
 
+TEST(Cli, ThreadsGiveTheSameBytesAndInfoShowsTheFormatAndResources) {
+    const auto dir = scratch();
+    const auto table = dir / "table.safetensors";
+    ASSERT_EQ(run("table " + other.string() + " -o " + table.string()).status, 0);
+    for (const std::string preset : {"lossless", "seqkv-2bit"}) {
+        const std::string flags = " --preset " + preset + (preset == "lossless" ? "" : " --table " + table.string());
+        const auto one = dir / "one.skv", three = dir / "three.skv";
+        ASSERT_EQ(run("compress " + fixture.string() + " -o " + one.string() + flags + " --threads 1").status, 0);
+        ASSERT_EQ(run("compress " + fixture.string() + " -o " + three.string() + flags + " --threads 3").status, 0);
+        EXPECT_EQ(seqkv::read_file(one), seqkv::read_file(three)) << preset;
+        const auto back1 = dir / "back1.safetensors", back3 = dir / "back3.safetensors";
+        const std::string table_flag = preset == "lossless" ? "" : " --table " + table.string();
+        ASSERT_EQ(run("decompress " + one.string() + " -o " + back1.string() + table_flag + " --threads 1").status, 0);
+        ASSERT_EQ(run("decompress " + one.string() + " -o " + back3.string() + table_flag + " --threads 3").status, 0);
+        EXPECT_EQ(seqkv::read_file(back1), seqkv::read_file(back3)) << preset;
+        const auto r = run("info " + one.string() + " --json");
+        ASSERT_EQ(r.status, 0) << r.out;
+        const auto j = nlohmann::json::parse(r.out);
+        EXPECT_EQ(j["format_version"].get<unsigned>(), 2u);
+        if (preset == "lossless") {
+            EXPECT_TRUE(j["resources"].empty());
+        } else {
+            ASSERT_EQ(j["resources"].size(), 1u);
+            EXPECT_NE(j["resources"][0]["description"].get<std::string>().find("expected-KV table"), std::string::npos);
+        }
+    }
+    fs::remove_all(dir);
+}
+
 TEST(Cli, BadInputGivesAClearErrorAndNoOutput) {
     const auto dir = scratch();
     const auto skv = dir / "c.skv", back = dir / "c.safetensors", junk = dir / "junk.safetensors";

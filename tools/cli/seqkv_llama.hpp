@@ -118,7 +118,7 @@ inline nlohmann::json compress_llama(const std::string& in, const std::string& o
     io::skv_summary summary;
     auto skv = io::llama::compress_state(st, facts.shape, opts, by_position, &summary);
     // Quality: a lossless file must give back the state byte for byte; a lossy one gets K/V metrics.
-    const auto back = io::llama::decompress_state(skv, opts.resources);
+    const auto back = io::llama::decompress_state(skv, opts.resources, opts.threads);
     nlohmann::json q;
     const bool exact = io::llama::write_state(back) == bytes;
     q["bit_exact"] = exact;
@@ -144,8 +144,8 @@ inline nlohmann::json compress_llama(const std::string& in, const std::string& o
 }
 
 /// `seqkv decompress --to llama-state`: the state bytes of a .skv made by compress_llama.
-inline byte_vector decompress_llama(std::span<const std::uint8_t> skv, const resource_provider& resources) {
-    return io::llama::write_state(io::llama::decompress_state(skv, resources));
+inline byte_vector decompress_llama(std::span<const std::uint8_t> skv, const resource_provider& resources, unsigned threads = 1) {
+    return io::llama::write_state(io::llama::decompress_state(skv, resources, threads));
 }
 
 }  // namespace seqkv::cli

@@ -194,6 +194,7 @@ int main(int argc, char** argv) {
     decompress->add_option("--to", to, "output kind: safetensors (default) | llama-state (for files compressed --from llama-state)")
         ->check(CLI::IsMember({"safetensors", "llama-state"}));
     decompress->add_option("--table", lossy.table_path, "expected-KV table the file was coded with")->check(CLI::ExistingFile);
+    seqkv::cli::add_threads_flag(*decompress, lossy);
     decompress->add_flag("--json", as_json, "machine-readable output");
 
     auto* info = app.add_subcommand("info", "describe a .skv file");
@@ -237,8 +238,8 @@ int main(int argc, char** argv) {
             seqkv::resource_provider res;
             seqkv::add_expected_kv_table(res, seqkv::cli::load_table(lossy));
             if (to == "llama-state" && !range.empty()) throw seqkv::usage_error("--to llama-state decodes the whole state (no --tokens)");
-            const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res)
-                                                : seqkv::io::decompress_to_safetensors(skv, a, b, res);
+            const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res, lossy.threads)
+                                                : seqkv::io::decompress_to_safetensors(skv, a, b, res, lossy.threads);
             const double sec = seconds_since(t0);
             seqkv::write_file(out, st);
             json j{{"output", out}, {"bytes", st.size()}, {"seconds", sec}};

@@ -28,7 +28,13 @@ inline std::string preset_help() {
 struct lossy_flags {
     std::vector<std::string> options;  // KEY=VALUE, applied after the preset
     std::string table_path;            // expected-KV table (safetensors) for presets that use one
+    unsigned threads = 0;              // --threads: codec threads (0: every core; the bytes never depend on it)
 };
+
+/// Registers `--threads N` (0, the default: every core).
+inline void add_threads_flag(CLI::App& app, lossy_flags& flags) {
+    app.add_option("--threads", flags.threads, "threads the codec runs on (default 0: every core; same output bytes)");
+}
 
 /// Registers `--lossy KEY=VALUE` (repeatable) and `--table FILE` on a subcommand.
 inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
@@ -37,7 +43,9 @@ inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
                    "qjl, bound, relative-bound, prerope, table, target-bits, rate, coding, ...)");
     app.add_option("--table", flags.table_path, "expected-KV table (.safetensors) built by `seqkv table`")
         ->check(CLI::ExistingFile);
+    add_threads_flag(app, flags);
 }
+
 
 /// Loads the table named by flags (or null).
 inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_flags& flags) {
@@ -99,6 +107,7 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
         o.chunk_tokens = 1024;  // token-conditioned prediction needs history inside a chunk
     }
     if (chunk) o.chunk_tokens = chunk;
+    o.threads = flags.threads;
     return o;
 }
 

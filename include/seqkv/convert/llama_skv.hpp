@@ -197,8 +197,7 @@ byte_vector compress_state(const state& s, kv_shape shape, const compress_option
     const auto ids = use_ids ? detail::ids_of_cells(s, plan, by_position) : std::vector<std::int32_t>{};
     format::preamble p;
     p.layout = plan.layout;
-    p.codec = options.codec;
-    p.chunk_tokens = options.chunk_tokens;
+    apply_options(p, options);
     p.has_token_ids = use_ids;
     p.metadata = options.metadata;
     p.metadata["source"] = "llama.cpp state";
@@ -207,7 +206,8 @@ byte_vector compress_state(const state& s, kv_shape shape, const compress_option
     if (plan.layout.tokens) p.metadata["ggml_type"] = std::string(ggml_type_of(plan.layout.type)->name);
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources));
+                                 make_codec<Backend>(options.codec, options.resources, executor_for(options.threads)),
+                                 writer_options_for(options));
     std::uint64_t t0 = 0;
     for (auto [i, j] : plan.streams) {
         const auto& st = s.sections[i].streams[j];
@@ -323,13 +323,14 @@ inline tensor_rows get_skeleton_rows(byte_reader& r, bool transposed, std::uint6
 /// Decodes a .skv written by compress_state back into the state; with a lossless codec it
 /// serializes (write_state) to the original bytes. format_error for files of other origins.
 template <backend::Backend Backend = backend::simd>
-state decompress_state(std::span<const std::uint8_t> skv, const resource_provider& resources = {}) {
+state decompress_state(std::span<const std::uint8_t> skv, const resource_provider& resources = {}, unsigned threads = 1) {
     format::stream_reader reader(skv);
+    reader.require_resources(resources);
     const auto att = reader.find_attachment(state_attachment);
     if (!att) throw format_error("no '" + std::string(state_attachment) + "' attachment: this .skv was not made from a llama.cpp state");
     const kv_layout L = reader.layout();
     chunk_buffer kv;
-    if (L.tokens) kv = reader.decode(make_codec<Backend>(reader.header().codec, resources));
+    if (L.tokens) kv = reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), 0, std::nullopt, resources);
     const std::vector<std::int32_t> ids = reader.token_ids();
     byte_reader r(*att, "llama_state attachment");
     if (r.get<std::uint8_t>() != 1) throw format_error("llama_state attachment: unknown version");

@@ -108,15 +108,15 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     const std::vector<float> nll = stored_nll.value_or(std::vector<float>{});
     format::preamble p;
     p.layout = cache.layout;
-    p.codec = options.codec;
-    p.chunk_tokens = options.chunk_tokens;
+    apply_options(p, options);
     p.has_token_ids = use_tokens;
     p.has_nll = use_nll;
     p.metadata = file.metadata();
     for (const auto& [k, v] : options.metadata) p.metadata[k] = v;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources));
+                                 make_codec<Backend>(options.codec, options.resources, executor_for(options.threads)),
+                                 writer_options_for(options));
     writer.append(cache, 0, T, ids, nll);
     byte_vector extras;
     byte_writer w(extras);
@@ -143,11 +143,13 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
 template <backend::Backend Backend = backend::simd>
 byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
                                       std::optional<std::uint64_t> end_opt = std::nullopt,
-                                      const resource_provider& resources = {}) {
+                                      const resource_provider& resources = {}, unsigned threads = 1) {
     format::stream_reader reader(skv);
+    reader.require_resources(resources);
     const std::uint64_t T = reader.tokens();
     const std::uint64_t end = end_opt.value_or(T);
-    const chunk_buffer kv = reader.decode(make_codec<Backend>(reader.header().codec, resources), begin, end);
+    const chunk_buffer kv =
+        reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), begin, end, resources);
     const std::uint64_t n = end - begin;
     safetensors_builder b;
     b.set_metadata(reader.header().metadata);
