@@ -8,6 +8,7 @@ packages=(
   libxsimd-dev nlohmann-json3-dev libcli11-dev libboost-dev
   libzstd-dev liblz4-dev liblzma-dev libblosc-dev libfpzip-dev libzfp-dev
   python3 python3-venv python3-torch libopenblas0-pthread
+  libhiredis-dev redis-server redis-tools  # the Redis chunk store; its tests start their own servers
 )
 missing=()
 for p in "${packages[@]}"; do

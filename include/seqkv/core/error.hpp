@@ -50,6 +50,13 @@ public:
     explicit resource_error(const std::string& message) : error("resource error: " + message) {}
 };
 
+/// A chunk store's backend failed: a server unreachable after the bounded retries, an error reply,
+/// a cluster that cannot be mapped. (A corrupt stored chunk is a checksum_error / format_error.)
+class store_error : public error {
+public:
+    explicit store_error(const std::string& message) : error("store error: " + message) {}
+};
+
 /// Throws format_error(message) unless condition holds; for validating untrusted input.
 inline void require_format(bool condition, const char* message) {
     if (!condition) throw format_error(message);
