@@ -6,7 +6,7 @@
 // bytes (before allocating), and that the payload hashes to the key; any mismatch throws
 // (format_error, checksum_error, limit_error) and never returns the bytes.
 //
-// A put writes a temporary file in the chunk's own folder (".<hex>.<pid>.<n>.tmp"), fsyncs it,
+// A put writes a temporary file in the chunk's own folder (".<hex>.<pid>-<token>.<n>.tmp"), fsyncs it,
 // renames it over <hex>.chunk and fsyncs the folder: a crash leaves either the old state or the
 // whole chunk, plus perhaps a temporary file that no reader ever opens
 // (remove_stale_temp_files cleans those). Several processes may share one directory.
@@ -24,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <system_error>
@@ -71,9 +72,13 @@ public:
         } else if (errno != EEXIST) {
             throw_errno("cannot create folder", folder);
         }
+        // Unique among threads (counter), processes (pid) and hosts sharing the folder (a random
+        // per-process token); O_EXCL would refuse a clash rather than share a file.
         static std::atomic<std::uint64_t> counter{0};
+        static const std::string token = chunk_key_hex((std::uint64_t(std::random_device{}()) << 32) ^
+                                                       std::random_device{}()).substr(4);
         const std::filesystem::path tmp =
-            folder / ("." + chunk_key_hex(key) + "." + std::to_string(::getpid()) + "." +
+            folder / ("." + chunk_key_hex(key) + "." + std::to_string(::getpid()) + "-" + token + "." +
                       std::to_string(counter.fetch_add(1)) + ".tmp");
         const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0) throw_errno("cannot create", tmp);
@@ -149,16 +154,18 @@ public:
         std::size_t removed = 0;
         std::error_code ec;
         const auto now = std::filesystem::file_time_type::clock::now();
-        for (const auto& folder : std::filesystem::directory_iterator(dir_, ec)) {
-            if (!folder.is_directory(ec)) continue;
-            for (const auto& file : std::filesystem::directory_iterator(folder.path(), ec)) {
-                const std::string name = file.path().filename().string();
-                if (name.size() < 5 || name[0] != '.' || !name.ends_with(".tmp") || !file.is_regular_file(ec)) continue;
-                const auto mtime = file.last_write_time(ec);
-                if (!ec && now - mtime >= min_age && std::filesystem::remove(file.path(), ec)) ++removed;
-                ec.clear();
+        // Error codes throughout: folders may vanish under a concurrent cleaner; skip them.
+        using iterator = std::filesystem::directory_iterator;
+        for (iterator folder(dir_, ec), end; !ec && folder != end; folder.increment(ec)) {
+            std::error_code fec;
+            if (!folder->is_directory(fec)) continue;
+            for (iterator file(folder->path(), fec); !fec && file != end; file.increment(fec)) {
+                const std::string name = file->path().filename().string();
+                std::error_code e;
+                if (name.size() < 5 || name[0] != '.' || !name.ends_with(".tmp") || !file->is_regular_file(e)) continue;
+                const auto mtime = file->last_write_time(e);
+                if (!e && now - mtime >= min_age && std::filesystem::remove(file->path(), e)) ++removed;
             }
-            ec.clear();
         }
         return removed;
     }
