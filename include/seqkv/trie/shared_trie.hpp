@@ -2,7 +2,8 @@
 //
 // The model: every const member of plt_trie only reads (no memo, no statistics written on a
 // lookup), so any number of threads may run queries at once; an update (insert, split, remove,
-// set_value, acquire/release, pin) takes the lock exclusively and waits for running readers.
+// set_value, acquire/release, pin) takes the lock exclusively and waits for running readers; a
+// waiting writer keeps new readers out (writer_priority_mutex), so lookups never starve an insert.
 // Node ids a reader obtained stay valid until a writer removes that node: hold a reference
 // (acquire, under write) across lock scopes for anything that must survive eviction.
 //
@@ -15,6 +16,7 @@
 #include <shared_mutex>
 #include <utility>
 
+#include "seqkv/core/sync.hpp"
 #include "seqkv/trie/plt_trie.hpp"
 
 namespace seqkv::trie {
@@ -37,7 +39,7 @@ public:
     }
 
 private:
-    mutable std::shared_mutex mutex_;
+    mutable writer_priority_mutex mutex_;  // a waiting writer is not starved by a stream of readers
     plt_trie trie_;
 };
 

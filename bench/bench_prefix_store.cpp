@@ -1,0 +1,319 @@
+// Layer 1 report: the PLT prefix store on an agent-like workload built from real SmolLM2 KV.
+//
+//   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json]
+//
+// Workload (deterministic, seeded): three agents (system prompts of 96–128 tokens, popularity
+// 70 / 20 / 10 %), six tool schemas of 24 tokens (reordered in 20 % of sessions), a date line that
+// changes every 50 sessions, one of eight user names, then a task of 24–96 tokens; 15 % of sessions
+// are a second turn of an earlier one (its tokens plus 16–48 more). Token ids and KV rows come from
+// the bundled SmolLM2-135M dumps (data/kv/smollm2-*.safetensors): each token of a session takes the
+// id and the KV row of the source position it was drawn from. The rows are real SmolLM2 KV, but
+// spliced, not recomputed for the new sequence (their compressibility is real KV's, their
+// cross-position consistency is not).
+//
+// Reported: bytes with and without prefix dedup (each session its own lossless .skv vs the store);
+// hit rate (tokens served from the store / tokens requested, every session asks for its whole
+// prompt before it is stored) of the PLT policy, LRU over trie leaves, and vLLM-style chained
+// hashing of 16-token blocks with LRU eviction, at equal byte budgets; insert and lookup
+// throughput; index bytes per stored token.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "seqkv/api.hpp"
+#include "seqkv/core/chunk_view.hpp"
+#include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/store/prefix_store.hpp"
+
+using namespace seqkv;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct source {
+    io::safetensors_file file;
+    kv_cache_view cache;
+    std::vector<std::int32_t> ids;
+    std::vector<float> nll;
+    explicit source(const fs::path& p) : file(io::safetensors_file::load(p)), cache(io::kv_view(file)) {
+        ids = *io::token_ids_of(file, cache.layout.tokens);
+        nll = io::nll_of(file, cache.layout.tokens).value_or(std::vector<float>(cache.layout.tokens, 3.0f));
+    }
+};
+
+// A token of a session: where its id and KV row come from.
+struct origin {
+    int src;
+    std::uint32_t pos;
+    std::int32_t id_offset;  // perturbations (dates, names) shift the id so it differs
+};
+
+struct session {
+    std::vector<origin> from;
+    std::vector<std::int32_t> ids;
+    std::vector<float> nll;
+};
+
+struct workload {
+    std::vector<source> sources;
+    std::vector<session> sessions;
+};
+
+workload make_workload(int count, std::uint32_t seed) {
+    workload w;
+    w.sources.emplace_back(fs::path(SEQKV_DATA_DIR) / "kv" / "smollm2-gpl3.safetensors");
+    w.sources.emplace_back(fs::path(SEQKV_DATA_DIR) / "kv" / "smollm2-py311-textwrap.safetensors");
+    std::mt19937 rng(seed);
+    auto span_of = [](int src, std::uint32_t begin, std::uint32_t n, std::int32_t off = 0) {
+        std::vector<origin> v;
+        for (std::uint32_t i = 0; i < n; ++i) v.push_back({src, begin + i, off});
+        return v;
+    };
+    const std::vector<std::vector<origin>> agents{span_of(0, 0, 128), span_of(0, 64, 112), span_of(1, 0, 96)};
+    std::vector<std::vector<origin>> tools;
+    for (std::uint32_t k = 0; k < 6; ++k) tools.push_back(span_of(1, 100 + 24 * k, 24));
+    std::vector<session> out;
+    for (int i = 0; i < count; ++i) {
+        session s;
+        if (!out.empty() && rng() % 100 < 15) {  // a second turn of an earlier session
+            const session& prev = out[rng() % out.size()];
+            s.from = prev.from;
+            const auto more = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % 80), 16 + std::uint32_t(rng() % 33), 0);
+            s.from.insert(s.from.end(), more.begin(), more.end());
+        } else {
+            const unsigned r = rng() % 100;
+            const auto& agent = agents[r < 70 ? 0 : r < 90 ? 1 : 2];
+            s.from = agent;
+            std::vector<int> order{0, 1, 2, 3, 4, 5};
+            if (rng() % 100 < 20) std::shuffle(order.begin(), order.end(), rng);
+            for (int k : order) s.from.insert(s.from.end(), tools[std::size_t(k)].begin(), tools[std::size_t(k)].end());
+            auto date = span_of(0, 200, 4, 0);
+            date[2].id_offset = 100000 + i / 50;  // the day
+            s.from.insert(s.from.end(), date.begin(), date.end());
+            const auto user = span_of(1, 60, 3, 200000 + std::int32_t(rng() % 8));
+            s.from.insert(s.from.end(), user.begin(), user.end());
+            const auto task = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % 100), 24 + std::uint32_t(rng() % 73), 0);
+            s.from.insert(s.from.end(), task.begin(), task.end());
+        }
+        for (const auto& o : s.from) {
+            const auto& src = w.sources[std::size_t(o.src)];
+            s.ids.push_back(src.ids[o.pos] + o.id_offset);
+            s.nll.push_back(src.nll[o.pos]);
+        }
+        out.push_back(std::move(s));
+    }
+    w.sessions = std::move(out);
+    return w;
+}
+
+// The session's KV, assembled row by row from the sources.
+chunk_buffer kv_of(const workload& w, const session& s) {
+    kv_layout L = w.sources[0].cache.layout;
+    auto kv = chunk_buffer::for_layout(L, s.from.size());
+    const std::size_t row = L.head_dim * dtype_size(L.type);
+    for (std::uint32_t l = 0; l < L.layers; ++l)
+        for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+            auto b = kv.block(l, kind);
+            for (std::uint32_t h = 0; h < L.kv_heads; ++h)
+                for (std::uint64_t t = 0; t < kv.layout.tokens; ++t) {
+                    const auto& src = w.sources[std::size_t(s.from[t].src)].cache;
+                    const auto& tensor = kind == kv_kind::value ? src.values[l] : src.keys[l];
+                    std::memcpy(b.data() + (h * kv.layout.tokens + t) * row, tensor.element(h, s.from[t].pos, 0), row);
+                }
+        }
+    return kv;
+}
+
+// vLLM-style prefix caching: a block of 16 tokens is named by the hash of its tokens chained with
+// its parent block's hash; blocks are evicted least recently used first.
+class block_hash_cache {
+public:
+    block_hash_cache(std::uint64_t budget_bytes, double bytes_per_token) : budget_(budget_bytes), block_bytes_(16 * bytes_per_token) {}
+    /// Tokens served for a request, then caches the request's full blocks.
+    std::uint64_t request(std::span<const std::int32_t> ids) {
+        std::uint64_t parent = 0x5eed, served = 0;
+        bool hit = true;
+        std::vector<std::uint64_t> hashes;
+        for (std::size_t b = 0; b + 16 <= ids.size(); b += 16) {
+            parent = content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data() + b), 64}, parent);
+            hashes.push_back(parent);
+            if (hit && lru_pos_.contains(parent)) served += 16;
+            else hit = false;
+        }
+        for (auto h : hashes) {
+            if (auto it = lru_pos_.find(h); it != lru_pos_.end()) {
+                lru_.erase(it->second);
+            } else {
+                used_ += block_bytes_;
+            }
+            lru_.push_front(h);
+            lru_pos_[h] = lru_.begin();
+        }
+        while (used_ > double(budget_) && !lru_.empty()) {
+            lru_pos_.erase(lru_.back());
+            lru_.pop_back();
+            used_ -= block_bytes_;
+        }
+        return served;
+    }
+
+private:
+    std::uint64_t budget_;
+    double block_bytes_, used_ = 0;
+    std::list<std::uint64_t> lru_;
+    std::unordered_map<std::uint64_t, std::list<std::uint64_t>::iterator> lru_pos_;
+};
+
+// The lossless codec, memoized by chunk content (the same chunk is encoded once per process even
+// when the sweep stores it in several stores).
+any_chunk_codec memoized(any_chunk_codec inner, std::shared_ptr<std::map<std::uint64_t, byte_vector>> memo) {
+    auto encode = inner.encode;
+    inner.encode = [encode, memo](const chunk_input& in) {
+        std::uint64_t h = in.begin;
+        for (std::uint32_t l = 0; l < in.cache->layout.layers; ++l)
+            for (const auto* t : {&in.cache->keys[l], &in.cache->values[l]})
+                for (std::uint32_t head = 0; head < t->heads; ++head)
+                    h = content_hash64({t->element(head, in.begin, 0), (in.end - in.begin) * t->head_dim * dtype_size(t->type)}, h);
+        h = content_hash64({reinterpret_cast<const std::uint8_t*>(in.token_ids.data()), in.token_ids.size_bytes()}, h);
+        if (auto it = memo->find(h); it != memo->end()) return it->second;
+        return (*memo)[h] = encode(in);
+    };
+    return inner;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int count = 240;
+    std::uint32_t chunk = 32;
+    bool as_json = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
+        else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
+        else if (a == "--json") as_json = true;
+        else {
+            std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json]\n", argv[0]);
+            return 2;
+        }
+    }
+    const workload w = make_workload(count, 2026);
+    const kv_layout layout = w.sources[0].cache.layout;
+    const double raw_per_token = double(layout.elements_per_token() * dtype_size(layout.type));
+    std::vector<chunk_buffer> kvs;
+    std::uint64_t total_tokens = 0;
+    for (const auto& s : w.sessions) kvs.push_back(kv_of(w, s)), total_tokens += s.ids.size();
+
+    // 1. Without dedup: every session's chunks stored for it alone (what one .skv per session
+    //    holds as chunk payloads; the memo encodes each distinct chunk once).
+    auto memo = std::make_shared<std::map<std::uint64_t, byte_vector>>();
+    const any_chunk_codec codec = memoized(make_codec(lossless_config()), memo);
+    std::uint64_t separate_bytes = 0;
+    const auto t_sep = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < kvs.size(); ++i) {
+        const auto view = view_of(kvs[i]);
+        const auto& ids = w.sessions[i].ids;
+        for (std::uint64_t b = 0; b < ids.size(); b += chunk) {
+            const std::uint64_t e = std::min<std::uint64_t>(b + chunk, ids.size());
+            separate_bytes += codec.encode(chunk_input{&view, b, e, std::span(ids).subspan(b, e - b), {}, nullptr, nullptr}).size();
+        }
+    }
+    const double encode_seconds = seconds_since(t_sep);
+    std::uint64_t distinct_bytes = 0;
+    for (const auto& [h, p] : *memo) distinct_bytes += p.size();
+
+    // 2. With dedup, no budget: bytes stored, insert and lookup speed, index size.
+    memory_chunk_store unlimited_chunks;
+    prefix_store unlimited(unlimited_chunks, codec, layout, {.chunk_tokens = chunk});
+    const auto t_put = std::chrono::steady_clock::now();
+    std::uint64_t shared_tokens = 0;
+    for (std::size_t i = 0; i < kvs.size(); ++i) shared_tokens += unlimited.put(view_of(kvs[i]), w.sessions[i].ids, w.sessions[i].nll).shared_tokens;
+    const double put_seconds = seconds_since(t_put);
+    const std::uint64_t dedup_bytes = unlimited.stored_bytes();
+    const double bytes_per_token_stored = double(dedup_bytes) / double(unlimited.stored_tokens());
+    // Lookup: longest stored prefix of every session's prompt, repeated for a stable timing.
+    std::uint64_t looked_up = 0;
+    const auto t_look = std::chrono::steady_clock::now();
+    int rounds = 0;
+    do {
+        for (const auto& s : w.sessions) looked_up += unlimited.index().longest_prefix(s.ids).depth;
+        ++rounds;
+    } while (seconds_since(t_look) < 0.5);
+    const double lookup_tps = double(looked_up) / seconds_since(t_look);
+    std::uint64_t read_tokens = 0;
+    const auto t_read = std::chrono::steady_clock::now();
+    for (const auto& s : w.sessions) read_tokens += unlimited.read(s.ids).tokens;
+    const double read_seconds = seconds_since(t_read);
+    const double index_per_token_grown = double(unlimited.index_bytes()) / double(unlimited.stored_tokens());
+    unlimited.compact();
+    const double index_per_token = double(unlimited.index_bytes()) / double(unlimited.stored_tokens());
+
+    // 3. Hit rates under budgets (fractions of the dedup'd bytes).
+    struct row {
+        double fraction;
+        double plt, lru, block;
+    };
+    std::vector<row> rows;
+    for (double fraction : {0.1, 0.25, 0.5, 1.0}) {
+        const auto budget = std::uint64_t(double(dedup_bytes) * fraction);
+        row r{fraction, 0, 0, 0};
+        for (auto policy : {eviction_policy::plt, eviction_policy::lru}) {
+            memory_chunk_store chunks;
+            prefix_store store(chunks, codec, layout, {.chunk_tokens = chunk, .budget_bytes = budget, .policy = policy});
+            std::uint64_t served = 0;
+            for (std::size_t i = 0; i < kvs.size(); ++i) {
+                served += store.match(w.sessions[i].ids);
+                store.put(view_of(kvs[i]), w.sessions[i].ids, w.sessions[i].nll);
+            }
+            (policy == eviction_policy::plt ? r.plt : r.lru) = double(served) / double(total_tokens);
+        }
+        block_hash_cache blocks(budget, bytes_per_token_stored);
+        std::uint64_t served = 0;
+        for (const auto& s : w.sessions) served += blocks.request(s.ids);
+        r.block = double(served) / double(total_tokens);
+        rows.push_back(r);
+    }
+
+    if (as_json) {
+        std::printf("{\"sessions\": %d, \"tokens\": %llu, \"chunk_tokens\": %u, \"raw_bytes\": %.0f, \"separate_skv_bytes\": %llu, "
+                    "\"dedup_bytes\": %llu,  \"index_bytes_per_token\": %.3f, \"lookup_tokens_per_s\": %.0f, \"put_MBps_raw\": %.1f, "
+                    "\"read_MBps_raw\": %.1f, \"hit_rates\": [",
+                    count, (unsigned long long)total_tokens, chunk, raw_per_token * double(total_tokens),
+                    (unsigned long long)separate_bytes, (unsigned long long)dedup_bytes, index_per_token, lookup_tps,
+                    raw_per_token * double(total_tokens) / 1e6 / put_seconds, raw_per_token * double(read_tokens) / 1e6 / read_seconds);
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            std::printf("%s{\"budget_fraction\": %.2f, \"plt\": %.4f, \"lru\": %.4f, \"block16_lru\": %.4f}", i ? ", " : "",
+                        rows[i].fraction, rows[i].plt, rows[i].lru, rows[i].block);
+        std::printf("]}\n");
+        return 0;
+    }
+    std::printf("prefix store on %d agent-like sessions (%llu tokens, SmolLM2-135M KV rows, bf16, %u-token chunks)\n", count,
+                (unsigned long long)total_tokens, chunk);
+    std::printf("  raw KV                         %12.0f B\n", raw_per_token * double(total_tokens));
+    std::printf("  each session's chunks alone    %12llu B  (%.2fx)   (%llu distinct chunks, %llu B, encoded in %.1f s)\n",
+                (unsigned long long)separate_bytes, raw_per_token * double(total_tokens) / double(separate_bytes),
+                (unsigned long long)memo->size(), (unsigned long long)distinct_bytes, encode_seconds);
+    std::printf("  prefix store (dedup)           %12llu B  (%.2fx)   put %.1f MB/s raw (index + chunk store; chunks encoded above), %.1f %% of tokens already stored\n",
+                (unsigned long long)dedup_bytes, raw_per_token * double(total_tokens) / double(dedup_bytes),
+                raw_per_token * double(total_tokens) / 1e6 / put_seconds, 100.0 * double(shared_tokens) / double(total_tokens));
+    std::printf("  read back (decode)             %.1f MB/s raw\n", raw_per_token * double(read_tokens) / 1e6 / read_seconds);
+    std::printf("  lookup (longest prefix)        %.1f M tokens/s (one core)\n", lookup_tps / 1e6);
+    std::printf("  index                          %.2f B per stored token after compact() (%.2f B as grown; %llu tokens, %zu chunks)\n",
+                index_per_token, index_per_token_grown, (unsigned long long)unlimited.stored_tokens(), unlimited.chunk_count());
+    std::printf("\n  hit rate (tokens served / requested) at a byte budget\n  %-8s %8s %8s %12s\n", "budget", "PLT", "LRU", "block16-LRU");
+    for (const auto& r : rows)
+        std::printf("  %6.0f %% %7.1f %% %7.1f %% %11.1f %%\n", 100 * r.fraction, 100 * r.plt, 100 * r.lru, 100 * r.block);
+    return 0;
+}

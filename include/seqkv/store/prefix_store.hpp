@@ -1,0 +1,390 @@
+// The prefix store: sessions' KV stored once per shared token prefix (layer 1, docs/STORE.md).
+//
+//   memory_chunk_store chunks;
+//   prefix_store<memory_chunk_store> store(chunks, make_codec(lossless_config()), layout, {.chunk_tokens = 256});
+//   store.put(cache, tokens, nll);                  // encodes only chunks no stored session has
+//   auto hit = store.read(new_prompt_tokens);       // KV of the longest stored prefix
+//   engine.prefill(new_prompt_tokens.subspan(hit.tokens), hit.kv);
+//
+// Chunks sit at absolute positions: chunk k holds tokens [k·C, (k+1)·C) of a session, or
+// [k·C, T) for the last one. The KV at a position depends only on the tokens up to it, so every
+// session whose tokens agree up to position e shares the chunk ending at e: the PLT trie
+// (trie/plt_trie.hpp) has a node at every chunk end and the node's value names the chunk
+// (content hash in the ChunkStore, bytes, use statistics). A read of a prefix that ends inside a
+// chunk decodes any stored chunk below that point and keeps its first tokens.
+//
+// Eviction (a byte budget on the chunk store): only chunks at the trie's leaves are evicted (a
+// chunk that another stored chunk extends is never evicted before it), ranked by the policy:
+//   lru — least recently used first;
+//   plt — lowest expected reuse × raw bytes saved per stored byte first, where expected reuse is
+//         the use count plus a prior from the model: 2^(−mean surprisal bits per token of the
+//         chunk's tokens) (predictable boilerplate — templates, schemas — ranks high before any
+//         reuse is seen), decayed by the time since the last use.
+// A chunk that a later session's longer chunk covers at the same start (a turn's partial last
+// chunk) is dropped at once: its KV is the first tokens of the longer one.
+//
+// Concurrency: one writer (put, evict) or many readers (match, read) at a time (a shared mutex);
+// readers fetch and decode under the shared lock, so a chunk is never evicted under a reader.
+//
+// The codec must be self-contained per chunk (no dependent chunks). Token ids go to the codec
+// (lossless token references); nll does not (the store keeps it only as trie surprisal).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "seqkv/core/any_codec.hpp"
+#include "seqkv/core/chunk.hpp"
+#include "seqkv/core/error.hpp"
+#include "seqkv/core/layout.hpp"
+#include "seqkv/store/chunk_store.hpp"
+#include "seqkv/core/sync.hpp"
+#include "seqkv/trie/plt_trie.hpp"
+
+namespace seqkv {
+
+enum class eviction_policy : std::uint8_t { plt = 0, lru = 1 };
+
+struct prefix_store_options {
+    std::uint32_t chunk_tokens = 256;
+    /// Stored chunk bytes kept at most (eviction beyond it); the default keeps everything.
+    std::uint64_t budget_bytes = std::numeric_limits<std::uint64_t>::max();
+    eviction_policy policy = eviction_policy::plt;
+    /// plt: uses of a chunk lose half their weight every this many store operations.
+    double reuse_half_life = 256;
+};
+
+/// What put() did.
+struct put_stats {
+    std::uint64_t tokens = 0;           // tokens of the session
+    std::uint64_t shared_tokens = 0;    // of them, already stored before this put (no encode)
+    std::uint64_t new_chunks = 0, reused_chunks = 0;
+    std::uint64_t bytes_written = 0;    // chunk bytes added to the ChunkStore
+    std::uint64_t evicted_chunks = 0;
+};
+
+/// What read() returns: the KV of the first `tokens` tokens of the query.
+struct prefix_hit {
+    std::uint64_t tokens = 0;
+    chunk_buffer kv;  // [layer][K/V][head][token][channel], tokens = this->tokens
+};
+
+template <ChunkStore Store>
+class prefix_store {
+public:
+    /// layout: the cache geometry every session has (tokens ignored).
+    prefix_store(Store& chunks, any_chunk_codec codec, kv_layout layout, prefix_store_options options = {},
+                 const resource_provider* resources = nullptr)
+        : chunks_(&chunks), codec_(std::move(codec)), layout_(layout), options_(options), resources_(resources) {
+        require_usage(options_.chunk_tokens > 0, "prefix_store: chunk_tokens must be positive");
+        require_usage(!codec_.dependent_chunks, "prefix_store: the codec's chunks must decode on their own");
+        layout_.tokens = 0;
+    }
+
+    /// Stores a session: tokens [0, T) of cache with their ids (and −ln p in nats, optional).
+    /// Chunks whose prefix is stored already are not encoded again.
+    put_stats put(const kv_cache_view& cache, std::span<const std::int32_t> tokens, std::span<const float> nll = {}) {
+        require_usage(cache.layout.layers == layout_.layers && cache.layout.kv_heads == layout_.kv_heads &&
+                          cache.layout.head_dim == layout_.head_dim && cache.layout.type == layout_.type,
+                      "prefix_store: cache layout differs from the store's");
+        require_usage(tokens.size() == cache.layout.tokens, "prefix_store: one token id per cached token");
+        std::unique_lock lock(mutex_);
+        ++clock_;
+        put_stats st;
+        st.tokens = tokens.size();
+        if (tokens.empty()) return st;
+        st.shared_tokens = trie_.longest_prefix(tokens).depth;
+        const trie::node_id leaf = trie_.insert(tokens, nll);
+        trie_.acquire(leaf);  // nothing on this path is evicted while we work
+        const std::uint64_t C = options_.chunk_tokens, T = tokens.size();
+        for (std::uint64_t begin = 0; begin < T; begin += C) {
+            const std::uint64_t end = std::min(begin + C, T);
+            const trie::node_id node = trie_.split_at(leaf, end);
+            if (trie_.value(node) != trie::no_value) {
+                touch(trie_.value(node));
+                ++st.reused_chunks;
+                continue;
+            }
+            if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
+            chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
+            const byte_vector payload = codec_.encode(in);
+            const std::uint64_t key = chunk_key(payload);
+            if (refcount_[key]++ == 0) {
+                chunks_->put(key, payload);
+                stored_bytes_ += payload.size();
+                st.bytes_written += payload.size();
+            }
+            trie_.set_value(node, add_record(key, begin, end, payload.size(), tokens.subspan(begin, end - begin), nll));
+            ++st.new_chunks;
+            drop_shadowed(leaf, begin, end);
+        }
+        trie_.release(leaf);
+        st.evicted_chunks = evict_to_budget();
+        return st;
+    }
+
+    /// Tokens of the query whose KV read() returns (the longest stored prefix); no chunk is fetched.
+    std::uint64_t match(std::span<const std::int32_t> tokens) const {
+        std::shared_lock lock(mutex_);
+        return readable(tokens).tokens;
+    }
+
+    /// The KV of the longest stored prefix of tokens (at most max_tokens), decoded from the store.
+    prefix_hit read(std::span<const std::int32_t> tokens, std::uint64_t max_tokens = std::numeric_limits<std::uint64_t>::max()) {
+        std::shared_lock lock(mutex_);
+        const plan p = readable(tokens.first(std::min<std::uint64_t>(tokens.size(), max_tokens)));
+        prefix_hit hit;
+        hit.tokens = p.tokens;
+        kv_layout L = layout_;
+        L.tokens = p.tokens;
+        hit.kv = chunk_buffer::for_layout(L, p.tokens);
+        for (const auto& piece : p.pieces) decode_into(piece, hit.kv);
+        for (const auto& piece : p.pieces) note_use(piece.record);
+        return hit;
+    }
+
+    /// Drops every chunk and the index (the ChunkStore's chunks are removed).
+    void clear() {
+        std::unique_lock lock(mutex_);
+        for (const auto& [key, n] : refcount_) chunks_->remove(key);
+        refcount_.clear();
+        records_.clear();
+        free_records_.clear();
+        trie_ = trie::plt_trie{};
+        stored_bytes_ = 0;
+    }
+
+    /// Releases spare capacity of the index (pools compacted, vectors shrunk to size).
+    void compact() {
+        std::unique_lock lock(mutex_);
+        trie_.shrink_to_fit();
+        records_.shrink_to_fit();
+        free_records_.shrink_to_fit();
+    }
+
+    // ---- size and statistics ----
+    std::uint64_t stored_bytes() const {
+        std::shared_lock lock(mutex_);
+        return stored_bytes_;
+    }
+    std::uint64_t stored_tokens() const {
+        std::shared_lock lock(mutex_);
+        return trie_.stored_tokens();
+    }
+    std::size_t chunk_count() const {
+        std::shared_lock lock(mutex_);
+        return records_.size() - free_records_.size();
+    }
+    /// Bytes of the index (trie + chunk records), for "index bytes per stored token".
+    std::size_t index_bytes() const {
+        std::shared_lock lock(mutex_);
+        return trie_.memory_bytes() + records_.capacity() * sizeof(chunk_record) +
+               refcount_.size() * (sizeof(std::uint64_t) * 2 + 2 * sizeof(void*)) + refcount_.bucket_count() * sizeof(void*);
+    }
+    /// The trie, for queries such as shared_bits (read-only; do not hold across a put).
+    const trie::plt_trie& index() const { return trie_; }
+    const prefix_store_options& options() const { return options_; }
+
+private:
+    struct chunk_record {
+        std::uint64_t key = 0;
+        std::uint64_t begin = 0, end = 0;
+        std::uint64_t bytes = 0;
+        double prior = 0;          // plt: 2^(−mean surprisal bits per token)
+        double uses = 0;           // plt: decayed use count, as of last_use
+        std::uint64_t last_use = 0;
+        bool live = false;
+    };
+    struct piece {
+        std::uint64_t record;
+        std::uint64_t take;        // tokens used from the chunk's start
+        trie::node_id node;        // where the chunk's tokens are (for its ids)
+    };
+    struct plan {
+        std::uint64_t tokens = 0;
+        std::vector<piece> pieces;
+    };
+
+    std::uint64_t add_record(std::uint64_t key, std::uint64_t begin, std::uint64_t end, std::uint64_t bytes,
+                             std::span<const std::int32_t>, std::span<const float> nll) {
+        chunk_record r;
+        r.key = key, r.begin = begin, r.end = end, r.bytes = bytes, r.live = true, r.last_use = clock_;
+        double bits = 8.0 * double(end - begin);  // the trie's default surprisal when nll is absent
+        if (!nll.empty()) {
+            bits = 0;
+            for (std::uint64_t t = begin; t < end; ++t) bits += double(trie::to_units(nll[t])) / trie::units_per_bit;
+        }
+        r.prior = std::exp2(-bits / double(end - begin));
+        if (!free_records_.empty()) {
+            const auto id = free_records_.back();
+            free_records_.pop_back();
+            records_[id] = r;
+            return id;
+        }
+        records_.push_back(r);
+        return records_.size() - 1;
+    }
+    void touch(std::uint64_t id) {
+        auto& r = records_[id];
+        r.uses = decayed_uses(r) + 1;
+        r.last_use = clock_;
+    }
+    void note_use(std::uint64_t id) {  // under the shared lock: statistics only, serialized here
+        std::lock_guard lock(stats_mutex_);
+        touch(id);
+    }
+    double decayed_uses(const chunk_record& r) const {
+        return r.uses * std::exp2(-double(clock_ - r.last_use) / options_.reuse_half_life);
+    }
+    double score(const chunk_record& r) const {
+        if (options_.policy == eviction_policy::lru) return double(r.last_use);
+        const double raw = double(r.end - r.begin) * double(layout_.elements_per_token() * dtype_size(layout_.type));
+        return (decayed_uses(r) + r.prior) * raw / double(std::max<std::uint64_t>(r.bytes, 1));
+    }
+
+    /// The readable prefix of tokens and the chunks that hold it.
+    plan readable(std::span<const std::int32_t> tokens) const {
+        plan p;
+        const trie::point at = trie_.longest_prefix(tokens);
+        const std::uint64_t C = options_.chunk_tokens;
+        std::uint64_t covered = 0;
+        // Whole chunks on the path: nodes at every multiple of C up to the match.
+        while (covered + C <= at.depth) {
+            const trie::node_id n = trie_.ancestor_at(at.node, covered + C);
+            if (n == trie::no_node || trie_.value(n) == trie::no_value) break;
+            p.pieces.push_back({trie_.value(n), C, n});
+            covered += C;
+        }
+        if (covered + C <= at.depth || covered == at.depth) {  // stopped early, or nothing left
+            p.tokens = covered;
+            return p;
+        }
+        // The rest [covered, at.depth): the first chunk at or below the match point starts at `covered`
+        // (no chunk boundary lies between) and its first tokens are the query's.
+        trie::node_id n = at.node;
+        while (trie_.value(n) == trie::no_value) {
+            trie::node_id next = trie::no_node;
+            trie_.for_each_child(n, [&](trie::node_id c) {
+                if (next == trie::no_node) next = c;
+            });
+            if (next == trie::no_node) break;
+            n = next;
+        }
+        const std::uint64_t id = trie_.value(n);
+        if (id != trie::no_value && records_[id].begin == covered) {
+            p.pieces.push_back({id, at.depth - covered, n});
+            covered = at.depth;
+        }
+        p.tokens = covered;
+        return p;
+    }
+
+    void decode_into(const piece& pc, chunk_buffer& out) const {
+        const chunk_record& r = records_[pc.record];
+        const auto payload = chunks_->get(r.key);
+        if (!payload) throw store_error("prefix_store: chunk " + chunk_key_hex(r.key) + " is missing from the chunk store");
+        const std::vector<std::int32_t> seq = trie_.sequence(pc.node);  // the chunk ends at pc.node
+        require_format(seq.size() == r.end, "prefix_store: index and chunk disagree");
+        kv_layout L = layout_;
+        L.tokens = r.end - r.begin;
+        auto buf = chunk_buffer::for_layout(L, r.end - r.begin);
+        chunk_input in{nullptr, 0, r.end - r.begin, std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
+                       resources_, nullptr};
+        in.position_base = r.begin;
+        codec_.decode(*payload, in, buf);
+        // Copy tokens [0, take) of every (layer, kind, head) row block to out at r.begin.
+        const std::uint64_t row = layout_.head_dim * dtype_size(layout_.type);
+        for (std::uint32_t l = 0; l < layout_.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto src = std::as_const(buf).block(l, kind);
+                const auto dst = out.block(l, kind);
+                for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
+                    std::memcpy(dst.data() + (h * out.layout.tokens + r.begin) * row, src.data() + h * buf.layout.tokens * row,
+                                pc.take * row);
+            }
+    }
+
+    /// After storing chunk [begin, end) at the session's path: a shorter chunk with the same start
+    /// on that path (a previous turn's last chunk) is covered by it; drop it.
+    void drop_shadowed(trie::node_id leaf, std::uint64_t begin, std::uint64_t end) {
+        for (trie::node_id n = trie_.parent(trie_.ancestor_at(leaf, end)); n != trie::no_node && trie_.depth(n) > begin;
+             n = trie_.parent(n)) {
+            const std::uint64_t id = trie_.value(n);
+            if (id == trie::no_value || records_[id].begin != begin) continue;
+            trie_.set_value(n, trie::no_value);
+            release_record(id);
+        }
+    }
+    void release_record(std::uint64_t id) {
+        chunk_record& r = records_[id];
+        if (--refcount_[r.key] == 0) {
+            refcount_.erase(r.key);
+            chunks_->remove(r.key);
+            stored_bytes_ -= r.bytes;
+        }
+        r.live = false;
+        free_records_.push_back(id);
+    }
+
+    /// Evicts leaf chunks, lowest score first, until the budget holds; returns how many.
+    std::uint64_t evict_to_budget() {
+        std::uint64_t evicted = 0;
+        while (stored_bytes_ > options_.budget_bytes) {
+            // Candidates: removable leaves (every leaf ends a chunk or is a bare end being cleaned).
+            trie::node_id victim = trie::no_node;
+            double best = std::numeric_limits<double>::infinity();
+            for_each_leaf([&](trie::node_id n) {
+                const std::uint64_t id = trie_.value(n);
+                const double s = id == trie::no_value ? -1.0 : score(records_[id]);
+                if (s < best) best = s, victim = n;
+            });
+            if (victim == trie::no_node) break;  // everything left is in use or pinned
+            remove_leaf_chain(victim);
+            ++evicted;
+        }
+        return evicted;
+    }
+    template <class F>
+    void for_each_leaf(F&& f) const {
+        std::vector<trie::node_id> stack{trie::plt_trie::root};
+        while (!stack.empty()) {
+            const auto n = stack.back();
+            stack.pop_back();
+            if (n != trie::plt_trie::root && trie_.removable(n)) f(n);
+            trie_.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
+        }
+    }
+    /// Removes a leaf and its chunk, then any value-less leaf left above it.
+    void remove_leaf_chain(trie::node_id n) {
+        while (n != trie::no_node && n != trie::plt_trie::root && trie_.removable(n)) {
+            if (const auto id = trie_.value(n); id != trie::no_value) release_record(id);
+            const trie::node_id parent = trie_.remove_leaf(n);
+            if (parent == trie::no_node || trie_.value(parent) != trie::no_value) break;
+            n = parent;
+        }
+    }
+
+    Store* chunks_;
+    any_chunk_codec codec_;
+    kv_layout layout_;
+    prefix_store_options options_;
+    const resource_provider* resources_;
+    mutable writer_priority_mutex mutex_;  // a waiting put is not starved by a stream of reads
+    std::mutex stats_mutex_;
+    trie::plt_trie trie_;
+    std::vector<chunk_record> records_;
+    std::vector<std::uint64_t> free_records_;
+    std::unordered_map<std::uint64_t, std::uint64_t> refcount_;  // chunk key -> records naming it
+    std::uint64_t stored_bytes_ = 0;
+    std::uint64_t clock_ = 0;  // store operations so far
+};
+
+}  // namespace seqkv
