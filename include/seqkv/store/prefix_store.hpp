@@ -31,6 +31,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -42,12 +44,15 @@
 #include <vector>
 
 #include "seqkv/core/any_codec.hpp"
+#include "seqkv/core/bytes.hpp"
+#include "seqkv/core/checksum.hpp"
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
-#include "seqkv/store/chunk_store.hpp"
 #include "seqkv/core/sync.hpp"
+#include "seqkv/store/chunk_store.hpp"
 #include "seqkv/trie/plt_trie.hpp"
+#include "seqkv/trie/serialize.hpp"
 
 namespace seqkv {
 
@@ -151,6 +156,122 @@ public:
         return hit;
     }
 
+    /// The index (trie + chunk records + statistics) as bytes, to reopen the store over the same
+    /// ChunkStore later or on another host (layout, chunk size and codec must match). Layout:
+    /// magic "SKVPSTOR", u32 version 1, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
+    /// u8 dtype, u64 clock, u64 trie bytes + the trie (trie/serialize.hpp), u64 record count, per
+    /// record u64 key, begin, end, bytes, f64 prior, f64 uses, u64 last_use, u8 live; u32 CRC-32C.
+    byte_vector save_index() const {
+        std::shared_lock lock(mutex_);
+        byte_vector out;
+        byte_writer w(out);
+        w.put_bytes(index_magic);
+        w.put<std::uint32_t>(1);
+        w.put<std::uint32_t>(options_.chunk_tokens);
+        w.put<std::uint32_t>(layout_.layers);
+        w.put<std::uint32_t>(layout_.kv_heads);
+        w.put<std::uint32_t>(layout_.head_dim);
+        w.put<std::uint8_t>(static_cast<std::uint8_t>(layout_.type));
+        w.put<std::uint64_t>(clock_);
+        const byte_vector trie_bytes = trie::save(trie_);
+        w.put<std::uint64_t>(trie_bytes.size());
+        w.put_bytes(trie_bytes);
+        w.put<std::uint64_t>(records_.size());
+        for (const auto& r : records_) {
+            w.put<std::uint64_t>(r.key);
+            w.put<std::uint64_t>(r.begin);
+            w.put<std::uint64_t>(r.end);
+            w.put<std::uint64_t>(r.bytes);
+            w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.prior));
+            w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.uses));
+            w.put<std::uint64_t>(r.last_use);
+            w.put<std::uint8_t>(r.live ? 1 : 0);
+        }
+        w.put<std::uint32_t>(crc32c(out));
+        return out;
+    }
+
+    /// Replaces the index with one saved by save_index (for this layout and chunk size). Every
+    /// size is checked before allocating; the records must agree with the trie (each value names a
+    /// live record whose tokens end at that node). The chunks themselves are not fetched:
+    /// missing_chunks() says how many the ChunkStore lacks.
+    void load_index(std::span<const std::uint8_t> bytes) {
+        if (bytes.size() < 4) throw format_error("prefix store index truncated");
+        byte_reader tail(bytes.last(4), "prefix store index");
+        if (tail.get<std::uint32_t>() != crc32c(bytes.first(bytes.size() - 4))) throw checksum_error("prefix store index: CRC mismatch");
+        byte_reader r(bytes.first(bytes.size() - 4), "prefix store index");
+        const auto magic = r.get_bytes(index_magic.size());
+        if (!std::equal(magic.begin(), magic.end(), index_magic.begin())) throw format_error("prefix store index: bad magic");
+        if (r.get<std::uint32_t>() != 1) throw format_error("prefix store index: unsupported version");
+        const std::uint32_t chunk_tokens = r.get<std::uint32_t>();
+        kv_layout L = layout_;
+        L.layers = r.get<std::uint32_t>(), L.kv_heads = r.get<std::uint32_t>(), L.head_dim = r.get<std::uint32_t>();
+        L.type = static_cast<dtype>(r.get<std::uint8_t>());
+        if (chunk_tokens != options_.chunk_tokens || !(L == layout_))
+            throw format_error("prefix store index: saved for another layout or chunk size");
+        const std::uint64_t clock = r.get<std::uint64_t>();
+        const std::uint64_t trie_size = r.get<std::uint64_t>();
+        if (trie_size > r.remaining()) throw format_error("prefix store index: trie size exceeds the data");
+        trie::plt_trie t = trie::load(r.get_bytes(trie_size));
+        const std::uint64_t count = r.get<std::uint64_t>();
+        constexpr std::size_t record_bytes = 7 * 8 + 1;
+        if (count > r.remaining() / record_bytes || r.remaining() != count * record_bytes)
+            throw format_error("prefix store index: record count does not match the data");
+        std::vector<chunk_record> records(count);
+        std::vector<std::uint64_t> free_records;
+        std::unordered_map<std::uint64_t, std::uint64_t> refcount;
+        std::uint64_t stored = 0;
+        for (std::uint64_t i = 0; i < count; ++i) {
+            auto& rec = records[i];
+            rec.key = r.get<std::uint64_t>(), rec.begin = r.get<std::uint64_t>(), rec.end = r.get<std::uint64_t>();
+            rec.bytes = r.get<std::uint64_t>();
+            rec.prior = std::bit_cast<double>(r.get<std::uint64_t>());
+            rec.uses = std::bit_cast<double>(r.get<std::uint64_t>());
+            rec.last_use = r.get<std::uint64_t>();
+            const auto live = r.get<std::uint8_t>();
+            if (live > 1) throw format_error("prefix store index: bad record flag");
+            rec.live = live;
+            if (!rec.live) {
+                free_records.push_back(i);
+                continue;
+            }
+            if (rec.begin >= rec.end || rec.end - rec.begin > chunk_tokens || rec.begin % chunk_tokens != 0 ||
+                !(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0) || rec.last_use > clock)
+                throw format_error("prefix store index: inconsistent chunk record");
+            if (refcount[rec.key]++ == 0) stored += rec.bytes;
+        }
+        // Every trie value names a live record ending at its node, and every live record is named once.
+        std::vector<std::uint8_t> named(count, 0);
+        std::vector<trie::node_id> stack{trie::plt_trie::root};
+        while (!stack.empty()) {
+            const auto n = stack.back();
+            stack.pop_back();
+            if (const auto v = t.value(n); v != trie::no_value) {
+                if (v >= count || !records[v].live || records[v].end != t.depth(n) || named[v]++)
+                    throw format_error("prefix store index: trie and chunk records disagree");
+            }
+            t.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
+        }
+        for (std::uint64_t i = 0; i < count; ++i)
+            if (records[i].live && !named[i]) throw format_error("prefix store index: a chunk record no node names");
+        std::unique_lock lock(mutex_);
+        trie_ = std::move(t);
+        records_ = std::move(records);
+        free_records_ = std::move(free_records);
+        refcount_ = std::move(refcount);
+        stored_bytes_ = stored;
+        clock_ = clock;
+    }
+
+    /// Live chunks the ChunkStore does not hold (after load_index on another host, an eviction
+    /// elsewhere, a wiped server). A read that needs one throws store_error.
+    std::size_t missing_chunks() const {
+        std::shared_lock lock(mutex_);
+        std::size_t missing = 0;
+        for (const auto& [key, n] : refcount_) missing += !chunks_->contains(key);
+        return missing;
+    }
+
     /// Drops every chunk and the index (the ChunkStore's chunks are removed).
     void clear() {
         std::unique_lock lock(mutex_);
@@ -194,6 +315,8 @@ public:
     const prefix_store_options& options() const { return options_; }
 
 private:
+    static constexpr std::array<std::uint8_t, 8> index_magic{'S', 'K', 'V', 'P', 'S', 'T', 'O', 'R'};
+
     struct chunk_record {
         std::uint64_t key = 0;
         std::uint64_t begin = 0, end = 0;
