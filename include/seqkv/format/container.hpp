@@ -183,14 +183,17 @@ inline preamble decode_preamble(std::span<const std::uint8_t> body, const contai
 /// chunk_external in flags, only the payload's length and content hash — then CRC-32C of all of it.
 inline void append_chunk_record(byte_vector& out, std::uint64_t first_token, std::uint32_t tokens, std::uint8_t flags,
                                 std::span<const std::int32_t> token_ids, std::span<const float> nll,
-                                std::span<const std::uint8_t> payload, std::uint64_t payload_hash = 0) {
+                                std::span<const std::uint8_t> payload, std::uint64_t payload_hash = 0,
+                                std::uint32_t external_payload_len = 0) {
     const std::size_t start = out.size();
     byte_writer w(out);
     w.put<std::uint32_t>(chunk_magic);
     w.put<std::uint64_t>(first_token);
     w.put<std::uint32_t>(tokens);
     w.put<std::uint8_t>(flags);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(payload.size()));
+    // An external record names its payload's length and hash; the bytes may be absent here
+    // (external_payload_len then gives the length).
+    w.put<std::uint32_t>(static_cast<std::uint32_t>((flags & chunk_external) && payload.empty() ? external_payload_len : payload.size()));
     if (flags & chunk_external) w.put<std::uint64_t>(payload_hash);
     for (auto id : token_ids) w.put<std::int32_t>(id);
     for (auto x : nll) w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(x));

@@ -66,6 +66,7 @@ public:
                       std::span<const std::span<const std::uint8_t>> values, std::int32_t token_id = 0,
                       float nll = 0.0f) {
         require_usage(!finished_, "stream_writer: append after finish");
+        require_usage(!ended_short_, "stream_writer: append after a short external chunk");
         const auto& L = header_.layout;
         const std::size_t es = dtype_size(L.type), row = std::size_t(L.head_dim) * es;
         require_usage(keys.size() == L.layers && values.size() == L.layers, "append_token: one K and V per layer");
@@ -87,6 +88,7 @@ public:
     void append(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end,
                 std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
         require_usage(!finished_, "stream_writer: append after finish");
+        require_usage(!ended_short_, "stream_writer: append after a short external chunk");
         cache.validate();
         require_usage(cache.layout.layers == header_.layout.layers && cache.layout.kv_heads == header_.layout.kv_heads &&
                           cache.layout.head_dim == header_.layout.head_dim && cache.layout.type == header_.layout.type,
@@ -119,6 +121,26 @@ public:
             t += n;
             if (staged_ == header_.chunk_tokens) flush();
         }
+    }
+
+    /// Appends one chunk encoded earlier and stored outside the file (e.g. a prefix store's chunk):
+    /// the next `tokens` tokens, their ids / nll (as the preamble declares), the payload's length
+    /// and content_hash64. The reader finds the payload as resource (chunk_payload, hash). Only at
+    /// a chunk boundary (nothing staged), for a codec without dependent chunks, with chunk_tokens
+    /// tokens except for the stream's last chunk.
+    void append_external(std::uint32_t tokens, std::span<const std::int32_t> ids, std::span<const float> nll,
+                         std::uint32_t payload_len, std::uint64_t payload_hash) {
+        require_usage(!finished_ && staged_ == 0 && !codec_.dependent_chunks, "stream_writer: append_external between chunks only");
+        require_usage(tokens > 0 && tokens <= header_.chunk_tokens, "stream_writer: append_external takes one chunk of tokens");
+        require_usage(!ended_short_, "stream_writer: a chunk shorter than chunk_tokens must be the last");
+        require_usage(ids.size() == (header_.has_token_ids ? tokens : 0) && nll.size() == (header_.has_nll ? tokens : 0),
+                      "stream_writer: ids / nll must match the preamble and the chunk");
+        byte_vector record;
+        append_chunk_record(record, tokens_written_, tokens, chunk_external, ids, nll, {}, payload_hash, payload_len);
+        chunks_.push_back({offset_, tokens_written_, tokens, static_cast<std::uint32_t>(record.size()), chunk_external});
+        emit(record);
+        tokens_written_ += tokens;
+        ended_short_ = tokens < header_.chunk_tokens;
     }
 
     /// Adds a named blob stored after the chunks (written by finish()).
@@ -210,6 +232,7 @@ private:
     std::uint64_t offset_ = 0;
     std::uint64_t tokens_written_ = 0;
     bool finished_ = false;
+    bool ended_short_ = false;  // append_external wrote a chunk shorter than chunk_tokens
 };
 
 }  // namespace seqkv::format

@@ -36,6 +36,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <span>
@@ -49,7 +51,9 @@
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/resource.hpp"
 #include "seqkv/core/sync.hpp"
+#include "seqkv/format/writer.hpp"
 #include "seqkv/store/chunk_store.hpp"
 #include "seqkv/trie/plt_trie.hpp"
 #include "seqkv/trie/serialize.hpp"
@@ -65,6 +69,14 @@ struct prefix_store_options {
     eviction_policy policy = eviction_policy::plt;
     /// plt: uses of a chunk lose half their weight every this many store operations.
     double reuse_half_life = 256;
+    /// The store's name in the resource table of the .skv files it exports (its id is the name's content_hash64).
+    std::string name = "seqkv prefix store";
+};
+
+/// What export_session returns: a .skv of the first `tokens` tokens whose chunks live in the store.
+struct exported_session {
+    std::uint64_t tokens = 0;
+    byte_vector skv;
 };
 
 /// What put() did.
@@ -270,6 +282,59 @@ public:
         std::size_t missing = 0;
         for (const auto& [key, n] : refcount_) missing += !chunks_->contains(key);
         return missing;
+    }
+
+    /// This store as a resource (kind prefix_store): what an exported .skv declares it needs.
+    resource_ref resource() const {
+        const auto& n = options_.name;
+        return {resource_kind::prefix_store, content_hash64({reinterpret_cast<const std::uint8_t*>(n.data()), n.size()}), n};
+    }
+
+    /// A provider that resolves this store (resource()) and its chunks (chunk_payload by content
+    /// hash, fetched from the ChunkStore and verified by it), for decompress() of exported files.
+    /// Add other resources (an expected-KV table) to it with add(). Valid while the store lives.
+    resource_provider provider() const {
+        const resource_ref self = resource();
+        return resource_provider([this, self](resource_kind kind, std::uint64_t hash) -> std::shared_ptr<const void> {
+            if (kind == resource_kind::prefix_store && hash == self.content_hash) return std::make_shared<const int>(0);
+            if (kind != resource_kind::chunk_payload) return nullptr;
+            auto bytes = chunks_->get(hash);
+            if (!bytes) return nullptr;
+            return std::make_shared<const byte_vector>(std::move(*bytes));
+        });
+    }
+
+    /// A .skv of the longest stored prefix of tokens that whole stored chunks hold (a prefix ending
+    /// inside a chunk stops at that chunk's start): token ids inline, every chunk record external
+    /// (its payload's hash and length only), the store in the resource table. codec_config must be
+    /// the configuration of this store's codec (the file names it). Decode with
+    /// decompress(skv, begin, end, store.provider()) wherever the ChunkStore is reachable.
+    exported_session export_session(std::span<const std::int32_t> tokens, const format::codec_config& codec_config,
+                                    std::map<std::string, std::string> metadata = {}) const {
+        std::shared_lock lock(mutex_);
+        const plan p = readable(tokens);
+        format::preamble pre;
+        pre.layout = layout_;
+        pre.codec = codec_config;
+        pre.chunk_tokens = options_.chunk_tokens;
+        pre.has_token_ids = true;
+        pre.metadata = std::move(metadata);
+        pre.resources = {resource()};
+        exported_session out;
+        format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.skv.insert(out.skv.end(), b.begin(), b.end()); },
+                                     pre, codec_);
+        for (const auto& piece : p.pieces) {
+            const chunk_record& r = records_[piece.record];
+            if (piece.take != r.end - r.begin) break;  // a partial chunk: its payload holds more tokens
+            const std::vector<std::int32_t> seq = trie_.sequence(piece.node);
+            writer.append_external(static_cast<std::uint32_t>(r.end - r.begin),
+                                   std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
+                                   static_cast<std::uint32_t>(r.bytes), r.key);
+            out.tokens = r.end;
+            if (r.end - r.begin < options_.chunk_tokens) break;
+        }
+        writer.finish();
+        return out;
     }
 
     /// Drops every chunk and the index (the ChunkStore's chunks are removed).
