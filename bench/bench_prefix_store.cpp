@@ -1,6 +1,6 @@
 // Layer 1 report: the PLT prefix store on an agent-like workload built from real SmolLM2 KV.
 //
-//   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json]
+//   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]
 //
 // Workload (deterministic, seeded): three agents (system prompts of 96–128 tokens, popularity
 // 70 / 20 / 10 %), six tool schemas of 24 tokens (reordered in 20 % of sessions), a date line that
@@ -16,13 +16,22 @@
 // prompt before it is stored) of the PLT policy, LRU over trie leaves, and vLLM-style chained
 // hashing of 16-token blocks with LRU eviction, at equal byte budgets; insert and lookup
 // throughput; index bytes per stored token.
+//
+// --redis HOST:PORT (a standalone server, or any node of a cluster: detected) or --redis-cluster
+// HOST:PORT (a cluster node; anything else is an error) runs the unlimited-budget store once more
+// with redis_chunk_store instead of memory_chunk_store (put, read back and checked bit-exactly,
+// bytes) and prints its put / read MB/s next to the memory store's. Its chunks go under the key
+// namespace bench-prefix-<pid> and are removed at the end. Needs hiredis at build time (the
+// seqkv::redis target; scripts/bench-prefix-store.sh starts a throwaway server and runs both).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <list>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -32,6 +41,12 @@
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/store/prefix_store.hpp"
+
+#if defined(SEQKV_BENCH_HAVE_HIREDIS)
+#include <unistd.h>
+
+#include "seqkv/store/redis_store.hpp"
+#endif
 
 using namespace seqkv;
 namespace fs = std::filesystem;
@@ -193,22 +208,75 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The unlimited-budget store over one ChunkStore: every session put, then read back whole.
+struct unlimited_run {
+    std::uint64_t stored_bytes = 0, shared_tokens = 0, read_tokens = 0;
+    double put_seconds = 0, read_seconds = 0;  // read: the read() calls only, not the checks
+    bool exact = true;                         // every read returned exactly the session's KV
+};
+
+template <class Store>
+unlimited_run put_and_read_back(prefix_store<Store>& store, const workload& w, const std::vector<chunk_buffer>& kvs) {
+    unlimited_run r;
+    const auto t_put = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < kvs.size(); ++i) r.shared_tokens += store.put(view_of(kvs[i]), w.sessions[i].ids, w.sessions[i].nll).shared_tokens;
+    r.put_seconds = seconds_since(t_put);
+    r.stored_bytes = store.stored_bytes();
+    for (std::size_t i = 0; i < kvs.size(); ++i) {
+        const auto t = std::chrono::steady_clock::now();
+        const prefix_hit hit = store.read(w.sessions[i].ids);
+        r.read_seconds += seconds_since(t);
+        r.read_tokens += hit.tokens;
+        r.exact = r.exact && hit.tokens == kvs[i].layout.tokens && hit.kv.bytes == kvs[i].bytes;
+    }
+    return r;
+}
+
+// --redis / --redis-cluster HOST:PORT.
+struct redis_target {
+    std::string host;
+    int port = 0;
+    bool cluster = false;
+};
+std::optional<redis_target> parse_redis_target(const std::string& arg, bool cluster) {
+    const auto colon = arg.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == arg.size()) return std::nullopt;
+    char* end = nullptr;
+    const long port = std::strtol(arg.c_str() + colon + 1, &end, 10);
+    if (*end != '\0' || port <= 0 || port > 65535) return std::nullopt;
+    return redis_target{arg.substr(0, colon), int(port), cluster};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     int count = 240;
     std::uint32_t chunk = 32;
     bool as_json = false;
+    std::optional<redis_target> redis;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
         else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--json") as_json = true;
-        else {
-            std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json]\n", argv[0]);
+        else if ((a == "--redis" || a == "--redis-cluster") && i + 1 < argc && !redis) {
+            redis = parse_redis_target(argv[++i], a == "--redis-cluster");
+            if (!redis) {
+                std::fprintf(stderr, "%s: %s wants HOST:PORT, not '%s'\n", argv[0], a.c_str(), argv[i]);
+                return 2;
+            }
+        } else {
+            std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n",
+                         argv[0]);
             return 2;
         }
     }
+#if !defined(SEQKV_BENCH_HAVE_HIREDIS)
+    if (redis) {
+        std::fprintf(stderr, "%s: built without hiredis (apt-get install libhiredis-dev, then reconfigure): no --redis\n", argv[0]);
+        return 2;
+    }
+#endif
     const workload w = make_workload(count, 2026);
     const kv_layout layout = w.sources[0].cache.layout;
     const double raw_per_token = double(layout.elements_per_token() * dtype_size(layout.type));
@@ -237,10 +305,9 @@ int main(int argc, char** argv) {
     // 2. With dedup, no budget: bytes stored, insert and lookup speed, index size.
     memory_chunk_store unlimited_chunks;
     prefix_store unlimited(unlimited_chunks, codec, layout, {.chunk_tokens = chunk});
-    const auto t_put = std::chrono::steady_clock::now();
-    std::uint64_t shared_tokens = 0;
-    for (std::size_t i = 0; i < kvs.size(); ++i) shared_tokens += unlimited.put(view_of(kvs[i]), w.sessions[i].ids, w.sessions[i].nll).shared_tokens;
-    const double put_seconds = seconds_since(t_put);
+    const unlimited_run mem = put_and_read_back(unlimited, w, kvs);
+    const double put_seconds = mem.put_seconds, read_seconds = mem.read_seconds;
+    const std::uint64_t shared_tokens = mem.shared_tokens, read_tokens = mem.read_tokens;
     const std::uint64_t dedup_bytes = unlimited.stored_bytes();
     const double bytes_per_token_stored = double(dedup_bytes) / double(unlimited.stored_tokens());
     // Lookup: longest stored prefix of every session's prompt, repeated for a stable timing.
@@ -252,13 +319,36 @@ int main(int argc, char** argv) {
         ++rounds;
     } while (seconds_since(t_look) < 0.5);
     const double lookup_tps = double(looked_up) / seconds_since(t_look);
-    std::uint64_t read_tokens = 0;
-    const auto t_read = std::chrono::steady_clock::now();
-    for (const auto& s : w.sessions) read_tokens += unlimited.read(s.ids).tokens;
-    const double read_seconds = seconds_since(t_read);
     const double index_per_token_grown = double(unlimited.index_bytes()) / double(unlimited.stored_tokens());
     unlimited.compact();
     const double index_per_token = double(unlimited.index_bytes()) / double(unlimited.stored_tokens());
+
+    // 2b. The same through Redis (--redis / --redis-cluster).
+    std::optional<unlimited_run> over_redis;
+#if defined(SEQKV_BENCH_HAVE_HIREDIS)
+    if (redis) {
+        try {
+            redis_store_options o;
+            if (redis->cluster) o.topology = redis_store_options::topology_mode::cluster;
+            redis_chunk_store redis_chunks(redis->host, redis->port, "bench-prefix-" + std::to_string(::getpid()), o);
+            prefix_store over(redis_chunks, codec, layout, {.chunk_tokens = chunk});
+            try {
+                over_redis = put_and_read_back(over, w, kvs);
+            } catch (...) {
+                over.clear();  // leave no chunks behind
+                throw;
+            }
+            over.clear();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s: Redis at %s:%d: %s\n", argv[0], redis->host.c_str(), redis->port, e.what());
+            return 1;
+        }
+    }
+#endif
+    const double raw_total = raw_per_token * double(total_tokens);
+    const auto put_MBps = [&](const unlimited_run& r) { return raw_total / 1e6 / r.put_seconds; };
+    const auto read_MBps = [&](const unlimited_run& r) { return raw_per_token * double(r.read_tokens) / 1e6 / r.read_seconds; };
+    const bool exact = mem.exact && (!over_redis || over_redis->exact);
 
     // 3. Hit rates under budgets (fractions of the dedup'd bytes).
     struct row {
@@ -296,8 +386,16 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < rows.size(); ++i)
             std::printf("%s{\"budget_fraction\": %.2f, \"plt\": %.4f, \"lru\": %.4f, \"block16_lru\": %.4f}", i ? ", " : "",
                         rows[i].fraction, rows[i].plt, rows[i].lru, rows[i].block);
-        std::printf("]}\n");
-        return 0;
+        std::printf("]");
+        std::printf(", \"memory_store\": {\"put_MBps_raw\": %.1f, \"read_MBps_raw\": %.1f, \"stored_bytes\": %llu, \"exact\": %s}",
+                    put_MBps(mem), read_MBps(mem), (unsigned long long)mem.stored_bytes, mem.exact ? "true" : "false");
+        if (over_redis)
+            std::printf(", \"redis_store\": {\"endpoint\": \"%s:%d\", \"cluster\": %s, \"put_MBps_raw\": %.1f, \"read_MBps_raw\": %.1f, "
+                        "\"stored_bytes\": %llu, \"exact\": %s}",
+                        redis->host.c_str(), redis->port, redis->cluster ? "true" : "false", put_MBps(*over_redis), read_MBps(*over_redis),
+                        (unsigned long long)over_redis->stored_bytes, over_redis->exact ? "true" : "false");
+        std::printf("}\n");
+        return exact ? 0 : 1;
     }
     std::printf("prefix store on %d agent-like sessions (%llu tokens, SmolLM2-135M KV rows, bf16, %u-token chunks)\n", count,
                 (unsigned long long)total_tokens, chunk);
@@ -309,11 +407,27 @@ int main(int argc, char** argv) {
                 (unsigned long long)dedup_bytes, raw_per_token * double(total_tokens) / double(dedup_bytes),
                 raw_per_token * double(total_tokens) / 1e6 / put_seconds, 100.0 * double(shared_tokens) / double(total_tokens));
     std::printf("  read back (decode)             %.1f MB/s raw\n", raw_per_token * double(read_tokens) / 1e6 / read_seconds);
+    if (over_redis) {
+        const std::string labels[2] = {"memory_chunk_store",
+                                       "redis_chunk_store " + redis->host + ":" + std::to_string(redis->port) + (redis->cluster ? " (cluster)" : "")};
+        const int width = int(std::max(labels[0].size(), labels[1].size()));
+        std::printf("\n  unlimited store, by chunk store\n    %-*s %10s %11s %14s  %s\n", width, "", "put MB/s", "read MB/s", "stored B", "read back");
+        for (int k = 0; k < 2; ++k) {
+            const unlimited_run& r = k ? *over_redis : mem;
+            std::printf("    %-*s %10.1f %11.1f %14llu  %s\n", width, labels[k].c_str(), put_MBps(r), read_MBps(r),
+                        (unsigned long long)r.stored_bytes, r.exact ? "bit-exact" : "MISMATCH");
+        }
+        std::printf("    (raw KV MB/s; put = index + chunk store, the chunks were encoded above; read = fetch + decode)\n\n");
+    }
     std::printf("  lookup (longest prefix)        %.1f M tokens/s (one core)\n", lookup_tps / 1e6);
     std::printf("  index                          %.2f B per stored token after compact() (%.2f B as grown; %llu tokens, %zu chunks)\n",
                 index_per_token, index_per_token_grown, (unsigned long long)unlimited.stored_tokens(), unlimited.chunk_count());
     std::printf("\n  hit rate (tokens served / requested) at a byte budget\n  %-8s %8s %8s %12s\n", "budget", "PLT", "LRU", "block16-LRU");
     for (const auto& r : rows)
         std::printf("  %6.0f %% %7.1f %% %7.1f %% %11.1f %%\n", 100 * r.fraction, 100 * r.plt, 100 * r.lru, 100 * r.block);
+    if (!exact) {
+        std::fprintf(stderr, "%s: a read did not return the session's KV exactly\n", argv[0]);
+        return 1;
+    }
     return 0;
 }

@@ -120,6 +120,16 @@ inline int pick_port() {
 using reply_ptr = detail::redis_reply_ptr;
 using context_ptr = detail::redis_context_ptr;
 
+/// Options for the fault tests: short timeouts, enough tries to outlast a restart.
+inline redis_store_options fast_redis_options() {
+    redis_store_options o;
+    o.connect_timeout = std::chrono::milliseconds(500);
+    o.command_timeout = std::chrono::milliseconds(500);
+    o.max_attempts = 8;
+    o.retry_delay = std::chrono::milliseconds(100);
+    return o;
+}
+
 /// A connection to 127.0.0.1:port (nullptr if it cannot connect within timeout_ms).
 inline context_ptr connect_to(int port, int timeout_ms = 1000) {
     const timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};

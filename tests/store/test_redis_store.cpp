@@ -18,18 +18,9 @@ namespace {
 using namespace seqkv;
 using namespace std::chrono_literals;
 using store_test::command;
+using store_test::fast_redis_options;
 using store_test::random_bytes;
 using store_test::reply_text;
-
-/// Options for the fault tests: short timeouts, enough tries to outlast a restart.
-redis_store_options fast_options() {
-    redis_store_options o;
-    o.connect_timeout = 500ms;
-    o.command_timeout = 500ms;
-    o.max_attempts = 8;
-    o.retry_delay = 100ms;
-    return o;
-}
 
 std::string as_string(const byte_vector& b) { return std::string(b.begin(), b.end()); }
 
@@ -46,7 +37,7 @@ TEST(RedisKeySlot, KnownAnswers) {
 
 TEST(RedisStore, UnreachableServerIsStoreError) {
     const int port = store_test::pick_port();  // free: nobody listens there
-    redis_store_options o = fast_options();
+    redis_store_options o = fast_redis_options();
     o.max_attempts = 3;
     const auto start = std::chrono::steady_clock::now();
     EXPECT_THROW(redis_chunk_store("127.0.0.1", port, "x", o), store_error);
@@ -61,7 +52,7 @@ protected:
         server = std::make_unique<store_test::redis_server>(*binary, tmp.path(), config());
     }
     virtual store_test::redis_server::config config() const { return {}; }
-    redis_chunk_store make(std::string ns = "test", redis_store_options o = fast_options()) {
+    redis_chunk_store make(std::string ns = "test", redis_store_options o = fast_redis_options()) {
         return redis_chunk_store("127.0.0.1", server->port(), std::move(ns), std::move(o));
     }
     store_test::temp_dir tmp;
@@ -146,7 +137,7 @@ TEST_F(RedisSingle, CorruptValuesAreNeverReturned) {
 }
 
 TEST_F(RedisSingle, AbsurdSizesAreRejected) {
-    redis_store_options o = fast_options();
+    redis_store_options o = fast_redis_options();
     o.max_chunk_bytes = 1 << 20;
     auto store = make("test", o);
     const byte_vector big = random_bytes(2 << 20, 6);
@@ -217,7 +208,7 @@ TEST_F(RedisSingle, ServerKilledDuringPut) {
 }
 
 TEST_F(RedisSingle, ServerDownPutFailsClearly) {
-    redis_store_options o = fast_options();
+    redis_store_options o = fast_redis_options();
     o.max_attempts = 3;
     auto store = make("test", o);
     server->kill();
@@ -283,7 +274,7 @@ protected:
         const auto binary = store_test::find_redis_server();
         if (!binary) GTEST_SKIP() << store_test::no_redis_server_message;
         cluster = std::make_unique<store_test::redis_cluster>(*binary, tmp.path());
-        store = std::make_unique<redis_chunk_store>("127.0.0.1", cluster->node(0).port(), "cl", fast_options());
+        store = std::make_unique<redis_chunk_store>("127.0.0.1", cluster->node(0).port(), "cl", fast_redis_options());
         ASSERT_TRUE(store->is_cluster());
     }
     /// A chunk whose key lands in slot.
@@ -409,7 +400,7 @@ TEST_F(RedisCluster, NodeDownThenBack) {
     const std::uint64_t key = chunk_key(c);
     store->put(key, c);
     const std::size_t owner = cluster->owner_of(redis_key_slot(store->key_name(key)));
-    redis_store_options few = fast_options();
+    redis_store_options few = fast_redis_options();
     few.max_attempts = 3;
     redis_chunk_store probe("127.0.0.1", cluster->node(0).port(), "cl", few);
     cluster->node(owner).kill();
