@@ -149,3 +149,50 @@ TEST(PrefixStore, WorksOverADirectoryStore) {
     EXPECT_THROW(store.read(a.ids), seqkv::error);
     std::filesystem::remove_all(dir);
 }
+
+TEST(PrefixStore, TheIndexSavesAndReopensOverTheSameChunkStore) {
+    const auto& kv = gpl3();
+    memory_chunk_store chunks;
+    const session a = splice(kv, 300), b = splice(kv, 200, &textwrap(), 0, 150);
+    byte_vector saved;
+    {
+        prefix_store store(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+        store.put(a.view(), a.ids, a.nll);
+        store.put(b.view(), b.ids, b.nll);
+        saved = store.save_index();
+    }
+    // Another process (or host) opens the same chunks with the saved index.
+    prefix_store reopened(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+    reopened.load_index(saved);
+    EXPECT_EQ(reopened.save_index(), saved) << "load + save is the identity (reads below then update use statistics)";
+    EXPECT_EQ(reopened.missing_chunks(), 0u);
+    EXPECT_EQ(reopened.stored_bytes(), chunks.stored_bytes());
+    for (const session* s : {&a, &b}) {
+        const auto hit = reopened.read(s->ids);
+        ASSERT_EQ(hit.tokens, s->ids.size());
+        EXPECT_EQ(hit.kv.bytes, s->first(hit.tokens));
+    }
+    // Storing on top of a reopened index reuses its chunks.
+    EXPECT_EQ(reopened.put(a.view(), a.ids).new_chunks, 0u);
+
+    // Damaged or foreign indexes are refused with a seqkv error, and the store keeps its index.
+    for (std::size_t n = 0; n < saved.size(); n += 1 + n / 8)
+        EXPECT_THROW(reopened.load_index(std::span(saved).first(n)), format_error);
+    std::mt19937 rng(1);
+    for (int i = 0; i < 300; ++i) {
+        auto bad = saved;
+        bad[rng() % bad.size()] ^= std::uint8_t(1u << (rng() % 8));
+        EXPECT_THROW(reopened.load_index(bad), format_error);
+    }
+    prefix_store other_chunking(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 128});
+    EXPECT_THROW(other_chunking.load_index(saved), format_error);
+    EXPECT_EQ(reopened.read(a.ids).kv.bytes, a.first(300));
+
+    // A chunk lost from the ChunkStore: counted, and a read that needs it is a store_error, not wrong KV.
+    const auto view = a.view();
+    const auto first_chunk = make_codec(lossless_config()).encode(chunk_input{&view, 0, 64, std::span(a.ids).first(64), {}, nullptr, nullptr});
+    ASSERT_TRUE(chunks.contains(chunk_key(first_chunk))) << "the store's chunks are the codec's payloads";
+    chunks.remove(chunk_key(first_chunk));
+    EXPECT_EQ(reopened.missing_chunks(), 1u);
+    EXPECT_THROW(reopened.read(a.ids), store_error);
+}
