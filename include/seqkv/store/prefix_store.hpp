@@ -49,6 +49,7 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/checksum.hpp"
 #include "seqkv/core/chunk.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/core/resource.hpp"
@@ -71,6 +72,12 @@ struct prefix_store_options {
     double reuse_half_life = 256;
     /// The store's name in the resource table of the .skv files it exports (its id is the name's content_hash64).
     std::string name = "seqkv prefix store";
+    /// Near-prefix reuse (0: off). A session that leaves a stored one for at most this many tokens
+    /// (a date, a name: the same token count) and then continues with the same tokens has its new
+    /// chunks coded as the element-wise difference (integer, modulo the element width) from the
+    /// stored session's chunk at the same positions. Bit-exact only with a lossless codec: set it
+    /// only for one.
+    std::uint32_t near_prefix_gap = 0;
 };
 
 /// What export_session returns: a .skv of the first `tokens` tokens whose chunks live in the store.
@@ -82,6 +89,7 @@ struct exported_session {
 /// What put() did.
 struct put_stats {
     std::uint64_t tokens = 0;           // tokens of the session
+    std::uint64_t referenced_chunks = 0;  // of new_chunks, coded as a difference from a neighbour's chunk
     std::uint64_t shared_tokens = 0;    // of them, already stored before this put (no encode)
     std::uint64_t new_chunks = 0, reused_chunks = 0;
     std::uint64_t bytes_written = 0;    // chunk bytes added to the ChunkStore
@@ -118,7 +126,9 @@ public:
         put_stats st;
         st.tokens = tokens.size();
         if (tokens.empty()) return st;
-        st.shared_tokens = trie_.longest_prefix(tokens).depth;
+        const trie::point diverge = trie_.longest_prefix(tokens);
+        st.shared_tokens = diverge.depth;
+        const trie::node_id neighbour = find_neighbour(tokens, diverge);
         const trie::node_id leaf = trie_.insert(tokens, nll);
         trie_.acquire(leaf);  // nothing on this path is evicted while we work
         const std::uint64_t C = options_.chunk_tokens, T = tokens.size();
@@ -131,15 +141,30 @@ public:
                 continue;
             }
             if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
-            chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
-            const byte_vector payload = codec_.encode(in);
+            const std::uint64_t ref = neighbour == trie::no_node ? trie::no_value : reference_for(neighbour, begin, end);
+            byte_vector payload;
+            if (ref == trie::no_value) {
+                chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
+                payload = codec_.encode(in);
+            } else {  // the difference from the neighbour's chunk at the same positions
+                const chunk_buffer diff = difference(cache, begin, end, decode_record(ref));
+                const kv_cache_view diff_view = view_of(diff);
+                chunk_input in{&diff_view, 0, end - begin, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
+                in.position_base = begin;
+                payload = codec_.encode(in);
+                ++st.referenced_chunks;
+            }
             const std::uint64_t key = chunk_key(payload);
             if (refcount_[key]++ == 0) {
                 chunks_->put(key, payload);
                 stored_bytes_ += payload.size();
                 st.bytes_written += payload.size();
             }
-            trie_.set_value(node, add_record(key, begin, end, payload.size(), tokens.subspan(begin, end - begin), nll));
+            const std::uint64_t id = add_record(key, begin, end, payload.size(), tokens.subspan(begin, end - begin), nll);
+            records_[id].node = node;
+            records_[id].ref = ref;
+            if (ref != trie::no_value) ++records_[ref].dependents;
+            trie_.set_value(node, id);
             ++st.new_chunks;
             drop_shadowed(leaf, begin, end);
         }
@@ -172,7 +197,8 @@ public:
     /// ChunkStore later or on another host (layout, chunk size and codec must match). Layout:
     /// magic "SKVPSTOR", u32 version 1, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
     /// u8 dtype, u64 clock, u64 trie bytes + the trie (trie/serialize.hpp), u64 record count, per
-    /// record u64 key, begin, end, bytes, f64 prior, f64 uses, u64 last_use, u8 live; u32 CRC-32C.
+    /// record u64 key, begin, end, bytes, f64 prior, f64 uses, u64 last_use, u64 ref (near-prefix
+    /// reference record or all ones), u8 live; u32 CRC-32C.
     byte_vector save_index() const {
         std::shared_lock lock(mutex_);
         byte_vector out;
@@ -197,6 +223,7 @@ public:
             w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.prior));
             w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.uses));
             w.put<std::uint64_t>(r.last_use);
+            w.put<std::uint64_t>(r.ref);
             w.put<std::uint8_t>(r.live ? 1 : 0);
         }
         w.put<std::uint32_t>(crc32c(out));
@@ -226,7 +253,7 @@ public:
         if (trie_size > r.remaining()) throw format_error("prefix store index: trie size exceeds the data");
         trie::plt_trie t = trie::load(r.get_bytes(trie_size));
         const std::uint64_t count = r.get<std::uint64_t>();
-        constexpr std::size_t record_bytes = 7 * 8 + 1;
+        constexpr std::size_t record_bytes = 8 * 8 + 1;
         if (count > r.remaining() / record_bytes || r.remaining() != count * record_bytes)
             throw format_error("prefix store index: record count does not match the data");
         std::vector<chunk_record> records(count);
@@ -240,6 +267,7 @@ public:
             rec.prior = std::bit_cast<double>(r.get<std::uint64_t>());
             rec.uses = std::bit_cast<double>(r.get<std::uint64_t>());
             rec.last_use = r.get<std::uint64_t>();
+            rec.ref = r.get<std::uint64_t>();
             const auto live = r.get<std::uint8_t>();
             if (live > 1) throw format_error("prefix store index: bad record flag");
             rec.live = live;
@@ -252,6 +280,20 @@ public:
                 throw format_error("prefix store index: inconsistent chunk record");
             if (refcount[rec.key]++ == 0) stored += rec.bytes;
         }
+        // References: to a live record of the same start that holds at least as many tokens; the
+        // chains end (each step strictly back in a chain of at most `count` records).
+        for (std::uint64_t i = 0; i < count; ++i) {
+            auto& rec = records[i];
+            if (!rec.live || rec.ref == trie::no_value) continue;
+            if (rec.ref >= count || !records[rec.ref].live || records[rec.ref].begin != rec.begin || records[rec.ref].end < rec.end)
+                throw format_error("prefix store index: bad near-prefix reference");
+            ++records[rec.ref].dependents;
+        }
+        for (std::uint64_t i = 0; i < count; ++i) {  // every live ref is valid now: walk the chains
+            std::uint64_t steps = 0;
+            for (std::uint64_t j = i; records[j].live && records[j].ref != trie::no_value; j = records[j].ref)
+                if (++steps > 64) throw format_error("prefix store index: reference cycle or chain too long");
+        }
         // Every trie value names a live record ending at its node, and every live record is named once.
         std::vector<std::uint8_t> named(count, 0);
         std::vector<trie::node_id> stack{trie::plt_trie::root};
@@ -261,6 +303,7 @@ public:
             if (const auto v = t.value(n); v != trie::no_value) {
                 if (v >= count || !records[v].live || records[v].end != t.depth(n) || named[v]++)
                     throw format_error("prefix store index: trie and chunk records disagree");
+                records[v].node = n;
             }
             t.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
         }
@@ -326,6 +369,7 @@ public:
         for (const auto& piece : p.pieces) {
             const chunk_record& r = records_[piece.record];
             if (piece.take != r.end - r.begin) break;  // a partial chunk: its payload holds more tokens
+            if (r.ref != trie::no_value) break;        // a difference chunk: a plain decoder cannot use it
             const std::vector<std::int32_t> seq = trie_.sequence(piece.node);
             writer.append_external(static_cast<std::uint32_t>(r.end - r.begin),
                                    std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
@@ -389,6 +433,9 @@ private:
         double prior = 0;          // plt: 2^(−mean surprisal bits per token)
         double uses = 0;           // plt: decayed use count, as of last_use
         std::uint64_t last_use = 0;
+        std::uint64_t ref = trie::no_value;  // near-prefix reuse: the chunk this one is the difference from
+        trie::node_id node = trie::no_node;  // the trie node whose value this record is (where its ids are)
+        std::uint32_t dependents = 0;        // records whose ref is this one (never evicted while > 0)
         bool live = false;
     };
     struct piece {
@@ -475,29 +522,128 @@ private:
         return p;
     }
 
-    void decode_into(const piece& pc, chunk_buffer& out) const {
-        const chunk_record& r = records_[pc.record];
+    /// The whole chunk of record id, decoded (its reference first, for a difference chunk).
+    chunk_buffer decode_record(std::uint64_t id, unsigned depth = 0) const {
+        require_format(depth < 64, "prefix_store: reference chain too long");
+        const chunk_record& r = records_[id];
         const auto payload = chunks_->get(r.key);
         if (!payload) throw store_error("prefix_store: chunk " + chunk_key_hex(r.key) + " is missing from the chunk store");
-        const std::vector<std::int32_t> seq = trie_.sequence(pc.node);  // the chunk ends at pc.node
+        const std::vector<std::int32_t> seq = trie_.sequence(r.node);  // the chunk ends at its node
         require_format(seq.size() == r.end, "prefix_store: index and chunk disagree");
-        kv_layout L = layout_;
-        L.tokens = r.end - r.begin;
-        auto buf = chunk_buffer::for_layout(L, r.end - r.begin);
+        auto buf = chunk_buffer::for_layout(layout_, r.end - r.begin);
         chunk_input in{nullptr, 0, r.end - r.begin, std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
                        resources_, nullptr};
         in.position_base = r.begin;
         codec_.decode(*payload, in, buf);
+        if (r.ref != trie::no_value) add_reference(buf, decode_record(r.ref, depth + 1));
+        return buf;
+    }
+
+    void decode_into(const piece& pc, chunk_buffer& out) const {
+        const chunk_record& r = records_[pc.record];
+        const chunk_buffer buf = decode_record(pc.record);
         // Copy tokens [0, take) of every (layer, kind, head) row block to out at r.begin.
         const std::uint64_t row = layout_.head_dim * dtype_size(layout_.type);
         for (std::uint32_t l = 0; l < layout_.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
-                const auto src = std::as_const(buf).block(l, kind);
+                const auto src = buf.block(l, kind);
                 const auto dst = out.block(l, kind);
                 for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
                     std::memcpy(dst.data() + (h * out.layout.tokens + r.begin) * row, src.data() + h * buf.layout.tokens * row,
                                 pc.take * row);
             }
+    }
+
+    // ---- near-prefix reuse ----
+
+    /// Element-wise integer operation on the words of one element (1, 2 or 4 bytes), modulo its width.
+    template <bool Subtract>
+    static void combine(std::uint8_t* dst, const std::uint8_t* a, const std::uint8_t* b, std::size_t elements, std::size_t width) {
+        auto run = [&]<class U>(U) {
+            for (std::size_t i = 0; i < elements; ++i) {
+                U x, y;
+                std::memcpy(&x, a + i * sizeof(U), sizeof(U));
+                std::memcpy(&y, b + i * sizeof(U), sizeof(U));
+                const U z = static_cast<U>(Subtract ? U(x - y) : U(x + y));
+                std::memcpy(dst + i * sizeof(U), &z, sizeof(U));
+            }
+        };
+        if (width == 1) run(std::uint8_t{});
+        else if (width == 2) run(std::uint16_t{});
+        else run(std::uint32_t{});
+    }
+
+    /// Tokens [begin, end) of cache minus the first end − begin tokens of the reference chunk.
+    chunk_buffer difference(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end, const chunk_buffer& reference) const {
+        auto diff = chunk_buffer::for_layout(layout_, end - begin);
+        const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
+        std::vector<std::uint8_t> mine(row);
+        for (std::uint32_t l = 0; l < layout_.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto& t = kind == kv_kind::key ? cache.keys[l] : cache.values[l];
+                const auto ref = reference.block(l, kind);
+                const auto dst = diff.block(l, kind);
+                for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
+                    for (std::uint64_t i = 0; i < end - begin; ++i) {
+                        for (std::uint32_t c = 0; c < layout_.head_dim; ++c) std::memcpy(mine.data() + c * width, t.element(h, begin + i, c), width);
+                        combine<true>(dst.data() + (h * (end - begin) + i) * row, mine.data(),
+                                      ref.data() + (h * reference.layout.tokens + i) * row, layout_.head_dim, width);
+                    }
+            }
+        return diff;
+    }
+
+    /// buf (a decoded difference chunk) += the first buf-tokens of the reference chunk.
+    void add_reference(chunk_buffer& buf, const chunk_buffer& reference) const {
+        require_format(reference.layout.tokens >= buf.layout.tokens, "prefix_store: reference chunk shorter than its dependent");
+        const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
+        for (std::uint32_t l = 0; l < layout_.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto ref = reference.block(l, kind);
+                const auto dst = buf.block(l, kind);
+                for (std::uint32_t h = 0; h < layout_.kv_heads; ++h) {
+                    std::uint8_t* d = dst.data() + h * buf.layout.tokens * row;
+                    combine<false>(d, d, ref.data() + h * reference.layout.tokens * row, buf.layout.tokens * layout_.head_dim, width);
+                }
+            }
+    }
+
+    /// A stored session (its leaf) that agrees with tokens except in at most near_prefix_gap
+    /// tokens right after the shared prefix and then continues with the same tokens for longest;
+    /// no_node when none (or the option is off). At most 16 stored sessions below the divergence
+    /// point are examined.
+    trie::node_id find_neighbour(std::span<const std::int32_t> tokens, const trie::point& at) const {
+        const std::uint64_t gap = options_.near_prefix_gap, d = at.depth, T = tokens.size();
+        if (gap == 0 || d >= T) return trie::no_node;
+        trie::node_id best = trie::no_node;
+        std::uint64_t best_end = d + gap;  // must align beyond the gap
+        std::vector<trie::node_id> stack{at.node};
+        for (int examined = 0; !stack.empty() && examined < 16;) {
+            const trie::node_id n = stack.back();
+            stack.pop_back();
+            if (trie_.child_count(n) > 0) {
+                trie_.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
+                continue;
+            }
+            ++examined;
+            const std::vector<std::int32_t> other = trie_.sequence(n);
+            const std::uint64_t end = std::min<std::uint64_t>(other.size(), T);
+            if (end <= best_end) continue;
+            bool aligned = true;
+            for (std::uint64_t i = d + gap; i < end && aligned; ++i) aligned = other[i] == tokens[i];
+            if (aligned) best = n, best_end = end;
+        }
+        return best;
+    }
+
+    /// The neighbour's chunk that starts at begin and holds at least [begin, end): its record, or no_value.
+    std::uint64_t reference_for(trie::node_id neighbour_leaf, std::uint64_t begin, std::uint64_t end) const {
+        std::uint64_t found = trie::no_value;
+        for (trie::node_id m = neighbour_leaf; m != trie::no_node && trie_.depth(m) > begin; m = trie_.parent(m)) {
+            const std::uint64_t id = trie_.value(m);
+            if (id != trie::no_value && records_[id].begin == begin && records_[id].end >= end) found = id;
+        }
+        return found;
     }
 
     /// After storing chunk [begin, end) at the session's path: a shorter chunk with the same start
@@ -506,13 +652,14 @@ private:
         for (trie::node_id n = trie_.parent(trie_.ancestor_at(leaf, end)); n != trie::no_node && trie_.depth(n) > begin;
              n = trie_.parent(n)) {
             const std::uint64_t id = trie_.value(n);
-            if (id == trie::no_value || records_[id].begin != begin) continue;
+            if (id == trie::no_value || records_[id].begin != begin || records_[id].dependents > 0) continue;
             trie_.set_value(n, trie::no_value);
             release_record(id);
         }
     }
     void release_record(std::uint64_t id) {
         chunk_record& r = records_[id];
+        if (r.ref != trie::no_value) --records_[r.ref].dependents;
         if (--refcount_[r.key] == 0) {
             refcount_.erase(r.key);
             chunks_->remove(r.key);
@@ -531,6 +678,7 @@ private:
             double best = std::numeric_limits<double>::infinity();
             for_each_leaf([&](trie::node_id n) {
                 const std::uint64_t id = trie_.value(n);
+                if (id != trie::no_value && records_[id].dependents > 0) return;  // a difference chunk needs it
                 const double s = id == trie::no_value ? -1.0 : score(records_[id]);
                 if (s < best) best = s, victim = n;
             });
