@@ -33,6 +33,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -101,7 +102,8 @@ workload make_workload(int count, std::uint32_t seed) {
         if (!out.empty() && rng() % 100 < 15) {  // a second turn of an earlier session
             const session& prev = out[rng() % out.size()];
             s.from = prev.from;
-            const auto more = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % 80), 16 + std::uint32_t(rng() % 33), 0);
+            const std::uint32_t n = 16 + std::uint32_t(rng() % 33);
+            const auto more = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % (128 - n + 1)), n, 0);
             s.from.insert(s.from.end(), more.begin(), more.end());
         } else {
             const unsigned r = rng() % 100;
@@ -115,11 +117,13 @@ workload make_workload(int count, std::uint32_t seed) {
             s.from.insert(s.from.end(), date.begin(), date.end());
             const auto user = span_of(1, 60, 3, 200000 + std::int32_t(rng() % 8));
             s.from.insert(s.from.end(), user.begin(), user.end());
-            const auto task = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % 100), 24 + std::uint32_t(rng() % 73), 0);
+            const std::uint32_t n = 24 + std::uint32_t(rng() % 73);  // a task: n tokens from the second half of a dump
+            const auto task = span_of(int(rng() % 2), 128 + std::uint32_t(rng() % (128 - n + 1)), n, 0);
             s.from.insert(s.from.end(), task.begin(), task.end());
         }
         for (const auto& o : s.from) {
             const auto& src = w.sources[std::size_t(o.src)];
+            if (o.pos >= src.ids.size()) throw std::logic_error("bench_prefix_store: workload reads past a dump");
             s.ids.push_back(src.ids[o.pos] + o.id_offset);
             s.nll.push_back(src.nll[o.pos]);
         }
