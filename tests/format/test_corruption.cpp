@@ -1,6 +1,8 @@
 // A small v2 file using every v2 feature (resource table, external and inline payloads,
 // dependent chunks, side data, an attachment): every flipped byte and every truncation is a
 // seqkv error — never a crash, a hang or a huge allocation.
+#include <algorithm>
+
 #include "format_test_support.hpp"
 
 namespace {
@@ -76,3 +78,18 @@ TEST(Corruption, VersionAndReservedFields) {
 }
 
 }  // namespace
+
+TEST(Utf8Strings, MetadataThatIsNotUtf8IsRefusedOnBothSides) {
+    seqkv::format::preamble p;
+    p.layout = {1, 1, 2, 0, seqkv::dtype::bf16};
+    p.chunk_tokens = 4;
+    p.metadata["model"] = "xy";
+    auto body = seqkv::format::encode_preamble(p);
+    const std::uint8_t xy[] = {'x', 'y'};
+    const auto at = std::search(body.begin(), body.end(), std::begin(xy), std::end(xy));
+    ASSERT_NE(at, body.end());
+    at[0] = 0xC3, at[1] = 0x28;  // an invalid two-byte sequence
+    EXPECT_THROW(seqkv::format::decode_preamble(body, {}), seqkv::format_error);
+    p.metadata["model"] = "\xC3\x28";
+    EXPECT_THROW(seqkv::format::encode_preamble(p), seqkv::usage_error);
+}

@@ -337,3 +337,17 @@ TEST(RopeMath, LosslessRowPredictionMatchesFrozenFormula) {
         }
     }
 }
+
+TEST(RopeMath, AnglesFromHostileFilesAreRefusedNotUndefined) {
+    // An inverse frequency of 1e30 (read from a file) once drove a float -> int64 conversion out of
+    // range inside the reduction; such angles, and those of absurd positions, are format errors.
+    double c = 0, s = 0;
+    for (double x : {1e30, 0x1p40, -1.0, std::nan("")}) {
+        EXPECT_THROW(rm::cos_sin<rm::precision::fp32>(x, c, s), format_error) << x;
+        EXPECT_THROW(rm::cos_sin<rm::precision::truncated28>(x, c, s), format_error) << x;
+    }
+    rm::cos_sin<rm::precision::fp32>(0x1p39, c, s);  // large but in range: fine
+    EXPECT_THROW(predict::rope_table(std::vector<float>{1.0f, 1e30f}), format_error);
+    EXPECT_THROW(predict::rope_table(std::vector<float>{std::nanf("")}), format_error);
+    EXPECT_NO_THROW(predict::rope_table(std::vector<float>{1.0f, 0.5f, 0.0f}));
+}

@@ -196,3 +196,23 @@ TEST(PrefixStore, TheIndexSavesAndReopensOverTheSameChunkStore) {
     EXPECT_EQ(reopened.missing_chunks(), 1u);
     EXPECT_THROW(reopened.read(a.ids), store_error);
 }
+
+TEST(PrefixStore, PuttingASessionAgainRestoresChunksTheStoreLost) {
+    const auto& kv = gpl3();
+    memory_chunk_store chunks;
+    prefix_store store(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+    const session a = splice(kv, 200);
+    store.put(a.view(), a.ids);
+    const auto view = a.view();
+    const auto lost = make_codec(lossless_config()).encode(chunk_input{&view, 64, 128, std::span(a.ids).subspan(64, 64), {}, nullptr, nullptr});
+    ASSERT_TRUE(chunks.contains(chunk_key(lost)));
+    chunks.remove(chunk_key(lost));  // e.g. a Redis server restarted without its data
+    EXPECT_EQ(store.missing_chunks(), 1u);
+    EXPECT_THROW(store.read(a.ids), store_error);
+    const auto st = store.put(a.view(), a.ids);
+    EXPECT_EQ(st.new_chunks, 0u);
+    EXPECT_EQ(st.repaired_chunks, 1u);
+    EXPECT_EQ(store.missing_chunks(), 0u);
+    EXPECT_EQ(store.stored_bytes(), chunks.stored_bytes());
+    EXPECT_EQ(store.read(a.ids).kv.bytes, a.first(200));
+}

@@ -17,6 +17,7 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/checksum.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/utf8.hpp"
 #include "seqkv/core/hash.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/core/resource.hpp"
@@ -109,12 +110,14 @@ inline byte_vector encode_preamble(const preamble& p) {
     w.put_bytes(p.codec.params);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(p.metadata.size()));
     for (const auto& [k, v] : p.metadata) {
+        require_usage(valid_utf8(k) && valid_utf8(v), "preamble: metadata must be UTF-8");
         w.put_string(k);
         w.put_string(v);
     }
     w.put<std::uint32_t>(p.keyframe_interval);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(p.resources.size()));
     for (const auto& r : p.resources) {
+        require_usage(valid_utf8(r.name), "preamble: resource names must be UTF-8");
         w.put<std::uint16_t>(static_cast<std::uint16_t>(r.kind));
         w.put<std::uint64_t>(r.content_hash);
         w.put_string(r.name);
@@ -153,8 +156,8 @@ inline preamble decode_preamble(std::span<const std::uint8_t> body, const contai
     const auto entries = r.get<std::uint32_t>();
     if (entries > r.remaining() / 8) throw format_error("preamble: metadata count exceeds the preamble");
     for (std::uint32_t i = 0; i < entries; ++i) {
-        auto k = r.get_string();
-        p.metadata[k] = r.get_string(limits.max_preamble_bytes);
+        auto k = require_utf8(r.get_string(), "preamble: metadata key");
+        p.metadata[k] = require_utf8(r.get_string(limits.max_preamble_bytes), "preamble: metadata value");
     }
     p.keyframe_interval = 1;
     if (version >= 2) {
@@ -169,7 +172,7 @@ inline preamble decode_preamble(std::span<const std::uint8_t> body, const contai
             if (kind == 0 || kind > max_resource_kind) throw format_error("preamble: unknown resource kind " + std::to_string(kind));
             ref.kind = static_cast<resource_kind>(kind);
             ref.content_hash = r.get<std::uint64_t>();
-            ref.name = r.get_string(limits.max_resource_name_bytes);
+            ref.name = require_utf8(r.get_string(limits.max_resource_name_bytes), "preamble: resource name");
             if (std::find(p.resources.begin(), p.resources.end(), ref) != p.resources.end())
                 throw format_error("preamble: resource listed twice: " + describe(ref));
             p.resources.push_back(std::move(ref));

@@ -116,7 +116,7 @@ inline file_index read_file_index(std::span<const std::uint8_t> file, std::size_
         if (crc32c(rec.first(len - 4)) != crc_r.get<std::uint32_t>()) throw checksum_error("attachment");
         byte_reader a(rec.first(len - 4), "attachment");
         attachment att;
-        att.name = a.get_string();
+        att.name = require_utf8(a.get_string(), "index: attachment name");
         const auto size = a.get<std::uint64_t>();
         if (size != a.remaining()) throw format_error("attachment length");
         auto b = a.get_bytes(size);

@@ -146,6 +146,7 @@ public:
     /// Adds a named blob stored after the chunks (written by finish()).
     void add_attachment(std::string name, byte_vector bytes) {
         require_usage(!finished_, "stream_writer: add_attachment after finish");
+        require_usage(valid_utf8(name), "stream_writer: attachment names must be UTF-8");
         attachments_.push_back({std::move(name), std::move(bytes)});
     }
 

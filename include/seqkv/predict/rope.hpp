@@ -34,7 +34,8 @@ public:
     /// channel 2i pairs with 2i + 1 (GPT-J / llama.cpp NORM), else i with i + D/2 (rotate_half).
     explicit rope_table(std::vector<float> inv_freq, bool interleaved = false)
         : inv_freq_(std::move(inv_freq)), interleaved_(interleaved) {
-        for (float f : inv_freq_) require_format(std::isfinite(f) && f >= 0, "rope_table: invalid inverse frequency");
+        // Real models have θ^(−2i/D) <= 1 (scaled variants smaller still).
+        for (float f : inv_freq_) require_format(f >= 0 && f <= 1, "rope_table: inverse frequency outside [0, 1]");
     }
     /// Encoder only: theta^(-2i/D) for i < D/2 (rope_math::inverse_frequencies), rounded to fp32.
     static std::vector<float> inverse_frequencies(double theta, std::uint32_t head_dim) {

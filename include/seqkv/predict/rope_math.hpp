@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "seqkv/core/error.hpp"
 #include "seqkv/core/exact.hpp"
 
 namespace seqkv::predict::rope_math {
@@ -132,6 +133,9 @@ inline double exp(double x) {
 /// double for x < 2^20 · π/2, deterministic everywhere.
 template <precision P>
 inline void cos_sin(double x, double& cos_out, double& sin_out) {
+    // Angles come from files (inverse frequencies × positions): outside the range, the reduction's
+    // integer conversion would be undefined. Refuse instead.
+    if (!(x >= 0 && x < 0x1p40)) throw format_error("RoPE angle out of range (inverse frequency or position too large)");
     const double y = unfused_mul(x, detail::two_over_pi);
     if constexpr (P == precision::fp32) {
         const double k = std::nearbyint(y);  // an IEEE rounding operation: exact

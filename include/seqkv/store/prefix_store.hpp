@@ -90,6 +90,7 @@ struct exported_session {
 struct put_stats {
     std::uint64_t tokens = 0;           // tokens of the session
     std::uint64_t referenced_chunks = 0;  // of new_chunks, coded as a difference from a neighbour's chunk
+    std::uint64_t repaired_chunks = 0;    // reused chunks the ChunkStore had lost, stored again from this session
     std::uint64_t shared_tokens = 0;    // of them, already stored before this put (no encode)
     std::uint64_t new_chunks = 0, reused_chunks = 0;
     std::uint64_t bytes_written = 0;    // chunk bytes added to the ChunkStore
@@ -136,8 +137,10 @@ public:
             const std::uint64_t end = std::min(begin + C, T);
             const trie::node_id node = trie_.split_at(leaf, end);
             if (trie_.value(node) != trie::no_value) {
-                touch(trie_.value(node));
+                const std::uint64_t id = trie_.value(node);
+                touch(id);
                 ++st.reused_chunks;
+                if (!chunks_->contains(records_[id].key)) st.repaired_chunks += repair(id, cache, tokens);
                 continue;
             }
             if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
@@ -520,6 +523,24 @@ private:
         }
         p.tokens = covered;
         return p;
+    }
+
+    /// Stores record id's chunk again from a session that holds its tokens (the ChunkStore lost it:
+    /// a wiped or restarted server, a deleted file). A difference chunk is stored plain (its
+    /// reference may be gone too). Returns 1.
+    std::uint64_t repair(std::uint64_t id, const kv_cache_view& cache, std::span<const std::int32_t> tokens) {
+        chunk_record& r = records_[id];
+        chunk_input in{&cache, r.begin, r.end, tokens.subspan(r.begin, r.end - r.begin), {}, resources_, nullptr};
+        const byte_vector payload = codec_.encode(in);
+        const std::uint64_t key = chunk_key(payload);
+        if (r.ref != trie::no_value) --records_[r.ref].dependents, r.ref = trie::no_value;
+        if (key != r.key) {  // a plain chunk re-encodes to the same bytes; a former difference chunk does not
+            if (--refcount_[r.key] == 0) refcount_.erase(r.key), stored_bytes_ -= r.bytes;
+            if (refcount_[key]++ == 0) stored_bytes_ += payload.size();
+            r.key = key, r.bytes = payload.size();
+        }
+        chunks_->put(key, payload);
+        return 1;
     }
 
     /// The whole chunk of record id, decoded (its reference first, for a difference chunk).

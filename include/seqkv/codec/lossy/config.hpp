@@ -81,7 +81,7 @@ struct lossy_config {
         require_usage(error_bound > 0 && std::isfinite(error_bound), "lossy_config: error bound must be > 0");
         require_usage(anchor_interval >= 1 && prior_weight >= 0 && std::isfinite(prior_weight), "lossy_config: predictor knobs");
         require_usage(!keys_prerope || !rope_inv_freq.empty(), "lossy_config: pre-RoPE keys need rope_inv_freq");
-        for (float f : rope_inv_freq) require_usage(std::isfinite(f) && f >= 0, "lossy_config: bad inverse frequency");
+        for (float f : rope_inv_freq) require_usage(f >= 0 && f <= 1, "lossy_config: inverse frequency outside [0, 1]");
         require_usage(surprisal_base_bits >= 1 && surprisal_base_bits <= 16, "lossy_config: surprisal bits in [1, 16]");
         require_usage(target_bits >= 0 && target_bits <= 64 && std::isfinite(target_bits), "lossy_config: target bits");
     }
