@@ -66,6 +66,8 @@ TEST(PltTrie, LongestPrefixMatchesBruteForce) {
         const auto n = t.insert(s, nll_of(s));
         EXPECT_EQ(t.depth(n), s.size());
         EXPECT_EQ(t.sequence(n), s);
+        const std::size_t k = s.size() / 3;  // a range: only the overlapping labels are read
+        EXPECT_EQ(t.sequence(n, k), seq(s.begin() + std::ptrdiff_t(k), s.end()));
         stored.push_back(s);
     }
     for (const auto& q : sessions(rng, 300, 50)) {

@@ -163,7 +163,7 @@ public:
                 stored_bytes_ += payload.size();
                 st.bytes_written += payload.size();
             }
-            const std::uint64_t id = add_record(key, begin, end, payload.size(), tokens.subspan(begin, end - begin), nll);
+            const std::uint64_t id = add_record(key, begin, end, payload.size(), nll);
             records_[id].node = node;
             records_[id].ref = ref;
             if (ref != trie::no_value) ++records_[ref].dependents;
@@ -373,9 +373,7 @@ public:
             const chunk_record& r = records_[piece.record];
             if (piece.take != r.end - r.begin) break;  // a partial chunk: its payload holds more tokens
             if (r.ref != trie::no_value) break;        // a difference chunk: a plain decoder cannot use it
-            const std::vector<std::int32_t> seq = trie_.sequence(piece.node);
-            writer.append_external(static_cast<std::uint32_t>(r.end - r.begin),
-                                   std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
+            writer.append_external(static_cast<std::uint32_t>(r.end - r.begin), trie_.sequence(piece.node, r.begin), {},
                                    static_cast<std::uint32_t>(r.bytes), r.key);
             out.tokens = r.end;
             if (r.end - r.begin < options_.chunk_tokens) break;
@@ -452,7 +450,7 @@ private:
     };
 
     std::uint64_t add_record(std::uint64_t key, std::uint64_t begin, std::uint64_t end, std::uint64_t bytes,
-                             std::span<const std::int32_t>, std::span<const float> nll) {
+                             std::span<const float> nll) {
         chunk_record r;
         r.key = key, r.begin = begin, r.end = end, r.bytes = bytes, r.live = true, r.last_use = clock_;
         double bits = 8.0 * double(end - begin);  // the trie's default surprisal when nll is absent
@@ -549,11 +547,10 @@ private:
         const chunk_record& r = records_[id];
         const auto payload = chunks_->get(r.key);
         if (!payload) throw store_error("prefix_store: chunk " + chunk_key_hex(r.key) + " is missing from the chunk store");
-        const std::vector<std::int32_t> seq = trie_.sequence(r.node);  // the chunk ends at its node
-        require_format(seq.size() == r.end, "prefix_store: index and chunk disagree");
+        require_format(trie_.depth(r.node) == r.end, "prefix_store: index and chunk disagree");
+        const std::vector<std::int32_t> ids = trie_.sequence(r.node, r.begin);  // the chunk ends at its node
         auto buf = chunk_buffer::for_layout(layout_, r.end - r.begin);
-        chunk_input in{nullptr, 0, r.end - r.begin, std::span<const std::int32_t>(seq).subspan(r.begin, r.end - r.begin), {},
-                       resources_, nullptr};
+        chunk_input in{nullptr, 0, r.end - r.begin, ids, {}, resources_, nullptr};
         in.position_base = r.begin;
         codec_.decode(*payload, in, buf);
         if (r.ref != trie::no_value) add_reference(buf, decode_record(r.ref, depth + 1));
@@ -647,11 +644,10 @@ private:
                 continue;
             }
             ++examined;
-            const std::vector<std::int32_t> other = trie_.sequence(n);
-            const std::uint64_t end = std::min<std::uint64_t>(other.size(), T);
+            const std::uint64_t end = std::min<std::uint64_t>(trie_.depth(n), T);
             if (end <= best_end) continue;
-            bool aligned = true;
-            for (std::uint64_t i = d + gap; i < end && aligned; ++i) aligned = other[i] == tokens[i];
+            const std::vector<std::int32_t> after_gap = trie_.sequence(n, d + gap);  // tokens [d + gap, depth)
+            const bool aligned = std::equal(tokens.begin() + std::ptrdiff_t(d + gap), tokens.begin() + std::ptrdiff_t(end), after_gap.begin());
             if (aligned) best = n, best_end = end;
         }
         return best;

@@ -110,12 +110,16 @@ public:
         const auto& r = record(n);
         return {units_pool_.data() + r.label_begin, r.label_length};
     }
-    /// The whole token sequence from the root to the end of n.
-    std::vector<std::int32_t> sequence(node_id n) const {
-        std::vector<std::int32_t> out(record(n).depth);
-        for (node_id m = n; m != root; m = nodes_[m].parent) {
+    /// Tokens [begin, depth(n)) of the sequence that ends at n (begin 0: the whole sequence); only
+    /// the labels that overlap the range are visited.
+    std::vector<std::int32_t> sequence(node_id n, std::uint64_t begin = 0) const {
+        const std::uint64_t end = record(n).depth;
+        require_usage(begin <= end, "plt_trie: sequence range starts below the node");
+        std::vector<std::int32_t> out(end - begin);
+        for (node_id m = n; m != root && nodes_[m].depth > begin; m = nodes_[m].parent) {
             const auto l = label(m);
-            std::copy(l.begin(), l.end(), out.begin() + std::ptrdiff_t(nodes_[m].depth - l.size()));
+            const std::uint64_t start = nodes_[m].depth - l.size(), from = std::max(start, begin);
+            std::copy(l.begin() + std::ptrdiff_t(from - start), l.end(), out.begin() + std::ptrdiff_t(from - begin));
         }
         return out;
     }

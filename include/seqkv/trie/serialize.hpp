@@ -16,9 +16,12 @@
 // and the structure (parents precede children, no two children of a node start with one token).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "seqkv/core/bytes.hpp"
