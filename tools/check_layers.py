@@ -36,16 +36,19 @@ ALLOWED = {
     "store": {"store", "core", "coding", "trie", "format"},
     # io/: safetensors, .npy, GGUF / llama.cpp state, expected-KV tables (predict's types). Never codec/.
     "io": {"io", "core", *STAGES, "format"},
+    # reference/: the deterministic reference model (token mode's model), outside the core headers:
+    # the model seams, RoPE math, safetensors weights and the thread pool. Nothing below includes it.
+    "reference": {"reference", "core", "model", "predict", "io", "format", "coding", "backend"},
     # metrics/: quality of a decoded cache, for tools and reports. core only; no codec includes it.
     "metrics": {"metrics", "core"},
     # api.hpp, seqkv.hpp, version.hpp (include/seqkv/*.hpp): the public entry points, over everything below.
     "api": {"api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
     # src/: the compiled runtime (explicit instantiations of the codecs and the API); public headers only.
-    "runtime": {"api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
+    "runtime": {"api", "reference", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
     # convert/: .skv <-> safetensors / llama.cpp state, built on the public API (public headers only).
-    "convert": {"convert", "api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
+    "convert": {"convert", "api", "reference", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
     # tools/, bench/, examples/: clients; any public header, never a detail/ one.
-    "client": {"convert", "api", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
+    "client": {"convert", "api", "reference", "core", *STAGES, "format", "backend", "codec", "store", "io", "metrics"},
 }
 # Layers whose files may include only public headers (no detail/ folder anywhere).
 PUBLIC_ONLY = {"runtime", "convert", "client"}
