@@ -1,0 +1,357 @@
+// Token mode: the paper's floor. A chunk's payload is its token ids range-coded under a
+// deterministic language model (model::model_session), and decoding recomputes the KV with that
+// model. Two modes:
+//   tokens      the decoder returns the model's own KV (a lossy reproduction of an engine's KV:
+//               the engines' arithmetic differs), at ≈ log2 perplexity bits per token;
+//   corrected   tokens + a coded correction: the difference between the input KV and the model's,
+//               so the decoder returns the input bit for bit (any bit pattern: NaN payloads, −0.0).
+// Chunks are dependent: the model session (the whole context's KV) is the carry, so a file has one
+// keyframe, at token 0. A desync — another model, another machine that computes other bits — is
+// detected per chunk by content hashes of the decoded token ids and of the recomputed KV, and
+// raised as checksum_error; wrong KV is never returned.
+//
+// Payload (little-endian): u8 version (1) | u8 mode (0 tokens, 1 corrected) | u32 tokens |
+// u64 content_hash64(token ids, i32) | u64 content_hash64(recomputed KV, chunk_buffer bytes) |
+// u32 token-stream bytes | token stream | [mode 1] correction stream (the rest).
+//
+// Token stream: the sequence's first token (position 0) as two raw 16-bit halves; every later
+// token t under the model's table after tokens < t, coded in two steps so that the range coder
+// never sees a total above 2^16 (its precision loss stays below 0.006 bits per step): the block
+// b = t / 256 under the block sums of the table, then t within its block; both tables rescaled to
+// a 2^16 total by integer arithmetic (each entry >= 1).
+//
+// Correction stream: per (layer, K/V) block in chunk_buffer order, d = ord(input) − ord(model) of
+// each element (ord: the monotone map of float bits to unsigned, modulo 2^bits), zigzagged and
+// coded under an adaptive model per (layer, kind, previous symbol == 0): symbols 0..14 direct,
+// 15 = escape followed by the bit length of zz − 15 (adaptive, 0..32) and its bits raw.
+#pragma once
+
+#include <algorithm>
+#include <any>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seqkv/coding/adaptive_model.hpp"
+#include "seqkv/coding/range_coder.hpp"
+#include "seqkv/core/bytes.hpp"
+#include "seqkv/core/chunk.hpp"
+#include "seqkv/core/error.hpp"
+#include "seqkv/core/exact.hpp"
+#include "seqkv/core/hash.hpp"
+#include "seqkv/model/token_model.hpp"
+
+namespace seqkv::tokens {
+
+using coding::adaptive_frequency_model;
+using coding::range_decoder;
+using coding::range_encoder;
+
+/// What the decoder returns.
+enum class mode : std::uint8_t {
+    tokens = 0,     ///< the model's recomputed KV
+    corrected = 1,  ///< the input KV, bit for bit (tokens + a coded correction)
+};
+
+namespace detail {
+
+inline constexpr unsigned table_bits = 16;
+inline constexpr std::uint32_t block_size = 256;
+
+/// Integer rescale of f (sum `total`, entries >= 1) to a table summing to 2^table_bits, each
+/// entry >= 1; what is left goes to the largest entry (the first among equals).
+inline void rescale(std::span<const std::uint64_t> f, std::uint64_t total, std::span<std::uint32_t> out) {
+    constexpr std::uint64_t target = std::uint64_t{1} << table_bits;
+    const std::uint64_t room = target - f.size();
+    std::uint64_t sum = 0;
+    std::size_t arg = 0;
+    for (std::size_t i = 0; i < f.size(); ++i) {
+        out[i] = std::uint32_t(1 + f[i] * room / total);
+        sum += out[i];
+        if (f[i] > f[arg]) arg = i;
+    }
+    out[arg] += std::uint32_t(target - sum);  // sum <= target: Σ ⌊f·room/total⌋ <= room
+}
+
+/// The two-step tables for one model table: block sums and, on demand, one block's entries.
+class split_table {
+public:
+    void set(std::span<const std::uint32_t> freq) {
+        freq_ = freq;
+        const std::size_t blocks = (freq.size() + block_size - 1) / block_size;
+        sums_.assign(blocks, 0);
+        for (std::size_t i = 0; i < freq.size(); ++i) sums_[i / block_size] += freq[i];
+        hi_.resize(blocks);
+        rescale(sums_, model::frequency_total, hi_);
+    }
+    std::span<const std::uint32_t> high() const { return hi_; }
+    std::span<const std::uint32_t> low(std::size_t block) {
+        const std::size_t b0 = block * block_size, n = std::min<std::size_t>(block_size, freq_.size() - b0);
+        wide_.assign(freq_.begin() + std::ptrdiff_t(b0), freq_.begin() + std::ptrdiff_t(b0 + n));
+        lo_.resize(n);
+        rescale(wide_, sums_[block], lo_);
+        return lo_;
+    }
+
+private:
+    std::span<const std::uint32_t> freq_;
+    std::vector<std::uint64_t> sums_, wide_;
+    std::vector<std::uint32_t> hi_, lo_;
+};
+
+inline void encode_in(range_encoder& enc, std::span<const std::uint32_t> table, std::size_t symbol) {
+    std::uint32_t cum = 0;
+    for (std::size_t i = 0; i < symbol; ++i) cum += table[i];
+    enc.encode(cum, table[symbol], table_bits);
+}
+inline std::size_t decode_in(range_decoder& dec, std::span<const std::uint32_t> table) {
+    const std::uint32_t slot = dec.decode_slot(table_bits);
+    std::uint32_t cum = 0;
+    std::size_t s = 0;
+    while (s + 1 < table.size() && cum + table[s] <= slot) cum += table[s++];
+    dec.consume(cum, table[s]);
+    return s;
+}
+
+/// Monotone map of an element's bits (16 or 32 wide) to unsigned.
+inline std::uint32_t ord(std::uint32_t bits, unsigned width) {
+    const std::uint32_t sign = 1u << (width - 1), mask = width == 32 ? ~0u : (1u << width) - 1;
+    return (bits & sign) ? (~bits & mask) : (bits | sign);
+}
+inline std::uint32_t unord(std::uint32_t o, unsigned width) {
+    const std::uint32_t sign = 1u << (width - 1), mask = width == 32 ? ~0u : (1u << width) - 1;
+    return (o & sign) ? (o & ~sign & mask) : (~o & mask);
+}
+inline std::uint32_t load_bits(const std::uint8_t* p, unsigned width) {
+    std::uint32_t v = 0;
+    std::memcpy(&v, p, width / 8);
+    return v;
+}
+
+/// Adaptive models of the correction stream for one (layer, kind).
+struct correction_models {
+    adaptive_frequency_model sym[2] = {adaptive_frequency_model(16), adaptive_frequency_model(16)};
+    adaptive_frequency_model length{33};
+};
+
+/// What a chunk leaves the next: the session (the whole context's KV) and the next-token table.
+struct carry_state {
+    std::shared_ptr<model::model_session> session;
+    std::vector<std::uint32_t> next;
+};
+
+}  // namespace detail
+
+/// Token-mode chunk codec over a language model (ChunkCodec, dependent chunks).
+class token_codec {
+public:
+    static constexpr bool dependent_chunks = true;
+
+    token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1)
+        : model_(std::move(model)), mode_(m), threads_(threads) {
+        require_usage(model_ != nullptr, "token codec: no model");
+    }
+
+    byte_vector encode(const chunk_input& in) const {
+        require_usage(in.cache != nullptr && in.end > in.begin, "token codec: empty chunk");
+        require_usage(in.token_ids.size() == in.token_count(), "token codec: token mode needs the chunk's token ids");
+        check_layout(in.cache->layout);
+        auto& st = state_for(in);
+        auto& session = *st.session;
+        const auto ids = in.token_ids;
+        auto remember = [&st](std::size_t, std::span<const std::uint32_t> f) { st.next.assign(f.begin(), f.end()); };
+        byte_vector tokens_bytes;
+        {
+            range_encoder enc(tokens_bytes);
+            detail::split_table table;
+            auto code = [&](std::span<const std::uint32_t> f, std::size_t target) {
+                table.set(f);
+                const std::size_t t = std::size_t(ids[target]);
+                detail::encode_in(enc, table.high(), t / detail::block_size);
+                detail::encode_in(enc, table.low(t / detail::block_size), t % detail::block_size);
+            };
+            std::size_t first = 0;
+            if (session.length() == 0) {  // position 0: no context to predict from
+                encode_first(enc, ids[0]);
+                session.extend(ids.first(1), remember);
+                first = 1;
+            }
+            if (first < ids.size()) {
+                code(st.next, first);  // under the table after the context's last token
+                // One batched forward pass: the table after token i predicts token i + 1; the one
+                // after the chunk's last token is kept for the next chunk.
+                session.extend(ids.subspan(first), [&](std::size_t i, std::span<const std::uint32_t> f) {
+                    if (first + i + 1 < ids.size()) code(f, first + i + 1);
+                    else remember(i, f);
+                });
+            }
+            enc.finish();
+        }
+        chunk_buffer ours = chunk_buffer::for_layout(in.cache->layout, in.token_count());
+        session.kv(session.length() - in.token_count(), session.length(), ours);
+
+        byte_vector out;
+        byte_writer w(out);
+        w.put<std::uint8_t>(1);
+        w.put<std::uint8_t>(std::uint8_t(mode_));
+        w.put<std::uint32_t>(std::uint32_t(in.token_count()));
+        w.put<std::uint64_t>(ids_hash(ids));
+        w.put<std::uint64_t>(content_hash64(ours.bytes));
+        w.put<std::uint32_t>(std::uint32_t(tokens_bytes.size()));
+        w.put_bytes(tokens_bytes);
+        if (mode_ == mode::corrected) encode_correction(in, ours, out);
+        return out;
+    }
+
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        byte_reader r(payload);
+        if (r.get<std::uint8_t>() != 1) throw format_error("token codec: unknown payload version");
+        const auto m = r.get<std::uint8_t>();
+        if (m != std::uint8_t(mode_)) throw format_error("token codec: payload mode differs from the file's");
+        const std::uint32_t n = r.get<std::uint32_t>();
+        if (n != in.token_count() || n != out.layout.tokens) throw format_error("token codec: chunk token count mismatch");
+        check_layout(out.layout);
+        const std::uint64_t want_ids = r.get<std::uint64_t>(), want_kv = r.get<std::uint64_t>();
+        const std::uint32_t token_len = r.get<std::uint32_t>();
+        const auto token_stream = r.get_bytes(token_len);
+        auto& st = state_for(in);
+        auto& session = *st.session;
+        auto remember = [&st](std::size_t, std::span<const std::uint32_t> f) { st.next.assign(f.begin(), f.end()); };
+        std::vector<std::int32_t> ids(n);
+        {
+            range_decoder dec(token_stream);
+            detail::split_table table;
+            const std::uint32_t vocab = model_->vocab_size();
+            for (std::uint32_t i = 0; i < n; ++i) {
+                if (session.length() == 0) {
+                    const std::uint32_t hi = dec.decode_raw_bits(16), lo = dec.decode_raw_bits(16);
+                    const std::uint32_t t = hi << 16 | lo;
+                    if (t >= vocab) throw format_error("token codec: corrupt token stream (first token outside the vocabulary)");
+                    ids[i] = std::int32_t(t);
+                } else {
+                    table.set(st.next);
+                    const std::size_t b = detail::decode_in(dec, table.high());
+                    const std::size_t t = b * detail::block_size + detail::decode_in(dec, table.low(b));
+                    if (t >= vocab) throw format_error("token codec: corrupt token stream");
+                    ids[i] = std::int32_t(t);
+                }
+                if (dec.overrun_bytes() > 3) throw format_error("token codec: token stream truncated (corrupt, or decoded under a model that computes other bits: desync)");
+                session.extend(std::span(ids).subspan(i, 1), remember);  // token by token: the decoder's price
+            }
+        }
+        if (ids_hash(ids) != want_ids)
+            throw checksum_error("token codec: decoded token ids differ from the encoder's (corrupt stream, or a model that computes other bits: desync)");
+        session.kv(session.length() - n, session.length(), out);
+        if (content_hash64(out.bytes) != want_kv)
+            throw checksum_error("token codec: the recomputed KV differs from the encoder's (another model or other arithmetic: desync)");
+        if (mode_ == mode::corrected) decode_correction(payload.subspan(r.position()), out);
+        else if (!r.at_end()) throw format_error("token codec: trailing bytes after the token stream");
+    }
+
+    const model::language_model& model() const { return *model_; }
+    enum mode coding_mode() const { return mode_; }
+
+private:
+    static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
+        return content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * 4});
+    }
+    static void encode_first(range_encoder& enc, std::int32_t t) {
+        enc.encode_raw_bits(std::uint32_t(t) >> 16, 16);
+        enc.encode_raw_bits(std::uint32_t(t) & 0xFFFF, 16);
+    }
+
+    void check_layout(const kv_layout& l) const {
+        const auto s = model_->kv_shape();
+        if (l.layers != s.layers || l.kv_heads != s.kv_heads || l.head_dim != s.head_dim)
+            throw usage_error("token codec: the cache's shape (layers, kv heads, head dim) is not the model's");
+        if (l.type != dtype::bf16 && l.type != dtype::f16 && l.type != dtype::f32)
+            throw usage_error("token codec: KV dtype must be bf16, f16 or f32");
+    }
+
+    /// The stream's state in the carry (created at position 0); its session must hold exactly the
+    /// tokens before the chunk, and `next` the table after the last of them.
+    detail::carry_state& state_for(const chunk_input& in) const {
+        require_usage(in.carry != nullptr, "token codec: chunks are dependent (the container passes a carry)");
+        if (!in.carry->has_value()) {
+            if (in.first_position() != 0)
+                throw usage_error("token codec: a keyframe after token 0 (token mode needs the whole context: keyframe interval unbounded)");
+            *in.carry = detail::carry_state{std::shared_ptr<model::model_session>(model_->session(threads_)), {}};
+        }
+        auto* st = std::any_cast<detail::carry_state>(in.carry);
+        if (st == nullptr) throw usage_error("token codec: foreign carry");
+        if (st->session->length() != in.first_position()) throw format_error("token codec: chunk does not continue the previous one");
+        if (st->session->length() != 0 && st->next.size() != model_->vocab_size()) throw usage_error("token codec: carry without a next-token table");
+        return *st;
+    }
+
+    void encode_correction(const chunk_input& in, const chunk_buffer& ours, byte_vector& out) const {
+        const auto& layout = in.cache->layout;
+        const unsigned width = unsigned(dtype_size(layout.type)) * 8;
+        const std::size_t es = width / 8;
+        range_encoder enc(out);
+        std::vector<std::uint8_t> block(ours.block_bytes());
+        for (std::uint32_t l = 0; l < layout.layers; ++l)
+            for (auto kind : {kv_kind::key, kv_kind::value}) {
+                gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
+                const auto mine = ours.block(l, kind);
+                detail::correction_models models;
+                unsigned prev = 0;
+                for (std::size_t i = 0; i < block.size(); i += es) {
+                    const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
+                    const std::uint32_t d = (detail::ord(detail::load_bits(&block[i], width), width) -
+                                             detail::ord(detail::load_bits(&mine[i], width), width)) & mask;
+                    const std::int32_t sd = width == 32 ? std::int32_t(d) : std::int32_t(std::int16_t(std::uint16_t(d)));
+                    const std::uint32_t zz = zigzag(sd);
+                    const std::uint32_t s = std::min<std::uint32_t>(zz, 15);
+                    encode_symbol(enc, models.sym[prev], s);
+                    if (s == 15) {
+                        const std::uint32_t rest = zz - 15;
+                        const unsigned len = rest == 0 ? 0 : unsigned(std::bit_width(rest));
+                        encode_symbol(enc, models.length, len);
+                        for (unsigned b = 0; b < len; b += 16) enc.encode_raw_bits((rest >> b) & 0xFFFF, std::min(16u, len - b));
+                    }
+                    prev = s != 0;
+                }
+            }
+        enc.finish();
+    }
+
+    void decode_correction(std::span<const std::uint8_t> stream, chunk_buffer& out) const {
+        const unsigned width = unsigned(dtype_size(out.layout.type)) * 8;
+        const std::size_t es = width / 8;
+        const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
+        range_decoder dec(stream);
+        for (std::uint32_t l = 0; l < out.layout.layers; ++l)
+            for (auto kind : {kv_kind::key, kv_kind::value}) {
+                auto blk = out.block(l, kind);
+                detail::correction_models models;
+                unsigned prev = 0;
+                for (std::size_t i = 0; i < blk.size(); i += es) {
+                    const std::uint32_t s = decode_symbol(dec, models.sym[prev]);
+                    std::uint32_t zz = s;
+                    if (s == 15) {
+                        const unsigned len = decode_symbol(dec, models.length);
+                        std::uint32_t rest = 0;
+                        for (unsigned b = 0; b < len; b += 16) rest |= dec.decode_raw_bits(std::min(16u, len - b)) << b;
+                        if (len == 32 ? false : (rest >> len) != 0) throw format_error("token codec: corrupt correction");
+                        zz = 15 + rest;
+                        if (zz < rest) throw format_error("token codec: corrupt correction");
+                    }
+                    const std::uint32_t d = std::uint32_t(unzigzag(zz)) & mask;
+                    const std::uint32_t bits = detail::unord((detail::ord(detail::load_bits(&blk[i], width), width) + d) & mask, width);
+                    std::memcpy(&blk[i], &bits, es);
+                    prev = s != 0;
+                    if (dec.overrun_bytes() > 3) throw format_error("token codec: correction stream truncated");
+                }
+            }
+    }
+
+    std::shared_ptr<const model::language_model> model_;
+    mode mode_;
+    unsigned threads_;
+};
+
+}  // namespace seqkv::tokens
