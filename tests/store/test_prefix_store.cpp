@@ -128,6 +128,33 @@ TEST(PrefixStore, EvictionKeepsTheBudgetAndWhatRemainsReadsExactly) {
     }
 }
 
+// The eviction heap: a chunk used again is not evicted by its older, stale heap entry; the least
+// recently used leaf goes first (lru), and a leaf used four times outranks ones used once (plt).
+TEST(PrefixStore, EvictionTakesTheLowestRankedLeafDespiteStaleHeapEntries) {
+    const auto& kv = gpl3();
+    std::vector<session> x;  // a shared 64-token prefix, then 64 tokens of their own
+    for (std::uint64_t i = 0; i < 4; ++i) x.push_back(splice(kv, 64, &textwrap(), 64 * i, 64 * i + 64, 100000 * std::int32_t(i + 1)));
+    for (auto policy : {eviction_policy::lru, eviction_policy::plt}) {
+        memory_chunk_store probe_chunks;
+        prefix_store probe(probe_chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+        for (int i = 0; i < 3; ++i) probe.put(x[std::size_t(i)].view(), x[std::size_t(i)].ids);
+        memory_chunk_store chunks;
+        prefix_store store(chunks, make_codec(lossless_config()), kv.cache.layout,
+                           {.chunk_tokens = 64, .budget_bytes = probe.stored_bytes(), .policy = policy});
+        for (int i = 0; i < 3; ++i) EXPECT_EQ(store.put(x[std::size_t(i)].view(), x[std::size_t(i)].ids).evicted_chunks, 0u);
+        for (int k = 0; k < 3; ++k) store.put(x[0].view(), x[0].ids);  // x0 used again: its first heap entry is stale
+        const auto st = store.put(x[3].view(), x[3].ids);
+        EXPECT_GE(st.evicted_chunks, 1u);
+        EXPECT_LE(store.stored_bytes(), probe.stored_bytes());
+        EXPECT_EQ(store.match(x[0].ids), 128u) << "the chunk used most recently and most often stays";
+        if (policy == eviction_policy::lru) {
+            EXPECT_EQ(store.match(x[1].ids), 64u) << "the least recently used leaf went first";
+            EXPECT_EQ(store.match(x[3].ids), 128u);
+        }
+        for (const auto& s : x) EXPECT_EQ(store.read(s.ids).kv.bytes, s.first(store.match(s.ids)));
+    }
+}
+
 TEST(PrefixStore, WorksOverADirectoryStore) {
     const auto& kv = gpl3();
     const auto dir = std::filesystem::path(SEQKV_TEST_BINARY_DIR) / "prefix_store_dir";

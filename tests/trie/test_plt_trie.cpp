@@ -69,6 +69,10 @@ TEST(PltTrie, LongestPrefixMatchesBruteForce) {
         const std::size_t k = s.size() / 3;  // a range: only the overlapping labels are read
         EXPECT_EQ(t.sequence(n, k), seq(s.begin() + std::ptrdiff_t(k), s.end()));
         stored.push_back(s);
+        // The metric at any depth of the path: exact, even inside an edge (the first writer's nll
+        // of a shared prefix is the same tokens' here, nll_of depends on the token only).
+        EXPECT_EQ(t.prefix_units_at(n, k), units_of_prefix(s, k));
+        EXPECT_EQ(t.prefix_units_at(n, s.size()), t.prefix_units(n));
     }
     for (const auto& q : sessions(rng, 300, 50)) {
         std::uint64_t best = 0;
@@ -221,4 +225,103 @@ TEST(PltTrie, SurprisalUnits) {
     EXPECT_EQ(trie::to_units(float(std::log(2.0))), 256);  // one bit
     EXPECT_EQ(trie::to_units(1e30f), 65535);
     EXPECT_EQ(trie::to_units(std::numeric_limits<float>::quiet_NaN()), 65535);
+    // The one-byte grid: 1/16 bit below 8 bits, 1/8 below 16, 1/4 up to 31.5, then the clamp.
+    const auto nats = [](double bits) { return float(bits * std::log(2.0)); };
+    EXPECT_EQ(trie::to_units(nats(3.0 + 1.0 / 16)), 3 * 256 + 16);
+    EXPECT_EQ(trie::to_units(nats(3.0 + 1.0 / 40)), 3 * 256) << "rounded to the nearest 1/16 bit";
+    EXPECT_EQ(trie::to_units(nats(12.0 + 1.0 / 16 + 0.01)), 12 * 256 + 32) << "1/8 bit steps above 8 bits";
+    EXPECT_EQ(trie::to_units(nats(20.3)), 20 * 256 + 64) << "1/4 bit steps above 16 bits";
+    EXPECT_EQ(trie::to_units(nats(40.0)), 8064) << "31.5 bits: the clamp below 'no probability'";
+    std::uint32_t previous = 0;
+    for (int c = 0; c < 256; ++c) {
+        const auto u = trie::code_units(std::uint8_t(c));
+        EXPECT_EQ(trie::surprisal_code(u), c) << "every grid point codes to itself";
+        if (c > 0) {
+            EXPECT_GT(u, previous) << "codes are ordered";
+        }
+        previous = u;
+    }
+    for (std::uint32_t u = 0; u < 65536; u += 7) {  // nearest grid point, never far
+        const auto g = trie::code_units(trie::surprisal_code(u));
+        if (u <= 8064) {
+            EXPECT_LE(std::abs(int(g) - int(u)), 32) << u;
+        }
+    }
+}
+
+// Ids outside [0, 65535) take the token pool's escape path; nodes with many children take the
+// child table, and leave it when removals bring them back under wide_fanout. Both against brute force.
+TEST(PltTrie, EscapedIdsAndWideNodesMatchBruteForce) {
+    const std::int32_t odd[] = {65535, 65534, -1, std::numeric_limits<std::int32_t>::min(), 1 << 30, 70000, 0, 65536};
+    std::mt19937 rng(13);
+    auto draw = [&](int vocab) {  // sessions over a vocabulary where a third of the ids escape
+        auto ss = sessions(rng, 300, vocab);
+        for (auto& s : ss)
+            for (auto& t : s)
+                if (t % 4 == 0) t = odd[std::uint32_t(t) % 8];
+        return ss;
+    };
+    plt_trie t;
+    std::vector<seq> stored;
+    auto all = draw(40);
+    for (std::int32_t k = 0; k < 40; ++k)  // a wide node: 40 children under {1, 2}, escaped ids among them
+        all.push_back(seq{1, 2, k * 9000 - 100000, std::int32_t(rng() % 5), odd[std::uint32_t(k) % 8]});
+    std::shuffle(all.begin(), all.end(), rng);
+    for (const auto& s : all) {
+        const auto n = t.insert(s, nll_of(s));
+        ASSERT_EQ(t.sequence(n), s);
+        stored.push_back(s);
+    }
+    auto check = [&](const std::vector<seq>& live) {
+        for (const auto& q : draw(40)) {
+            std::uint64_t best = 0;
+            for (const auto& s : live) best = std::max(best, lcp(s, q));
+            ASSERT_EQ(t.longest_prefix(q).depth, best);
+        }
+        for (const auto& s : live) ASSERT_EQ(t.longest_prefix(s).depth, s.size());
+    };
+    std::uint32_t widest = 0;
+    std::vector<trie::node_id> stack{plt_trie::root};
+    while (!stack.empty()) {
+        const auto n = stack.back();
+        stack.pop_back();
+        widest = std::max(widest, t.child_count(n));
+        t.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
+    }
+    EXPECT_GT(widest, plt_trie::wide_fanout) << "the workload must exercise the child table";
+    check(stored);
+    // Remove most sequences (wide nodes shrink back under the threshold), checking as we go.
+    std::shuffle(stored.begin(), stored.end(), rng);
+    std::vector<seq> live = stored;
+    for (std::size_t k = 0; k < stored.size() * 9 / 10; ++k) {
+        const auto p = t.longest_prefix(stored[k]);
+        if (p.depth != stored[k].size()) continue;
+        const auto n = t.materialize(p);
+        if (!t.removable(n)) continue;
+        t.remove_leaf(n);
+        live.erase(std::find(live.begin(), live.end(), stored[k]));
+        if (k % 50 == 0) check(live);
+    }
+    check(live);
+    t.shrink_to_fit();
+    check(live);
+    const auto saved = trie::save(t);
+    auto u = trie::load(saved);
+    EXPECT_EQ(trie::save(u), saved);
+    for (const auto& s : live) EXPECT_EQ(u.sequence(u.materialize(u.longest_prefix(s))), s);
+}
+
+// The index's size: 40-byte nodes, 2 bytes of id and 1 of surprisal per token.
+TEST(PltTrie, BytesPerStoredToken) {
+    std::mt19937 rng(17);
+    plt_trie t;
+    for (int i = 0; i < 500; ++i) {
+        seq s(64);
+        for (auto& x : s) x = std::int32_t(rng() % 50000);
+        t.insert(s, nll_of(s));
+    }
+    t.shrink_to_fit();
+    const double per_token = double(t.memory_bytes()) / double(t.stored_tokens());
+    EXPECT_LT(per_token, 3.0 + 40.0 / 64 + 0.3) << per_token;
+    EXPECT_GT(per_token, 3.0) << per_token;
 }

@@ -35,6 +35,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -78,6 +79,15 @@ struct prefix_store_options {
     /// stored session's chunk at the same positions. Bit-exact only with a lossless codec: set it
     /// only for one.
     std::uint32_t near_prefix_gap = 0;
+    /// Near-prefix reuse across a token-count change (a longer name: the continuation sits d
+    /// positions later than in the neighbour). Rotates one key row (head_dim values of the model's
+    /// cached, post-RoPE keys) by `shift` positions in place, deterministically — build it from
+    /// predict::rope_table (angles(|shift|), rotate_row, direction = sign of shift), whose cos/sin
+    /// are the same bits everywhere. With it, the neighbour's keys at p − d are rotated by d and
+    /// rounded back to the element type before the integer difference is taken (values are not
+    /// rotated). Unset: only same-count gaps are used. A store that reads shifted chunks (also
+    /// after load_index) needs the same rotation.
+    std::function<void(std::span<float> row, std::int64_t shift)> key_rotation = {};
 };
 
 /// What export_session returns: a .skv of the first `tokens` tokens whose chunks live in the store.
@@ -129,7 +139,7 @@ public:
         if (tokens.empty()) return st;
         const trie::point diverge = trie_.longest_prefix(tokens);
         st.shared_tokens = diverge.depth;
-        const trie::node_id neighbour = find_neighbour(tokens, diverge);
+        const neighbour_match neighbour = find_neighbour(tokens, diverge);
         const trie::node_id leaf = trie_.insert(tokens, nll);
         trie_.acquire(leaf);  // nothing on this path is evicted while we work
         const std::uint64_t C = options_.chunk_tokens, T = tokens.size();
@@ -138,19 +148,19 @@ public:
             const trie::node_id node = trie_.split_at(leaf, end);
             if (trie_.value(node) != trie::no_value) {
                 const std::uint64_t id = trie_.value(node);
-                touch(id);
+                touch(static_cast<std::uint32_t>(id));
                 ++st.reused_chunks;
-                if (!chunks_->contains(records_[id].key)) st.repaired_chunks += repair(id, cache, tokens);
+                if (!chunks_->contains(records_[id].key)) st.repaired_chunks += repair(static_cast<std::uint32_t>(id), cache, tokens);
                 continue;
             }
             if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
-            const std::uint64_t ref = neighbour == trie::no_node ? trie::no_value : reference_for(neighbour, begin, end);
+            const std::uint32_t ref = neighbour.leaf == trie::no_node ? no_record : reference_for(neighbour, begin, end);
             byte_vector payload;
-            if (ref == trie::no_value) {
+            if (ref == no_record) {
                 chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
                 payload = codec_.encode(in);
             } else {  // the difference from the neighbour's chunk at the same positions
-                const chunk_buffer diff = difference(cache, begin, end, decode_record(ref));
+                const chunk_buffer diff = difference(cache, begin, end, reference_rows(ref, neighbour.shift, begin, end));
                 const kv_cache_view diff_view = view_of(diff);
                 chunk_input in{&diff_view, 0, end - begin, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
                 in.position_base = begin;
@@ -158,15 +168,18 @@ public:
                 ++st.referenced_chunks;
             }
             const std::uint64_t key = chunk_key(payload);
-            if (refcount_[key]++ == 0) {
+            require_usage(payload.size() < no_record, "prefix_store: a chunk payload of 4 GiB or more");
+            if (!key_stored(key)) {
                 chunks_->put(key, payload);
                 stored_bytes_ += payload.size();
                 st.bytes_written += payload.size();
             }
-            const std::uint64_t id = add_record(key, begin, end, payload.size(), nll);
-            records_[id].node = node;
+            const std::uint32_t id = add_record(key, node, begin, end, static_cast<std::uint32_t>(payload.size()), nll);
             records_[id].ref = ref;
-            if (ref != trie::no_value) ++records_[ref].dependents;
+            if (ref != no_record) {
+                ++records_[ref].dependents;
+                if (neighbour.shift != 0) shifts_[id] = static_cast<std::int32_t>(neighbour.shift);
+            }
             trie_.set_value(node, id);
             ++st.new_chunks;
             drop_shadowed(leaf, begin, end);
@@ -192,22 +205,24 @@ public:
         L.tokens = p.tokens;
         hit.kv = chunk_buffer::for_layout(L, p.tokens);
         for (const auto& piece : p.pieces) decode_into(piece, hit.kv);
-        for (const auto& piece : p.pieces) note_use(piece.record);
+        for (const auto& piece : p.pieces) note_use(static_cast<std::uint32_t>(piece.record));
         return hit;
     }
 
     /// The index (trie + chunk records + statistics) as bytes, to reopen the store over the same
     /// ChunkStore later or on another host (layout, chunk size and codec must match). Layout:
-    /// magic "SKVPSTOR", u32 version 1, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
+    /// magic "SKVPSTOR", u32 version 2, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
     /// u8 dtype, u64 clock, u64 trie bytes + the trie (trie/serialize.hpp), u64 record count, per
-    /// record u64 key, begin, end, bytes, f64 prior, f64 uses, u64 last_use, u64 ref (near-prefix
-    /// reference record or all ones), u8 live; u32 CRC-32C.
+    /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 ref (near-prefix
+    /// reference record or all ones), i32 shift (of the reference's positions; 0 when none), u8
+    /// live; u32 CRC-32C. A record's tokens are those of the
+    /// chunk that ends at the trie node whose value names it (begin = the chunk boundary below).
     byte_vector save_index() const {
         std::shared_lock lock(mutex_);
         byte_vector out;
         byte_writer w(out);
         w.put_bytes(index_magic);
-        w.put<std::uint32_t>(1);
+        w.put<std::uint32_t>(index_version);
         w.put<std::uint32_t>(options_.chunk_tokens);
         w.put<std::uint32_t>(layout_.layers);
         w.put<std::uint32_t>(layout_.kv_heads);
@@ -220,14 +235,13 @@ public:
         w.put<std::uint64_t>(records_.size());
         for (const auto& r : records_) {
             w.put<std::uint64_t>(r.key);
-            w.put<std::uint64_t>(r.begin);
-            w.put<std::uint64_t>(r.end);
-            w.put<std::uint64_t>(r.bytes);
-            w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.prior));
-            w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(r.uses));
+            w.put<std::uint32_t>(r.bytes);
+            w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(r.prior));
+            w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(r.uses));
             w.put<std::uint64_t>(r.last_use);
-            w.put<std::uint64_t>(r.ref);
-            w.put<std::uint8_t>(r.live ? 1 : 0);
+            w.put<std::uint32_t>(r.ref);
+            w.put<std::int32_t>(static_cast<std::int32_t>(shift_of(static_cast<std::uint32_t>(&r - records_.data()))));
+            w.put<std::uint8_t>(live(r) ? 1 : 0);
         }
         w.put<std::uint32_t>(crc32c(out));
         return out;
@@ -244,7 +258,7 @@ public:
         byte_reader r(bytes.first(bytes.size() - 4), "prefix store index");
         const auto magic = r.get_bytes(index_magic.size());
         if (!std::equal(magic.begin(), magic.end(), index_magic.begin())) throw format_error("prefix store index: bad magic");
-        if (r.get<std::uint32_t>() != 1) throw format_error("prefix store index: unsupported version");
+        if (r.get<std::uint32_t>() != index_version) throw format_error("prefix store index: unsupported version");
         const std::uint32_t chunk_tokens = r.get<std::uint32_t>();
         kv_layout L = layout_;
         L.layers = r.get<std::uint32_t>(), L.kv_heads = r.get<std::uint32_t>(), L.head_dim = r.get<std::uint32_t>();
@@ -256,69 +270,101 @@ public:
         if (trie_size > r.remaining()) throw format_error("prefix store index: trie size exceeds the data");
         trie::plt_trie t = trie::load(r.get_bytes(trie_size));
         const std::uint64_t count = r.get<std::uint64_t>();
-        constexpr std::size_t record_bytes = 8 * 8 + 1;
-        if (count > r.remaining() / record_bytes || r.remaining() != count * record_bytes)
+        constexpr std::size_t record_bytes = 8 + 4 + 4 + 4 + 8 + 4 + 4 + 1;
+        if (count > r.remaining() / record_bytes || r.remaining() != count * record_bytes || count >= no_record)
             throw format_error("prefix store index: record count does not match the data");
         std::vector<chunk_record> records(count);
-        std::vector<std::uint64_t> free_records;
-        std::unordered_map<std::uint64_t, std::uint64_t> refcount;
-        std::uint64_t stored = 0;
+        std::vector<std::uint32_t> free_records;
+        std::vector<std::uint8_t> is_live(count, 0);
+        std::unordered_map<std::uint32_t, std::int32_t> shifts;
         for (std::uint64_t i = 0; i < count; ++i) {
             auto& rec = records[i];
-            rec.key = r.get<std::uint64_t>(), rec.begin = r.get<std::uint64_t>(), rec.end = r.get<std::uint64_t>();
-            rec.bytes = r.get<std::uint64_t>();
-            rec.prior = std::bit_cast<double>(r.get<std::uint64_t>());
-            rec.uses = std::bit_cast<double>(r.get<std::uint64_t>());
+            rec.key = r.get<std::uint64_t>();
+            rec.bytes = r.get<std::uint32_t>();
+            rec.prior = std::bit_cast<float>(r.get<std::uint32_t>());
+            rec.uses = std::bit_cast<float>(r.get<std::uint32_t>());
             rec.last_use = r.get<std::uint64_t>();
-            rec.ref = r.get<std::uint64_t>();
-            const auto live = r.get<std::uint8_t>();
-            if (live > 1) throw format_error("prefix store index: bad record flag");
-            rec.live = live;
-            if (!rec.live) {
-                free_records.push_back(i);
+            rec.ref = r.get<std::uint32_t>();
+            const auto shift = r.get<std::int32_t>();
+            const auto flag = r.get<std::uint8_t>();
+            if (shift != 0) {
+                if (!flag || rec.ref == no_record) throw format_error("prefix store index: a shift without a reference");
+                if (!options_.key_rotation) throw format_error("prefix store index: shifted near-prefix chunks need options.key_rotation");
+                shifts[static_cast<std::uint32_t>(i)] = shift;
+            }
+            if (flag > 1) throw format_error("prefix store index: bad record flag");
+            is_live[i] = flag;
+            if (!flag) {
+                free_records.push_back(static_cast<std::uint32_t>(i));
                 continue;
             }
-            if (rec.begin >= rec.end || rec.end - rec.begin > chunk_tokens || rec.begin % chunk_tokens != 0 ||
-                !(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0) || rec.last_use > clock)
+            if (!(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0 && rec.uses < 1e30f) || rec.last_use > clock)
                 throw format_error("prefix store index: inconsistent chunk record");
-            if (refcount[rec.key]++ == 0) stored += rec.bytes;
         }
-        // References: to a live record of the same start that holds at least as many tokens; the
-        // chains end (each step strictly back in a chain of at most `count` records).
-        for (std::uint64_t i = 0; i < count; ++i) {
-            auto& rec = records[i];
-            if (!rec.live || rec.ref == trie::no_value) continue;
-            if (rec.ref >= count || !records[rec.ref].live || records[rec.ref].begin != rec.begin || records[rec.ref].end < rec.end)
-                throw format_error("prefix store index: bad near-prefix reference");
-            ++records[rec.ref].dependents;
-        }
-        for (std::uint64_t i = 0; i < count; ++i) {  // every live ref is valid now: walk the chains
-            std::uint64_t steps = 0;
-            for (std::uint64_t j = i; records[j].live && records[j].ref != trie::no_value; j = records[j].ref)
-                if (++steps > 64) throw format_error("prefix store index: reference cycle or chain too long");
-        }
-        // Every trie value names a live record ending at its node, and every live record is named once.
-        std::vector<std::uint8_t> named(count, 0);
+        // Every trie value names a live record (the chunk ending at that node), every live record is
+        // named once.
         std::vector<trie::node_id> stack{trie::plt_trie::root};
         while (!stack.empty()) {
             const auto n = stack.back();
             stack.pop_back();
             if (const auto v = t.value(n); v != trie::no_value) {
-                if (v >= count || !records[v].live || records[v].end != t.depth(n) || named[v]++)
+                if (n == trie::plt_trie::root || v >= count || !is_live[v] || records[v].node != trie::no_node)
                     throw format_error("prefix store index: trie and chunk records disagree");
                 records[v].node = n;
             }
             t.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
         }
         for (std::uint64_t i = 0; i < count; ++i)
-            if (records[i].live && !named[i]) throw format_error("prefix store index: a chunk record no node names");
+            if (is_live[i] && records[i].node == trie::no_node) throw format_error("prefix store index: a chunk record no node names");
+        auto begin_in = [&](const chunk_record& rec) { return (t.depth(rec.node) - 1) / chunk_tokens * chunk_tokens; };
+        // References: unshifted, to a live record of the same start that holds at least as many
+        // tokens; shifted by s, to a live record holding row end − 1 − s, rows from begin − s ≥ 0 on,
+        // and the whole chunk before it when they start below it. The chains end (each step strictly
+        // back in a chain of at most 64 records).
+        for (std::uint64_t i = 0; i < count; ++i) {
+            auto& rec = records[i];
+            if (!is_live[i] || rec.ref == no_record) continue;
+            if (rec.ref >= count || !is_live[rec.ref]) throw format_error("prefix store index: bad near-prefix reference");
+            const chunk_record& to = records[rec.ref];
+            const auto it = shifts.find(static_cast<std::uint32_t>(i));
+            const std::int64_t shift = it == shifts.end() ? 0 : it->second;
+            const std::int64_t b = std::int64_t(begin_in(rec)), e = std::int64_t(t.depth(rec.node));
+            const std::int64_t rb = std::int64_t(begin_in(to)), re = std::int64_t(t.depth(to.node));
+            bool ok = shift == 0 ? rb == b && re >= e : b - shift >= 0 && e - 1 - shift >= rb && e - shift <= re;
+            if (ok && shift != 0 && b - shift < rb) {  // the chunk before the reference, on its path
+                const trie::node_id m = t.ancestor_at(to.node, std::uint64_t(rb));
+                const std::uint64_t v = m == trie::no_node ? trie::no_value : t.value(m);
+                ok = b - shift >= rb - std::int64_t(chunk_tokens) && v != trie::no_value && begin_in(records[v]) + chunk_tokens == std::uint64_t(rb);
+            }
+            if (!ok) throw format_error("prefix store index: bad near-prefix reference");
+            ++records[rec.ref].dependents;
+        }
+        for (std::uint64_t i = 0; i < count; ++i) {  // every live ref is valid now: walk the chains
+            std::uint64_t steps = 0;
+            for (std::uint64_t j = i; is_live[j] && records[j].ref != no_record; j = records[j].ref)
+                if (++steps > 64) throw format_error("prefix store index: reference cycle or chain too long");
+        }
+        // Chunk keys: bytes once per distinct key (records with one key must agree on its size).
+        trie::id_table keys;
+        const auto hash_of = [&](std::uint32_t id) { return trie::mix64(records[id].key); };
+        keys.fit(count - free_records.size(), hash_of);
+        std::uint64_t stored = 0;
+        for (std::uint32_t i = 0; i < count; ++i) {
+            if (!is_live[i]) continue;
+            const std::uint32_t other = keys.find(hash_of(i), [&](std::uint32_t j) { return records[j].key == records[i].key; });
+            if (other == trie::id_table::empty) stored += records[i].bytes;
+            else if (records[other].bytes != records[i].bytes) throw format_error("prefix store index: one chunk key, two sizes");
+            keys.insert(i, hash_of);
+        }
         std::unique_lock lock(mutex_);
         trie_ = std::move(t);
         records_ = std::move(records);
         free_records_ = std::move(free_records);
-        refcount_ = std::move(refcount);
+        keys_ = std::move(keys);
+        shifts_ = std::move(shifts);
         stored_bytes_ = stored;
         clock_ = clock;
+        rebuild_heap();
     }
 
     /// Live chunks the ChunkStore does not hold (after load_index on another host, an eviction
@@ -326,7 +372,7 @@ public:
     std::size_t missing_chunks() const {
         std::shared_lock lock(mutex_);
         std::size_t missing = 0;
-        for (const auto& [key, n] : refcount_) missing += !chunks_->contains(key);
+        for_each_distinct_key([&](std::uint64_t key) { missing += !chunks_->contains(key); });
         return missing;
     }
 
@@ -371,12 +417,12 @@ public:
                                      pre, codec_);
         for (const auto& piece : p.pieces) {
             const chunk_record& r = records_[piece.record];
-            if (piece.take != r.end - r.begin) break;  // a partial chunk: its payload holds more tokens
-            if (r.ref != trie::no_value) break;        // a difference chunk: a plain decoder cannot use it
-            writer.append_external(static_cast<std::uint32_t>(r.end - r.begin), trie_.sequence(piece.node, r.begin), {},
-                                   static_cast<std::uint32_t>(r.bytes), r.key);
-            out.tokens = r.end;
-            if (r.end - r.begin < options_.chunk_tokens) break;
+            const std::uint64_t begin = begin_of(r), end = end_of(r);
+            if (piece.take != end - begin) break;  // a partial chunk: its payload holds more tokens
+            if (r.ref != no_record) break;         // a difference chunk: a plain decoder cannot use it
+            writer.append_external(static_cast<std::uint32_t>(end - begin), trie_.sequence(piece.node, begin), {}, r.bytes, r.key);
+            out.tokens = end;
+            if (end - begin < options_.chunk_tokens) break;
         }
         writer.finish();
         return out;
@@ -385,8 +431,10 @@ public:
     /// Drops every chunk and the index (the ChunkStore's chunks are removed).
     void clear() {
         std::unique_lock lock(mutex_);
-        for (const auto& [key, n] : refcount_) chunks_->remove(key);
-        refcount_.clear();
+        for_each_distinct_key([&](std::uint64_t key) { chunks_->remove(key); });
+        keys_.clear();
+        heap_.clear();
+        shifts_.clear();
         records_.clear();
         free_records_.clear();
         trie_ = trie::plt_trie{};
@@ -399,6 +447,9 @@ public:
         trie_.shrink_to_fit();
         records_.shrink_to_fit();
         free_records_.shrink_to_fit();
+        keys_.fit(keys_.size(), key_hash_of());
+        rebuild_heap();
+        heap_.shrink_to_fit();
     }
 
     // ---- size and statistics ----
@@ -414,11 +465,12 @@ public:
         std::shared_lock lock(mutex_);
         return records_.size() - free_records_.size();
     }
-    /// Bytes of the index (trie + chunk records), for "index bytes per stored token".
+    /// Bytes of the index (trie, chunk records, key table, eviction heap), for "index bytes per stored token".
     std::size_t index_bytes() const {
         std::shared_lock lock(mutex_);
-        return trie_.memory_bytes() + records_.capacity() * sizeof(chunk_record) +
-               refcount_.size() * (sizeof(std::uint64_t) * 2 + 2 * sizeof(void*)) + refcount_.bucket_count() * sizeof(void*);
+        return trie_.memory_bytes() + records_.capacity() * sizeof(chunk_record) + free_records_.capacity() * sizeof(std::uint32_t) +
+               keys_.memory_bytes() + heap_.capacity() * sizeof(heap_entry) +
+               shifts_.size() * (sizeof(std::uint64_t) + 2 * sizeof(void*)) + shifts_.bucket_count() * sizeof(void*);
     }
     /// The trie, for queries such as shared_bits (read-only; do not hold across a put).
     const trie::plt_trie& index() const { return trie_; }
@@ -427,17 +479,27 @@ public:
 private:
     static constexpr std::array<std::uint8_t, 8> index_magic{'S', 'K', 'V', 'P', 'S', 'T', 'O', 'R'};
 
+    static constexpr std::uint32_t index_version = 2;
+    static constexpr double rank_half_lives = 4;  // plt rank: decay half-life in units of reuse_half_life
+    static constexpr std::uint32_t no_record = std::numeric_limits<std::uint32_t>::max();
+
+    // 40 bytes: a chunk's token range is not stored — it ends at its node (trie depth) and starts
+    // at the chunk boundary below that.
     struct chunk_record {
         std::uint64_t key = 0;
-        std::uint64_t begin = 0, end = 0;
-        std::uint64_t bytes = 0;
-        double prior = 0;          // plt: 2^(−mean surprisal bits per token)
-        double uses = 0;           // plt: decayed use count, as of last_use
         std::uint64_t last_use = 0;
-        std::uint64_t ref = trie::no_value;  // near-prefix reuse: the chunk this one is the difference from
-        trie::node_id node = trie::no_node;  // the trie node whose value this record is (where its ids are)
+        float uses = 0;    // plt: decayed use count, as of last_use
+        float prior = 0;   // plt: 2^(−mean surprisal bits per token)
+        std::uint32_t bytes = 0;
+        trie::node_id node = trie::no_node;  // the trie node whose value this record is; no_node: a free slot
+        std::uint32_t ref = no_record;       // near-prefix reuse: the chunk this one is the difference from
         std::uint32_t dependents = 0;        // records whose ref is this one (never evicted while > 0)
-        bool live = false;
+    };
+    static_assert(sizeof(chunk_record) == 40);
+    struct heap_entry {  // an eviction candidate as ranked when pushed (stale once the record's rank moved)
+        double rank;
+        std::uint32_t record;
+        bool operator>(const heap_entry& o) const { return rank != o.rank ? rank > o.rank : record > o.record; }
     };
     struct piece {
         std::uint64_t record;
@@ -449,41 +511,109 @@ private:
         std::vector<piece> pieces;
     };
 
-    std::uint64_t add_record(std::uint64_t key, std::uint64_t begin, std::uint64_t end, std::uint64_t bytes,
+    static bool live(const chunk_record& r) { return r.node != trie::no_node; }
+    std::uint64_t end_of(const chunk_record& r) const { return trie_.depth(r.node); }
+    std::uint64_t begin_of(const chunk_record& r) const { return (end_of(r) - 1) / options_.chunk_tokens * options_.chunk_tokens; }
+
+    std::uint32_t add_record(std::uint64_t key, trie::node_id node, std::uint64_t begin, std::uint64_t end, std::uint32_t bytes,
                              std::span<const float> nll) {
         chunk_record r;
-        r.key = key, r.begin = begin, r.end = end, r.bytes = bytes, r.live = true, r.last_use = clock_;
+        r.key = key, r.node = node, r.bytes = bytes, r.last_use = clock_;
         double bits = 8.0 * double(end - begin);  // the trie's default surprisal when nll is absent
-        if (!nll.empty()) {
+        if (!nll.empty()) {  // at the nll's own resolution (1/256 bit), not the trie's coarser grid
             bits = 0;
-            for (std::uint64_t t = begin; t < end; ++t) bits += double(trie::to_units(nll[t])) / trie::units_per_bit;
+            for (std::uint64_t t = begin; t < end; ++t) {
+                const double b = double(nll[t]) / std::log(2.0);
+                bits += !(b > 0) ? (b == 0 || b < 0 ? 0.0 : 256.0) : std::min(std::floor(b * 256 + 0.5), 65535.0) / 256;
+            }
         }
-        r.prior = std::exp2(-bits / double(end - begin));
+        r.prior = static_cast<float>(std::exp2(-bits / double(end - begin)));
+        std::uint32_t id;
         if (!free_records_.empty()) {
-            const auto id = free_records_.back();
+            id = free_records_.back();
             free_records_.pop_back();
             records_[id] = r;
-            return id;
+        } else {
+            require_usage(records_.size() < no_record - 1, "prefix_store: too many chunks");
+            records_.push_back(r);
+            id = static_cast<std::uint32_t>(records_.size() - 1);
         }
-        records_.push_back(r);
-        return records_.size() - 1;
+        keys_.insert(id, key_hash_of());
+        push_candidate(id);
+        return id;
     }
-    void touch(std::uint64_t id) {
+    void touch(std::uint32_t id) {
         auto& r = records_[id];
-        r.uses = decayed_uses(r) + 1;
+        r.uses = static_cast<float>(decayed_uses(r) + 1);
         r.last_use = clock_;
+        push_candidate(id);
     }
-    void note_use(std::uint64_t id) {  // under the shared lock: statistics only, serialized here
+    void note_use(std::uint32_t id) {  // under the shared lock: statistics only, serialized here
         std::lock_guard lock(stats_mutex_);
         touch(id);
     }
     double decayed_uses(const chunk_record& r) const {
-        return r.uses * std::exp2(-double(clock_ - r.last_use) / options_.reuse_half_life);
+        return double(r.uses) * std::exp2(-double(clock_ - r.last_use) / options_.reuse_half_life);
     }
-    double score(const chunk_record& r) const {
+    /// Eviction order, lowest first, fixed between uses of a chunk (so a heap keeps it):
+    ///   lru: last use;
+    ///   plt: the score (uses + prior)·raw/stored·2^(−(now − last_use)/(4·reuse_half_life)); every
+    ///        chunk's decays at the same rate, so it ranks as log2((uses + prior)·raw/stored) +
+    ///        last_use/(4·reuse_half_life) whatever `now` is. (uses itself halves every
+    ///        reuse_half_life operations, applied at each use.) The factor 4 was the best of
+    ///        1/2, 1, 2, 4 on the bench workload; it ties or beats the former scan's score at
+    ///        every budget there.
+    double rank(const chunk_record& r) const {
         if (options_.policy == eviction_policy::lru) return double(r.last_use);
-        const double raw = double(r.end - r.begin) * double(layout_.elements_per_token() * dtype_size(layout_.type));
-        return (decayed_uses(r) + r.prior) * raw / double(std::max<std::uint64_t>(r.bytes, 1));
+        const double raw = double(end_of(r) - begin_of(r)) * double(layout_.elements_per_token() * dtype_size(layout_.type));
+        return std::log2((double(r.uses) + double(r.prior)) * raw / double(std::max<std::uint32_t>(r.bytes, 1)) + 1e-300) +
+               double(r.last_use) / (rank_half_lives * options_.reuse_half_life);
+    }
+
+    // ---- chunk keys: records by content key (a key's bytes are stored once) ----
+    auto key_hash_of() const {
+        return [this](std::uint32_t id) { return trie::mix64(records_[id].key); };
+    }
+    /// Whether a live record other than `except` names key.
+    bool key_stored(std::uint64_t key, std::uint32_t except = no_record) const {
+        return keys_.find(trie::mix64(key), [&](std::uint32_t id) { return id != except && records_[id].key == key; }) !=
+               trie::id_table::empty;
+    }
+    template <class F>
+    void for_each_distinct_key(F&& f) const {
+        for (std::uint32_t i = 0; i < records_.size(); ++i) {
+            const auto& r = records_[i];
+            if (live(r) && keys_.find(trie::mix64(r.key), [&](std::uint32_t id) { return records_[id].key == r.key; }) == i) f(r.key);
+        }
+    }
+
+    // ---- eviction candidates: a lazy heap (entries go stale; they are checked when popped) ----
+    bool candidate(std::uint32_t id) const {
+        const auto& r = records_[id];
+        return live(r) && r.dependents == 0 && trie_.removable(r.node);
+    }
+    void push_candidate(std::uint32_t id) {
+        heap_.push_back({rank(records_[id]), id});
+        std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
+        if (heap_.size() > 2 * (records_.size() - free_records_.size()) + 1024) rebuild_heap();
+    }
+    void rebuild_heap() {
+        heap_.clear();
+        for (std::uint32_t i = 0; i < records_.size(); ++i)
+            if (candidate(i)) heap_.push_back({rank(records_[i]), i});
+        std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
+    }
+    /// The lowest-ranked record that can be evicted now, or no_record.
+    std::uint32_t pop_victim() {
+        while (!heap_.empty()) {
+            std::pop_heap(heap_.begin(), heap_.end(), std::greater<>{});
+            const heap_entry e = heap_.back();
+            heap_.pop_back();
+            // Stale (the record was used, replaced or freed since) or not a candidate now (it is
+            // pushed again when it becomes one: its last child or dependent goes).
+            if (candidate(e.record) && rank(records_[e.record]) == e.rank) return e.record;
+        }
+        return no_record;
     }
 
     /// The readable prefix of tokens and the chunks that hold it.
@@ -515,7 +645,7 @@ private:
             n = next;
         }
         const std::uint64_t id = trie_.value(n);
-        if (id != trie::no_value && records_[id].begin == covered) {
+        if (id != trie::no_value && begin_of(records_[id]) == covered) {
             p.pieces.push_back({id, at.depth - covered, n});
             covered = at.depth;
         }
@@ -526,16 +656,21 @@ private:
     /// Stores record id's chunk again from a session that holds its tokens (the ChunkStore lost it:
     /// a wiped or restarted server, a deleted file). A difference chunk is stored plain (its
     /// reference may be gone too). Returns 1.
-    std::uint64_t repair(std::uint64_t id, const kv_cache_view& cache, std::span<const std::int32_t> tokens) {
+    std::uint64_t repair(std::uint32_t id, const kv_cache_view& cache, std::span<const std::int32_t> tokens) {
         chunk_record& r = records_[id];
-        chunk_input in{&cache, r.begin, r.end, tokens.subspan(r.begin, r.end - r.begin), {}, resources_, nullptr};
+        const std::uint64_t begin = begin_of(r), end = end_of(r);
+        chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
         const byte_vector payload = codec_.encode(in);
+        require_usage(payload.size() < no_record, "prefix_store: a chunk payload of 4 GiB or more");
         const std::uint64_t key = chunk_key(payload);
-        if (r.ref != trie::no_value) --records_[r.ref].dependents, r.ref = trie::no_value;
+        if (r.ref != no_record) drop_reference(r);
         if (key != r.key) {  // a plain chunk re-encodes to the same bytes; a former difference chunk does not
-            if (--refcount_[r.key] == 0) refcount_.erase(r.key), stored_bytes_ -= r.bytes;
-            if (refcount_[key]++ == 0) stored_bytes_ += payload.size();
-            r.key = key, r.bytes = payload.size();
+            keys_.erase(id, key_hash_of());
+            if (!key_stored(r.key)) stored_bytes_ -= r.bytes;
+            if (!key_stored(key)) stored_bytes_ += payload.size();
+            r.key = key, r.bytes = static_cast<std::uint32_t>(payload.size());
+            keys_.insert(id, key_hash_of());
+            push_candidate(id);
         }
         chunks_->put(key, payload);
         return 1;
@@ -547,18 +682,18 @@ private:
         const chunk_record& r = records_[id];
         const auto payload = chunks_->get(r.key);
         if (!payload) throw store_error("prefix_store: chunk " + chunk_key_hex(r.key) + " is missing from the chunk store");
-        require_format(trie_.depth(r.node) == r.end, "prefix_store: index and chunk disagree");
-        const std::vector<std::int32_t> ids = trie_.sequence(r.node, r.begin);  // the chunk ends at its node
-        auto buf = chunk_buffer::for_layout(layout_, r.end - r.begin);
-        chunk_input in{nullptr, 0, r.end - r.begin, ids, {}, resources_, nullptr};
-        in.position_base = r.begin;
+        const std::uint64_t begin = begin_of(r), end = end_of(r);
+        const std::vector<std::int32_t> ids = trie_.sequence(r.node, begin);  // the chunk ends at its node
+        auto buf = chunk_buffer::for_layout(layout_, end - begin);
+        chunk_input in{nullptr, 0, end - begin, ids, {}, resources_, nullptr};
+        in.position_base = begin;
         codec_.decode(*payload, in, buf);
-        if (r.ref != trie::no_value) add_reference(buf, decode_record(r.ref, depth + 1));
+        if (r.ref != no_record) add_reference(buf, reference_rows(r.ref, shift_of(static_cast<std::uint32_t>(id)), begin, end, depth + 1));
         return buf;
     }
 
     void decode_into(const piece& pc, chunk_buffer& out) const {
-        const chunk_record& r = records_[pc.record];
+        const std::uint64_t begin = begin_of(records_[pc.record]);
         const chunk_buffer buf = decode_record(pc.record);
         // Copy tokens [0, take) of every (layer, kind, head) row block to out at r.begin.
         const std::uint64_t row = layout_.head_dim * dtype_size(layout_.type);
@@ -567,7 +702,7 @@ private:
                 const auto src = buf.block(l, kind);
                 const auto dst = out.block(l, kind);
                 for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
-                    std::memcpy(dst.data() + (h * out.layout.tokens + r.begin) * row, src.data() + h * buf.layout.tokens * row,
+                    std::memcpy(dst.data() + (h * out.layout.tokens + begin) * row, src.data() + h * buf.layout.tokens * row,
                                 pc.take * row);
             }
     }
@@ -626,15 +761,24 @@ private:
             }
     }
 
+    struct neighbour_match {
+        trie::node_id leaf = trie::no_node;
+        std::int64_t shift = 0;  // the new session's token at p continues the neighbour's at p − shift
+    };
+
     /// A stored session (its leaf) that agrees with tokens except in at most near_prefix_gap
-    /// tokens right after the shared prefix and then continues with the same tokens for longest;
-    /// no_node when none (or the option is off). At most 16 stored sessions below the divergence
-    /// point are examined.
-    trie::node_id find_neighbour(std::span<const std::int32_t> tokens, const trie::point& at) const {
+    /// tokens right after the shared prefix and then continues with the same tokens — at the same
+    /// positions, or (with key_rotation) shifted when the two gaps differ in length; among those,
+    /// the nearest by the trie metric: the most shared probability mass (Σ surprisal, in the
+    /// neighbour's own context, of the tokens it shares with the new session after the gap), then
+    /// the longest, then the smallest shift. none when none (or the option is off). At most 16
+    /// stored sessions below the divergence point are examined.
+    neighbour_match find_neighbour(std::span<const std::int32_t> tokens, const trie::point& at) const {
         const std::uint64_t gap = options_.near_prefix_gap, d = at.depth, T = tokens.size();
-        if (gap == 0 || d >= T) return trie::no_node;
-        trie::node_id best = trie::no_node;
-        std::uint64_t best_end = d + gap;  // must align beyond the gap
+        if (gap == 0 || d >= T) return {};
+        const std::uint64_t max_other = options_.key_rotation ? gap : 0;  // the neighbour's gap minus ours
+        neighbour_match best;
+        std::uint64_t best_units = 0, best_length = 0, best_abs = 0;
         std::vector<trie::node_id> stack{at.node};
         for (int examined = 0; !stack.empty() && examined < 16;) {
             const trie::node_id n = stack.back();
@@ -644,23 +788,103 @@ private:
                 continue;
             }
             ++examined;
-            const std::uint64_t end = std::min<std::uint64_t>(trie_.depth(n), T);
-            if (end <= best_end) continue;
-            const std::vector<std::int32_t> after_gap = trie_.sequence(n, d + gap);  // tokens [d + gap, depth)
-            const bool aligned = std::equal(tokens.begin() + std::ptrdiff_t(d + gap), tokens.begin() + std::ptrdiff_t(end), after_gap.begin());
-            if (aligned) best = n, best_end = end;
+            const std::uint64_t depth = trie_.depth(n);
+            if (depth <= d) continue;
+            const std::vector<std::int32_t> theirs = trie_.sequence(n, d);  // tokens [d, depth)
+            for (std::uint64_t g_new = 0; g_new <= gap; ++g_new)
+                for (std::uint64_t g_old = 0; g_old <= gap; ++g_old) {
+                    if (g_new != g_old ? max_other == 0 : g_new != gap) continue;  // same count: the old rule, gap = g
+                    const std::uint64_t a = d + g_new, b = d + g_old;  // continuation starts: ours, theirs
+                    if (a >= T || b >= depth) continue;
+                    const std::uint64_t length = std::min(T - a, depth - b);  // aligned to the end of the shorter
+                    if (!std::equal(tokens.begin() + std::ptrdiff_t(a), tokens.begin() + std::ptrdiff_t(a + length),
+                                    theirs.begin() + std::ptrdiff_t(b - d)))
+                        continue;
+                    const std::uint64_t units = trie_.prefix_units_at(n, b + length) - trie_.prefix_units_at(n, b);
+                    const std::int64_t shift = std::int64_t(g_new) - std::int64_t(g_old);
+                    const std::uint64_t abs_shift = std::uint64_t(shift < 0 ? -shift : shift);
+                    if (best.leaf == trie::no_node || units > best_units || (units == best_units && length > best_length) ||
+                        (units == best_units && length == best_length && abs_shift < best_abs))
+                        best = {n, shift}, best_units = units, best_length = length, best_abs = abs_shift;
+                }
         }
         return best;
     }
 
-    /// The neighbour's chunk that starts at begin and holds at least [begin, end): its record, or no_value.
-    std::uint64_t reference_for(trie::node_id neighbour_leaf, std::uint64_t begin, std::uint64_t end) const {
-        std::uint64_t found = trie::no_value;
-        for (trie::node_id m = neighbour_leaf; m != trie::no_node && trie_.depth(m) > begin; m = trie_.parent(m)) {
-            const std::uint64_t id = trie_.value(m);
-            if (id != trie::no_value && records_[id].begin == begin && records_[id].end >= end) found = id;
+    /// The neighbour's record to code [begin, end) against: unshifted, its chunk that starts at
+    /// begin and holds at least [begin, end); shifted by s, its chunk that holds row end − 1 − s
+    /// (rows [begin − s, end − s) come from it and the whole chunk before it). no_record if none.
+    std::uint32_t reference_for(const neighbour_match& nb, std::uint64_t begin, std::uint64_t end) const {
+        std::uint32_t found = no_record;
+        if (nb.shift == 0) {
+            for (trie::node_id m = nb.leaf; m != trie::no_node && trie_.depth(m) > begin; m = trie_.parent(m)) {
+                const std::uint64_t id = trie_.value(m);
+                if (id != trie::no_value && begin_of(records_[id]) == begin && end_of(records_[id]) >= end) found = static_cast<std::uint32_t>(id);
+            }
+            return found;
         }
+        if (std::int64_t(begin) < nb.shift || std::int64_t(end) - nb.shift > std::int64_t(trie_.depth(nb.leaf))) return no_record;
+        const std::uint64_t first = std::uint64_t(std::int64_t(begin) - nb.shift), last = std::uint64_t(std::int64_t(end) - nb.shift) - 1;
+        for (trie::node_id m = nb.leaf; m != trie::no_node && trie_.depth(m) > last; m = trie_.parent(m)) {
+            const std::uint64_t id = trie_.value(m);
+            if (id != trie::no_value && begin_of(records_[id]) <= last) found = static_cast<std::uint32_t>(id);
+        }
+        if (found != no_record && first < begin_of(records_[found]) && previous_chunk(found) == no_record) return no_record;
         return found;
+    }
+    /// The whole chunk that ends where record id's chunk starts, on its path (no_record if none).
+    std::uint32_t previous_chunk(std::uint32_t id) const {
+        const std::uint64_t b = begin_of(records_[id]);
+        if (b == 0) return no_record;
+        const trie::node_id m = trie_.ancestor_at(records_[id].node, b);
+        if (m == trie::no_node || trie_.value(m) == trie::no_value) return no_record;
+        const auto prev = static_cast<std::uint32_t>(trie_.value(m));
+        return begin_of(records_[prev]) + options_.chunk_tokens == b ? prev : no_record;
+    }
+    std::int64_t shift_of(std::uint32_t id) const {
+        const auto it = shifts_.find(id);
+        return it == shifts_.end() ? 0 : it->second;
+    }
+
+    /// The reference rows for [begin, end) of a dependent: rows [begin − shift, end − shift) of the
+    /// neighbour's chunks (record ref and, when they start before it, the chunk before it), keys
+    /// rotated by shift positions (key_rotation) and rounded back to the element type.
+    chunk_buffer reference_rows(std::uint32_t ref, std::int64_t shift, std::uint64_t begin, std::uint64_t end, unsigned depth = 0) const {
+        if (shift == 0) return decode_record(ref, depth);
+        require_format(bool(options_.key_rotation), "prefix_store: a shifted near-prefix chunk needs options.key_rotation");
+        const std::uint64_t first = std::uint64_t(std::int64_t(begin) - shift), n = end - begin;
+        const std::uint64_t ref_begin = begin_of(records_[ref]);
+        const chunk_buffer last = decode_record(ref, depth);
+        chunk_buffer before;
+        if (first < ref_begin) {
+            const std::uint32_t prev = previous_chunk(ref);
+            require_format(prev != no_record, "prefix_store: the chunk before a shifted reference is gone");
+            before = decode_record(prev, depth);
+        }
+        auto out = chunk_buffer::for_layout(layout_, n);
+        const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
+        std::vector<float> f(layout_.head_dim);
+        for (std::uint32_t l = 0; l < layout_.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto dst = out.block(l, kind);
+                for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
+                    for (std::uint64_t i = 0; i < n; ++i) {
+                        const std::uint64_t p = first + i;  // the neighbour's position
+                        const chunk_buffer& src = p < ref_begin ? before : last;
+                        const std::uint64_t at = p - (p < ref_begin ? ref_begin - options_.chunk_tokens : ref_begin);
+                        require_format(at < src.layout.tokens, "prefix_store: a shifted reference row outside its chunk");
+                        const std::uint8_t* from = src.block(l, kind).data() + (h * src.layout.tokens + at) * row;
+                        std::uint8_t* to = dst.data() + (h * n + i) * row;
+                        if (kind == kv_kind::value) {
+                            std::memcpy(to, from, row);
+                            continue;
+                        }
+                        for (std::uint32_t c = 0; c < layout_.head_dim; ++c) f[c] = load_as_float(from, layout_.type, c);
+                        options_.key_rotation(f, shift);
+                        for (std::uint32_t c = 0; c < layout_.head_dim; ++c) store_from_float(to, layout_.type, c, f[c]);
+                    }
+            }
+        return out;
     }
 
     /// After storing chunk [begin, end) at the session's path: a shorter chunk with the same start
@@ -669,58 +893,53 @@ private:
         for (trie::node_id n = trie_.parent(trie_.ancestor_at(leaf, end)); n != trie::no_node && trie_.depth(n) > begin;
              n = trie_.parent(n)) {
             const std::uint64_t id = trie_.value(n);
-            if (id == trie::no_value || records_[id].begin != begin || records_[id].dependents > 0) continue;
+            if (id == trie::no_value || begin_of(records_[id]) != begin || records_[id].dependents > 0) continue;
+            release_record(static_cast<std::uint32_t>(id));
             trie_.set_value(n, trie::no_value);
-            release_record(id);
         }
     }
-    void release_record(std::uint64_t id) {
+    void drop_reference(chunk_record& r) {
+        if (--records_[r.ref].dependents == 0) push_candidate(r.ref);
+        r.ref = no_record;
+        shifts_.erase(static_cast<std::uint32_t>(&r - records_.data()));
+    }
+    void release_record(std::uint32_t id) {
         chunk_record& r = records_[id];
-        if (r.ref != trie::no_value) --records_[r.ref].dependents;
-        if (--refcount_[r.key] == 0) {
-            refcount_.erase(r.key);
+        if (r.ref != no_record) drop_reference(r);
+        keys_.erase(id, key_hash_of());
+        if (!key_stored(r.key)) {
             chunks_->remove(r.key);
             stored_bytes_ -= r.bytes;
         }
-        r.live = false;
+        r.node = trie::no_node;
+        shifts_.erase(id);
         free_records_.push_back(id);
     }
 
-    /// Evicts leaf chunks, lowest score first, until the budget holds; returns how many.
+    /// Evicts leaf chunks, lowest rank first, until the budget holds; returns how many. The heap
+    /// holds every candidate (a leaf chunk no difference chunk needs) with its rank: O(log n) a
+    /// victim, plus the stale entries popped on the way.
     std::uint64_t evict_to_budget() {
         std::uint64_t evicted = 0;
         while (stored_bytes_ > options_.budget_bytes) {
-            // Candidates: removable leaves (every leaf ends a chunk or is a bare end being cleaned).
-            trie::node_id victim = trie::no_node;
-            double best = std::numeric_limits<double>::infinity();
-            for_each_leaf([&](trie::node_id n) {
-                const std::uint64_t id = trie_.value(n);
-                if (id != trie::no_value && records_[id].dependents > 0) return;  // a difference chunk needs it
-                const double s = id == trie::no_value ? -1.0 : score(records_[id]);
-                if (s < best) best = s, victim = n;
-            });
-            if (victim == trie::no_node) break;  // everything left is in use or pinned
-            remove_leaf_chain(victim);
+            const std::uint32_t victim = pop_victim();
+            if (victim == no_record) break;  // everything left is in use or needed
+            remove_leaf_chain(records_[victim].node);
             ++evicted;
         }
         return evicted;
     }
-    template <class F>
-    void for_each_leaf(F&& f) const {
-        std::vector<trie::node_id> stack{trie::plt_trie::root};
-        while (!stack.empty()) {
-            const auto n = stack.back();
-            stack.pop_back();
-            if (n != trie::plt_trie::root && trie_.removable(n)) f(n);
-            trie_.for_each_child(n, [&](trie::node_id c) { stack.push_back(c); });
-        }
-    }
-    /// Removes a leaf and its chunk, then any value-less leaf left above it.
+    /// Removes a leaf and its chunk, then any value-less leaf left above it; the first ancestor
+    /// with a chunk that is a leaf now becomes a candidate.
     void remove_leaf_chain(trie::node_id n) {
         while (n != trie::no_node && n != trie::plt_trie::root && trie_.removable(n)) {
-            if (const auto id = trie_.value(n); id != trie::no_value) release_record(id);
+            if (const auto id = trie_.value(n); id != trie::no_value) release_record(static_cast<std::uint32_t>(id));
             const trie::node_id parent = trie_.remove_leaf(n);
-            if (parent == trie::no_node || trie_.value(parent) != trie::no_value) break;
+            if (parent == trie::no_node) break;
+            if (const auto id = trie_.value(parent); id != trie::no_value) {
+                push_candidate(static_cast<std::uint32_t>(id));
+                break;
+            }
             n = parent;
         }
     }
@@ -734,8 +953,10 @@ private:
     std::mutex stats_mutex_;
     trie::plt_trie trie_;
     std::vector<chunk_record> records_;
-    std::vector<std::uint64_t> free_records_;
-    std::unordered_map<std::uint64_t, std::uint64_t> refcount_;  // chunk key -> records naming it
+    std::vector<std::uint32_t> free_records_;
+    trie::id_table keys_;            // live records by chunk key
+    std::unordered_map<std::uint32_t, std::int32_t> shifts_;  // record -> position shift of its reference (≠ 0 only)
+    std::vector<heap_entry> heap_;   // eviction candidates, min-heap by rank
     std::uint64_t stored_bytes_ = 0;
     std::uint64_t clock_ = 0;  // store operations so far
 };

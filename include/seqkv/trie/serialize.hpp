@@ -1,15 +1,15 @@
 // Saving and reloading a plt_trie.
 //
-// Layout (little-endian), version 1:
+// Layout (little-endian), version 2:
 //   u8[8]  magic "SKVTRIE\0"
-//   u32    version (1)
-//   u16    default surprisal units
+//   u32    version (2; version 1 — u64 values, u16 surprisal units per token — is not read)
+//   u16    default surprisal units (a grid point: code_units(surprisal_code(u)) == u)
 //   u16    reserved (0)
 //   u32    node count N (root included, ≥ 1)
 //   u64    token count M (Σ label lengths)
 //   N-1 × node record, in an order where every parent precedes its children (root = 0, implicit):
-//          u32 parent, u32 label length (≥ 1), u64 value, u8 flags (bit 0: pinned)
-//   M × i32 label tokens, then M × u16 surprisal units, in node order
+//          u32 parent, u32 label length (≥ 1), u32 value (all ones: none), u8 flags (bit 0: pinned)
+//   M × i32 label tokens, then M × u8 surprisal codes (trie::code_units), in node order
 //   u32    CRC-32C of every byte before it
 // Node ids are renumbered by the save; references (acquire) are run-time state and not saved.
 // Reading checks the CRC first, then every count against the bytes present before allocating,
@@ -32,7 +32,7 @@
 namespace seqkv::trie {
 
 inline constexpr std::array<std::uint8_t, 8> trie_magic{'S', 'K', 'V', 'T', 'R', 'I', 'E', 0};
-inline constexpr std::uint32_t trie_format_version = 1;
+inline constexpr std::uint32_t trie_format_version = 2;
 
 struct trie_codec {
     static byte_vector save(const plt_trie& t) {
@@ -47,7 +47,7 @@ struct trie_codec {
             stack.pop_back();
             std::vector<node_id> kids;
             t.for_each_child(n, [&](node_id c) { kids.push_back(c); });
-            std::sort(kids.begin(), kids.end(), [&](node_id a, node_id b) { return t.label(a)[0] > t.label(b)[0]; });
+            std::sort(kids.begin(), kids.end(), [&](node_id a, node_id b) { return t.first_token(a) > t.first_token(b); });
             for (node_id c : kids) stack.push_back(c);  // reversed: smallest first token popped first
             if (n != plt_trie::root) {
                 new_id[n] = static_cast<node_id>(order.size());
@@ -55,24 +55,27 @@ struct trie_codec {
             }
         }
         byte_vector out;
+        out.reserve(28 + 13 * order.size() + 5 * std::size_t(t.live_tokens_) + 4);  // the exact size
         byte_writer w(out);
-        w.put_bytes(trie_magic);
+        for (std::uint8_t b : trie_magic) w.put<std::uint8_t>(b);  // (a range insert here trips GCC 12's -Wstringop-overflow)
         w.put<std::uint32_t>(trie_format_version);
-        w.put<std::uint16_t>(t.default_units_);
+        w.put<std::uint16_t>(t.default_units());
         w.put<std::uint16_t>(0);
         w.put<std::uint32_t>(static_cast<std::uint32_t>(order.size()));
         w.put<std::uint64_t>(t.live_tokens_);
         for (std::size_t i = 1; i < order.size(); ++i) {
             const auto& r = t.nodes_[order[i]];
             w.put<std::uint32_t>(new_id[r.parent]);
-            w.put<std::uint32_t>(r.label_length);
-            w.put<std::uint64_t>(r.value);
+            w.put<std::uint32_t>(t.label_length(order[i]));
+            w.put<std::uint32_t>(r.value);
             w.put<std::uint8_t>(r.pinned ? 1 : 0);
         }
         for (std::size_t i = 1; i < order.size(); ++i)
             for (std::int32_t tok : t.label(order[i])) w.put<std::int32_t>(tok);
-        for (std::size_t i = 1; i < order.size(); ++i)
-            for (surprisal_units u : t.label_units(order[i])) w.put<std::uint16_t>(u);
+        for (std::size_t i = 1; i < order.size(); ++i) {
+            const auto& r = t.nodes_[order[i]];
+            for (std::uint32_t j = 0; j < t.label_length(order[i]); ++j) w.put<std::uint8_t>(t.codes_[r.label_begin + j]);
+        }
         w.put<std::uint32_t>(crc32c(out));
         return out;
     }
@@ -87,46 +90,49 @@ struct trie_codec {
         if (!std::equal(magic.begin(), magic.end(), trie_magic.begin())) throw format_error("trie index: bad magic");
         if (const auto v = r.get<std::uint32_t>(); v != trie_format_version)
             throw format_error("trie index: unsupported version " + std::to_string(v));
-        plt_trie t(r.get<std::uint16_t>());
+        const auto default_units = r.get<std::uint16_t>();
+        if (code_units(surprisal_code(default_units)) != default_units) throw format_error("trie index: default surprisal off the grid");
+        plt_trie t(default_units);
         if (r.get<std::uint16_t>() != 0) throw format_error("trie index: reserved field set");
         const std::uint32_t n = r.get<std::uint32_t>();
         const std::uint64_t m = r.get<std::uint64_t>();
-        constexpr std::size_t record_bytes = 17;
+        constexpr std::size_t record_bytes = 13, token_bytes = 5;
         if (n == 0 || std::uint64_t(n - 1) * record_bytes > r.remaining())
             throw format_error("trie index: node count exceeds the data");
-        if (m > (r.remaining() - std::uint64_t(n - 1) * record_bytes) / 6 || m >= std::numeric_limits<std::uint32_t>::max())
+        if (m > (r.remaining() - std::uint64_t(n - 1) * record_bytes) / token_bytes || m >= std::numeric_limits<std::uint32_t>::max())
             throw format_error("trie index: token count exceeds the data");
-        if (r.remaining() != std::uint64_t(n - 1) * record_bytes + m * 6) throw format_error("trie index: size mismatch");
+        if (r.remaining() != std::uint64_t(n - 1) * record_bytes + m * token_bytes) throw format_error("trie index: size mismatch");
 
         t.nodes_.resize(n);
+        std::vector<std::uint32_t> lengths(n, 0);
         std::uint64_t label_sum = 0;
         for (std::uint32_t i = 1; i < n; ++i) {
             auto& rec = t.nodes_[i];
             rec.parent = r.get<std::uint32_t>();
-            rec.label_length = r.get<std::uint32_t>();
-            rec.value = r.get<std::uint64_t>();
+            lengths[i] = r.get<std::uint32_t>();
+            rec.value = r.get<std::uint32_t>();
             const auto flags = r.get<std::uint8_t>();
             if (rec.parent >= i) throw format_error("trie index: a node precedes its parent");
-            if (rec.label_length == 0) throw format_error("trie index: empty edge label");
+            if (lengths[i] == 0) throw format_error("trie index: empty edge label");
             if (flags > 1) throw format_error("trie index: unknown node flags");
             rec.pinned = flags & 1;
             rec.label_begin = static_cast<std::uint32_t>(label_sum);
-            label_sum += rec.label_length;
+            label_sum += lengths[i];
             if (label_sum > m) throw format_error("trie index: labels exceed the token count");
         }
         if (label_sum != m) throw format_error("trie index: labels do not cover the token count");
-        t.token_pool_.resize(m);
-        t.units_pool_.resize(m);
-        for (auto& tok : t.token_pool_) tok = r.get<std::int32_t>();
-        for (auto& u : t.units_pool_) u = r.get<std::uint16_t>();
+        t.pool_.reserve(m);
+        for (std::uint64_t k = 0; k < m; ++k) t.pool_.push_back(r.get<std::int32_t>());
+        const auto codes = r.get_bytes(m);
+        t.codes_.assign(codes.begin(), codes.end());
         for (std::uint32_t i = 1; i < n; ++i) {
             auto& rec = t.nodes_[i];
             const auto& parent = t.nodes_[rec.parent];
-            rec.depth = parent.depth + rec.label_length;
+            rec.depth = parent.depth + lengths[i];  // < 2^40: Σ lengths = m < 2^32
             rec.prefix_units = parent.prefix_units;
-            for (std::uint32_t j = 0; j < rec.label_length; ++j) rec.prefix_units += t.units_pool_[rec.label_begin + j];
-            if (t.children_.contains(plt_trie::key(rec.parent, t.token_pool_[rec.label_begin])))
-                throw format_error("trie index: two children start with the same token");
+            for (std::uint32_t j = 0; j < lengths[i]; ++j) rec.prefix_units += code_units(t.codes_[rec.label_begin + j]);
+            if (t.child(rec.parent, t.first_token(i)) != no_node) throw format_error("trie index: two children start with the same token");
+            if (parent.child_count >= plt_trie::max_children) throw format_error("trie index: too many children of one node");
             t.link_child(rec.parent, i);
         }
         t.live_tokens_ = m;
