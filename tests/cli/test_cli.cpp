@@ -109,6 +109,43 @@ TEST(Cli, ThreadsGiveTheSameBytesAndInfoShowsTheFormatAndResources) {
     fs::remove_all(dir);
 }
 
+TEST(Cli, TokenPresetsCodeTheIdsUnderTheModelAndNeedIt) {
+    const auto dir = scratch();
+    const auto model = fs::path(SEQKV_DATA_DIR) / "tiny-llama";
+    const auto skv = dir / "t.skv", back = dir / "t.safetensors";
+    // tokens-exact: ids under the model + the correction: every tensor back bit for bit.
+    auto r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset tokens-exact --model " + model.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(j["quality"]["bit_exact"].get<bool>());
+    EXPECT_GT(j["kv_ratio"].get<double>(), 100.0);  // measured ~1000x on this fixture (the correction is ~0.01 bits/element)
+    ASSERT_EQ(j["resources"].size(), 1u);
+    EXPECT_NE(j["resources"][0]["description"].get<std::string>().find("model weights"), std::string::npos);
+    r = run("decompress " + skv.string() + " -o " + back.string());
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("model weights"), std::string::npos) << r.out;
+    r = run("decompress " + skv.string() + " -o " + back.string() + " --model " + model.string() + " --tokens 100:300");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto a = safetensors_file::load(fixture), c = safetensors_file::load(back);
+    const auto& full = a.at("layer.2.k");
+    const auto& part = c.at("layer.2.k");
+    ASSERT_EQ(part.shape, (std::vector<std::uint64_t>{2, 200, 64}));
+    EXPECT_TRUE(std::equal(part.bytes.begin(), part.bytes.begin() + 200 * 128, full.bytes.begin() + 100 * 128));
+    const auto& ids = c.at("tokens");
+    EXPECT_TRUE(std::equal(ids.bytes.begin(), ids.bytes.end(), a.at("tokens").bytes.begin() + 100 * 4));
+    // tokens: the model's own KV, lossy against the dump's, at a few bits per token.
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset tokens --model " + model.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    j = nlohmann::json::parse(r.out);
+    EXPECT_FALSE(j["quality"]["bit_exact"].get<bool>());
+    EXPECT_GT(j["quality"]["snr_k_db"].get<double>(), 40.0);  // the reference model's KV vs PyTorch's: bf16 rounding apart
+    EXPECT_GT(j["kv_ratio"].get<double>(), 1000.0);
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset tokens");
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("--model"), std::string::npos) << r.out;
+    fs::remove_all(dir);
+}
+
 TEST(Cli, BadInputGivesAClearErrorAndNoOutput) {
     const auto dir = scratch();
     const auto skv = dir / "c.skv", back = dir / "c.safetensors", junk = dir / "junk.safetensors";

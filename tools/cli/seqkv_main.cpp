@@ -194,6 +194,7 @@ int main(int argc, char** argv) {
     decompress->add_option("--to", to, "output kind: safetensors (default) | llama-state (for files compressed --from llama-state)")
         ->check(CLI::IsMember({"safetensors", "llama-state"}));
     decompress->add_option("--table", lossy.table_path, "expected-KV table the file was coded with")->check(CLI::ExistingFile);
+    seqkv::cli::add_model_flag(*decompress, lossy);
     seqkv::cli::add_threads_flag(*decompress, lossy);
     decompress->add_flag("--json", as_json, "machine-readable output");
 
@@ -237,6 +238,7 @@ int main(int argc, char** argv) {
             const auto t0 = std::chrono::steady_clock::now();
             seqkv::resource_provider res;
             seqkv::add_expected_kv_table(res, seqkv::cli::load_table(lossy));
+            seqkv::add_language_model(res, seqkv::cli::load_model(lossy));
             if (to == "llama-state" && !range.empty()) throw seqkv::usage_error("--to llama-state decodes the whole state (no --tokens)");
             const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res, lossy.threads)
                                                 : seqkv::io::decompress_to_safetensors(skv, a, b, res, lossy.threads);

@@ -13,6 +13,7 @@
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv/metrics/kv_metrics.hpp"
+#include "seqkv/reference/llama.hpp"
 
 namespace seqkv::cli {
 
@@ -21,19 +22,28 @@ inline constexpr const char* stats_attachment = "quality.json";
 
 inline std::string preset_help() {
     return "codec preset: lossless (default) | seqkv-1bit | seqkv-2bit | seqkv-step:<s> | bound:<rel> | abs:<abs> | "
-           "kivi2 | kivi4 | turbo2 | turbo2.5 | turbo3 | turbo3.5 | turbo4 | int8 | fp8";
+           "kivi2 | kivi4 | turbo2 | turbo2.5 | turbo3 | turbo3.5 | turbo4 | int8 | fp8 | "
+           "tokens | tokens-exact (token mode: ids coded under --model, KV recomputed; -exact adds the correction to the input)";
 }
 
 /// Explicit lossy settings and shared side information given on the command line.
 struct lossy_flags {
     std::vector<std::string> options;  // KEY=VALUE, applied after the preset
     std::string table_path;            // expected-KV table (safetensors) for presets that use one
+    std::string model_path;            // --model: the reference model of the tokens presets
     unsigned threads = 0;              // --threads: codec threads (0: every core; the bytes never depend on it)
 };
 
 /// Registers `--threads N` (0, the default: every core).
 inline void add_threads_flag(CLI::App& app, lossy_flags& flags) {
     app.add_option("--threads", flags.threads, "threads the codec runs on (default 0: every core; same output bytes)");
+}
+
+/// Registers `--model PATH` (token mode's model).
+inline void add_model_flag(CLI::App& app, lossy_flags& flags) {
+    app.add_option("--model", flags.model_path,
+                   "model of the tokens presets: a directory (config.json + model.safetensors) or an export-weights .safetensors")
+        ->check(CLI::ExistingPath);
 }
 
 /// Registers `--lossy KEY=VALUE` (repeatable) and `--table FILE` on a subcommand.
@@ -44,6 +54,7 @@ inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
     app.add_option("--table", flags.table_path, "expected-KV table (.safetensors) built by `seqkv table`")
         ->check(CLI::ExistingFile);
     add_threads_flag(app, flags);
+    add_model_flag(app, flags);
 }
 
 
@@ -52,6 +63,12 @@ inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_
     if (flags.table_path.empty()) return nullptr;
     auto f = io::safetensors_file::load(flags.table_path);
     return std::make_shared<const predict::expected_kv_table>(io::parse_expected_kv_table(f));
+}
+
+/// The --model model (nullptr without --model).
+inline std::shared_ptr<const model::language_model> load_model(const lossy_flags& flags) {
+    if (flags.model_path.empty()) return nullptr;
+    return reference::llama_model::load(flags.model_path);
 }
 
 /// The file's metadata rope_theta (0 when absent); format_error when it is not a number.
@@ -76,6 +93,15 @@ struct preset_model {
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk, const preset_model& m,
                                            const lossy_flags& flags = {}) {
     compress_options o;
+    if (name == "tokens" || name == "tokens-exact") {
+        const auto model = load_model(flags);
+        if (!model) throw usage_error("preset " + name + " needs --model (the model that produced the KV, or the reference model of it)");
+        o.codec = tokens_config(name == "tokens" ? tokens::mode::tokens : tokens::mode::corrected, *model);
+        add_language_model(o.resources, model);
+        o.chunk_tokens = chunk ? chunk : 512;
+        o.threads = flags.threads;
+        return o;
+    }
     const auto table = load_table(flags);
     add_expected_kv_table(o.resources, table);
     const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
@@ -117,7 +143,7 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
     preset_model m;
     m.rope_theta = rope_theta_of(file);
     if (const auto st = file.metadata().find("rope_style"); st != file.metadata().end()) m.rope_style = st->second;
-    if (!(name == "lossless" && flags.options.empty())) m.head_dim = io::kv_view(file).layout.head_dim;
+    if (!(name == "lossless" && flags.options.empty()) && name != "tokens" && name != "tokens-exact") m.head_dim = io::kv_view(file).layout.head_dim;
     return options_for_preset(name, chunk, m, flags);
 }
 

@@ -8,12 +8,13 @@
 #include "seqkv/core/any_codec.hpp"
 #include "seqkv/codec/lossless/codec.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
+#include "seqkv/codec/tokens/token_codec.hpp"
 #include "seqkv/format/container.hpp"
 
 namespace seqkv {
 
 /// Codec family ids stored in the preamble.
-enum class codec_family : std::uint16_t { lossless = 1, lossy = 2 };
+enum class codec_family : std::uint16_t { lossless = 1, lossy = 2, tokens = 3 };
 
 /// Configuration of the lossless codec.
 inline format::codec_config lossless_config(const lossless::plane_options& o = {}) {
@@ -37,12 +38,44 @@ inline format::codec_config lossy_codec_config(const lossy_config& c) {
     return {static_cast<std::uint16_t>(codec_family::lossy), c.to_bytes()};
 }
 
+/// Configuration of token mode under a model (the file names the model as its model_weights
+/// resource): params = u8 mode | u64 the model's content hash (little-endian).
+inline format::codec_config tokens_config(tokens::mode m, const model::language_model& model) {
+    format::codec_config c{static_cast<std::uint16_t>(codec_family::tokens), {static_cast<std::uint8_t>(m)}};
+    const std::uint64_t h = model.content_hash();
+    for (int i = 0; i < 8; ++i) c.params.push_back(static_cast<std::uint8_t>(h >> (8 * i)));
+    return c;
+}
+
+/// Registers a language model under its content hash (what token-mode configs name).
+inline resource_provider& add_language_model(resource_provider& r, std::shared_ptr<const model::language_model> m) {
+    if (m) {
+        const std::uint64_t hash = m->content_hash();
+        r.add(resource_kind::model_weights, hash, std::move(m));
+    }
+    return r;
+}
+
+namespace detail {
+inline std::pair<tokens::mode, std::uint64_t> parse_tokens_config(const format::codec_config& config) {
+    if (config.params.size() != 9 || config.params[0] > 1) throw format_error("token codec: bad parameters");
+    std::uint64_t h = 0;
+    for (int i = 0; i < 8; ++i) h |= std::uint64_t(config.params[1 + i]) << (8 * i);
+    return {static_cast<tokens::mode>(config.params[0]), h};
+}
+}  // namespace detail
+
 /// One-line description of a configuration, without building the codec (no resources needed).
 inline std::string describe_codec(const format::codec_config& config) {
     if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossless))
         return config.params.size() == 12 ? "lossless (rope-aware)" : "lossless";
     if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossy))
         return "lossy: " + describe(lossy_config::from_bytes(config.params));
+    if (config.codec_id == static_cast<std::uint16_t>(codec_family::tokens)) {
+        const auto [m, h] = detail::parse_tokens_config(config);
+        return std::string(m == tokens::mode::tokens ? "tokens (KV recomputed by the model)" : "tokens + correction (bit-exact)") +
+               " under " + describe(resource_ref{resource_kind::model_weights, h, ""});
+    }
     return "unknown codec family " + std::to_string(config.codec_id);
 }
 
@@ -92,6 +125,17 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
             auto codec = any_chunk_codec::wrap(lossy::runtime_codec<Backend>(std::move(c), std::move(table), std::move(executor)),
                                                std::move(description));
             codec.resources = std::move(needs);
+            return codec;
+        }
+        case codec_family::tokens: {
+            const auto [m, h] = detail::parse_tokens_config(config);
+            resource_ref need{resource_kind::model_weights, h, ""};
+            auto model = resources.require<model::language_model>(need);
+            if (model->content_hash() != h) throw resource_error("token codec: the provider's model has another content hash");
+            need.name = model->name();
+            const unsigned threads = executor ? unsigned(executor->threads()) : 1u;
+            auto codec = any_chunk_codec::wrap(tokens::token_codec(std::move(model), m, threads), describe_codec(config));
+            codec.resources = {need};
             return codec;
         }
         default:

@@ -95,7 +95,7 @@ struct skv_summary {
     double encode_seconds = 0;
 };
 
-/// Compresses a parsed KV safetensors file into a .skv image.
+/// Compresses a parsed KV safetensors file into a .skv image (token mode: without the nll side data).
 template <backend::Backend Backend = backend::simd>
 byte_vector compress_safetensors(const safetensors_file& file, const compress_options& options, skv_summary* summary = nullptr) {
     const auto start = std::chrono::steady_clock::now();
@@ -106,24 +106,27 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     const bool use_tokens = stored_ids.has_value(), use_nll = stored_nll.has_value();
     const std::vector<std::int32_t> ids = stored_ids.value_or(std::vector<std::int32_t>{});
     const std::vector<float> nll = stored_nll.value_or(std::vector<float>{});
+    auto codec = make_codec<Backend>(options.codec, options.resources, executor_for(options.threads));
+    // Token mode codes the ids under a model; the nll side data (another engine's −ln p, 32 bits a
+    // token) would outweigh the whole payload, so it is dropped (the model recomputes its own).
+    const bool keep_nll = use_nll && !codec.codes_token_ids;
     format::preamble p;
     p.layout = cache.layout;
     apply_options(p, options);
     p.has_token_ids = use_tokens;
-    p.has_nll = use_nll;
+    p.has_nll = keep_nll;
     p.metadata = file.metadata();
     for (const auto& [k, v] : options.metadata) p.metadata[k] = v;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources, executor_for(options.threads)),
-                                 writer_options_for(options));
-    writer.append(cache, 0, T, ids, nll);
+                                 std::move(codec), writer_options_for(options));
+    writer.append(cache, 0, T, ids, keep_nll ? std::span<const float>(nll) : std::span<const float>{});
     byte_vector extras;
     byte_writer w(extras);
     // Every tensor that is neither K/V nor side data riding in the chunk records.
     std::vector<const tensor_entry*> extra;
     for (const auto& t : file.tensors())
-        if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll"))
+        if (!parse_kv_tensor_name(t.name) && !(use_tokens && t.name == "tokens") && !(use_nll && t.name == "nll"))  // nll: kept or dropped above
             extra.push_back(&t);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(extra.size()));
     for (const auto* t : extra) detail::put_extra_tensor(w, *t);
@@ -160,6 +163,8 @@ byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::ui
     if (reader.header().has_token_ids) {
         const auto ids = reader.token_ids();
         b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(ids.data() + begin), n * 4));
+    } else if (kv.token_ids.size() == n && n > 0) {  // token mode: the ids are what the payload coded
+        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kv.token_ids.data()), n * 4));
     }
     if (reader.header().has_nll) {
         const auto nll = reader.nll();

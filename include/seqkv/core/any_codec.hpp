@@ -18,6 +18,8 @@ struct any_chunk_codec {
     std::function<void(std::span<const std::uint8_t>, const chunk_input&, chunk_buffer&)> decode;
     std::string description;
     bool dependent_chunks = false;  // chunks use chunk_input::carry (see ChunkCodec)
+    bool codes_token_ids = false;   // the payload codes the ids (token mode): the container passes them, stores none
+    bool whole_context = false;     // dependent chunks that need every earlier chunk: one keyframe, at token 0
     std::vector<resource_ref> resources;  // what the codec needs at decode time (the file's resource table)
 
     /// Wraps a concrete codec (copied into shared state).
@@ -28,7 +30,7 @@ struct any_chunk_codec {
                 [shared](std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) {
                     shared->decode(payload, in, out);
                 },
-                std::move(description), has_dependent_chunks<C>(), {}};
+                std::move(description), has_dependent_chunks<C>(), seqkv::codes_token_ids<C>(), seqkv::whole_context<C>(), {}};
     }
 };
 

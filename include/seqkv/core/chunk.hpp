@@ -42,11 +42,12 @@ struct chunk_input {
 struct chunk_buffer {
     kv_layout layout;  // layout.tokens == number of tokens in the chunk
     byte_vector bytes;
+    std::vector<std::int32_t> token_ids;  // decoded ids, from codecs that code them (token mode); else empty
 
     /// Allocates a buffer for `tokens` tokens of the cache layout (caller validated the sizes).
     static chunk_buffer for_layout(kv_layout cache_layout, std::uint64_t tokens) {
         cache_layout.tokens = tokens;
-        chunk_buffer b{cache_layout, {}};
+        chunk_buffer b{cache_layout, {}, {}};
         b.bytes.resize(cache_layout.total_bytes());
         return b;
     }

@@ -28,4 +28,21 @@ constexpr bool has_dependent_chunks() {
     else return false;
 }
 
+/// True when C's payloads code the chunk's token ids themselves (`static constexpr bool
+/// codes_token_ids = true`, token mode): the container hands it the ids when encoding, stores
+/// none, and takes them from chunk_buffer::token_ids after decoding.
+template <class C>
+constexpr bool codes_token_ids() {
+    if constexpr (requires { C::codes_token_ids; }) return C::codes_token_ids;
+    else return false;
+}
+
+/// True when C's dependent chunks need every earlier chunk (`static constexpr bool whole_context
+/// = true`): the file's only keyframe is chunk 0.
+template <class C>
+constexpr bool whole_context() {
+    if constexpr (requires { C::whole_context; }) return C::whole_context;
+    else return false;
+}
+
 }  // namespace seqkv

@@ -110,6 +110,11 @@ public:
             codec.decode(rec.payload, in, part);
             if (i < a) continue;  // replayed only for the carry
             const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
+            if (codec.codes_token_ids) {  // token mode: the ids came out of the payload
+                if (part.token_ids.size() != c.tokens) throw format_error("chunk " + std::to_string(i) + ": codec returned no token ids");
+                out.token_ids.resize(end - begin);
+                std::copy_n(part.token_ids.begin() + std::ptrdiff_t(lo - c.first_token), hi - lo, out.token_ids.begin() + std::ptrdiff_t(lo - begin));
+            }
             for (std::uint32_t l = 0; l < header_.layout.layers; ++l)
                 for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                     auto src = part.block(l, kind);

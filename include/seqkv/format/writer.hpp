@@ -41,6 +41,12 @@ public:
         require_usage(header_.chunk_tokens > 0, "stream_writer: chunk_tokens must be positive");
         require_usage(header_.keyframe_interval > 0, "stream_writer: keyframe_interval must be positive");
         if (!codec_.dependent_chunks) header_.keyframe_interval = 1;
+        if (codec_.whole_context) header_.keyframe_interval = std::numeric_limits<std::uint32_t>::max();
+        if (codec_.codes_token_ids) {  // the codec codes the ids: it needs them, the records carry none
+            require_usage(header_.has_token_ids, "stream_writer: this codec (token mode) needs the token ids");
+            header_.has_token_ids = false;
+            codec_reads_ids_ = true;
+        }
         for (const auto& r : codec_.resources) add_resource(header_.resources, r);
         const container_limits limits;
         require_usage(header_.resources.size() <= limits.max_resources, "stream_writer: too many resources");
@@ -197,7 +203,8 @@ private:
             if (chunks_.size() % header_.keyframe_interval == 0) carry_.reset();
             else flags |= chunk_dependent;
         }
-        chunk_input in{&view, 0, staged_, header_.has_token_ids ? std::span<const std::int32_t>(ids_) : std::span<const std::int32_t>{},
+        chunk_input in{&view, 0, staged_,
+                       header_.has_token_ids || codec_reads_ids_ ? std::span<const std::int32_t>(ids_) : std::span<const std::int32_t>{},
                        header_.has_nll ? std::span<const float>(nll_) : std::span<const float>{}, options_.resources,
                        codec_.dependent_chunks ? &carry_ : nullptr};
         in.position_base = tokens_written_;  // the staging buffer's token 0 is the chunk's first token
@@ -210,7 +217,8 @@ private:
             if (options_.external_payloads(hash, payload)) flags |= chunk_external;
         }
         byte_vector record;
-        append_chunk_record(record, tokens_written_, staged_, flags, in.token_ids, in.nll, payload, hash);
+        append_chunk_record(record, tokens_written_, staged_, flags,
+                            header_.has_token_ids ? in.token_ids : std::span<const std::int32_t>{}, in.nll, payload, hash);
         chunks_.push_back({offset_, tokens_written_, staged_, static_cast<std::uint32_t>(record.size()), flags});
         emit(record);
         tokens_written_ += staged_;
@@ -233,6 +241,7 @@ private:
     std::uint64_t offset_ = 0;
     std::uint64_t tokens_written_ = 0;
     bool finished_ = false;
+    bool codec_reads_ids_ = false;  // codes_token_ids: ids go to the codec, not into the records
     bool ended_short_ = false;  // append_external wrote a chunk shorter than chunk_tokens
 };
 

@@ -79,8 +79,8 @@ public:
     virtual void extend(std::span<const std::int32_t> tokens, const next_fn& on_next) = 0;
     /// Tokens in the context.
     virtual std::uint64_t length() const = 0;
-    /// KV of context tokens [begin, end) in out's dtype (rounded to nearest even), laid out as a
-    /// chunk_buffer: out.layout must be the model's kv_shape() with tokens = end − begin.
+    /// KV of context tokens [begin, end) in out's dtype (bf16, f16 or f32; rounded to nearest even),
+    /// laid out as a chunk_buffer: out.layout must be the model's kv_shape() with tokens = end − begin.
     virtual void kv(std::uint64_t begin, std::uint64_t end, chunk_buffer& out) const = 0;
     /// Forgets the context (keeps allocations).
     virtual void reset() = 0;

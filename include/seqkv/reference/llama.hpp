@@ -89,7 +89,7 @@ inline v8f load8(const float* p) {
     std::memcpy(&r, p, sizeof r);
     return r;
 }
-inline float lane_sum(v8f a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+inline float lane_sum(const v8f& a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
 /// Terms n − n mod 8 .. n − 1, placed in their lanes (the others zero).
 inline v8f tail8(const float* a, const float* b, std::size_t i, std::size_t n) {
@@ -312,7 +312,10 @@ public:
         require_usage(begin <= end && end <= length_, "reference model: kv range outside the context");
         kv_layout want = m_->kv_shape();
         want.tokens = end - begin;
-        require_usage(out.layout == want && out.bytes.size() == want.total_bytes(), "reference model: kv buffer layout");
+        want.type = out.layout.type;  // any of bf16 / f16 / f32, rounded to nearest even
+        require_usage(out.layout == want && out.bytes.size() == want.total_bytes() &&
+                          (want.type == dtype::bf16 || want.type == dtype::f16 || want.type == dtype::f32),
+                      "reference model: kv buffer layout (the model's shape; bf16, f16 or f32)");
         const std::size_t es = dtype_size(want.type), D = c.head_dim, KH = c.n_kv_heads;
         for (std::uint32_t l = 0; l < c.n_layers; ++l)
             for (int kind = 0; kind < 2; ++kind) {

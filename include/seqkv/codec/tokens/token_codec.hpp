@@ -14,7 +14,7 @@
 // u64 content_hash64(token ids, i32) | u64 content_hash64(recomputed KV, chunk_buffer bytes) |
 // u32 token-stream bytes | token stream | [mode 1] correction stream (the rest).
 //
-// Token stream: the sequence's first token (position 0) as two raw 16-bit halves; every later
+// Token stream: the sequence's first token (position 0) uniform over the vocabulary; every later
 // token t under the model's table after tokens < t, coded in two steps so that the range coder
 // never sees a total above 2^16 (its precision loss stays below 0.006 bits per step): the block
 // b = t / 256 under the block sums of the table, then t within its block; both tables rescaled to
@@ -149,6 +149,8 @@ struct carry_state {
 class token_codec {
 public:
     static constexpr bool dependent_chunks = true;
+    static constexpr bool codes_token_ids = true;  // the container stores no ids; decode returns them in out.token_ids
+    static constexpr bool whole_context = true;    // one keyframe, at token 0
 
     token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1)
         : model_(std::move(model)), mode_(m), threads_(threads) {
@@ -227,9 +229,8 @@ public:
             const std::uint32_t vocab = model_->vocab_size();
             for (std::uint32_t i = 0; i < n; ++i) {
                 if (session.length() == 0) {
-                    const std::uint32_t hi = dec.decode_raw_bits(16), lo = dec.decode_raw_bits(16);
-                    const std::uint32_t t = hi << 16 | lo;
-                    if (t >= vocab) throw format_error("token codec: corrupt token stream (first token outside the vocabulary)");
+                    const std::uint32_t t = dec.decode_slot_with_total(vocab);  // < vocab
+                    dec.consume(t, 1);
                     ids[i] = std::int32_t(t);
                 } else {
                     table.set(st.next);
@@ -247,6 +248,7 @@ public:
         session.kv(session.length() - n, session.length(), out);
         if (content_hash64(out.bytes) != want_kv)
             throw checksum_error("token codec: the recomputed KV differs from the encoder's (another model or other arithmetic: desync)");
+        out.token_ids = std::move(ids);
         if (mode_ == mode::corrected) decode_correction(payload.subspan(r.position()), out);
         else if (!r.at_end()) throw format_error("token codec: trailing bytes after the token stream");
     }
@@ -258,10 +260,7 @@ private:
     static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
         return content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * 4});
     }
-    static void encode_first(range_encoder& enc, std::int32_t t) {
-        enc.encode_raw_bits(std::uint32_t(t) >> 16, 16);
-        enc.encode_raw_bits(std::uint32_t(t) & 0xFFFF, 16);
-    }
+    void encode_first(range_encoder& enc, std::int32_t t) const { enc.encode_with_total(std::uint32_t(t), 1, model_->vocab_size()); }
 
     void check_layout(const kv_layout& l) const {
         const auto s = model_->kv_shape();

@@ -1,0 +1,269 @@
+// Token mode against its floor and its price (issue "Layer 2 at the paper's floor"): for a model
+// (the reference Llama forward pass over safetensors weights) and KV dumps of that model, prints
+//   - closeness of the reference model to the dump's engine (bf16 elements equal, relative RMS
+//     difference of K/V, bits/token of its quantized tables against the dump's cross-entropy);
+//   - tokens mode: bits/token against the cross-entropy, ratio against the raw KV, encode and
+//     decode tokens/s and decoded KV MB/s (decode = decode tokens + recompute KV, token by token);
+//   - corrected mode (bit-exact restore of the dump's KV): correction bits/element and ratio;
+//   - the lossless codec on the same KV, for scale;
+//   - prefill (recompute) tokens/s and KV MB/s of the reference model at 1 and all threads;
+//   - --roundtrip N: N tokens of sessions (the dumps' tokens cut into --session-tokens pieces,
+//     then sequences sampled from the model) encoded and decoded with zero desyncs.
+//
+//   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--roundtrip N]
+//                      [--session-tokens N] [dump.safetensors ...]
+// Defaults: the committed tiny model and the dumps of data/kv/ whose shape is the model's.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/kv_files.hpp"
+#include "seqkv/api.hpp"
+#include "seqkv/codec/tokens/token_codec.hpp"
+#include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/reference/llama.hpp"
+
+using namespace seqkv;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
+
+struct run_result {
+    std::vector<byte_vector> payloads;
+    std::vector<chunk_buffer> decoded;
+    double encode_s = 0, decode_s = 0;
+    std::uint64_t token_bits = 0, bytes = 0;
+};
+
+run_result round_trip(const tokens::token_codec& codec, const kv_cache_view& view, std::span<const std::int32_t> ids, std::uint64_t chunk,
+                      bool keep_decoded = true) {
+    run_result r;
+    const std::uint64_t n = ids.size();
+    std::any carry;
+    auto t0 = clk::now();
+    for (std::uint64_t b = 0; b < n; b += chunk) {
+        const std::uint64_t e = std::min(n, b + chunk);
+        chunk_input in{&view, b, e, ids.subspan(b, e - b), {}, nullptr, &carry, 0};
+        r.payloads.push_back(codec.encode(in));
+        const auto& p = r.payloads.back();
+        r.bytes += p.size();
+        r.token_bits += 8ull * (std::uint32_t(p[22]) | std::uint32_t(p[23]) << 8 | std::uint32_t(p[24]) << 16 | std::uint32_t(p[25]) << 24);
+    }
+    r.encode_s = seconds_since(t0);
+    std::any dcarry;
+    t0 = clk::now();
+    for (std::uint64_t b = 0, i = 0; b < n; b += chunk, ++i) {
+        const std::uint64_t e = std::min(n, b + chunk);
+        chunk_input in{&view, b, e, {}, {}, nullptr, &dcarry, 0};
+        auto buf = chunk_buffer::for_layout(view.layout, e - b);
+        codec.decode(r.payloads[i], in, buf);
+        if (keep_decoded) r.decoded.push_back(std::move(buf));
+    }
+    r.decode_s = seconds_since(t0);
+    return r;
+}
+
+/// A view of the first n tokens of a cache (same tensors, fewer tokens).
+kv_cache_view first_tokens(kv_cache_view v, std::uint64_t n) {
+    v.layout.tokens = n;
+    for (auto* ts : {&v.keys, &v.values})
+        for (auto& t : *ts) t.tokens = n;
+    return v;
+}
+
+/// Tokens sampled from the model (temperature 1, a fixed integer PRNG): text the model finds typical.
+std::vector<std::int32_t> sample(const model::language_model& m, std::int32_t first, std::size_t n, std::uint64_t seed, unsigned threads) {
+    auto s = m.session(threads);
+    std::vector<std::int32_t> ids{first};
+    std::vector<std::uint32_t> next;
+    std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    while (ids.size() < n) {
+        s->extend(std::span(ids).last(1), [&](std::size_t, std::span<const std::uint32_t> f) { next.assign(f.begin(), f.end()); });
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        std::uint32_t target = std::uint32_t(x >> 40) & (model::frequency_total - 1), cum = 0, t = 0;
+        while (cum + next[t] <= target) cum += next[t++];
+        ids.push_back(std::int32_t(t));
+    }
+    return ids;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::filesystem::path model_path = std::filesystem::path(SEQKV_DATA_DIR) / "tiny-llama";
+    unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+    std::uint64_t max_tokens = 512, roundtrip = 0, session_tokens = 512, chunk = 128;
+    std::vector<std::filesystem::path> dumps;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) throw usage_error(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--model") model_path = next();
+        else if (a == "--threads") threads = unsigned(std::stoul(next()));
+        else if (a == "--tokens") max_tokens = std::stoull(next());
+        else if (a == "--roundtrip") roundtrip = std::stoull(next());
+        else if (a == "--session-tokens") session_tokens = std::stoull(next());
+        else if (a == "--chunk") chunk = std::stoull(next());
+        else if (a.rfind("--", 0) == 0) {
+            std::fprintf(stderr, "unknown option %s\n", a.c_str());
+            return 2;
+        } else dumps.emplace_back(a);
+    }
+    if (dumps.empty()) dumps = seqkv_bench::kv_input_files();
+    auto t0 = clk::now();
+    const auto m = reference::llama_model::load(model_path);
+    const auto& c = m->config();
+    std::printf("model %s: %u layers, d %u, %u/%u heads x %u, ffn %u, vocab %u; loaded in %.1f s; %u threads\n", m->name().c_str(),
+                c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_hidden, c.vocab_size, seconds_since(t0), threads);
+
+    std::vector<std::int32_t> all_ids;  // for --roundtrip
+    for (const auto& path : dumps) {
+        auto file = io::safetensors_file::load(path);
+        kv_cache_view full = io::kv_view(file);
+        const auto shape = m->kv_shape();
+        if (full.layout.layers != shape.layers || full.layout.kv_heads != shape.kv_heads || full.layout.head_dim != shape.head_dim) continue;
+        const auto ids_opt = io::token_ids_of(file, full.layout.tokens);
+        const auto nll_opt = io::nll_of(file, full.layout.tokens);
+        if (!ids_opt) continue;
+        const std::uint64_t n = std::min<std::uint64_t>(max_tokens, full.layout.tokens);
+        const kv_cache_view view = first_tokens(full, n);
+        const std::vector<std::int32_t> ids(ids_opt->begin(), ids_opt->begin() + std::ptrdiff_t(n));
+        all_ids.insert(all_ids.end(), ids.begin(), ids.end());
+        double ce = 0;
+        if (nll_opt)
+            for (std::uint64_t i = 1; i < n; ++i) ce += double((*nll_opt)[i]) / std::log(2.0);
+        const double raw = double(view.layout.total_bytes());
+        std::printf("\n%s: %llu tokens, %s KV %.2f MB, cross-entropy %.3f bits/token (dump's nll)\n", path.filename().c_str(),
+                    (unsigned long long)n, dtype_name(view.layout.type).data(), raw / 1e6, ce / double(n - 1));
+
+        // Prefill (recompute) speed and closeness to the dump.
+        for (unsigned th : {1u, threads}) {
+            auto s = m->session(th);
+            t0 = clk::now();
+            s->extend(ids, {});
+            const double dt = seconds_since(t0);
+            std::printf("  prefill (recompute) %u thread%s: %.1f tokens/s, %.1f MB/s of KV\n", th, th == 1 ? "" : "s", double(n) / dt,
+                        raw / dt / 1e6);
+            if (th == threads) break;
+        }
+        {
+            auto s = m->session(threads);
+            double ideal = 0;
+            s->extend(ids, [&](std::size_t i, std::span<const std::uint32_t> f) {
+                if (i + 1 < n) ideal -= std::log2(double(f[std::size_t(ids[i + 1])]) / model::frequency_total);
+            });
+            auto ours = chunk_buffer::for_layout(view.layout, n);
+            s->kv(0, n, ours);
+            std::uint64_t equal = 0, count = 0;
+            double d2 = 0, r2 = 0;
+            std::vector<std::uint8_t> block(ours.block_bytes());
+            const std::size_t es = dtype_size(view.layout.type);
+            for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+                for (auto kind : {kv_kind::key, kv_kind::value}) {
+                    gather_block(view.tensor(l, kind), 0, n, block);
+                    const auto mine = ours.block(l, kind);
+                    for (std::size_t i = 0; i < block.size(); i += es, ++count) {
+                        equal += std::memcmp(&block[i], &mine[i], es) == 0;
+                        auto value = [&](const std::uint8_t* p) -> double {
+                            if (es == 4) { float f; std::memcpy(&f, p, 4); return f; }
+                            const std::uint16_t b = std::uint16_t(p[0] | p[1] << 8);
+                            return view.layout.type == dtype::bf16 ? bf16_to_float(b) : fp16_to_float(b);
+                        };
+                        const double a = value(&block[i]), b = value(&mine[i]);
+                        d2 += (a - b) * (a - b), r2 += a * a;
+                    }
+                }
+            std::printf("  reference model vs dump: %.2f %% of elements equal, relative RMS difference %.2e; its tables cost %.3f bits/token "
+                        "(%.4f x the dump's cross-entropy)\n",
+                        100.0 * double(equal) / double(count), std::sqrt(d2 / r2), ideal / double(n - 1), ce > 0 ? ideal / ce : 0.0);
+        }
+        // Tokens mode.
+        {
+            tokens::token_codec codec(m, tokens::mode::tokens, 1);
+            const auto r = round_trip(codec, view, ids, chunk, false);
+            std::printf("  tokens mode (1 thread): %.3f bits/token in the token stream (%.4f x cross-entropy), %.1f bytes/chunk of headers; "
+                        "ratio %.0fx vs raw KV\n",
+                        double(r.token_bits) / double(n), ce > 0 ? double(r.token_bits) / ce : 0.0,
+                        double(r.bytes * 8 - r.token_bits) / 8.0 / double(r.payloads.size()), raw / double(r.bytes));
+            std::printf("    encode %.1f tokens/s; decode %.1f tokens/s = %.2f MB/s of KV\n", double(n) / r.encode_s, double(n) / r.decode_s,
+                        raw / r.decode_s / 1e6);
+        }
+        // Corrected mode.
+        {
+            tokens::token_codec codec(m, tokens::mode::corrected, threads);
+            const auto r = round_trip(codec, view, ids, chunk);
+            bool exact = true;
+            for (std::size_t i = 0; i < r.decoded.size() && exact; ++i)
+                for (std::uint32_t l = 0; l < view.layout.layers && exact; ++l)
+                    for (auto kind : {kv_kind::key, kv_kind::value}) {
+                        std::vector<std::uint8_t> want(r.decoded[i].block_bytes());
+                        const std::uint64_t b = i * chunk;
+                        gather_block(view.tensor(l, kind), b, b + r.decoded[i].layout.tokens, want);
+                        const auto got = r.decoded[i].block(l, kind);
+                        exact = exact && std::equal(got.begin(), got.end(), want.begin());
+                    }
+            const double elements = double(view.layout.elements_per_token()) * double(n);
+            std::printf("  corrected mode (%u threads): %s; correction %.3f bits/element; ratio %.2fx vs raw KV; decode %.2f MB/s of KV\n",
+                        threads, exact ? "bit-exact" : "NOT EXACT", double(r.bytes * 8 - r.token_bits) / elements, raw / double(r.bytes),
+                        raw / r.decode_s / 1e6);
+            if (!exact) return 1;
+        }
+        // The lossless codec, for scale.
+        {
+            compress_options o;
+            o.threads = threads;
+            t0 = clk::now();
+            const auto f = compress(view, o, ids);
+            const double dt = seconds_since(t0);
+            std::printf("  lossless codec (for scale): ratio %.2fx, encode %.1f MB/s\n", raw / double(f.size()), raw / dt / 1e6);
+        }
+    }
+
+    if (roundtrip > 0) {
+        if (all_ids.empty()) all_ids.push_back(1);
+        std::printf("\nround trips: %llu tokens in sessions of %llu (chunks of %llu tokens), tokens mode\n", (unsigned long long)roundtrip,
+                    (unsigned long long)session_tokens, (unsigned long long)chunk);
+        const auto shape = m->kv_shape();
+        std::uint64_t done = 0, sessions = 0, bits = 0;
+        double enc = 0, dec = 0, gen = 0;
+        std::size_t offset = 0;
+        while (done < roundtrip) {
+            const std::uint64_t n = std::min(session_tokens, roundtrip - done);
+            std::vector<std::int32_t> ids;
+            if (offset + n <= all_ids.size()) {
+                ids.assign(all_ids.begin() + std::ptrdiff_t(offset), all_ids.begin() + std::ptrdiff_t(offset + n));
+                offset += n;
+            } else {
+                t0 = clk::now();
+                ids = sample(*m, all_ids[sessions % all_ids.size()], n, sessions + 1, threads);
+                gen += seconds_since(t0);
+            }
+            kv_layout l = shape;
+            l.tokens = n;
+            l.type = dtype::bf16;
+            std::vector<std::uint8_t> zeros(std::size_t(l.elements_per_tensor()) * 2);
+            kv_cache_view view{l, {}, {}};
+            for (std::uint32_t i = 0; i < l.layers; ++i)
+                for (auto* ts : {&view.keys, &view.values})
+                    ts->push_back({zeros.data(), l.type, l.kv_heads, n, l.head_dim, kv_strides::head_major(n, l.head_dim)});
+            tokens::token_codec codec(m, tokens::mode::tokens, threads);
+            const auto r = round_trip(codec, view, ids, chunk, false);  // decode checks ids and KV hashes: a desync throws
+            enc += r.encode_s, dec += r.decode_s, bits += r.token_bits;
+            done += n, ++sessions;
+        }
+        std::printf("  %llu sessions, %llu tokens, 0 desyncs; %.3f bits/token; encode %.1f tokens/s, decode %.1f tokens/s "
+                    "(sampling sessions took %.1f s)\n",
+                    (unsigned long long)sessions, (unsigned long long)done, double(bits) / double(done), double(done) / enc,
+                    double(done) / dec, gen);
+    }
+    return 0;
+}

@@ -1,0 +1,84 @@
+// Token mode through the public API and the container: compress / decompress with the model as a
+// resource, range decode (replayed from the file's one keyframe), ids returned by the decoder.
+#include <gtest/gtest.h>
+
+#include "seqkv/api.hpp"
+#include "seqkv/format/reader.hpp"
+#include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/reference/llama.hpp"
+
+#include "model/model_test_support.hpp"
+
+using namespace seqkv;
+
+namespace {
+
+using seqkv_test::data_dir;
+std::shared_ptr<const model::language_model> tiny() { return seqkv_test::tiny_model(); }
+
+}  // namespace
+
+TEST(TokenModeApi, CorrectedFileRestoresTheCacheAndTheIdsAndDecodesRanges) {
+    const auto file = io::safetensors_file::load(data_dir / "kv" / "gpl3.safetensors");
+    kv_cache_view view = io::kv_view(file);
+    const std::uint64_t n = 300;
+    view.layout.tokens = n;
+    for (auto* ts : {&view.keys, &view.values})
+        for (auto& t : *ts) t.tokens = n;
+    auto ids = *io::token_ids_of(file, 512);
+    ids.resize(n);
+    compress_options o;
+    o.codec = tokens_config(tokens::mode::corrected, *tiny());
+    add_language_model(o.resources, tiny());
+    o.chunk_tokens = 128;
+    o.threads = 2;
+    const auto skv = compress(view, o, ids);
+    const auto lossless = compress(view, compress_options{}, ids);
+    EXPECT_LT(skv.size() * 10, lossless.size());  // the correction is small: >10x below the lossless codec
+
+    format::stream_reader reader(skv);
+    EXPECT_FALSE(reader.header().has_token_ids);  // the payload codes them
+    EXPECT_EQ(reader.header().keyframe_interval, std::numeric_limits<std::uint32_t>::max());
+    ASSERT_EQ(reader.header().resources.size(), 1u);
+    EXPECT_EQ(reader.header().resources[0].kind, resource_kind::model_weights);
+    EXPECT_EQ(reader.header().resources[0].content_hash, tiny()->content_hash());
+
+    const auto all = decompress(skv, 0, std::nullopt, o.resources, 2);
+    EXPECT_EQ(all.token_ids, ids);
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(all.block_bytes());
+            gather_block(view.tensor(l, kind), 0, n, want);
+            const auto got = all.block(l, kind);
+            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
+        }
+    const auto part = decompress(skv, 150, 260, o.resources);  // starts inside chunk 1: replays chunk 0
+    EXPECT_EQ(part.token_ids, std::vector<std::int32_t>(ids.begin() + 150, ids.begin() + 260));
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l) {
+        std::vector<std::uint8_t> want(part.block_bytes());
+        gather_block(view.tensor(l, kv_kind::value), 150, 260, want);
+        const auto got = part.block(l, kv_kind::value);
+        EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
+    }
+    EXPECT_THROW(decompress(skv), resource_error);  // no model given
+    EXPECT_THROW(compress(view, o), usage_error);   // no token ids
+}
+
+TEST(TokenModeApi, TokensFileDecodesToTheModelsKv) {
+    const auto file = io::safetensors_file::load(data_dir / "kv" / "py311-textwrap.safetensors");
+    kv_cache_view view = io::kv_view(file);
+    const auto ids = *io::token_ids_of(file, view.layout.tokens);
+    compress_options o;
+    o.codec = tokens_config(tokens::mode::tokens, *tiny());
+    add_language_model(o.resources, tiny());
+    o.chunk_tokens = 200;
+    const auto skv = compress(view, o, ids);
+    EXPECT_LT(skv.size(), 2000u);  // ~6.7 bits/token for 512 tokens + headers (the raw KV is 1 MB)
+    const auto out = decompress(skv, 0, std::nullopt, o.resources);
+    auto s = tiny()->session(1);
+    s->extend(ids, {});
+    auto want = chunk_buffer::for_layout(view.layout, view.layout.tokens);
+    s->kv(0, view.layout.tokens, want);
+    EXPECT_TRUE(out.bytes == want.bytes);
+    EXPECT_EQ(out.token_ids, ids);
+}
