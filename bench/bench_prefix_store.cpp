@@ -1,6 +1,14 @@
 // Layer 1 report: the PLT prefix store on an agent-like workload built from real SmolLM2 KV.
 //
 //   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]
+//   seqkv_bench_prefix_store --near-shift A.safetensors B.safetensors [--chunk C]
+//
+// --near-shift: near-prefix reuse across a token-count change on two real dumps of one model
+// (tools/near_prefix_measure.py writes them: /tmp/near_prefix/np-User__Alice.safetensors and
+// np-User__Bob_Oyelaran_Whitfield.safetensors, SmolLM2-135M). A is stored, then B; printed: the
+// bytes of B's new chunks coded alone, against A shifted without rotation (identity key_rotation),
+// and against A with its keys RoPE-rotated by the shift (predict::rope_table from the dumps'
+// rope_theta / rope_style), and that B reads back bit-exactly each way.
 //
 // Workload (deterministic, seeded): three agents (system prompts of 96–128 tokens, popularity
 // 70 / 20 / 10 %), six tool schemas of 24 tokens (reordered in 20 % of sessions), a date line that
@@ -41,6 +49,7 @@
 #include "seqkv/api.hpp"
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
+#include "seqkv/predict/rope.hpp"
 #include "seqkv/store/prefix_store.hpp"
 
 #if defined(SEQKV_BENCH_HAVE_HIREDIS)
@@ -251,6 +260,72 @@ std::optional<redis_target> parse_redis_target(const std::string& arg, bool clus
     return redis_target{arg.substr(0, colon), int(port), cluster};
 }
 
+// --near-shift A B: see the header.
+int near_shift(const fs::path& a_path, const fs::path& b_path, std::uint32_t chunk) {
+    const source a(a_path), b(b_path);
+    const kv_layout layout = a.cache.layout;
+    if (!(b.cache.layout.layers == layout.layers && b.cache.layout.kv_heads == layout.kv_heads && b.cache.layout.head_dim == layout.head_dim &&
+          b.cache.layout.type == layout.type))
+        throw std::runtime_error("the two dumps have different geometry");
+    const auto& meta = a.file.metadata();
+    const double theta = meta.contains("rope_theta") ? std::stod(meta.at("rope_theta")) : 10000.0;
+    const bool interleaved = meta.contains("rope_style") && meta.at("rope_style") == "interleaved";
+    auto table = std::make_shared<predict::rope_table>(predict::rope_table::inverse_frequencies(theta, layout.head_dim), interleaved);
+    auto rotation = [table](std::span<float> row, std::int64_t shift) {
+        std::vector<float> c, s, in(row.begin(), row.end());
+        table->angles(std::uint64_t(shift < 0 ? -shift : shift), c, s);
+        table->rotate_row(in, row, c, s, shift < 0 ? -1 : +1);
+    };
+    const std::uint32_t gap = 16;
+    struct variant {
+        const char* name;
+        std::function<void(std::span<float>, std::int64_t)> rotation;
+        std::uint32_t gap;
+    };
+    const variant variants[] = {{"alone (no near-prefix reuse)", {}, 0},
+                                {"against A, shifted, keys not rotated", [](std::span<float>, std::int64_t) {}, gap},
+                                {"against A, shifted, keys RoPE-rotated", rotation, gap}};
+    std::printf("near-prefix reuse across a shift: A %s (%llu tokens), B %s (%llu tokens), %u-token chunks, lossless\n",
+                a_path.filename().c_str(), (unsigned long long)a.ids.size(), b_path.filename().c_str(), (unsigned long long)b.ids.size(), chunk);
+    const double raw_per_token = double(layout.elements_per_token() * dtype_size(layout.type));
+    std::uint64_t alone = 0;
+    bool exact = true;
+    for (const auto& v : variants) {
+        memory_chunk_store chunks;
+        prefix_store_options o{.chunk_tokens = chunk, .near_prefix_gap = v.gap};
+        o.key_rotation = v.rotation;
+        prefix_store store(chunks, make_codec(lossless_config()), layout, o);
+        store.put(a.cache, a.ids, a.nll);
+        const put_stats st = store.put(b.cache, b.ids, b.nll);
+        if (!v.gap) alone = st.bytes_written;
+        const auto hit = store.read(b.ids);
+        // B's rows from its first new chunk on must be B's own; the shared prefix's rows are A's
+        // (the store keeps a prefix's KV once; these two dumps' forwards differ in a few bf16 words
+        // there: a float forward of another length rounds differently).
+        const std::uint64_t own = st.shared_tokens / chunk * chunk;
+        bool same = hit.tokens == b.ids.size();
+        const std::size_t row = layout.head_dim * dtype_size(layout.type);
+        for (std::uint32_t l = 0; l < layout.layers && same; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto& tb = kind == kv_kind::key ? b.cache.keys[l] : b.cache.values[l];
+                const auto& ta = kind == kv_kind::key ? a.cache.keys[l] : a.cache.values[l];
+                for (std::uint32_t h = 0; h < layout.kv_heads; ++h)
+                    for (std::uint64_t p = 0; p < b.ids.size(); ++p)
+                        same = same && std::memcmp(hit.kv.block(l, kind).data() + (h * b.ids.size() + p) * row,
+                                                   p < own ? ta.element(h, p, 0) : tb.element(h, p, 0), row) == 0;
+            }
+        exact = exact && same;
+        const double new_tokens = double(b.ids.size() - own);  // the rows B's new chunks hold
+        std::printf("  %-40s %9llu B  %5.2f bits/element  %.2fx   (%llu of %llu new chunks referenced; read back %s)\n", v.name,
+                    (unsigned long long)st.bytes_written, 8.0 * double(st.bytes_written) / (new_tokens * raw_per_token / double(dtype_size(layout.type))),
+                    double(alone) / double(st.bytes_written), (unsigned long long)st.referenced_chunks, (unsigned long long)st.new_chunks,
+                    same ? "bit-exact" : "MISMATCH");
+        if (!v.gap) std::printf("  (B shares %llu tokens with A; B's rows from token %llu on are checked against B, the rows below against A)\n",
+                                (unsigned long long)st.shared_tokens, (unsigned long long)own);
+    }
+    return exact ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -258,9 +333,13 @@ int main(int argc, char** argv) {
     std::uint32_t chunk = 32;
     bool as_json = false;
     std::optional<redis_target> redis;
+    std::optional<std::pair<fs::path, fs::path>> shift_pair;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
+        if (a == "--near-shift" && i + 2 < argc) {
+            shift_pair = {argv[i + 1], argv[i + 2]};
+            i += 2;
+        } else if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
         else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--json") as_json = true;
         else if ((a == "--redis" || a == "--redis-cluster") && i + 1 < argc && !redis) {
@@ -270,9 +349,18 @@ int main(int argc, char** argv) {
                 return 2;
             }
         } else {
-            std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n",
-                         argv[0]);
+            std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n"
+                                 "       %s --near-shift A.safetensors B.safetensors [--chunk C]\n",
+                         argv[0], argv[0]);
             return 2;
+        }
+    }
+    if (shift_pair) {
+        try {
+            return near_shift(shift_pair->first, shift_pair->second, chunk);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s: --near-shift: %s\n", argv[0], e.what());
+            return 1;
         }
     }
 #if !defined(SEQKV_BENCH_HAVE_HIREDIS)
