@@ -159,17 +159,30 @@ public:
                 continue;
             }
             if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
-            const std::uint32_t ref = neighbour.leaf == trie::no_node ? no_record : reference_for(neighbour, begin, end);
+            std::uint32_t ref = neighbour.leaf == trie::no_node ? no_record : reference_for(neighbour, begin, end);
+            std::int64_t shift = neighbour.shift;
             byte_vector payload;
             if (ref == no_record) {
                 chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
                 payload = codec_.encode(in);
-            } else {  // the difference from the neighbour's chunk at the same positions
-                const chunk_buffer diff = difference(cache, begin, end, reference_rows(ref, neighbour.shift, begin, end));
-                const kv_cache_view diff_view = view_of(diff);
-                chunk_input in{&diff_view, 0, end - begin, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
-                in.position_base = begin;
-                payload = codec_.encode(in);
+            } else {  // the difference from the neighbour's rows at the aligned positions
+                const auto against = [&](std::uint32_t r, std::int64_t sh) {
+                    const chunk_buffer diff = difference(cache, begin, end, reference_rows(r, sh, begin, end));
+                    const kv_cache_view diff_view = view_of(diff);
+                    chunk_input in{&diff_view, 0, end - begin, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
+                    in.position_base = begin;
+                    return codec_.encode(in);
+                };
+                payload = against(ref, shift);
+                // A shifted chunk that still holds rows before the continuation (shared prefix, gap):
+                // the unshifted neighbour rows may be the better reference there; keep the smaller.
+                if (shift != 0 && begin < diverge.depth + options_.near_prefix_gap) {
+                    const std::uint32_t plain_ref = reference_for(neighbour_match{neighbour.leaf, 0}, begin, end);
+                    if (plain_ref != no_record) {
+                        byte_vector other = against(plain_ref, 0);
+                        if (other.size() < payload.size()) payload = std::move(other), ref = plain_ref, shift = 0;
+                    }
+                }
                 ++st.referenced_chunks;
             }
             const std::uint64_t key = chunk_key(payload);
@@ -183,7 +196,7 @@ public:
             records_[id].ref = ref;
             if (ref != no_record) {
                 ++records_[ref].dependents;
-                if (neighbour.shift != 0) shifts_[id] = static_cast<std::int32_t>(neighbour.shift);
+                if (shift != 0) shifts_[id] = static_cast<std::int32_t>(shift);
             }
             trie_.set_value(node, id);
             ++st.new_chunks;
