@@ -10,8 +10,8 @@
 //   - --roundtrip N: N tokens of sessions (the dumps' tokens cut into --session-tokens pieces,
 //     then sequences sampled from the model) encoded and decoded with zero desyncs.
 //
-//   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--roundtrip N]
-//                      [--session-tokens N] [dump.safetensors ...]
+//   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--chunk N] [--roundtrip N]
+//                      [--session-tokens N] [--only-roundtrip] [dump.safetensors ...]
 // Defaults: the committed tiny model and the dumps of data/kv/ whose shape is the model's.
 #include <chrono>
 #include <cmath>
@@ -100,6 +100,7 @@ int main(int argc, char** argv) {
     std::filesystem::path model_path = std::filesystem::path(SEQKV_DATA_DIR) / "tiny-llama";
     unsigned threads = std::max(1u, std::thread::hardware_concurrency());
     std::uint64_t max_tokens = 512, roundtrip = 0, session_tokens = 512, chunk = 128;
+    bool only_roundtrip = false;
     std::vector<std::filesystem::path> dumps;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -113,6 +114,7 @@ int main(int argc, char** argv) {
         else if (a == "--roundtrip") roundtrip = std::stoull(next());
         else if (a == "--session-tokens") session_tokens = std::stoull(next());
         else if (a == "--chunk") chunk = std::stoull(next());
+        else if (a == "--only-roundtrip") only_roundtrip = true;
         else if (a.rfind("--", 0) == 0) {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -122,6 +124,7 @@ int main(int argc, char** argv) {
     auto t0 = clk::now();
     const auto m = reference::llama_model::load(model_path);
     const auto& c = m->config();
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     std::printf("model %s: %u layers, d %u, %u/%u heads x %u, ffn %u, vocab %u; loaded in %.1f s; %u threads\n", m->name().c_str(),
                 c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_hidden, c.vocab_size, seconds_since(t0), threads);
 
@@ -137,7 +140,8 @@ int main(int argc, char** argv) {
         const std::uint64_t n = std::min<std::uint64_t>(max_tokens, full.layout.tokens);
         const kv_cache_view view = first_tokens(full, n);
         const std::vector<std::int32_t> ids(ids_opt->begin(), ids_opt->begin() + std::ptrdiff_t(n));
-        all_ids.insert(all_ids.end(), ids.begin(), ids.end());
+        all_ids.insert(all_ids.end(), ids_opt->begin(), ids_opt->end());  // round trips use every token of the dumps
+        if (only_roundtrip) continue;
         double ce = 0;
         if (nll_opt)
             for (std::uint64_t i = 1; i < n; ++i) ce += double((*nll_opt)[i]) / std::log(2.0);
@@ -259,6 +263,10 @@ int main(int argc, char** argv) {
             const auto r = round_trip(codec, view, ids, chunk, false);  // decode checks ids and KV hashes: a desync throws
             enc += r.encode_s, dec += r.decode_s, bits += r.token_bits;
             done += n, ++sessions;
+            if (sessions % 10 == 0)
+                std::printf("  ... %llu sessions, %llu tokens, %.3f bits/token so far\n", (unsigned long long)sessions,
+                            (unsigned long long)done, double(bits) / double(done));
+            std::fflush(stdout);
         }
         std::printf("  %llu sessions, %llu tokens, 0 desyncs; %.3f bits/token; encode %.1f tokens/s, decode %.1f tokens/s "
                     "(sampling sessions took %.1f s)\n",
