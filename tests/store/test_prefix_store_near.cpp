@@ -225,6 +225,10 @@ TEST(PrefixStoreNear, AShiftedContinuationIsCodedAgainstTheRotatedNeighbour) {
     EXPECT_EQ(reopened.read(c.ids).kv.bytes, c.first(322));
     prefix_store without(chunks, make_codec(lossless_config()), L, {.chunk_tokens = 64, .near_prefix_gap = 8});
     EXPECT_THROW(without.load_index(saved), format_error) << "shifted chunks need the rotation to be read";
+    prefix_store_options other = o;
+    other.key_rotation = [rotate](std::span<float> r, std::int64_t shift) { rotate(r, -shift); };  // the wrong way round
+    prefix_store wrong(chunks, make_codec(lossless_config()), L, other);
+    EXPECT_THROW(wrong.load_index(saved), format_error) << "another rotation would decode wrong KV: refused";
     // The neighbour's chunks outlive the shifted dependents under eviction pressure.
     prefix_store_options tight = o;
     tight.budget_bytes = store.stored_bytes() / 2;

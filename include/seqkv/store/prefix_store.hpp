@@ -56,7 +56,9 @@
 #include "seqkv/core/checksum.hpp"
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/chunk_view.hpp"
+#include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/hash.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/core/resource.hpp"
 #include "seqkv/core/sync.hpp"
@@ -230,7 +232,8 @@ public:
     /// The index (trie + chunk records + statistics) as bytes, to reopen the store over the same
     /// ChunkStore later or on another host (layout, chunk size and codec must match). Layout:
     /// magic "SKVPSTOR", u32 version 2, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
-    /// u8 dtype, u64 clock, u64 trie bytes + the trie (trie/serialize.hpp), u64 record count, per
+    /// u8 dtype, u64 clock, u64 key_rotation fingerprint (0: none), u64 trie bytes + the trie
+    /// (trie/serialize.hpp), u64 record count, per
     /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 ref (near-prefix
     /// reference record or all ones), i32 shift (of the reference's positions; 0 when none), u8
     /// live; u32 CRC-32C. A record's tokens are those of the
@@ -247,6 +250,7 @@ public:
         w.put<std::uint32_t>(layout_.head_dim);
         w.put<std::uint8_t>(static_cast<std::uint8_t>(layout_.type));
         w.put<std::uint64_t>(clock_);
+        w.put<std::uint64_t>(rotation_fingerprint());
         const byte_vector trie_bytes = trie::save(trie_);
         w.put<std::uint64_t>(trie_bytes.size());
         w.put_bytes(trie_bytes);
@@ -284,6 +288,7 @@ public:
         if (chunk_tokens != options_.chunk_tokens || !(L == layout_))
             throw format_error("prefix store index: saved for another layout or chunk size");
         const std::uint64_t clock = r.get<std::uint64_t>();
+        const std::uint64_t fingerprint = r.get<std::uint64_t>();
         const std::uint64_t trie_size = r.get<std::uint64_t>();
         if (trie_size > r.remaining()) throw format_error("prefix store index: trie size exceeds the data");
         trie::plt_trie t = trie::load(r.get_bytes(trie_size));
@@ -308,6 +313,8 @@ public:
             if (shift != 0) {
                 if (!flag || rec.ref == no_record) throw format_error("prefix store index: a shift without a reference");
                 if (!options_.key_rotation) throw format_error("prefix store index: shifted near-prefix chunks need options.key_rotation");
+                if (fingerprint != rotation_fingerprint())
+                    throw format_error("prefix store index: saved with another key_rotation (its shifted chunks would decode wrong)");
                 shifts[static_cast<std::uint32_t>(i)] = shift;
             }
             if (flag > 1) throw format_error("prefix store index: bad record flag");
@@ -858,6 +865,19 @@ private:
         if (m == trie::no_node || trie_.value(m) == trie::no_value) return no_record;
         const auto prev = static_cast<std::uint32_t>(trie_.value(m));
         return begin_of(records_[prev]) + options_.chunk_tokens == b ? prev : no_record;
+    }
+    /// A hash of what key_rotation does to a fixed probe row at shifts 1, −3 and 1000 (0 when
+    /// unset): an index with shifted chunks loads only into a store whose rotation gives the same bits.
+    std::uint64_t rotation_fingerprint() const {
+        if (!options_.key_rotation) return 0;
+        std::uint64_t h = 1;
+        std::vector<float> row(layout_.head_dim);
+        for (std::int64_t shift : {1, -3, 1000}) {
+            for (std::uint32_t c = 0; c < layout_.head_dim; ++c) row[c] = 0.25f + float(c % 7) - float(c % 3) * 0.5f;
+            options_.key_rotation(row, shift);
+            h = content_hash64({reinterpret_cast<const std::uint8_t*>(row.data()), row.size() * sizeof(float)}, h);
+        }
+        return h == 0 ? 1 : h;
     }
     std::int64_t shift_of(std::uint32_t id) const {
         const auto it = shifts_.find(id);
