@@ -331,7 +331,8 @@ state decompress_state(std::span<const std::uint8_t> skv, const resource_provide
     const kv_layout L = reader.layout();
     chunk_buffer kv;
     if (L.tokens) kv = reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), 0, std::nullopt, resources);
-    const std::vector<std::int32_t> ids = reader.token_ids();
+    std::vector<std::int32_t> ids = reader.token_ids();
+    if (ids.empty()) ids = kv.token_ids;  // token mode: the payload coded the ids
     byte_reader r(*att, "llama_state attachment");
     if (r.get<std::uint8_t>() != 1) throw format_error("llama_state attachment: unknown version");
     state s;

@@ -21,9 +21,9 @@
 // a 2^16 total by integer arithmetic (each entry >= 1).
 //
 // Correction stream: per (layer, K/V) block in chunk_buffer order, d = ord(input) − ord(model) of
-// each element (ord: the monotone map of float bits to unsigned, modulo 2^bits), zigzagged and
-// coded under an adaptive model per (layer, kind, previous symbol == 0): symbols 0..14 direct,
-// 15 = escape followed by the bit length of zz − 15 (adaptive, 0..32) and its bits raw.
+// each element (ord: the monotone map of float bits to unsigned, modulo 2^bits), zigzagged to zz;
+// zz's magnitude class under an adaptive model keyed by the same channel's class in the previous
+// token, then its bits below the leading one raw (detail::correction_coder).
 #pragma once
 
 #include <algorithm>
@@ -131,10 +131,41 @@ inline std::uint32_t load_bits(const std::uint8_t* p, unsigned width) {
     return v;
 }
 
-/// Adaptive models of the correction stream for one (layer, kind).
-struct correction_models {
-    adaptive_frequency_model sym[2] = {adaptive_frequency_model(16), adaptive_frequency_model(16)};
-    adaptive_frequency_model length{33};
+/// The correction stream's coder for one (layer, K/V) block at a time: the magnitude class
+/// c = bit_width(zz) (0..32) under an adaptive model chosen by the class of the same channel in
+/// the previous token (0..16, capped; 17 for the block's first token), then the c − 1 bits below
+/// zz's leading one raw. Models persist across the blocks of a chunk (the classes of one model's
+/// corrections look alike across layers).
+class correction_coder {
+public:
+    explicit correction_coder(std::uint32_t head_dim) : head_dim_(head_dim), prev_(head_dim, 17) {
+        models_.reserve(18);
+        for (int i = 0; i < 18; ++i) models_.emplace_back(33);
+    }
+    void start_block() { std::fill(prev_.begin(), prev_.end(), std::uint8_t(17)); }
+    void encode(range_encoder& enc, std::size_t element, std::uint32_t zz) {
+        const std::size_t ch = element % head_dim_;
+        const unsigned c = unsigned(std::bit_width(zz));
+        coding::encode_symbol(enc, models_[prev_[ch]], c);
+        for (unsigned b = 0; b + 1 < c; b += 16) {
+            const unsigned n = std::min(16u, c - 1 - b);
+            enc.encode_raw_bits((zz >> b) & ((1u << n) - 1), n);
+        }
+        prev_[ch] = std::uint8_t(std::min(c, 16u));
+    }
+    std::uint32_t decode(range_decoder& dec, std::size_t element) {
+        const std::size_t ch = element % head_dim_;
+        const unsigned c = coding::decode_symbol(dec, models_[prev_[ch]]);
+        std::uint32_t zz = c == 0 ? 0 : 1u << (c - 1);
+        for (unsigned b = 0; b + 1 < c; b += 16) zz |= dec.decode_raw_bits(std::min(16u, c - 1 - b)) << b;
+        prev_[ch] = std::uint8_t(std::min(c, 16u));
+        return zz;
+    }
+
+private:
+    std::uint32_t head_dim_;
+    std::vector<std::uint8_t> prev_;
+    std::vector<adaptive_frequency_model> models_;
 };
 
 /// What a chunk leaves the next: the session (the whole context's KV) and the next-token table.
@@ -290,29 +321,20 @@ private:
         const auto& layout = in.cache->layout;
         const unsigned width = unsigned(dtype_size(layout.type)) * 8;
         const std::size_t es = width / 8;
+        const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
         range_encoder enc(out);
         std::vector<std::uint8_t> block(ours.block_bytes());
+        detail::correction_coder coder(layout.head_dim);
         for (std::uint32_t l = 0; l < layout.layers; ++l)
             for (auto kind : {kv_kind::key, kv_kind::value}) {
                 gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
                 const auto mine = ours.block(l, kind);
-                detail::correction_models models;
-                unsigned prev = 0;
-                for (std::size_t i = 0; i < block.size(); i += es) {
-                    const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
+                coder.start_block();
+                for (std::size_t i = 0, e = 0; i < block.size(); i += es, ++e) {
                     const std::uint32_t d = (detail::ord(detail::load_bits(&block[i], width), width) -
                                              detail::ord(detail::load_bits(&mine[i], width), width)) & mask;
                     const std::int32_t sd = width == 32 ? std::int32_t(d) : std::int32_t(std::int16_t(std::uint16_t(d)));
-                    const std::uint32_t zz = zigzag(sd);
-                    const std::uint32_t s = std::min<std::uint32_t>(zz, 15);
-                    encode_symbol(enc, models.sym[prev], s);
-                    if (s == 15) {
-                        const std::uint32_t rest = zz - 15;
-                        const unsigned len = rest == 0 ? 0 : unsigned(std::bit_width(rest));
-                        encode_symbol(enc, models.length, len);
-                        for (unsigned b = 0; b < len; b += 16) enc.encode_raw_bits((rest >> b) & 0xFFFF, std::min(16u, len - b));
-                    }
-                    prev = s != 0;
+                    coder.encode(enc, e, zigzag(sd));
                 }
             }
         enc.finish();
@@ -323,28 +345,18 @@ private:
         const std::size_t es = width / 8;
         const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
         range_decoder dec(stream);
+        detail::correction_coder coder(out.layout.head_dim);
         for (std::uint32_t l = 0; l < out.layout.layers; ++l)
             for (auto kind : {kv_kind::key, kv_kind::value}) {
                 auto blk = out.block(l, kind);
-                detail::correction_models models;
-                unsigned prev = 0;
-                for (std::size_t i = 0; i < blk.size(); i += es) {
-                    const std::uint32_t s = decode_symbol(dec, models.sym[prev]);
-                    std::uint32_t zz = s;
-                    if (s == 15) {
-                        const unsigned len = decode_symbol(dec, models.length);
-                        std::uint32_t rest = 0;
-                        for (unsigned b = 0; b < len; b += 16) rest |= dec.decode_raw_bits(std::min(16u, len - b)) << b;
-                        if (len == 32 ? false : (rest >> len) != 0) throw format_error("token codec: corrupt correction");
-                        zz = 15 + rest;
-                        if (zz < rest) throw format_error("token codec: corrupt correction");
-                    }
+                coder.start_block();
+                for (std::size_t i = 0, e = 0; i < blk.size(); i += es, ++e) {
+                    const std::uint32_t zz = coder.decode(dec, e);
                     const std::uint32_t d = std::uint32_t(unzigzag(zz)) & mask;
                     const std::uint32_t bits = detail::unord((detail::ord(detail::load_bits(&blk[i], width), width) + d) & mask, width);
                     std::memcpy(&blk[i], &bits, es);
-                    prev = s != 0;
-                    if (dec.overrun_bytes() > 3) throw format_error("token codec: correction stream truncated");
                 }
+                if (dec.overrun_bytes() > 3) throw format_error("token codec: correction stream truncated");
             }
     }
 
