@@ -164,3 +164,55 @@ TEST(TokenCodec, DesyncAndCorruptionAreErrorsNeverWrongKv) {
     chunk_input in{&d.view, 10, 20, std::span(d.ids).subspan(10, 10), {}, nullptr, &carry, 0};
     EXPECT_THROW(codec.encode(in), usage_error);
 }
+
+TEST(TokenCodec, CorrectedModeIsExactForF16AndF32Caches) {
+    // The same dump widened to f32 (exact) and narrowed to f16, with special values planted: the
+    // 32-bit path codes corrections of up to 32 bits (the model's f32 KV is far from bf16 values
+    // in f32 bits), the 16-bit f16 path its own ordering.
+    const dump d("gpl3.safetensors");
+    const std::uint64_t n = 70;
+    for (const dtype type : {dtype::f32, dtype::f16}) {
+        const std::size_t es = dtype_size(type);
+        std::vector<std::vector<std::uint8_t>> copies;
+        kv_cache_view view = d.view;
+        view.layout.tokens = n;
+        view.layout.type = type;
+        for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+            for (auto kind : {kv_kind::key, kv_kind::value}) {
+                const auto& src = d.view.tensor(l, kind);
+                std::vector<std::uint8_t> bf(std::size_t(src.heads) * n * src.head_dim * 2);
+                gather_block(src, 0, n, bf);
+                std::vector<std::uint8_t> wide(bf.size() / 2 * es);
+                for (std::size_t i = 0; i < bf.size() / 2; ++i) {
+                    const float x = bf16_to_float(std::uint16_t(bf[2 * i] | bf[2 * i + 1] << 8));
+                    if (type == dtype::f32) std::memcpy(&wide[4 * i], &x, 4);
+                    else {
+                        const std::uint16_t h = float_to_fp16(x);
+                        std::memcpy(&wide[2 * i], &h, 2);
+                    }
+                }
+                copies.push_back(std::move(wide));
+                auto& t = kind == kv_kind::key ? view.keys[l] : view.values[l];
+                t = {copies.back().data(), type, src.heads, n, src.head_dim, kv_strides::head_major(n, src.head_dim)};
+            }
+        if (type == dtype::f32) {
+            const std::uint32_t specials[] = {0x7FC00001u, 0xFF800000u, 0x80000000u, 0x00000001u, 0x7F7FFFFFu, 0xFFFFFFFFu};
+            for (std::size_t i = 0; i < std::size(specials); ++i) std::memcpy(&copies[1][4 * (41 * i + 3)], &specials[i], 4);
+        } else {
+            const std::uint16_t specials[] = {0x7E01, 0xFC00, 0x8000, 0x0001, 0x7BFF, 0xFFFF};
+            for (std::size_t i = 0; i < std::size(specials); ++i) std::memcpy(&copies[1][2 * (41 * i + 3)], &specials[i], 2);
+        }
+        tokens::token_codec codec(tiny(), tokens::mode::corrected, 2);
+        const auto e = encode_all(codec, view, d.ids, n, 32);
+        const auto out = decode_all(codec, view, e);
+        for (std::size_t i = 0; i < out.size(); ++i)
+            for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+                for (auto kind : {kv_kind::key, kv_kind::value}) {
+                    std::vector<std::uint8_t> want(out[i].block_bytes());
+                    gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
+                    const auto got = out[i].block(l, kind);
+                    ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin()))
+                        << dtype_name(type) << " chunk " << i << " layer " << l;
+                }
+    }
+}
