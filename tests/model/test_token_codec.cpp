@@ -75,6 +75,50 @@ std::uint64_t token_stream_bits(const encoded& e) {
     return bits;
 }
 
+/// A copy of the dump's first n tokens in `type` (bf16 copied, f32 widened exactly, f16 rounded),
+/// so a test can plant special values; `store` owns the blocks.
+kv_cache_view copy_of(const dump& d, std::uint64_t n, dtype type, std::vector<std::vector<std::uint8_t>>& store) {
+    const std::size_t es = dtype_size(type);
+    kv_cache_view view = d.view;
+    view.layout.tokens = n;
+    view.layout.type = type;
+    store.reserve(2 * view.layout.layers);
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            const auto& src = d.view.tensor(l, kind);
+            std::vector<std::uint8_t> bf(std::size_t(src.heads) * n * src.head_dim * 2);
+            gather_block(src, 0, n, bf);
+            std::vector<std::uint8_t> out(bf.size() / 2 * es);
+            for (std::size_t i = 0; i < bf.size() / 2; ++i) {
+                const std::uint16_t b = std::uint16_t(bf[2 * i] | bf[2 * i + 1] << 8);
+                if (type == dtype::bf16) std::memcpy(&out[2 * i], &b, 2);
+                else if (type == dtype::f32) {
+                    const float x = bf16_to_float(b);
+                    std::memcpy(&out[4 * i], &x, 4);
+                } else {
+                    const std::uint16_t h = float_to_fp16(bf16_to_float(b));
+                    std::memcpy(&out[2 * i], &h, 2);
+                }
+            }
+            store.push_back(std::move(out));
+            auto& t = kind == kv_kind::key ? view.keys[l] : view.values[l];
+            t = {store.back().data(), type, src.heads, n, src.head_dim, kv_strides::head_major(n, src.head_dim)};
+        }
+    return view;
+}
+
+/// Every decoded chunk equals the cache's tokens bit for bit.
+void expect_restored(const kv_cache_view& view, const encoded& e, const std::vector<chunk_buffer>& out) {
+    for (std::size_t i = 0; i < out.size(); ++i)
+        for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+            for (auto kind : {kv_kind::key, kv_kind::value}) {
+                std::vector<std::uint8_t> want(out[i].block_bytes());
+                gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
+                const auto got = out[i].block(l, kind);
+                ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << dtype_name(view.layout.type) << " chunk " << i << " layer " << l;
+            }
+}
+
 }  // namespace
 
 TEST(TokenCodec, TokensModeCostsAtMostOnePercentOverCrossEntropyAndDecodesTheModelsKv) {
@@ -101,35 +145,17 @@ TEST(TokenCodec, TokensModeCostsAtMostOnePercentOverCrossEntropyAndDecodesTheMod
 TEST(TokenCodec, CorrectedModeRestoresAnyBitPatternExactly) {
     const dump d("py311-textwrap.safetensors");
     const std::uint64_t n = 200;
-    // A copy of the dump's first layer K with special values planted: NaN payloads, ±0, subnormals, ±inf.
+    // A copy of the dump with special values planted in layer 0's K: NaN payloads, ±0, subnormals, ±inf.
     std::vector<std::vector<std::uint8_t>> copies;
-    kv_cache_view view = d.view;
-    view.layout.tokens = n;
-    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-        for (auto kind : {kv_kind::key, kv_kind::value}) {
-            const auto& src = d.view.tensor(l, kind);
-            std::vector<std::uint8_t> block(std::size_t(src.heads) * n * src.head_dim * 2);
-            gather_block(src, 0, n, block);
-            copies.push_back(std::move(block));
-            auto& t = kind == kv_kind::key ? view.keys[l] : view.values[l];
-            t = {copies.back().data(), src.type, src.heads, n, src.head_dim, kv_strides::head_major(n, src.head_dim)};
-        }
+    const kv_cache_view view = copy_of(d, n, dtype::bf16, copies);
     const std::uint16_t specials[] = {0x7FC1, 0xFF80, 0x7F80, 0x8000, 0x0000, 0x0001, 0x8003, 0x7FBF, 0xFFFF};
     for (std::size_t i = 0; i < std::size(specials); ++i) std::memcpy(&copies[0][2 * (37 * i + 5)], &specials[i], 2);
     tokens::token_codec codec(tiny(), tokens::mode::corrected, 3);
     const auto e = encode_all(codec, view, d.ids, n, 64);
     const auto out = decode_all(codec, view, e);
+    expect_restored(view, e, out);
     std::size_t payload = 0;
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        payload += e.payloads[i].size();
-        for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-            for (auto kind : {kv_kind::key, kv_kind::value}) {
-                std::vector<std::uint8_t> want(out[i].block_bytes());
-                gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
-                const auto got = out[i].block(l, kind);
-                ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "chunk " << i << " layer " << l;
-            }
-    }
+    for (const auto& p : e.payloads) payload += p.size();
     // The correction is small next to the raw cache (most elements equal the model's bf16 value).
     EXPECT_LT(payload * 4, view.layout.total_bytes());
 }
@@ -172,29 +198,8 @@ TEST(TokenCodec, CorrectedModeIsExactForF16AndF32Caches) {
     const dump d("gpl3.safetensors");
     const std::uint64_t n = 70;
     for (const dtype type : {dtype::f32, dtype::f16}) {
-        const std::size_t es = dtype_size(type);
         std::vector<std::vector<std::uint8_t>> copies;
-        kv_cache_view view = d.view;
-        view.layout.tokens = n;
-        view.layout.type = type;
-        for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-            for (auto kind : {kv_kind::key, kv_kind::value}) {
-                const auto& src = d.view.tensor(l, kind);
-                std::vector<std::uint8_t> bf(std::size_t(src.heads) * n * src.head_dim * 2);
-                gather_block(src, 0, n, bf);
-                std::vector<std::uint8_t> wide(bf.size() / 2 * es);
-                for (std::size_t i = 0; i < bf.size() / 2; ++i) {
-                    const float x = bf16_to_float(std::uint16_t(bf[2 * i] | bf[2 * i + 1] << 8));
-                    if (type == dtype::f32) std::memcpy(&wide[4 * i], &x, 4);
-                    else {
-                        const std::uint16_t h = float_to_fp16(x);
-                        std::memcpy(&wide[2 * i], &h, 2);
-                    }
-                }
-                copies.push_back(std::move(wide));
-                auto& t = kind == kv_kind::key ? view.keys[l] : view.values[l];
-                t = {copies.back().data(), type, src.heads, n, src.head_dim, kv_strides::head_major(n, src.head_dim)};
-            }
+        const kv_cache_view view = copy_of(d, n, type, copies);
         if (type == dtype::f32) {
             const std::uint32_t specials[] = {0x7FC00001u, 0xFF800000u, 0x80000000u, 0x00000001u, 0x7F7FFFFFu, 0xFFFFFFFFu};
             for (std::size_t i = 0; i < std::size(specials); ++i) std::memcpy(&copies[1][4 * (41 * i + 3)], &specials[i], 4);
@@ -204,15 +209,6 @@ TEST(TokenCodec, CorrectedModeIsExactForF16AndF32Caches) {
         }
         tokens::token_codec codec(tiny(), tokens::mode::corrected, 2);
         const auto e = encode_all(codec, view, d.ids, n, 32);
-        const auto out = decode_all(codec, view, e);
-        for (std::size_t i = 0; i < out.size(); ++i)
-            for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-                for (auto kind : {kv_kind::key, kv_kind::value}) {
-                    std::vector<std::uint8_t> want(out[i].block_bytes());
-                    gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
-                    const auto got = out[i].block(l, kind);
-                    ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin()))
-                        << dtype_name(type) << " chunk " << i << " layer " << l;
-                }
+        expect_restored(view, e, decode_all(codec, view, e));
     }
 }
