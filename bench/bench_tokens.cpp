@@ -54,7 +54,7 @@ run_result round_trip(const tokens::token_codec& codec, const kv_cache_view& vie
         r.payloads.push_back(codec.encode(in));
         const auto& p = r.payloads.back();
         r.bytes += p.size();
-        r.token_bits += 8ull * (std::uint32_t(p[22]) | std::uint32_t(p[23]) << 8 | std::uint32_t(p[24]) << 16 | std::uint32_t(p[25]) << 24);
+        r.token_bits += 8ull * tokens::token_stream_bytes(p);
     }
     r.encode_s = seconds_since(t0);
     std::any dcarry;

@@ -71,7 +71,7 @@ std::vector<chunk_buffer> decode_all(const tokens::token_codec& codec, const kv_
 
 std::uint64_t token_stream_bits(const encoded& e) {
     std::uint64_t bits = 0;
-    for (const auto& p : e.payloads) bits += 8ull * (std::uint32_t(p[22]) | std::uint32_t(p[23]) << 8 | std::uint32_t(p[24]) << 16 | std::uint32_t(p[25]) << 24);
+    for (const auto& p : e.payloads) bits += 8ull * tokens::token_stream_bytes(p);
     return bits;
 }
 

@@ -176,6 +176,14 @@ struct carry_state {
 
 }  // namespace detail
 
+/// Bytes of a payload's token stream (its u32 length field): what the ids cost, headers and the
+/// correction excluded. Throws format_error for a payload too short to hold the header.
+inline std::uint32_t token_stream_bytes(std::span<const std::uint8_t> payload) {
+    constexpr std::size_t length_at = 1 + 1 + 4 + 8 + 8;  // version, mode, tokens, two hashes
+    if (payload.size() < length_at + 4) throw format_error("token codec: payload shorter than its header");
+    return load_le32(payload.data() + length_at);
+}
+
 /// Token-mode chunk codec over a language model (ChunkCodec, dependent chunks).
 class token_codec {
 public:
