@@ -11,6 +11,7 @@
 
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
+#include "seqkv/format/recover.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
@@ -101,6 +102,31 @@ std::string info_text(const json& j) {
     for (const auto& r : j["resources"]) s += "needs " + r["description"].get<std::string>() + "\n";
     if (j.contains("quality") && j["quality"].is_object()) s += "quality: " + j["quality"].dump() + "\n";
     return s;
+}
+
+/// `seqkv recover`: keeps every whole, valid chunk of an unfinished or damaged stream, writes a
+/// complete one. Exit 0 when the output was written (even with 0 chunks); an error (exit 2) when
+/// the preamble itself is damaged.
+int run_recover(const std::string& in, const std::string& out, bool as_json) {
+    const auto src = seqkv::read_file(in);
+    seqkv::format::recovery r;
+    try {
+        r = seqkv::format::recover_stream(src);
+    } catch (const seqkv::format_error& e) {
+        std::string why = e.what();
+        if (why.starts_with("seqkv: ")) why.erase(0, 7);
+        throw seqkv::format_error("recover: nothing to recover from " + in + ": its preamble is damaged or incomplete (" +
+                                  why + ")");
+    }
+    seqkv::write_file(out, r.file);
+    json j{{"input", in}, {"output", out}, {"chunks", r.chunks}, {"tokens", r.tokens}, {"bytes_in", src.size()},
+           {"bytes_out", r.file.size()}, {"chunks_end", r.chunks_end}, {"damaged_at", r.damaged_at},
+           {"dropped_bytes", r.dropped_bytes}, {"attachments", r.attachments}, {"complete", r.complete}, {"reason", r.reason}};
+    print(j, as_json,
+          "kept " + std::to_string(r.chunks) + " chunks (" + std::to_string(r.tokens) + " tokens), dropped " +
+              std::to_string(r.dropped_bytes) + " of " + std::to_string(src.size()) + " bytes: " + r.reason + "\nwrote " + out +
+              " (" + std::to_string(r.file.size()) + " bytes)\n");
+    return 0;
 }
 
 int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::lossy_flags& flags) {
@@ -202,6 +228,11 @@ int main(int argc, char** argv) {
     info->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
     info->add_flag("--json", as_json, "machine-readable output");
 
+    auto* recover = app.add_subcommand("recover", "rebuild an unfinished or damaged .skv: keep every whole, valid chunk");
+    recover->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
+    recover->add_option("-o,--output", out, "output .skv")->required();
+    recover->add_flag("--json", as_json, "machine-readable output");
+
     auto* demo = app.add_subcommand("demo", "compress + decompress the bundled real KV fixture, print ratio and speed");
     demo->add_option("--preset", preset, seqkv::cli::preset_help());
     demo->add_flag("--json", as_json, "machine-readable output");
@@ -250,6 +281,8 @@ int main(int argc, char** argv) {
             const auto skv = seqkv::read_file(in);
             const auto j = info_json(skv);
             print(j, as_json, info_text(j));
+        } else if (*recover) {
+            return run_recover(in, out, as_json);
         } else if (*demo) {
             return run_demo(as_json, preset, lossy);
         } else if (*table) {

@@ -1,0 +1,166 @@
+// Recovery of a .skv stream that never reached stream_writer::finish() (an engine that died
+// mid-generation) or whose tail is damaged: every chunk record that reads back exactly as a reader
+// checks it, from the preamble on, is kept, and a fresh index and trailer are written for them.
+// docs/FORMAT.md ("Recovering an unfinished stream") describes what is kept and what is dropped.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seqkv/format/index.hpp"
+
+namespace seqkv::format {
+
+/// A stream's preamble as checked by a reader, and where its chunk records start.
+struct stream_head {
+    std::uint16_t version = 0;
+    preamble header;
+    std::size_t data_begin = 0;  // byte offset of chunk record 0
+};
+
+/// Parses and checks the preamble of `file` exactly as stream_reader does (magic, version,
+/// reserved field, body length within the limit, body CRC, body); throws format_error,
+/// checksum_error or limit_error when it is damaged or incomplete.
+inline stream_head read_stream_head(std::span<const std::uint8_t> file, const container_limits& limits = {}) {
+    byte_reader r(file, "skv stream");
+    auto magic = r.get_bytes(8);
+    if (!std::equal(magic.begin(), magic.end(), file_magic)) throw format_error("not a seqkv stream (bad magic)");
+    stream_head head;
+    head.version = r.get<std::uint16_t>();
+    if (head.version < oldest_format_version || head.version > format_version)
+        throw format_error("unsupported seqkv format version " + std::to_string(head.version));
+    if (r.get<std::uint16_t>() != 0) throw format_error("preamble: reserved field is not 0");
+    const auto body_len = r.get<std::uint32_t>();
+    if (body_len > limits.max_preamble_bytes) throw limit_error("preamble length " + std::to_string(body_len));
+    const auto body = r.get_bytes(body_len);
+    if (crc32c(body) != r.get<std::uint32_t>()) throw checksum_error("preamble");
+    head.header = decode_preamble(body, limits, head.version);
+    head.data_begin = r.position();
+    return head;
+}
+
+/// What recover_stream kept, and why it stopped.
+struct recovery {
+    byte_vector file;              // a complete stream: the preamble, the kept chunk records, index, trailer
+    std::size_t chunks = 0;        // chunk records kept (the source's first `chunks`)
+    std::uint64_t tokens = 0;      // tokens they hold
+    std::uint64_t chunks_end = 0;  // byte offset where the kept records end, in the source and in `file`
+    /// Offset of the first record that is damaged or incomplete (for a stream cut after finish(),
+    /// where its partial tail starts); the source's size when nothing is (it ends after a whole
+    /// record, or it was complete).
+    std::uint64_t damaged_at = 0;
+    std::uint64_t dropped_bytes = 0;  // source bytes after chunks_end not carried over (0 when complete)
+    std::size_t attachments = 0;      // attachments kept: only a complete source's
+    bool complete = false;  // the source was a valid finished stream over exactly the kept chunks
+    std::string reason;     // human-readable: where and why the walk stopped
+};
+
+namespace recover_detail {
+
+/// Checks the chunk record at the start of `rest` as chunk number `index` of a stream whose earlier
+/// records hold `tokens_before` tokens, exactly as a reader would (framing, lengths, CRC, token
+/// count, flags, first_token, keyframes). Fills `entry` (offset left 0) and returns "" when it is
+/// whole and valid; otherwise returns why not. Reads only inside `rest`; allocates only for a
+/// record whose lengths add up within it.
+inline std::string check_record(std::span<const std::uint8_t> rest, const stream_head& head, std::size_t index,
+                                std::uint64_t tokens_before, const container_limits& limits, chunk_entry& entry) {
+    const preamble& p = head.header;
+    const std::size_t fixed = head.version >= 2 ? 21 : 20;  // magic, first_token, tokens, [flags], payload_len
+    if (rest.size() < fixed)
+        return "truncated chunk record header (" + std::to_string(rest.size()) + " of " + std::to_string(fixed) + " bytes)";
+    if (load_le32(rest.data()) != chunk_magic) return "no chunk record magic";
+    const std::uint32_t tokens = load_le32(rest.data() + 12);
+    const std::uint8_t flags = head.version >= 2 ? rest[16] : 0;
+    const std::uint32_t payload_len = load_le32(rest.data() + fixed - 4);
+    if (flags & ~known_chunk_flags) return "unknown chunk flags";
+    if (tokens == 0 || tokens > p.chunk_tokens)
+        return "token count " + std::to_string(tokens) + " outside 1.." + std::to_string(p.chunk_tokens);
+    // The record's length follows from its header (each term < 2^33, so no overflow).
+    const bool external = flags & chunk_external;
+    const std::uint64_t side = std::uint64_t(tokens) * (4u * p.has_token_ids + 4u * p.has_nll);
+    const std::uint64_t length = fixed + (external ? 8u : 0u) + side + (external ? 0u : payload_len) + 4u;
+    if (length > rest.size())
+        return "truncated chunk record (" + std::to_string(rest.size()) + " of " + std::to_string(length) + " bytes)";
+    if (length > std::numeric_limits<std::uint32_t>::max()) return "record length over 4 GiB";
+    chunk_record rec;
+    try {
+        rec = read_chunk_record(rest.first(std::size_t(length)), p, head.version);
+    } catch (const format_error& e) {  // checksum_error included
+        return e.what();
+    }
+    if (rec.first_token != tokens_before)
+        return "first_token " + std::to_string(rec.first_token) + " is not the running token count " + std::to_string(tokens_before);
+    if ((rec.flags & chunk_dependent) && index % p.keyframe_interval == 0)
+        return "dependent chunk where the keyframe rule requires a keyframe";
+    if (tokens_before + rec.tokens > limits.max_tokens) return "token count over the reader's max_tokens";
+    if (index >= std::numeric_limits<std::uint32_t>::max()) return "more chunks than an index can hold";
+    entry = {0, rec.first_token, rec.tokens, std::uint32_t(length), rec.flags};
+    return "";
+}
+
+inline bool same_entry(const chunk_entry& a, const chunk_entry& b) {
+    return a.offset == b.offset && a.first_token == b.first_token && a.tokens == b.tokens &&
+           a.record_bytes == b.record_bytes && a.flags == b.flags;
+}
+
+}  // namespace recover_detail
+
+/// Rebuilds a complete stream from the longest run of valid chunk records after the preamble of
+/// `file` (which must be intact: else the reader's format/checksum/limit errors). Keeps the
+/// source's format version and resource table; a partial index or trailer and the attachments of
+/// an unfinished or damaged stream are dropped; a complete stream comes back unchanged.
+inline recovery recover_stream(std::span<const std::uint8_t> file, const container_limits& limits = {}) {
+    const stream_head head = read_stream_head(file, limits);
+    std::vector<chunk_entry> kept;
+    std::uint64_t offset = head.data_begin, tokens = 0;
+    std::string why;  // empty: the file ends after a whole record
+    while (offset < file.size()) {
+        chunk_entry entry;
+        why = recover_detail::check_record(file.subspan(std::size_t(offset)), head, kept.size(), tokens, limits, entry);
+        if (!why.empty()) break;
+        entry.offset = offset;
+        kept.push_back(entry);
+        offset += entry.record_bytes;
+        tokens += entry.tokens;
+    }
+    recovery out;
+    out.chunks = kept.size();
+    out.tokens = tokens;
+    out.chunks_end = offset;
+    out.damaged_at = file.size();
+    std::vector<attachment> attachments;
+    if (offset < file.size()) {
+        // A finished stream's tail starts here: keep its attachments when its index is valid and
+        // lists exactly the kept chunks.
+        try {
+            auto index = read_file_index(file, head.data_begin, head.header, head.version, limits);
+            out.complete = index.tokens == tokens && index.chunks.size() == kept.size() &&
+                           std::equal(kept.begin(), kept.end(), index.chunks.begin(), recover_detail::same_entry);
+            if (out.complete) attachments = std::move(index.attachments);
+        } catch (const format_error&) {
+        }
+    }
+    const std::string where = "chunk record " + std::to_string(kept.size()) + " at byte " + std::to_string(offset);
+    if (out.complete) {
+        out.attachments = attachments.size();
+        out.reason = "the stream was complete (valid index and trailer); " + std::to_string(out.attachments) + " attachment(s) kept";
+    } else if (offset == file.size()) {
+        out.reason = kept.empty() ? "the stream ends after its preamble (no chunk, no index or trailer)"
+                                  : "the stream ends after " + std::to_string(kept.size()) +
+                                        " whole chunk record(s) with no index or trailer (the writer did not finish)";
+    } else {
+        out.damaged_at = offset;
+        out.dropped_bytes = file.size() - offset;
+        out.reason = where + ": " + why + "; the " + std::to_string(out.dropped_bytes) +
+                     " byte(s) from there on are dropped (any later chunks, attachments and a partial index or trailer)";
+    }
+    out.file.assign(file.begin(), file.begin() + std::ptrdiff_t(offset));
+    append_tail(out.file, offset, kept, attachments, tokens, head.version);
+    return out;
+}
+
+}  // namespace seqkv::format
