@@ -42,8 +42,35 @@ std::pair<std::uint64_t, std::optional<std::uint64_t>> parse_range(const std::st
     }
 }
 
+/// CRC-checks every chunk record (the reader checked the preamble, index and attachments when it
+/// opened), so nothing `info` reports comes from bytes that fail their checksum.
+void check_chunk_records(const seqkv::format::stream_reader& reader) {
+    for (std::size_t i = 0; i < reader.chunks().size(); ++i) {
+        const auto& c = reader.chunks()[i];
+        try {
+            (void)reader.record(i);
+        } catch (const seqkv::checksum_error&) {
+            throw seqkv::checksum_error("chunk " + std::to_string(i) + " (record of " + std::to_string(c.record_bytes) +
+                                        " bytes at offset " + std::to_string(c.offset) + ") fails its CRC");
+        }
+    }
+}
+
+/// Decodes the whole file as `decompress` would (KV, token ids, nll, every attachment it reads);
+/// throws the first error. Returns what was decoded, for the report.
+std::string verify_decode(std::span<const std::uint8_t> skv, const seqkv::cli::lossy_flags& flags) {
+    seqkv::resource_provider res;
+    seqkv::add_expected_kv_table(res, seqkv::cli::load_table(flags));
+    seqkv::add_language_model(res, seqkv::cli::load_model(flags));
+    const bool llama = seqkv::format::stream_reader(skv).find_attachment(seqkv::io::llama::state_attachment).has_value();
+    const auto out = llama ? seqkv::cli::decompress_llama(skv, res, flags.threads)
+                           : seqkv::io::decompress_to_safetensors(skv, 0, std::nullopt, res, flags.threads);
+    return std::string(llama ? "llama.cpp state" : "safetensors") + " of " + std::to_string(out.size()) + " bytes";
+}
+
 json info_json(std::span<const std::uint8_t> skv) {
     seqkv::format::stream_reader reader(skv);
+    check_chunk_records(reader);
     const auto L = reader.layout();
     json j;
     j["format_version"] = reader.version();
@@ -77,6 +104,7 @@ json info_json(std::span<const std::uint8_t> skv) {
                              {"description", seqkv::describe(r)}});
     }
     j["resources"] = resources;
+    j["checksums_ok"] = true;  // check_chunk_records above and the reader's own checks passed
     if (auto stats = reader.find_attachment(seqkv::cli::stats_attachment))
         j["quality"] = json::parse(stats->begin(), stats->end(), nullptr, false);
     return j;
@@ -101,6 +129,8 @@ std::string info_text(const json& j) {
              std::to_string(j["external_chunks"].get<std::size_t>()) + " with the payload stored elsewhere\n";
     for (const auto& r : j["resources"]) s += "needs " + r["description"].get<std::string>() + "\n";
     if (j.contains("quality") && j["quality"].is_object()) s += "quality: " + j["quality"].dump() + "\n";
+    s += "checksums: OK (preamble, index, every chunk record and attachment)\n";
+    if (j.contains("verified")) s += "verified: OK, decoded " + j["verified"].get<std::string>() + "\n";
     return s;
 }
 
@@ -227,6 +257,11 @@ int main(int argc, char** argv) {
     auto* info = app.add_subcommand("info", "describe a .skv file");
     info->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
     info->add_flag("--json", as_json, "machine-readable output");
+    bool verify = false;
+    info->add_flag("--verify", verify, "also decode the whole file (KV, side data, attachments) and report OK or the error");
+    info->add_option("--table", lossy.table_path, "expected-KV table the file was coded with (for --verify)")->check(CLI::ExistingFile);
+    seqkv::cli::add_model_flag(*info, lossy);
+    seqkv::cli::add_threads_flag(*info, lossy);
 
     auto* recover = app.add_subcommand("recover", "rebuild an unfinished or damaged .skv: keep every whole, valid chunk");
     recover->add_option("input", in, "input .skv")->required()->check(CLI::ExistingFile);
@@ -279,7 +314,15 @@ int main(int argc, char** argv) {
             print(j, as_json, "wrote " + out + " (" + std::to_string(st.size()) + " bytes)\n");
         } else if (*info) {
             const auto skv = seqkv::read_file(in);
-            const auto j = info_json(skv);
+            auto j = info_json(skv);  // throws on any checksum that fails
+            if (verify) {
+                try {
+                    j["verified"] = verify_decode(skv, lossy);
+                } catch (const seqkv::error& e) {
+                    std::cerr << "seqkv info --verify: FAILED: " << e.what() << "\n";
+                    return 2;
+                }
+            }
             print(j, as_json, info_text(j));
         } else if (*recover) {
             return run_recover(in, out, as_json);
@@ -303,6 +346,9 @@ int main(int argc, char** argv) {
         return 2;
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: report, never abort
         std::cerr << "seqkv: " << e.what() << "\n";
+        return 2;
+    } catch (...) {
+        std::cerr << "seqkv: unknown error\n";
         return 2;
     }
     return 0;
