@@ -9,6 +9,7 @@ packages=(
   libzstd-dev liblz4-dev liblzma-dev libblosc-dev libfpzip-dev libzfp-dev
   python3 python3-venv python3-torch libopenblas0-pthread
   libhiredis-dev redis-server redis-tools  # the Redis chunk store; its tests start their own servers
+  clang libclang-rt-14-dev  # the sanitizer suite and the libFuzzer targets (scripts/test-sanitizers.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -50,13 +50,15 @@ byte_vector compress(const kv_cache_view& cache, const compress_options& options
     format::preamble p;
     p.layout = cache.layout;
     apply_options(p, options);
-    p.has_token_ids = !token_ids.empty();
+    auto codec = make_codec<Backend>(options.codec, options.resources, executor_for(options.threads));
+    // A codec that codes the ids (token mode) takes them whenever there are tokens; with none,
+    // an empty span is the whole (empty) id sequence.
+    p.has_token_ids = !token_ids.empty() || (codec.codes_token_ids && cache.layout.tokens == 0);
     p.has_nll = !nll.empty();
     p.metadata = options.metadata;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 make_codec<Backend>(options.codec, options.resources, executor_for(options.threads)),
-                                 writer_options_for(options));
+                                 std::move(codec), writer_options_for(options));
     writer.append(cache, 0, cache.layout.tokens, token_ids, nll);
     writer.finish();
     return out;

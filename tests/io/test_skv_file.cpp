@@ -1,6 +1,7 @@
 // safetensors <-> .skv: every tensor and the metadata come back; ranges slice the token axis.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -131,6 +132,29 @@ TEST(SkvFile, SummaryCountsEveryChunkIncludingTheLastPartialOne) {
         EXPECT_EQ(summary.kv_coded_bytes, records) << chunk;
         EXPECT_GT(summary.kv_coded_bytes, summary.kv_bytes / 4) << chunk;
     }
+}
+
+}  // namespace
+
+namespace {
+
+// A large constant extra tensor (an attention mask of zeros) codes to a few hundred bytes, past
+// the reader's plausibility bound for coded tensors: the writer must store it raw instead of
+// writing a file its own reader refuses.
+TEST(SkvFile, LargeConstantExtraTensorStaysReadable) {
+    auto image = make_dump();
+    auto original = safetensors_file::parse(image);
+    safetensors_builder b;
+    for (const auto& t : original.tensors()) b.add(t.name, t.type, t.shape, t.bytes);
+    b.add("attention_mask", dtype::bf16, {1024, 1024}, byte_vector(2u * 1024 * 1024, 0));
+    b.set_metadata(original.metadata());
+    const auto with_mask = safetensors_file::parse(b.serialize());
+    compress_options o;
+    o.chunk_tokens = 8;
+    const auto back = safetensors_file::parse(io::decompress_to_safetensors(io::compress_safetensors(with_mask, o)));
+    const auto& mask = back.at("attention_mask");
+    EXPECT_EQ(mask.shape, (std::vector<std::uint64_t>{1024, 1024}));
+    EXPECT_TRUE(std::all_of(mask.bytes.begin(), mask.bytes.end(), [](std::uint8_t x) { return x == 0; }));
 }
 
 }  // namespace

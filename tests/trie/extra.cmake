@@ -1,17 +1,2 @@
-# The concurrency test again under ThreadSanitizer (many readers, one writer), when the compiler
-# and this machine's kernel support it; a separate executable so the rest is not slowed down.
-include(CheckCXXSourceRuns)
-set(CMAKE_REQUIRED_FLAGS "-fsanitize=thread")
-set(CMAKE_REQUIRED_LINK_OPTIONS "-fsanitize=thread")
-check_cxx_source_runs("#include <thread>\nint main(){int x=0; std::thread t([&]{x=1;}); t.join(); return x-1;}" SEQKV_HAVE_TSAN)
-unset(CMAKE_REQUIRED_FLAGS)
-unset(CMAKE_REQUIRED_LINK_OPTIONS)
-if(SEQKV_HAVE_TSAN)
-  add_executable(seqkv_test_trie_tsan ${CMAKE_CURRENT_SOURCE_DIR}/trie/test_shared_trie.cpp)
-  target_link_libraries(seqkv_test_trie_tsan PRIVATE seqkv::seqkv GTest::gtest GTest::gtest_main)
-  target_compile_definitions(seqkv_test_trie_tsan PRIVATE SEQKV_TSAN)
-  target_compile_options(seqkv_test_trie_tsan PRIVATE -fsanitize=thread -O1 -g)
-  target_link_options(seqkv_test_trie_tsan PRIVATE -fsanitize=thread)
-  add_test(NAME trie_tsan COMMAND seqkv_test_trie_tsan)
-  set_tests_properties(trie_tsan PROPERTIES LABELS trie ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1")
-endif()
+# The concurrency test again under ThreadSanitizer (many readers, one writer).
+seqkv_tsan_test(trie_tsan seqkv_test_trie_tsan ${CMAKE_CURRENT_SOURCE_DIR}/trie/test_shared_trie.cpp trie SEQKV_TSAN)

@@ -21,6 +21,10 @@ inline constexpr const char* tensors_attachment = "tensors";
 
 namespace detail {
 
+/// The reader's bound on a lossless-coded extra tensor: decoded bytes at most 64 x (coded + 1 KiB).
+/// The writer stores a tensor raw when coding it would exceed that (e.g. a large constant mask).
+constexpr bool plausible_expansion(std::uint64_t decoded, std::uint64_t coded) { return decoded <= 64 * (coded + 1024); }
+
 // Extra tensor record: name, dtype code, rank, dims, mode (0 = stored, 1 = lossless planes), u64 len, bytes.
 inline void put_extra_tensor(byte_writer& w, const tensor_entry& t) {
     w.put_string(t.name);
@@ -29,9 +33,12 @@ inline void put_extra_tensor(byte_writer& w, const tensor_entry& t) {
     for (auto d : t.shape) w.put<std::uint64_t>(d);
     // Float tensors are coded as [rows, 1, last dim] blocks: channels = the last axis.
     const bool planes = is_kv_float(t.type) && !t.shape.empty() && t.shape.back() > 0 && t.element_count() >= 64;
+    byte_vector coded;
     if (planes) {
         const lossless::block_shape s{1, t.element_count() / t.shape.back(), static_cast<std::uint32_t>(t.shape.back())};
-        const auto coded = lossless::encode_block(t.bytes, t.type, s);
+        coded = lossless::encode_block(t.bytes, t.type, s);
+    }
+    if (planes && plausible_expansion(t.bytes.size(), coded.size())) {
         w.put<std::uint8_t>(1);
         w.put<std::uint64_t>(coded.size());
         w.put_bytes(coded);
@@ -75,7 +82,7 @@ inline extra_tensor get_extra_tensor(byte_reader& r) {
         if (!is_kv_float(t.type) || rank == 0 || t.shape.back() == 0 || t.shape.back() > 0xffffffffull)
             throw format_error("tensors attachment: bad coded tensor '" + t.name + "'");
         // A coded tensor cannot expand past what its compressed bytes could plausibly hold.
-        if (need > 64 * (len + 1024)) throw limit_error("tensors attachment: implausible expansion");
+        if (!plausible_expansion(need, len)) throw limit_error("tensors attachment: implausible expansion");
         t.bytes.resize(need);
         lossless::decode_block(bytes, t.type, {1, count / t.shape.back(), std::uint32_t(t.shape.back())}, t.bytes);
     } else {

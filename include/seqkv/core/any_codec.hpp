@@ -21,6 +21,11 @@ struct any_chunk_codec {
     bool codes_token_ids = false;   // the payload codes the ids (token mode): the container passes them, stores none
     bool whole_context = false;     // dependent chunks that need every earlier chunk: one keyframe, at token 0
     std::vector<resource_ref> resources;  // what the codec needs at decode time (the file's resource table)
+    /// Optional, cheap: throws format_error when a payload's framing cannot be what a chunk of
+    /// this layout (layout.tokens = the chunk's tokens) decodes from. A reader runs it on every
+    /// record a decode needs before it allocates the decoded KV (a short or garbled payload that
+    /// claims gigabytes fails there, not after the allocation).
+    std::function<void(std::span<const std::uint8_t>, const kv_layout&)> check_payload;
 
     /// Wraps a concrete codec (copied into shared state).
     template <ChunkCodec C>
@@ -30,7 +35,17 @@ struct any_chunk_codec {
                 [shared](std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) {
                     shared->decode(payload, in, out);
                 },
-                std::move(description), has_dependent_chunks<C>(), seqkv::codes_token_ids<C>(), seqkv::whole_context<C>(), {}};
+                std::move(description), has_dependent_chunks<C>(), seqkv::codes_token_ids<C>(), seqkv::whole_context<C>(), {},
+                check_of(shared)};
+    }
+
+private:
+    template <class C>
+    static std::function<void(std::span<const std::uint8_t>, const kv_layout&)> check_of(const std::shared_ptr<const C>& c) {
+        if constexpr (requires(std::span<const std::uint8_t> p, const kv_layout& l) { c->check_payload(p, l); })
+            return [c](std::span<const std::uint8_t> p, const kv_layout& l) { c->check_payload(p, l); };
+        else
+            return {};
     }
 };
 

@@ -45,6 +45,10 @@ struct container_limits {
     std::uint64_t max_tokens = 1ull << 32;
     std::uint32_t max_chunk_tokens = 1u << 20;
     std::uint64_t max_chunk_decoded_bytes = 1ull << 32;  // one decoded chunk, in bytes
+    /// Most bytes one decode() may allocate for its output and its largest chunk (the cap a
+    /// hostile or merely huge file meets; a valid file of constant KV can legitimately expand
+    /// far beyond any multiple of its size, so the bound is a number, not a ratio).
+    std::uint64_t max_decode_bytes = 1ull << 34;
     std::uint32_t max_preamble_bytes = 64u << 20;
     std::uint32_t max_attachments = 1u << 16;
     std::uint32_t max_resources = 4096;          // resource table entries
@@ -180,6 +184,34 @@ inline preamble decode_preamble(std::span<const std::uint8_t> body, const contai
     }
     if (!r.at_end()) throw format_error("preamble: trailing bytes");
     return p;
+}
+
+/// A stream's preamble as checked by a reader, and where its chunk records start.
+struct stream_head {
+    std::uint16_t version = 0;
+    preamble header;
+    std::size_t data_begin = 0;  // byte offset of chunk record 0
+};
+
+/// Parses and checks the preamble of `file` (what stream_reader and recover_stream both start with) (magic, version,
+/// reserved field, body length within the limit, body CRC, body); throws format_error,
+/// checksum_error or limit_error when it is damaged or incomplete.
+inline stream_head read_stream_head(std::span<const std::uint8_t> file, const container_limits& limits = {}) {
+    byte_reader r(file, "skv stream");
+    auto magic = r.get_bytes(8);
+    if (!std::equal(magic.begin(), magic.end(), file_magic)) throw format_error("not a seqkv stream (bad magic)");
+    stream_head head;
+    head.version = r.get<std::uint16_t>();
+    if (head.version < oldest_format_version || head.version > format_version)
+        throw format_error("unsupported seqkv format version " + std::to_string(head.version));
+    if (r.get<std::uint16_t>() != 0) throw format_error("preamble: reserved field is not 0");
+    const auto body_len = r.get<std::uint32_t>();
+    if (body_len > limits.max_preamble_bytes) throw limit_error("preamble length " + std::to_string(body_len));
+    const auto body = r.get_bytes(body_len);
+    if (crc32c(body) != r.get<std::uint32_t>()) throw checksum_error("preamble");
+    head.header = decode_preamble(body, limits, head.version);
+    head.data_begin = r.position();
+    return head;
 }
 
 /// Serializes a version-2 chunk record: header, token ids, nll and the payload — or, with

@@ -20,19 +20,10 @@ class stream_reader {
 public:
     explicit stream_reader(std::span<const std::uint8_t> file, const container_limits& limits = {})
         : file_(file), limits_(limits) {
-        byte_reader r(file, "skv stream");
-        auto magic = r.get_bytes(8);
-        if (!std::equal(magic.begin(), magic.end(), file_magic)) throw format_error("not a seqkv stream (bad magic)");
-        version_ = r.get<std::uint16_t>();
-        if (version_ < oldest_format_version || version_ > format_version)
-            throw format_error("unsupported seqkv format version " + std::to_string(version_));
-        if (r.get<std::uint16_t>() != 0) throw format_error("preamble: reserved field is not 0");
-        const auto body_len = r.get<std::uint32_t>();
-        if (body_len > limits.max_preamble_bytes) throw limit_error("preamble length " + std::to_string(body_len));
-        const auto body = r.get_bytes(body_len);
-        if (crc32c(body) != r.get<std::uint32_t>()) throw checksum_error("preamble");
-        header_ = decode_preamble(body, limits, version_);
-        data_begin_ = r.position();
+        stream_head head = read_stream_head(file, limits);
+        version_ = head.version;
+        header_ = std::move(head.header);
+        data_begin_ = head.data_begin;
         auto index = read_file_index(file_, data_begin_, header_, version_, limits_);
         tokens_ = index.tokens;
         chunks_ = std::move(index.chunks);
@@ -66,7 +57,13 @@ public:
     /// Reads and checks chunk i's record (an external payload is not looked up).
     chunk_record record(std::size_t i) const {
         const auto& c = chunks_.at(i);
-        auto rec = read_chunk_record(file_.subspan(c.offset, c.record_bytes), header_, version_);
+        chunk_record rec;
+        try {
+            rec = read_chunk_record(file_.subspan(c.offset, c.record_bytes), header_, version_);
+        } catch (const checksum_error&) {
+            throw checksum_error("chunk " + std::to_string(i) + " (record of " + std::to_string(c.record_bytes) +
+                                 " bytes at offset " + std::to_string(c.offset) + ")");
+        }
         if (rec.first_token != c.first_token || rec.tokens != c.tokens || rec.flags != c.flags)
             throw format_error("chunk " + std::to_string(i) + " disagrees with the index");
         return rec;
@@ -85,24 +82,40 @@ public:
                         std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {}) const {
         const std::uint64_t end = end_opt.value_or(tokens_);
         require_usage(begin <= end && end <= tokens_, "decode: token range outside the stream");
-        kv_layout out_layout = header_.layout;
-        out_layout.tokens = end - begin;
-        if (out_layout.total_bytes() > limits_.max_chunk_decoded_bytes * 64) throw limit_error("decode: range too large");
         require_resources(resources, codec.resources);
-        chunk_buffer out = chunk_buffer::for_layout(header_.layout, end - begin);
-        if (begin == end) return out;
+        if (begin == end) return chunk_buffer::for_layout(header_.layout, 0);
         const auto first = std::partition_point(chunks_.begin(), chunks_.end(),
                                                 [&](const chunk_entry& c) { return c.first_token + c.tokens <= begin; });
         const std::size_t a = std::size_t(first - chunks_.begin());
         const std::size_t start = keyframe_of(a);
+        // Every record the range needs is read, CRC-checked and resolved before anything is
+        // allocated for decoded KV; then the output and the largest chunk must fit the cap.
+        std::vector<chunk_record> records;
+        std::uint32_t largest_chunk = 0;
+        for (std::size_t i = start; i < chunks_.size() && chunks_[i].first_token < end; ++i) {
+            if (chunks_[i].dependent() && !codec.dependent_chunks)
+                throw format_error("chunk " + std::to_string(i) + " is dependent but the codec's chunks are self-contained");
+            records.push_back(record(i));
+            resolve_payload(records.back(), resources);
+            largest_chunk = std::max(largest_chunk, chunks_[i].tokens);
+            if (codec.check_payload) {
+                kv_layout chunk_layout = header_.layout;
+                chunk_layout.tokens = chunks_[i].tokens;
+                codec.check_payload(records.back().payload, chunk_layout);
+            }
+        }
+        // Bytes per token <= max_chunk_decoded_bytes (checked with the preamble), so no product overflows.
+        const std::uint64_t token_bytes = header_.layout.elements_per_token() * dtype_size(header_.layout.type);
+        if ((end - begin) + largest_chunk > limits_.max_decode_bytes / token_bytes)
+            throw limit_error("decode: " + std::to_string((end - begin) + largest_chunk) + " tokens of " +
+                              std::to_string(token_bytes) + " bytes exceed the reader's max_decode_bytes (" +
+                              std::to_string(limits_.max_decode_bytes) + ")");
+        chunk_buffer out = chunk_buffer::for_layout(header_.layout, end - begin);
         const std::size_t es = dtype_size(header_.layout.type), row = std::size_t(header_.layout.head_dim) * es;
         std::any carry;
-        for (std::size_t i = start; i < chunks_.size() && chunks_[i].first_token < end; ++i) {
+        for (std::size_t i = start; i < start + records.size(); ++i) {
             const auto& c = chunks_[i];
-            if (c.dependent() && !codec.dependent_chunks)
-                throw format_error("chunk " + std::to_string(i) + " is dependent but the codec's chunks are self-contained");
-            chunk_record rec = record(i);
-            resolve_payload(rec, resources);
+            chunk_record& rec = records[i - start];
             if (!c.dependent()) carry.reset();
             chunk_buffer part = chunk_buffer::for_layout(header_.layout, c.tokens);
             chunk_input in{nullptr, c.first_token, c.first_token + c.tokens, rec.token_ids, rec.nll, &resources,

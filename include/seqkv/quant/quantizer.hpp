@@ -17,6 +17,7 @@
 #include <concepts>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "seqkv/core/bytes.hpp"
@@ -72,8 +73,14 @@ inline float round_to_dtype(float v, dtype t) {
 }
 
 /// Writes a float as its fp16 bit pattern (side information) and returns the value the decoder reads back.
+/// A value fp16 cannot hold (|v| >= 65520 rounds to Inf) is refused here, at encode time: a
+/// usage_error naming the preset's limit, never a file its own decoder rejects.
 inline float put_half(byte_writer& w, float v) {
     const std::uint16_t h = float_to_fp16(v);
+    if (!std::isfinite(fp16_to_float(h)))
+        throw usage_error("lossy codec: side information " + std::to_string(v) +
+                          " exceeds fp16 (this quantizer stores scales / minimums / norms as fp16: KV values must stay "
+                          "within about +-65504 per group; use a seqkv-* or lossless preset)");
     w.put<std::uint16_t>(h);
     return fp16_to_float(h);
 }

@@ -24,6 +24,18 @@ public:
 
     /// Decodes a payload into out (sized for the chunk by the caller).
     void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    /// Framing only: one length-prefixed block per (layer, K/V), each at least a block header
+    /// (predictor, classes, transforms, and a mode + length per byte plane), filling the payload.
+    void check_payload(std::span<const std::uint8_t> payload, const kv_layout& L) const {
+        byte_reader r(payload, "lossless chunk");
+        const std::size_t min_block = 3 + 5 * dtype_size(L.type);
+        for (std::uint64_t b = 0; b < 2ull * L.layers; ++b) {
+            const std::uint32_t len = r.get<std::uint32_t>();
+            if (len < min_block) throw format_error("lossless chunk: block shorter than its header");
+            (void)r.get_bytes(len);
+        }
+        if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
+    }
 
 private:
     lossless::plane_options options_;

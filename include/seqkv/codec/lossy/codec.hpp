@@ -16,9 +16,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "seqkv/backend/backend.hpp"
@@ -35,6 +37,27 @@
 #include "seqkv/quant/quantizer.hpp"
 
 namespace seqkv::lossy {
+
+namespace detail {
+/// Lossy codecs code finite values only: a NaN or ±Inf in tokens [begin, end) is a usage_error
+/// naming its place (a quantizer would otherwise turn it into some finite value silently). Caches
+/// with non-finite elements go through the lossless codec, which keeps every bit pattern.
+inline void require_finite(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end, std::uint64_t position_base) {
+    const kv_layout& l = cache.layout;
+    for (std::uint32_t layer = 0; layer < l.layers; ++layer)
+        for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+            const kv_tensor_view& v = kind == kv_kind::key ? cache.keys.at(layer) : cache.values.at(layer);
+            for (std::uint32_t h = 0; h < l.kv_heads; ++h)
+                for (std::uint64_t t = begin; t < end; ++t)
+                    for (std::uint32_t c = 0; c < l.head_dim; ++c)
+                        if (!std::isfinite(v.at(h, t, c)))
+                            throw usage_error("lossy codec: non-finite value (NaN or Inf) at layer " + std::to_string(layer) +
+                                              (kind == kv_kind::key ? " K" : " V") + " head " + std::to_string(h) +
+                                              " token " + std::to_string(position_base + t) + " channel " + std::to_string(c) +
+                                              "; lossy presets code finite values only (use the lossless codec)");
+        }
+}
+}  // namespace detail
 
 /// Shared, read-only side information of a lossy codec (both sides must hold the same), and the
 /// executor that runs its block workers (null: the caller's thread only).
@@ -230,6 +253,7 @@ template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, S
     requires(!S::token_major || Coder::contexts_known_ahead)
 byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& in, chunk_buffer* recon) const {
     require_usage(in.cache != nullptr && in.end >= in.begin && in.end <= in.cache->layout.tokens, "lossy codec: bad chunk input");
+    detail::require_finite(*in.cache, in.begin, in.end, in.position_base);
     const kv_layout layout = in.cache->layout;
     const auto rows = std::uint32_t(in.token_count());
     const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;

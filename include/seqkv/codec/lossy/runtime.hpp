@@ -58,6 +58,17 @@ public:
     /// Encodes and (if recon) writes the exact reconstruction the decoder will produce.
     byte_vector encode(const chunk_input& in, chunk_buffer* recon) const;
     void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    /// Framing only: flags (+ step), the payload version, then per (layer, K/V) a varint-length
+    /// side stream and a varint-length symbol stream, filling the payload exactly.
+    void check_payload(std::span<const std::uint8_t> payload, const kv_layout& L) const {
+        byte_reader r(payload, "lossy chunk");
+        const auto flags = r.get<std::uint8_t>();
+        require_format(flags <= 1, "lossy chunk: unknown flags");
+        if (flags & 1) (void)r.get<std::uint32_t>();
+        (void)r.get<std::uint8_t>();  // payload version (checked by the decoder)
+        for (std::uint64_t s = 0; s < 4ull * L.layers; ++s) (void)r.get_bytes(coding::get_varint(r, r.remaining()));
+        require_format(r.at_end(), "lossy chunk: trailing bytes");
+    }
 
     /// Calls f(codec) with the concrete codec for this config (relative step overridden).
     template <class Result, class F>
@@ -166,7 +177,10 @@ byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* 
             lo = mid;
         }
     }
-    if (best.empty()) best_step = quant::round_mantissa(std::exp2(hi), quant::uniform_step::step_mantissa_bits);
+    // No step fits: the chunk is so small that its fixed headers exceed the budget (one token, a
+    // few heads). Coarser steps would only round everything to the prediction, so code it at the
+    // configuration's own step instead of the coarsest one.
+    if (best.empty()) best_step = quant::round_mantissa(config_.relative_step, quant::uniform_step::step_mantissa_bits);
     return with_prefix(1, best_step, encode_step(best_step, in, recon));
 }
 

@@ -247,6 +247,18 @@ public:
         return out;
     }
 
+    /// Framing only (before the reader allocates): version, mode, the chunk's token count, and a
+    /// token stream that fits the payload.
+    void check_payload(std::span<const std::uint8_t> payload, const kv_layout& L) const {
+        byte_reader r(payload, "token chunk");
+        if (r.get<std::uint8_t>() != 1) throw format_error("token codec: unknown payload version");
+        if (r.get<std::uint8_t>() != std::uint8_t(mode_)) throw format_error("token codec: payload mode differs from the file's");
+        if (r.get<std::uint32_t>() != L.tokens) throw format_error("token codec: chunk token count mismatch");
+        (void)r.get<std::uint64_t>(), (void)r.get<std::uint64_t>();
+        (void)r.get_bytes(r.get<std::uint32_t>());
+        if (mode_ == mode::tokens && !r.at_end()) throw format_error("token codec: trailing bytes");
+    }
+
     void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
         byte_reader r(payload);
         if (r.get<std::uint8_t>() != 1) throw format_error("token codec: unknown payload version");
