@@ -49,7 +49,8 @@ void run(std::span<const std::uint8_t> file) {
     const std::uint64_t h = fuzz::input_hash(file);
     const std::uint64_t begin = T ? h % (T + 1) : 0;
     const std::uint64_t end = begin + (T - begin ? (h >> 32) % (T - begin + 1) : 0);
-    for (auto [b, e] : {std::pair<std::uint64_t, std::uint64_t>{0, T}, {begin, end}}) {
+    for (const auto& range : {std::pair<std::uint64_t, std::uint64_t>{0, T}, {begin, end}}) {
+        const std::uint64_t b = range.first, e = range.second;
         std::optional<chunk_buffer> simd, scalar, threaded;
         fuzz::expect_seqkv_errors_only([&] { simd = decode_with<backend::simd>(*reader, b, e, 1); });
         fuzz::expect_seqkv_errors_only([&] { scalar = decode_with<backend::scalar>(*reader, b, e, 1); });

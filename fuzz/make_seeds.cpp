@@ -144,18 +144,25 @@ int main(int argc, char** argv) {
 
     // safetensors: the slice as a KV dump, and an expected-KV table built from it.
     {
-        io::safetensors_builder b;
-        b.set_metadata("rope_theta", "10000");
-        const kv_cache_view v = bf16.view();
-        const std::size_t block = v.layout.elements_per_tensor() * 2;
-        for (std::uint32_t l = 0; l < v.layout.layers; ++l)
-            for (kv_kind kind : {kv_kind::key, kv_kind::value})
-                b.add(io::kv_tensor_name(l, kind), dtype::bf16, {v.layout.kv_heads, T, v.layout.head_dim},
-                      std::span<const std::uint8_t>(bf16.bytes.data() + (2 * l + std::size_t(kind)) * block, block));
-        if (!ids.empty()) b.add("tokens", dtype::i32, {T}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(ids.data()), 4 * T));
-        const byte_vector st = b.serialize();
-        write("safetensors", "kv-slice.safetensors", st);
-        const auto parsed = io::safetensors_file::parse(st);
+        auto dump = [&](std::span<const std::int32_t> token_ids) {
+            io::safetensors_builder b;
+            b.set_metadata("rope_theta", "10000");
+            const kv_cache_view v = bf16.view();
+            const std::size_t block = v.layout.elements_per_tensor() * 2;
+            for (std::uint32_t l = 0; l < v.layout.layers; ++l)
+                for (kv_kind kind : {kv_kind::key, kv_kind::value})
+                    b.add(io::kv_tensor_name(l, kind), dtype::bf16, {v.layout.kv_heads, T, v.layout.head_dim},
+                          std::span<const std::uint8_t>(bf16.bytes.data() + (2 * l + std::size_t(kind)) * block, block));
+            if (!token_ids.empty())
+                b.add("tokens", dtype::i32, {T}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(token_ids.data()), 4 * T));
+            return b.serialize();
+        };
+        write("safetensors", "kv-slice.safetensors", dump(ids));
+        // The table seed: the same slice with its ids folded into 8 (a table holds vocab x heads x
+        // head_dim per layer; the real ids would make it half a megabyte).
+        std::vector<std::int32_t> small_ids(T);
+        for (std::uint64_t t = 0; t < T; ++t) small_ids[t] = std::int32_t(t % 8);
+        const auto parsed = io::safetensors_file::parse(dump(small_ids));
         const io::safetensors_file* corpus[] = {&parsed};
         write("safetensors", "expected-kv-table.safetensors", io::serialize_expected_kv_table(io::build_expected_kv_table(corpus)));
     }

@@ -53,7 +53,7 @@ for t in "${targets[@]}"; do
   [[ $jobs -gt 1 ]] && parallel=(-jobs="$jobs" -workers="$jobs")
   (cd "$build/fuzz-work" && "$bin" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=2560 "${parallel[@]}" \
     -artifact_prefix="$art" -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1) || rc=$?
-  execs=$(cat "$log" "$build"/fuzz-work/fuzz-*.log 2>/dev/null | grep 'stat::number_of_executed_units' | awk '{s+=$2} END{print s+0}')
+  execs=$(awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}' "$log" $(compgen -G "$build/fuzz-work/fuzz-*.log" || true))
   rm -f "$build"/fuzz-work/fuzz-*.log
   units=$(ls "$work" | wc -l)
   if [[ $rc == 0 ]]; then result=ok; else result="CRASH (rc $rc, log $log)"; status=1; tail -n 40 "$log" >&2; fi

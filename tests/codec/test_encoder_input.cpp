@@ -20,7 +20,7 @@ struct owned_cache {
     kv_cache_view view;
     owned_cache(kv_layout l, std::uint32_t seed = 7) : layout(l), bytes(l.total_bytes()) {
         std::uint32_t x = seed;
-        for (std::size_t i = 0; i < bytes.size() / dtype_size(l.type); ++i) {
+        for (std::size_t i = 0; is_kv_float(l.type) && i < bytes.size() / dtype_size(l.type); ++i) {
             x = x * 1664525u + 1013904223u;
             store_from_float(bytes.data(), l.type, i, float(int(x >> 20) - 2048) / 1024.0f);
         }
@@ -117,10 +117,9 @@ TEST(EncoderInput, MismatchedShapesDtypesAndSideDataAreUsageErrors) {
             expect_usage_error(f.name + " head_dim", [&] { (void)compress(c.view, f.options, id_span); });
         }
         {
-            owned_cache c(l);
-            c.view.layout.type = dtype::i32;
-            for (auto& t : c.view.keys) t.type = dtype::i32;
-            for (auto& t : c.view.values) t.type = dtype::i32;
+            kv_layout li = l;
+            li.type = dtype::i32;
+            const owned_cache c(li);  // views of the right size for i32 elements
             expect_usage_error(f.name + " i32 cache", [&] { (void)compress(c.view, f.options, id_span); });
         }
         {

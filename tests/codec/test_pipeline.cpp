@@ -164,8 +164,8 @@ TEST(Schedule, TokenMajorRoundTripsAndMatchesPerHeadWithoutCrossLayerPrediction)
     for (unsigned threads : {1u, 3u}) {
         lossy::codec_options o;
         o.executor = std::make_shared<backend::thread_pool>(threads);
-        const auto per_head = round_trip(rans_codec<predict::token_mean, lossy::per_head_schedule>(quant::uniform_step(0.5f), {}, {}, o), in, f.cache.layout);
-        const auto token_major = round_trip(rans_codec<predict::token_mean, lossy::token_major_schedule>(quant::uniform_step(0.5f), {}, {}, o), in, f.cache.layout);
+        const auto per_head = round_trip(rans_codec<predict::token_mean, lossy::per_head_schedule>(quant::uniform_step(0.5f), predict::token_mean(), predict::fixed_rate(), o), in, f.cache.layout);
+        const auto token_major = round_trip(rans_codec<predict::token_mean, lossy::token_major_schedule>(quant::uniform_step(0.5f), predict::token_mean(), predict::fixed_rate(), o), in, f.cache.layout);
         // token_mean reads only its own block's history: the visiting order changes nothing.
         EXPECT_EQ(token_major, per_head);
     }

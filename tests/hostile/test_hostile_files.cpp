@@ -134,7 +134,7 @@ void expect_refused(const std::string& name, const byte_vector& file, const form
 }
 
 TEST(HostileFiles, ClaimsTheBytesContradictAreRefusedBeforeAllocating) {
-    const format::container_limits defaults;  // the library's default limits, 16 GiB decode cap
+    const format::container_limits defaults;  // the library's default limits
     auto bound = [](const byte_vector& f) { return 64 * f.size(); };
     const byte_vector tiny_payload(16, 0x5a);
 
@@ -205,36 +205,43 @@ TEST(HostileFiles, ConsistentClaimsAreBoundedByTheDecodeCap) {
     capped.max_decode_bytes = 256u << 20;
     const byte_vector tiny_payload(16, 0x5a);
     const std::size_t slack = 1u << 20;  // the reader's own bookkeeping besides the KV buffers
-    // One chunk of 4 GiB (the one-chunk limit): over the cap, refused before allocating it.
-    auto f = craft(header(4096, 4, 65536, 1), {{1, tiny_payload}});
-    expect_refused("4 GiB chunk, valid record, 16-byte payload", f, capped, slack + 64 * f.size());
-    // Many chunks of 2^20 tokens each claiming 2^20 x 512 B: the whole decode is over the cap.
-    std::vector<chunk_spec> many(64, chunk_spec{1u << 20, tiny_payload});
+    // A lossless payload whose framing is right (2 x layers length-prefixed blocks of header size:
+    // it passes check_payload), so what refuses or bounds the decode is the cap itself.
+    auto framed = [](std::uint32_t layers) {
+        byte_vector p;
+        for (std::uint32_t b = 0; b < 2 * layers; ++b) {
+            const byte_vector block{0, 1, 0, 3, 1, 0, 0, 0, 0xAB, 3, 1, 0, 0};  // 13 = 3 + 5 x 2 bytes
+            for (int i = 0; i < 4; ++i) p.push_back(std::uint8_t(block.size() >> (8 * i)));
+            p.insert(p.end(), block.begin(), block.end());
+        }
+        return p;
+    };
+    auto expect_capped = [&](const std::string& name, const byte_vector& f, std::size_t bound) {
+        expect_refused(name, f, capped, bound);
+        EXPECT_NE(report.back().error.find("max_decode_bytes"), std::string::npos) << name << ": " << report.back().error;
+    };
+    // One chunk of 4 GiB (the one-chunk limit) with a framed payload: over the cap, refused before allocating.
+    auto f = craft(header(1, 4096, 65536, 4), {{4, framed(1)}});
+    expect_capped("4 GiB chunk, framed payload", f, slack + 64 * f.size());
+    // Many chunks of 2^20 tokens each (512 MiB a chunk): the whole decode is over the cap.
+    std::vector<chunk_spec> many(64, chunk_spec{1u << 20, framed(1)});
     f = craft(header(1, 2, 64, 1u << 20), many);
-    expect_refused("64 chunks x 2^20 tokens", f, capped, slack + 64 * f.size());
-    // Under the cap, a 64 MiB chunk whose payload's framing is wrong (the codec's check_payload
-    // runs before the reader allocates): refused before allocating.
+    expect_capped("64 chunks x 2^20 tokens, framed", f, slack + 64 * f.size());
+    // With token ids in the records: the same claim, still refused by the cap.
+    auto with_ids = header(1, 4096, 65536, 4);
+    with_ids.has_token_ids = true;
+    f = craft(with_ids, {{4, framed(1)}});
+    expect_capped("4 GiB chunk with token ids, framed", f, slack + 64 * f.size());
+    // A garbled payload (wrong framing) is refused by check_payload even under the cap.
     f = craft(header(4, 8, 128, 4096), {{4096, tiny_payload}});
     expect_refused("64 MiB chunk under the cap, garbage payload", f, capped, slack + 64 * f.size());
-    // The same claim with a correctly framed payload (8 length-prefixed blocks of header size):
-    // the reader allocates what the claim needs (output + one chunk, which the cap admits) and
-    // the block decoder then refuses it.
-    byte_vector framed;
-    for (int b = 0; b < 8; ++b) {
-        const byte_vector block{0, 1, 0, 3, 1, 0, 0, 0, 0xAB, 3, 1, 0, 0};  // 13 = 3 + 5 x 2 bytes
-        for (int i = 0; i < 4; ++i) framed.push_back(std::uint8_t(block.size() >> (8 * i)));
-        framed.insert(framed.end(), block.begin(), block.end());
-    }
-    f = craft(header(4, 8, 128, 4096), {{4096, framed}});
+    f = craft(header(4, 8, 128, 4096, dtype::bf16, lossy_codec_config(lossy_preset("kivi4"))), {{4096, tiny_payload}});
+    expect_refused("64 MiB lossy chunk, garbage payload", f, capped, slack + 64 * f.size());
+    // Under the cap with a framed payload: the reader allocates what the claim needs (output +
+    // one chunk, which the cap admits) and the block decoder then refuses it.
+    f = craft(header(4, 8, 128, 4096), {{4096, framed(4)}});
     const std::size_t claim = 2ull * 4 * 8 * 128 * 2 * 4096;
     expect_refused("64 MiB chunk under the cap, framed payload", f, capped, 2 * claim + slack);
-    // Lossy and token-id variants of the 4 GiB claim.
-    f = craft(header(4096, 4, 65536, 1, dtype::bf16, lossy_codec_config(lossy_preset("kivi4"))), {{1, tiny_payload}});
-    expect_refused("4 GiB chunk, lossy codec", f, capped, slack + 64 * f.size());
-    auto with_ids = header(1024, 16, 65536, 1);
-    with_ids.has_token_ids = true;
-    f = craft(with_ids, {{1, tiny_payload}});
-    expect_refused("4 GiB chunk with token ids", f, capped, slack + 64 * f.size());
 }
 
 TEST(HostileFiles, PrintTheLargestAllocationTable) {

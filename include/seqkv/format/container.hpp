@@ -47,8 +47,9 @@ struct container_limits {
     std::uint64_t max_chunk_decoded_bytes = 1ull << 32;  // one decoded chunk, in bytes
     /// Most bytes one decode() may allocate for its output and its largest chunk (the cap a
     /// hostile or merely huge file meets; a valid file of constant KV can legitimately expand
-    /// far beyond any multiple of its size, so the bound is a number, not a ratio).
-    std::uint64_t max_decode_bytes = 1ull << 34;
+    /// far beyond any multiple of its size, so the bound is a number, not a ratio). Default
+    /// 256 GiB: no real cache is refused; services decoding untrusted files set their own.
+    std::uint64_t max_decode_bytes = 1ull << 38;
     std::uint32_t max_preamble_bytes = 64u << 20;
     std::uint32_t max_attachments = 1u << 16;
     std::uint32_t max_resources = 4096;          // resource table entries

@@ -39,6 +39,9 @@ public:
     stream_writer(byte_sink sink, preamble header, any_chunk_codec codec, writer_options options = {})
         : sink_(std::move(sink)), header_(std::move(header)), codec_(std::move(codec)), options_(std::move(options)) {
         require_usage(header_.chunk_tokens > 0, "stream_writer: chunk_tokens must be positive");
+        require_usage(is_kv_float(header_.layout.type), "stream_writer: the cache must be BF16, F16, F32, F8_E4M3 or F8_E5M2");
+        require_usage(header_.layout.layers > 0 && header_.layout.kv_heads > 0 && header_.layout.head_dim > 0,
+                      "stream_writer: layers, heads and head_dim must be positive");
         require_usage(header_.keyframe_interval > 0, "stream_writer: keyframe_interval must be positive");
         if (!codec_.dependent_chunks) header_.keyframe_interval = 1;
         if (codec_.whole_context) header_.keyframe_interval = std::numeric_limits<std::uint32_t>::max();

@@ -52,6 +52,8 @@ inline kv_cache_view kv_view(const safetensors_file& file) {
                 throw format_error("KV safetensors: '" + name + "' has dtype " + std::string(dtype_name(t->type)) +
                                    ", expected BF16, F16, F32, F8_E4M3 or F8_E5M2");
             if (t->shape.size() != 3) throw format_error("KV safetensors: '" + name + "' is not [heads, tokens, head_dim]");
+            if (t->shape[0] == 0 || t->shape[2] == 0)
+                throw format_error("KV safetensors: '" + name + "' has no heads or no channels");
             if (t->shape[0] > 0xffffffffull || t->shape[2] > 0xffffffffull)
                 throw limit_error("KV safetensors: '" + name + "' has too many heads or channels");
             kv_tensor_view v{t->bytes.data(), t->type, std::uint32_t(t->shape[0]), t->shape[1], std::uint32_t(t->shape[2]),

@@ -79,8 +79,8 @@ inline float put_half(byte_writer& w, float v) {
     const std::uint16_t h = float_to_fp16(v);
     if (!std::isfinite(fp16_to_float(h)))
         throw usage_error("lossy codec: side information " + std::to_string(v) +
-                          " exceeds fp16 (this quantizer stores scales / minimums / norms as fp16: KV values must stay "
-                          "within about +-65504 per group; use a seqkv-* or lossless preset)");
+                          " exceeds fp16 (this quantizer stores its side values - scales, minimums, norms - as fp16, "
+                          "largest 65504; use a seqkv-* or lossless preset for such a cache)");
     w.put<std::uint16_t>(h);
     return fp16_to_float(h);
 }

@@ -80,7 +80,7 @@ public:
     using backend_type = B;
     static constexpr std::uint8_t payload_version = 2;
 
-    explicit closed_loop_codec(Q quantizer = {}, P predictor = {}, R rate = {}, codec_options options = {})
+    explicit closed_loop_codec(Q quantizer = Q(), P predictor = P(), R rate = R(), codec_options options = {})
         : quantizer_(std::move(quantizer)), predictor_(std::move(predictor)), rate_(std::move(rate)), options_(std::move(options)) {
         if (!options_.executor) options_.executor = backend::serial_executor();
     }
