@@ -13,6 +13,7 @@
 
 #include "fuzz_support.hpp"
 #include "seqkv/api.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
 
 namespace {
@@ -40,15 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (fill.empty()) return 0;
 
     // The cache: contiguous [heads, tokens, head_dim] per (layer, kind), bytes cycled from the input.
-    byte_vector kv(L.total_bytes());
-    for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = fill[i % fill.size()];
-    kv_cache_view cache{L, {}, {}};
-    const std::size_t block = L.elements_per_tensor() * dtype_size(L.type);
-    for (std::uint32_t l = 0; l < L.layers; ++l) {
-        const auto strides = kv_strides::head_major(L.tokens, L.head_dim);
-        cache.keys.push_back({kv.data() + (2 * l) * block, L.type, L.kv_heads, L.tokens, L.head_dim, strides});
-        cache.values.push_back({kv.data() + (2 * l + 1) * block, L.type, L.kv_heads, L.tokens, L.head_dim, strides});
-    }
+    chunk_buffer kv = chunk_buffer::for_layout(L, L.tokens);
+    for (std::size_t i = 0; i < kv.bytes.size(); ++i) kv.bytes[i] = fill[i % fill.size()];
+    const kv_cache_view cache = view_of(kv);
     std::vector<std::int32_t> ids;
     if (with_ids)
         for (std::uint64_t t = 0; t < L.tokens; ++t) ids.push_back(std::int32_t(fill[t % fill.size()] % 7));
@@ -98,7 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const chunk_buffer b = decompress<backend::scalar>(*files[0]);
     const chunk_buffer c = decompress<backend::simd>(*files[0], 0, std::nullopt, {}, 3);
     if (a.bytes != b.bytes || a.bytes != c.bytes) std::abort();
-    if (lossless && a.bytes != kv) std::abort();
+    if (lossless && a.bytes != kv.bytes) std::abort();
     if (!lossless) {  // the encoder's reconstruction of one whole-cache chunk equals the decoder's output
         const lossy_runtime_codec codec(lossy_config::from_bytes(o.codec.params));
         const chunk_input in{&cache, 0, L.tokens, id_span};

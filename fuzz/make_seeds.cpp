@@ -11,6 +11,7 @@
 #include <string>
 
 #include "seqkv/api.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/codec/lossless/planes.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/coding/range_block.hpp"
@@ -38,32 +39,12 @@ void write(const std::string& target, const std::string& name, std::span<const s
 }
 
 /// Tokens [0, tokens) of the first `layers` layers of a cache, converted to dtype t (owning).
-struct slice {
-    kv_layout layout;
-    byte_vector bytes;
-    kv_cache_view view() const {
-        kv_cache_view v{layout, {}, {}};
-        const std::size_t block = layout.elements_per_tensor() * dtype_size(layout.type);
-        const auto strides = kv_strides::head_major(layout.tokens, layout.head_dim);
-        for (std::uint32_t l = 0; l < layout.layers; ++l) {
-            v.keys.push_back({bytes.data() + 2 * l * block, layout.type, layout.kv_heads, layout.tokens, layout.head_dim, strides});
-            v.values.push_back({bytes.data() + (2 * l + 1) * block, layout.type, layout.kv_heads, layout.tokens, layout.head_dim, strides});
-        }
-        return v;
-    }
+struct slice : chunk_buffer {
+    kv_cache_view view() const { return view_of(*this); }
 };
 
 slice cut(const kv_cache_view& src, std::uint32_t layers, std::uint64_t tokens, dtype t) {
-    slice s{src.layout, {}};
-    s.layout.layers = layers, s.layout.tokens = tokens, s.layout.type = t;
-    s.bytes.resize(s.layout.total_bytes());
-    std::size_t i = 0;
-    for (std::uint32_t l = 0; l < layers; ++l)
-        for (const auto* v : {&src.keys[l], &src.values[l]})
-            for (std::uint32_t h = 0; h < s.layout.kv_heads; ++h)
-                for (std::uint64_t tk = 0; tk < tokens; ++tk)
-                    for (std::uint32_t c = 0; c < s.layout.head_dim; ++c) store_from_float(s.bytes.data(), t, i++, v->at(h, tk, c));
-    return s;
+    return {copy_tokens(src, 0, tokens, layers, t)};
 }
 
 }  // namespace
@@ -130,8 +111,7 @@ int main(int argc, char** argv) {
         kv_layout L = model->kv_shape();
         chunk_buffer kv = chunk_buffer::for_layout(L, toks.size());
         session->kv(0, toks.size(), kv);
-        kv_cache_view v{kv.layout, {}, {}};
-        for (std::uint32_t l = 0; l < L.layers; ++l) v.keys.push_back(kv.view(l, kv_kind::key)), v.values.push_back(kv.view(l, kv_kind::value));
+        const kv_cache_view v = view_of(kv);
         for (auto mode : {tokens::mode::tokens, tokens::mode::corrected}) {
             compress_options o;
             o.codec = tokens_config(mode, *model);
@@ -141,6 +121,16 @@ int main(int argc, char** argv) {
                   compress(v, o, toks));
         }
     }
+
+    // fuzz_tokens: [mode | action << 1 | dtype << 3][n - 1][n ids][fuzzer bytes] (see fuzz_tokens.cpp).
+    for (std::uint8_t mode = 0; mode < 2; ++mode)
+        for (std::uint8_t action = 0; action < 4; ++action)
+            for (std::uint8_t type = 0; type < (action == 0 ? 3 : 1); ++type) {
+                byte_vector in{std::uint8_t(mode | action << 1 | type << 3), 5};
+                for (std::uint8_t i = 0; i < 6; ++i) in.push_back(std::uint8_t(i * 37 + 5));
+                for (std::uint8_t i = 0; i < 24; ++i) in.push_back(std::uint8_t(i * 29 + action));
+                write("tokens", "m" + std::to_string(mode) + "-a" + std::to_string(action) + "-t" + std::to_string(type), in);
+            }
 
     // safetensors: the slice as a KV dump, and an expected-KV table built from it.
     {

@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "seqkv/api.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/io/safetensors.hpp"
 
@@ -25,33 +26,17 @@ const char* const presets[] = {"seqkv-1bit", "seqkv-2bit", "seqkv-step:0.25", "b
 
 /// Tokens [0, tokens) of the fixture's first two layers as an owned bf16 cache.
 struct cache_copy {
-    kv_layout layout;
-    byte_vector bytes;
+    chunk_buffer buffer;
+    byte_vector& bytes = buffer.bytes;  // refers into buffer: not copyable
+    cache_copy(const cache_copy&) = delete;
     explicit cache_copy(std::uint64_t tokens) {
         const auto file = io::safetensors_file::load(std::string(SEQKV_DATA_DIR) + "/kv/gpl3.safetensors");
-        const kv_cache_view v = io::kv_view(file);
-        layout = v.layout;
-        layout.layers = 2, layout.tokens = tokens;
-        bytes.resize(layout.total_bytes());
-        std::size_t i = 0;
-        for (std::uint32_t l = 0; l < layout.layers; ++l)
-            for (const auto* t : {&v.keys[l], &v.values[l]})
-                for (std::uint32_t h = 0; h < layout.kv_heads; ++h)
-                    for (std::uint64_t tk = 0; tk < tokens; ++tk)
-                        for (std::uint32_t c = 0; c < layout.head_dim; ++c) store_from_float(bytes.data(), dtype::bf16, i++, t->at(h, tk, c));
+        buffer = copy_tokens(io::kv_view(file), 0, tokens, 2, dtype::bf16);
     }
-    kv_cache_view view() const {
-        kv_cache_view v{layout, {}, {}};
-        const std::size_t block = layout.elements_per_tensor() * 2;
-        const auto s = kv_strides::head_major(layout.tokens, layout.head_dim);
-        for (std::uint32_t l = 0; l < layout.layers; ++l) {
-            v.keys.push_back({bytes.data() + 2 * l * block, dtype::bf16, layout.kv_heads, layout.tokens, layout.head_dim, s});
-            v.values.push_back({bytes.data() + (2 * l + 1) * block, dtype::bf16, layout.kv_heads, layout.tokens, layout.head_dim, s});
-        }
-        return v;
-    }
+    kv_cache_view view() const { return view_of(buffer); }
     /// Element index of (layer, kind, head, token, channel) in `bytes` (bf16 elements).
     std::size_t at(std::uint32_t l, int kind, std::uint32_t h, std::uint64_t t, std::uint32_t c) const {
+        const kv_layout& layout = buffer.layout;
         return (((2 * std::size_t(l) + kind) * layout.kv_heads + h) * layout.tokens + t) * layout.head_dim + c;
     }
 };

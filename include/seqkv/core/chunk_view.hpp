@@ -19,4 +19,31 @@ inline kv_cache_view view_of(const chunk_buffer& b) {
     return v;
 }
 
+/// Tokens [begin, end) of the first `layers` layers of `src` copied into an owned buffer of dtype
+/// `type` (any source strides): bit for bit when `type` is the source's, else converted through
+/// float. With view_of, the owned test / seed / sliced cache that compress() takes.
+inline chunk_buffer copy_tokens(const kv_cache_view& src, std::uint64_t begin, std::uint64_t end, std::uint32_t layers,
+                                dtype type) {
+    require_usage(begin <= end && end <= src.layout.tokens && layers <= src.layout.layers && layers <= src.keys.size() &&
+                      layers <= src.values.size() && is_kv_float(type),
+                  "copy_tokens: range, layers or dtype outside the source cache");
+    kv_layout l = src.layout;
+    l.layers = layers, l.type = type;
+    chunk_buffer b = chunk_buffer::for_layout(l, end - begin);
+    for (std::uint32_t layer = 0; layer < layers; ++layer)
+        for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+            const kv_tensor_view& t = kind == kv_kind::key ? src.keys[layer] : src.values[layer];
+            const std::span<std::uint8_t> dst = b.block(layer, kind);
+            if (type == t.type) {
+                gather_block(t, begin, end, dst);
+                continue;
+            }
+            std::size_t i = 0;
+            for (std::uint32_t h = 0; h < l.kv_heads; ++h)
+                for (std::uint64_t tk = begin; tk < end; ++tk)
+                    for (std::uint32_t c = 0; c < l.head_dim; ++c) store_from_float(dst.data(), type, i++, t.at(h, tk, c));
+        }
+    return b;
+}
+
 }  // namespace seqkv

@@ -67,6 +67,29 @@ struct file_index {
 /// Reads the trailer, index and attachments of `file` (a stream of that version whose chunk
 /// records start at data_begin) and enforces the consistency rules of docs/FORMAT.md, keyframes
 /// included: chunk i with i % keyframe_interval == 0 must not be dependent.
+/// The rules every chunk entry obeys, whether an index lists it or a scan of the records finds it
+/// (recover.hpp): entry `i` starts where the previous record ended (`expect_offset`) at the running
+/// token count, holds 1..chunk_tokens tokens and known flags only, ends by `end`, and is a keyframe
+/// where the keyframe rule wants one. Returns what is wrong, or "" when nothing is.
+inline std::string chunk_entry_problem(const chunk_entry& c, std::size_t i, std::uint64_t expect_offset,
+                                       std::uint64_t expect_token, std::uint64_t end, const preamble& header) {
+    if (c.flags & ~known_chunk_flags) return "unknown chunk flags";
+    if (c.tokens == 0 || c.tokens > header.chunk_tokens)
+        return "token count " + std::to_string(c.tokens) + " outside 1.." + std::to_string(header.chunk_tokens);
+    if (c.offset != expect_offset)
+        return "starts at byte " + std::to_string(c.offset) + ", not where the previous record ended (" + std::to_string(expect_offset) + ")";
+    if (c.first_token != expect_token)
+        return "first_token " + std::to_string(c.first_token) + " is not the running token count " + std::to_string(expect_token);
+    if (c.offset > end || c.record_bytes > end - c.offset)
+        return "record of " + std::to_string(c.record_bytes) + " bytes at byte " + std::to_string(c.offset) + " runs past byte " +
+               std::to_string(end);
+    if (c.dependent() && i % header.keyframe_interval == 0)
+        return i == 0 ? "depends on a previous chunk but is the first (chunk 0 is always a keyframe)"
+                      : "depends on a previous chunk but must be a keyframe (one every " + std::to_string(header.keyframe_interval) +
+                            " chunks)";
+    return "";
+}
+
 inline file_index read_file_index(std::span<const std::uint8_t> file, std::size_t data_begin, const preamble& header,
                                   std::uint16_t version, const container_limits& limits) {
     file_index out;
@@ -92,13 +115,8 @@ inline file_index read_file_index(std::span<const std::uint8_t> file, std::size_
     for (std::uint32_t i = 0; i < n; ++i) {
         chunk_entry c{r.get<std::uint64_t>(), r.get<std::uint64_t>(), r.get<std::uint32_t>(), r.get<std::uint32_t>()};
         if (version >= 2) c.flags = r.get<std::uint8_t>();
-        if (c.offset != expect_offset || c.first_token != expect_token || c.tokens == 0 ||
-            c.tokens > header.chunk_tokens || c.record_bytes > index_offset - c.offset || (c.flags & ~known_chunk_flags))
-            throw format_error("index: chunk " + std::to_string(i) + " is inconsistent");
-        if (c.dependent() && i % header.keyframe_interval == 0)
-            throw format_error("index: chunk " + std::to_string(i) +
-                               (i == 0 ? " depends on a previous chunk but is the first"
-                                       : " depends on a previous chunk but must be a keyframe"));
+        if (const std::string why = chunk_entry_problem(c, i, expect_offset, expect_token, index_offset, header); !why.empty())
+            throw format_error("index: chunk " + std::to_string(i) + ": " + why);
         expect_offset += c.record_bytes;
         expect_token += c.tokens;
         out.chunks.push_back(c);

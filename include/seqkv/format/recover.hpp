@@ -39,7 +39,8 @@ namespace recover_detail {
 /// whole and valid; otherwise returns why not. Reads only inside `rest`; allocates only for a
 /// record whose lengths add up within it.
 inline std::string check_record(std::span<const std::uint8_t> rest, const stream_head& head, std::size_t index,
-                                std::uint64_t tokens_before, const container_limits& limits, chunk_entry& entry) {
+                                std::uint64_t offset, std::uint64_t tokens_before, const container_limits& limits,
+                                chunk_entry& entry) {
     const preamble& p = head.header;
     const std::size_t fixed = head.version >= 2 ? 21 : 20;  // magic, first_token, tokens, [flags], payload_len
     if (rest.size() < fixed)
@@ -48,29 +49,26 @@ inline std::string check_record(std::span<const std::uint8_t> rest, const stream
     const std::uint32_t tokens = load_le32(rest.data() + 12);
     const std::uint8_t flags = head.version >= 2 ? rest[16] : 0;
     const std::uint32_t payload_len = load_le32(rest.data() + fixed - 4);
-    if (flags & ~known_chunk_flags) return "unknown chunk flags";
-    if (tokens == 0 || tokens > p.chunk_tokens)
-        return "token count " + std::to_string(tokens) + " outside 1.." + std::to_string(p.chunk_tokens);
-    // The record's length follows from its header (each term < 2^33, so no overflow).
+    // The record's length follows from its header (each term < 2^36, so no overflow).
     const bool external = flags & chunk_external;
     const std::uint64_t side = std::uint64_t(tokens) * (4u * p.has_token_ids + 4u * p.has_nll);
     const std::uint64_t length = fixed + (external ? 8u : 0u) + side + (external ? 0u : payload_len) + 4u;
-    if (length > rest.size())
-        return "truncated chunk record (" + std::to_string(rest.size()) + " of " + std::to_string(length) + " bytes)";
+    const std::uint64_t first_token = load_le32(rest.data() + 4) | std::uint64_t(load_le32(rest.data() + 8)) << 32;
+    entry = {offset, first_token, tokens, std::uint32_t(std::min<std::uint64_t>(length, std::numeric_limits<std::uint32_t>::max())), flags};
+    // The index's own rules (index.hpp), with the end of the file as the end of the records.
+    if (std::string why = chunk_entry_problem(entry, index, offset, tokens_before, offset + rest.size(), p); !why.empty()) {
+        if (entry.record_bytes > rest.size() && why.starts_with("record of"))
+            return "truncated chunk record (" + std::to_string(rest.size()) + " of " + std::to_string(length) + " bytes)";
+        return why;
+    }
     if (length > std::numeric_limits<std::uint32_t>::max()) return "record length over 4 GiB";
-    chunk_record rec;
     try {
-        rec = read_chunk_record(rest.first(std::size_t(length)), p, head.version);
+        (void)read_chunk_record(rest.first(std::size_t(length)), p, head.version);  // its CRC
     } catch (const format_error& e) {  // checksum_error included
         return e.what();
     }
-    if (rec.first_token != tokens_before)
-        return "first_token " + std::to_string(rec.first_token) + " is not the running token count " + std::to_string(tokens_before);
-    if ((rec.flags & chunk_dependent) && index % p.keyframe_interval == 0)
-        return "dependent chunk where the keyframe rule requires a keyframe";
-    if (tokens_before + rec.tokens > limits.max_tokens) return "token count over the reader's max_tokens";
+    if (tokens_before + tokens > limits.max_tokens) return "token count over the reader's max_tokens";
     if (index >= std::numeric_limits<std::uint32_t>::max()) return "more chunks than an index can hold";
-    entry = {0, rec.first_token, rec.tokens, std::uint32_t(length), rec.flags};
     return "";
 }
 
@@ -92,9 +90,8 @@ inline recovery recover_stream(std::span<const std::uint8_t> file, const contain
     std::string why;  // empty: the file ends after a whole record
     while (offset < file.size()) {
         chunk_entry entry;
-        why = recover_detail::check_record(file.subspan(std::size_t(offset)), head, kept.size(), tokens, limits, entry);
+        why = recover_detail::check_record(file.subspan(std::size_t(offset)), head, kept.size(), offset, tokens, limits, entry);
         if (!why.empty()) break;
-        entry.offset = offset;
         kept.push_back(entry);
         offset += entry.record_bytes;
         tokens += entry.tokens;

@@ -65,6 +65,8 @@ struct codec_options {
     const predict::rope_table* rope = nullptr;          // set: keys are predicted pre-RoPE
     const predict::expected_kv_table* table = nullptr;  // set: token-conditioned prior
     std::shared_ptr<backend::thread_pool> executor;
+    bool inputs_checked = false;  // set: the caller ran detail::require_finite over each chunk itself
+                                  // (the runtime codec does, once, before its target-bits search)
 };
 
 /// Closed-loop predictive lossy codec composed from its stage policies.
@@ -253,7 +255,7 @@ template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, S
     requires(!S::token_major || Coder::contexts_known_ahead)
 byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& in, chunk_buffer* recon) const {
     require_usage(in.cache != nullptr && in.end >= in.begin && in.end <= in.cache->layout.tokens, "lossy codec: bad chunk input");
-    detail::require_finite(*in.cache, in.begin, in.end, in.position_base);
+    if (!options_.inputs_checked) detail::require_finite(*in.cache, in.begin, in.end, in.position_base);
     const kv_layout layout = in.cache->layout;
     const auto rows = std::uint32_t(in.token_count());
     const std::uint32_t heads = layout.kv_heads, cols = layout.head_dim;

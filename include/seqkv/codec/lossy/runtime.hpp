@@ -136,7 +136,7 @@ private:
     }
     template <class Result, class Coder, class Q, class P, class F>
     Result make_with(Q q, P p, F& f) const {
-        codec_options o{rope_.get(), table_.get(), executor_};
+        codec_options o{rope_.get(), table_.get(), executor_, true};  // encode() checked the chunk
         runtime_rate rate{config_.rate == lossy_rate::surprisal, predict::surprisal_rate(config_.surprisal_base_bits)};
         return f(seqkv::codec<Q, predict::rope_domain<P>, Coder, Backend, runtime_rate>(
             std::move(q), predict::rope_domain<P>(std::move(p)), rate, std::move(o)));
@@ -159,6 +159,8 @@ private:
 
 template <backend::Backend Backend>
 byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* recon) const {
+    require_usage(in.cache != nullptr && in.end >= in.begin && in.end <= in.cache->layout.tokens, "lossy codec: bad chunk input");
+    detail::require_finite(*in.cache, in.begin, in.end, in.position_base);  // once, not per bisection step
     if (config_.target_bits <= 0 || config_.quantizer != lossy_quantizer::uniform_step)
         return with_prefix(0, 0, encode_step(config_.relative_step, in, recon));
     // Bisect log2(step) for the smallest step whose payload fits the target.

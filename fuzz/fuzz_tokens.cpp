@@ -1,0 +1,124 @@
+// libFuzzer target: the token-mode decoder (docs/TOKEN_MODE.md) under the committed tiny model,
+// reached past the checksums that stop almost every mutated .skv in fuzz_skv.
+//
+// Byte 0: mode (bit 0: tokens / corrected), action (bits 1-2), KV dtype (bits 3-4: bf16, f16, f32);
+// byte 1: the chunk's token count n (1..8); bytes 2..2+n: its token ids (mod the vocabulary);
+// the rest: the fuzzer's bytes. The harness encodes a valid chunk of those ids with the real
+// encoder (the model's own KV as the cache), so the payload's hashes are right, then:
+//   action 0: round trip; in corrected mode the cache's bits are first XORed with the fuzzer's
+//             bytes (any bit pattern: NaN payloads, -0.0, subnormals), so the correction is
+//             nonzero; the decode must return the ids and the cache bit for bit;
+//   action 1: the token stream is replaced by the fuzzer's bytes (length prefix recomputed): the
+//             model-driven range decode runs token by token on garbage;
+//   action 2: the correction stream is replaced (corrected mode; in tokens mode the bytes are
+//             appended and must be refused as trailing bytes): the correction decoder runs past
+//             both hashes on garbage;
+//   action 3: the fuzzer's bytes are the whole payload (framing, version, mode, counts).
+// Every decode must return or throw a seqkv::error; check_payload must never accept a payload
+// the decoder then finds short of its framing.
+#include <any>
+#include <cstdlib>
+#include <filesystem>
+
+#include "fuzz_support.hpp"
+#include "seqkv/codec/tokens/token_codec.hpp"
+#include "seqkv/core/chunk_view.hpp"
+#include "seqkv/reference/llama.hpp"
+
+namespace {
+
+using namespace seqkv;
+
+const std::shared_ptr<const model::language_model>& tiny() {
+    static const std::shared_ptr<const model::language_model> m =
+        reference::llama_model::load(std::filesystem::path(SEQKV_FUZZ_DATA_DIR) / "tiny-llama");
+    return m;
+}
+
+/// The decode under a fresh carry, as a reader does for the chunk at token 0.
+void decode(const tokens::token_codec& codec, std::span<const std::uint8_t> payload, const kv_layout& L, chunk_buffer& out) {
+    std::any carry;
+    chunk_input in;
+    in.begin = 0, in.end = L.tokens, in.carry = &carry;
+    out = chunk_buffer::for_layout(L, L.tokens);
+    codec.check_payload(payload, L);
+    codec.decode(payload, in, out);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 3) return 0;
+    const bool corrected = data[0] & 1;
+    const int action = (data[0] >> 1) & 3;
+    const dtype types[] = {dtype::bf16, dtype::f16, dtype::f32, dtype::bf16};
+    const dtype type = types[(data[0] >> 3) & 3];
+    const std::uint32_t n = 1 + data[1] % 8;
+    if (size < 2 + n) return 0;
+    const auto& model = tiny();
+    const std::uint32_t vocab = model->vocab_size();
+    std::vector<std::int32_t> ids(n);
+    for (std::uint32_t i = 0; i < n; ++i) ids[i] = std::int32_t(data[2 + i] % vocab);
+    const std::span<const std::uint8_t> rest(data + 2 + n, size - 2 - n);
+    const tokens::token_codec codec(model, corrected ? tokens::mode::corrected : tokens::mode::tokens);
+
+    // The model's KV of the ids in the chosen dtype: the cache the engine would hand over.
+    kv_layout L = model->kv_shape();
+    L.type = type;
+    chunk_buffer cache = chunk_buffer::for_layout(L, n);
+    {
+        auto session = model->session();
+        session->extend(ids, {});
+        session->kv(0, n, cache);
+    }
+    if (action == 0 && corrected)
+        for (std::size_t i = 0; i < rest.size() && i < cache.bytes.size(); ++i) cache.bytes[i] ^= rest[i];
+    const kv_cache_view view = view_of(cache);
+    byte_vector payload;
+    {
+        std::any carry;
+        chunk_input in;
+        in.cache = &view, in.begin = 0, in.end = n, in.token_ids = ids, in.carry = &carry;
+        payload = codec.encode(in);
+    }
+    // Framing (token_codec::encode): version, mode, n, ids hash, KV hash, token stream length, stream.
+    constexpr std::size_t stream_len_at = 1 + 1 + 4 + 8 + 8;
+    const std::uint32_t stream_len = load_le32(payload.data() + stream_len_at);
+    const std::size_t correction_at = stream_len_at + 4 + stream_len;
+
+    chunk_buffer out;
+    switch (action) {
+        case 0: {  // must round-trip exactly
+            try {
+                decode(codec, payload, cache.layout, out);
+            } catch (...) {
+                std::abort();
+            }
+            if (out.token_ids != ids) std::abort();
+            if (out.bytes != cache.bytes) std::abort();  // tokens: the recompute; corrected: the cache
+            break;
+        }
+        case 1: {
+            byte_vector p(payload.begin(), payload.begin() + std::ptrdiff_t(stream_len_at));
+            p.resize(stream_len_at + 4);
+            fuzz::put_le32(p.data() + stream_len_at, std::uint32_t(rest.size()));
+            p.insert(p.end(), rest.begin(), rest.end());
+            p.insert(p.end(), payload.begin() + std::ptrdiff_t(correction_at), payload.end());
+            fuzz::expect_seqkv_errors_only([&] { decode(codec, p, cache.layout, out); });
+            break;
+        }
+        case 2: {
+            byte_vector p(payload.begin(), payload.begin() + std::ptrdiff_t(correction_at));
+            p.insert(p.end(), rest.begin(), rest.end());
+            bool decoded = false;
+            fuzz::expect_seqkv_errors_only([&] { decode(codec, p, cache.layout, out), decoded = true; });
+            if (decoded && !corrected && !rest.empty()) std::abort();  // tokens mode: trailing bytes refused
+            if (decoded && out.token_ids != ids) std::abort();         // the ids' hash was intact
+            break;
+        }
+        default:
+            fuzz::expect_seqkv_errors_only([&] { decode(codec, rest, cache.layout, out); });
+            break;
+    }
+    return 0;
+}
