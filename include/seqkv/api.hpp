@@ -43,25 +43,35 @@ inline format::writer_options writer_options_for(const compress_options& options
     return {options.external_payloads, options.min_external_payload_bytes, &options.resources};
 }
 
-/// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
-template <backend::Backend Backend = backend::simd>
-byte_vector compress(const kv_cache_view& cache, const compress_options& options = {},
-                     std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
+/// Writes one stream of `layout` under `options`: the preamble, whatever `append(writer)` appends
+/// (token ids / nll stored when has_ids / has_nll), the index. compress() and compress_paged()
+/// (paged.hpp) are this with their own appends.
+template <backend::Backend Backend = backend::simd, class Append>
+byte_vector write_stream(const kv_layout& layout, const compress_options& options, bool has_ids, bool has_nll, Append&& append) {
     format::preamble p;
-    p.layout = cache.layout;
+    p.layout = layout;
     apply_options(p, options);
     auto codec = make_codec<Backend>(options.codec, options.resources, executor_for(options.threads));
     // A codec that codes the ids (token mode) takes them whenever there are tokens; with none,
     // an empty span is the whole (empty) id sequence.
-    p.has_token_ids = !token_ids.empty() || (codec.codes_token_ids && cache.layout.tokens == 0);
-    p.has_nll = !nll.empty();
+    p.has_token_ids = has_ids || (codec.codes_token_ids && layout.tokens == 0);
+    p.has_nll = has_nll;
     p.metadata = options.metadata;
     byte_vector out;
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
                                  std::move(codec), writer_options_for(options));
-    writer.append(cache, 0, cache.layout.tokens, token_ids, nll);
+    append(writer);
     writer.finish();
     return out;
+}
+
+/// Compresses tokens [0, T) of a cache; token_ids / nll (per token, optional) are stored too.
+template <backend::Backend Backend = backend::simd>
+byte_vector compress(const kv_cache_view& cache, const compress_options& options = {},
+                     std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
+    return write_stream<Backend>(cache.layout, options, !token_ids.empty(), !nll.empty(), [&](format::stream_writer& w) {
+        w.append(cache, 0, cache.layout.tokens, token_ids, nll);
+    });
 }
 
 /// Decodes tokens [begin, end) (default: all) of a .skv image. Every entry of its resource table

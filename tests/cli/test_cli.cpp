@@ -50,6 +50,12 @@ TEST(Cli, LosslessRoundTripGivesBackEveryTensor) {
     const auto& full = a.at("layer.3.v");
     const auto& part = c.at("layer.3.v");
     EXPECT_TRUE(std::equal(part.bytes.begin(), part.bytes.begin() + 200 * 128, full.bytes.begin() + 100 * 128));
+    // The metadata the slice copies states the slice, not the whole dump.
+    EXPECT_EQ(a.metadata().at("n_tokens"), "512");
+    EXPECT_EQ(c.metadata().at("n_tokens"), "200");
+    EXPECT_EQ(c.metadata().at("positions"), "100..299");
+    EXPECT_EQ(c.metadata().at("token_range"), "100:300 of 512");
+    EXPECT_EQ(c.metadata().at("rope_theta"), a.metadata().at("rope_theta"));
     fs::remove_all(dir);
 }
 
@@ -70,12 +76,12 @@ TEST(Cli, LossyPresetRecordsQualityAndNeedsItsTable) {
     j = nlohmann::json::parse(r.out);
     EXPECT_TRUE(j["quality"].contains("snr_k_db"));
     r = run("decompress " + skv.string() + " -o " + back.string());
-    EXPECT_EQ(r.status, 2);  // names a table that was not given
+    EXPECT_EQ(r.status, 3);  // names a table that was not given: missing side information
     EXPECT_NE(r.out.find("expected-KV table"), std::string::npos) << r.out;
     r = run("decompress " + skv.string() + " -o " + back.string() + " --table " + table.string());
     EXPECT_EQ(r.status, 0) << r.out;
     r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset kivi2 --lossy group=16 --lossy nonsense=1");
-    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.status, 1);  // usage
     EXPECT_NE(r.out.find("unknown lossy option"), std::string::npos) << r.out;
     fs::remove_all(dir);
 }
@@ -122,7 +128,7 @@ TEST(Cli, TokenPresetsCodeTheIdsUnderTheModelAndNeedIt) {
     ASSERT_EQ(j["resources"].size(), 1u);
     EXPECT_NE(j["resources"][0]["description"].get<std::string>().find("model weights"), std::string::npos);
     r = run("decompress " + skv.string() + " -o " + back.string());
-    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.status, 3);  // the model the file names was not given
     EXPECT_NE(r.out.find("model weights"), std::string::npos) << r.out;
     r = run("decompress " + skv.string() + " -o " + back.string() + " --model " + model.string() + " --tokens 100:300");
     ASSERT_EQ(r.status, 0) << r.out;
@@ -141,7 +147,7 @@ TEST(Cli, TokenPresetsCodeTheIdsUnderTheModelAndNeedIt) {
     EXPECT_GT(j["quality"]["snr_k_db"].get<double>(), 40.0);  // the reference model's KV vs PyTorch's: bf16 rounding apart
     EXPECT_GT(j["kv_ratio"].get<double>(), 1000.0);
     r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset tokens");
-    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.status, 1);  // usage: the preset needs --model
     EXPECT_NE(r.out.find("--model"), std::string::npos) << r.out;
     fs::remove_all(dir);
 }
@@ -161,6 +167,58 @@ TEST(Cli, BadInputGivesAClearErrorAndNoOutput) {
     r = run("compress " + junk.string() + " -o " + skv.string());
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
+    fs::remove_all(dir);
+}
+
+// One exit-code scheme (0 OK, 1 usage, 2 invalid input, 3 side information, 4 I/O, 5 internal),
+// errors as JSON under --json, one clear message for a file that is not what it should be.
+TEST(Cli, ExitCodesAndErrorsFollowOneScheme) {
+    const auto dir = scratch();
+    const auto skv = dir / "e.skv", text = dir / "notes.txt";
+    auto r = run("frobnicate");
+    EXPECT_EQ(r.status, 1) << r.out;  // CLI11 used to exit 106 / 105
+    r = run("compress " + (dir / "missing.safetensors").string() + " -o " + skv.string());
+    EXPECT_EQ(r.status, 1) << r.out;
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --json --chunk nope");
+    EXPECT_EQ(r.status, 1) << r.out;
+    EXPECT_NE(r.out.find("\"usage_error\""), std::string::npos) << r.out;
+
+    // A text file: named once, as not a safetensors file (was "seqkv: format error: '...': seqkv:
+    // format error: limit exceeded: safetensors: header length 8031924123371070824").
+    {
+        FILE* f = std::fopen(text.string().c_str(), "w");
+        std::fputs("hello world, these are notes, not tensors\n", f);
+        std::fclose(f);
+    }
+    r = run("compress " + text.string() + " -o " + skv.string() + " --json");
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("not a safetensors file"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("header length 8"), std::string::npos) << r.out;
+    const auto first_line = r.out.substr(0, r.out.find('\n'));
+    EXPECT_EQ(first_line.find("seqkv:"), first_line.rfind("seqkv:")) << first_line;  // the prefix once
+    const auto json_at = r.out.find('{');
+    ASSERT_NE(json_at, std::string::npos) << r.out;
+    const auto j = nlohmann::json::parse(r.out.substr(json_at));
+    EXPECT_EQ(j["error"]["type"], "format_error");
+    EXPECT_EQ(j["error"]["exit_code"], 2);
+    EXPECT_FALSE(fs::exists(skv));
+
+    // --lossy settings under the default lossless preset would be ignored: refused as usage.
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --lossy step=0.3");
+    EXPECT_EQ(r.status, 1) << r.out;
+    EXPECT_NE(r.out.find("lossy preset"), std::string::npos) << r.out;
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset seqkv-step:0.3 --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+
+    // A damaged file: 2; info --verify on it: 2 with the error as JSON.
+    auto bytes = seqkv::read_file(skv);
+    bytes[bytes.size() / 2] ^= 0x10;
+    seqkv::write_file(skv, bytes);
+    r = run("info " + skv.string() + " --json");
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("\"checksum_error\""), std::string::npos) << r.out;
+    r = run("decompress " + skv.string() + " -o " + (dir / "x.safetensors").string());
+    EXPECT_EQ(r.status, 2) << r.out;
     fs::remove_all(dir);
 }
 

@@ -101,7 +101,7 @@ TEST(CliLlama, BadInputGivesAClearError) {
     EXPECT_FALSE(fs::exists(skv));
     write(junk, make_state_file(10, false));
     r = run("compress --from llama-state " + junk.string() + " -o " + skv.string() + " --kv-heads 3");
-    EXPECT_EQ(r.status, 2);  // 64 elements per row are not 3 heads
+    EXPECT_EQ(r.status, 1);  // usage: 64 elements per row are not 3 heads
     EXPECT_NE(r.out.find("KV heads"), std::string::npos) << r.out;
     // A .skv made from safetensors has no llama state to give back.
     const auto fixture = fs::path(SEQKV_DATA_DIR) / "kv" / "gpl3.safetensors";

@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
@@ -20,6 +22,21 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// Exit codes, one scheme for every subcommand (README "CLI"; `seqkv --help` says it too).
+constexpr int exit_ok = 0;
+constexpr int exit_usage = 1;      // the command line: unknown option, bad value, a preset without what it needs
+constexpr int exit_bad_input = 2;  // an input is not a valid file: format, checksum or limit error; info --verify failed
+constexpr int exit_resource = 3;   // a file needs side information not given (--table, --model) or given wrong
+constexpr int exit_io = 4;         // a file cannot be read or written; a store unreachable
+constexpr int exit_internal = 5;   // anything else (e.g. out of memory)
+
+/// One error line on stderr; with --json also {"error": {...}} on stdout. Returns `code`.
+int report_error(bool as_json, const char* kind, const std::string& message, int code) {
+    std::cerr << message << "\n";
+    if (as_json) std::cout << json{{"error", {{"type", kind}, {"message", message}, {"exit_code", code}}}}.dump(2) << "\n";
+    return code;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -159,8 +176,32 @@ int run_recover(const std::string& in, const std::string& out, bool as_json) {
     return 0;
 }
 
-int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::lossy_flags& flags) {
-    const fs::path dir = fs::path(SEQKV_DATA_DIR) / "kv";
+/// True when dir/kv holds a .safetensors file.
+bool has_fixture(const fs::path& dir) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir / "kv", ec), end; !ec && it != end; it.increment(ec))
+        if (it->path().extension() == ".safetensors") return true;
+    return false;
+}
+
+/// The data directory `demo` reads (its kv/*.safetensors), first of: --data, $SEQKV_DATA_DIR
+/// (either one must hold the fixture), the installed fixture beside the executable
+/// (<bindir>/SEQKV_INSTALL_DATA_RELDIR = ../share/seqkv/data) when present, the source tree's data/.
+fs::path demo_data_dir(const std::string& option, const char* argv0) {
+    if (!option.empty()) return option;
+    if (const char* env = std::getenv("SEQKV_DATA_DIR"); env && *env) return env;
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);  // Linux; else argv[0] when it is a path
+    if (ec) exe = argv0 && std::string_view(argv0).find('/') != std::string_view::npos ? fs::absolute(argv0, ec) : fs::path();
+    if (!ec && !exe.empty()) {
+        const fs::path installed = (exe.parent_path() / SEQKV_INSTALL_DATA_RELDIR).lexically_normal();
+        if (has_fixture(installed)) return installed;
+    }
+    return SEQKV_DATA_DIR;
+}
+
+int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::lossy_flags& flags, const fs::path& data_dir) {
+    const fs::path dir = data_dir / "kv";
     std::vector<fs::path> files;
     if (fs::exists(dir))
         for (const auto& e : fs::directory_iterator(dir))
@@ -225,6 +266,9 @@ int run_demo(bool as_json, const std::string& preset_name, const seqkv::cli::los
 
 int main(int argc, char** argv) {
     CLI::App app{"seqkv: compress transformer KV caches (safetensors) as sequences"};
+    app.footer("Exit codes: 0 OK, 1 usage (command line), 2 invalid input file (format, checksum, limit; info --verify\n"
+               "failed), 3 missing or wrong side information (--table, --model), 4 I/O or store, 5 internal.\n"
+               "With --json, an error is also printed as {\"error\": {\"type\", \"message\", \"exit_code\"}} on stdout.");
     app.require_subcommand(1);
     bool as_json = false;
     app.add_flag("--json", as_json, "machine-readable output");
@@ -235,7 +279,7 @@ int main(int argc, char** argv) {
     compress->add_option("input", in, "input .safetensors")->required()->check(CLI::ExistingFile);
     compress->add_option("-o,--output", out, "output .skv")->required();
     compress->add_option("--preset", preset, seqkv::cli::preset_help());
-    compress->add_option("--chunk", chunk, "tokens per chunk (default: preset's)");
+    compress->add_option("--chunk", chunk, "tokens per chunk (default, or 0: the preset's: 512 lossless and tokens, 1024 lossy)");
     compress->add_flag("--json", as_json, "machine-readable output");
     seqkv::cli::lossy_flags lossy;
     seqkv::cli::add_lossy_flags(*compress, lossy);
@@ -271,6 +315,10 @@ int main(int argc, char** argv) {
     auto* demo = app.add_subcommand("demo", "compress + decompress the bundled real KV fixture, print ratio and speed");
     demo->add_option("--preset", preset, seqkv::cli::preset_help());
     demo->add_flag("--json", as_json, "machine-readable output");
+    std::string data_dir;
+    demo->add_option("--data", data_dir,
+                     "directory holding kv/*.safetensors (default: $SEQKV_DATA_DIR, else the installed fixture, "
+                     "else the source tree's data/)");
     seqkv::cli::add_lossy_flags(*demo, lossy);
 
     std::vector<std::string> corpus;
@@ -279,7 +327,18 @@ int main(int argc, char** argv) {
     table->add_option("-o,--output", out, "output table .safetensors")->required();
     table->add_flag("--json", as_json, "machine-readable output");
 
-    CLI11_PARSE(app, argc, argv);
+    // One exit-code scheme (README "CLI"): command-line errors are usage errors (exit 1), not CLI11's 105/106.
+    bool json_requested = false;  // --json anywhere: errors as JSON too (the flag may not have parsed)
+    for (int i = 1; i < argc; ++i) json_requested = json_requested || std::string_view(argv[i]) == "--json";
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {  // --help
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        if (json_requested) return report_error(json_requested, "usage_error", std::string("seqkv: usage error: ") + e.what(), exit_usage);
+        (void)app.exit(e);  // CLI11's message and "Run with --help"
+        return exit_usage;
+    }
     try {
         if (*compress && llama.from == "llama-state") {
             auto extra = seqkv::cli::compress_llama(in, out, preset, chunk, lossy, llama);
@@ -318,16 +377,18 @@ int main(int argc, char** argv) {
             if (verify) {
                 try {
                     j["verified"] = verify_decode(skv, lossy);
+                } catch (const seqkv::resource_error&) {
+                    throw;  // a missing --table / --model, not a damaged file
                 } catch (const seqkv::error& e) {
-                    std::cerr << "seqkv info --verify: FAILED: " << e.what() << "\n";
-                    return 2;
+                    return report_error(as_json, "verify_failed", std::string("seqkv info --verify: FAILED: ") + e.what(),
+                                        exit_bad_input);
                 }
             }
             print(j, as_json, info_text(j));
         } else if (*recover) {
             return run_recover(in, out, as_json);
         } else if (*demo) {
-            return run_demo(as_json, preset, lossy);
+            return run_demo(as_json, preset, lossy, demo_data_dir(data_dir, argc > 0 ? argv[0] : nullptr));
         } else if (*table) {
             std::vector<seqkv::io::safetensors_file> files;
             std::vector<const seqkv::io::safetensors_file*> ptrs;
@@ -341,15 +402,25 @@ int main(int argc, char** argv) {
             print(json{{"output", out}, {"bytes", bytes.size()}, {"content_hash", hash}}, as_json,
                   "wrote " + out + " (" + std::to_string(bytes.size()) + " bytes, hash " + hash + ")\n");
         }
+    } catch (const seqkv::usage_error& e) {
+        return report_error(as_json || json_requested, "usage_error", e.what(), exit_usage);
+    } catch (const seqkv::format_error& e) {  // checksum_error and limit_error included
+        const char* kind = dynamic_cast<const seqkv::checksum_error*>(&e) ? "checksum_error"
+                           : dynamic_cast<const seqkv::limit_error*>(&e)  ? "limit_error"
+                                                                          : "format_error";
+        return report_error(as_json || json_requested, kind, e.what(), exit_bad_input);
+    } catch (const seqkv::resource_error& e) {
+        return report_error(as_json || json_requested, "resource_error", e.what(), exit_resource);
+    } catch (const seqkv::io_error& e) {
+        return report_error(as_json || json_requested, "io_error", e.what(), exit_io);
+    } catch (const seqkv::store_error& e) {
+        return report_error(as_json || json_requested, "store_error", e.what(), exit_io);
     } catch (const seqkv::error& e) {
-        std::cerr << e.what() << "\n";
-        return 2;
+        return report_error(as_json || json_requested, "error", e.what(), exit_internal);
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: report, never abort
-        std::cerr << "seqkv: " << e.what() << "\n";
-        return 2;
+        return report_error(as_json || json_requested, "internal_error", std::string("seqkv: ") + e.what(), exit_internal);
     } catch (...) {
-        std::cerr << "seqkv: unknown error\n";
-        return 2;
+        return report_error(as_json || json_requested, "internal_error", "seqkv: unknown error", exit_internal);
     }
-    return 0;
+    return exit_ok;
 }

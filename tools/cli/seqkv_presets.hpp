@@ -13,6 +13,7 @@
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv/metrics/kv_metrics.hpp"
+#include "seqkv/preset.hpp"
 #include "seqkv/reference/llama.hpp"
 
 namespace seqkv::cli {
@@ -71,79 +72,32 @@ inline std::shared_ptr<const model::language_model> load_model(const lossy_flags
     return reference::llama_model::load(flags.model_path);
 }
 
-/// The file's metadata rope_theta (0 when absent); format_error when it is not a number.
-inline double rope_theta_of(const io::safetensors_file& file) {
-    const auto it = file.metadata().find("rope_theta");
-    if (it == file.metadata().end()) return 0;
-    try {
-        return std::stod(it->second);
-    } catch (const std::exception&) {
-        throw format_error("metadata rope_theta is not a number: '" + it->second + "'");
-    }
-}
+/// What a preset needs to know about the model (the library's, seqkv/preset.hpp).
+using preset_model = model_params;
 
-/// What a preset needs to know about the model (rope_theta 0: unknown).
-struct preset_model {
-    std::uint32_t head_dim = 0;
-    double rope_theta = 0;
-    std::string rope_style = "rotate_half";  // rotate_half | neox | interleaved | gptj; others: no RoPE use
-};
-
-/// Options for a preset name for a model; chunk 0 keeps the preset's chunk size.
+/// Options for a preset name for a model; chunk 0 keeps the preset's chunk size. The library's
+/// presets (seqkv::preset) with the command line's table, model, --lossy settings and threads.
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk, const preset_model& m,
                                            const lossy_flags& flags = {}) {
-    compress_options o;
-    if (name == "tokens" || name == "tokens-exact") {
-        const auto model = load_model(flags);
-        if (!model) throw usage_error("preset " + name + " needs --model (the model that produced the KV, or the reference model of it)");
-        o.codec = tokens_config(name == "tokens" ? tokens::mode::tokens : tokens::mode::corrected, *model);
-        add_language_model(o.resources, model);
-        o.chunk_tokens = chunk ? chunk : 512;
-        o.threads = flags.threads;
-        return o;
-    }
-    const auto table = load_table(flags);
-    add_expected_kv_table(o.resources, table);
-    const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
-    const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
-    if (name == "lossless" && flags.options.empty()) {
-        // RoPE parameters let the codec predict repeated tokens' keys by rotation.
-        lossless::plane_options lo;
-        if (m.rope_theta > 0 && (half || interleaved)) {
-            lossless::rope::parameters p;
-            p.theta = m.rope_theta;
-            p.style = half ? lossless::rope::pairing::rotate_half : lossless::rope::pairing::interleaved;
-            if (lossless::rope::valid(p)) lo.rope = p;  // otherwise stay lossless without the rotation predictor
-        }
-        o.codec = lossless_config(lo);
-        o.chunk_tokens = 512;  // beats every peer on bf16 and fp8 at 512 (bench_lossless -c512 rows)
+    preset_inputs in;
+    const bool tokens = name == "tokens" || name == "tokens-exact";
+    if (tokens) {
+        in.model = load_model(flags);
+        if (!in.model) throw usage_error("preset " + name + " needs --model (the model that produced the KV, or the reference model of it)");
     } else {
-        lossy_model_info model;
-        model.head_dim = m.head_dim;
-        model.rope_theta = half || interleaved ? m.rope_theta : 0;
-        model.rope_interleaved = interleaved;
-        model.table = table.get();
-        lossy_config c = lossy_preset(name, model);
-        for (const auto& kv : flags.options) {
-            const auto eq = kv.find('=');
-            if (eq == std::string::npos) throw usage_error("--lossy expects KEY=VALUE, got '" + kv + "'");
-            c = apply_lossy_option(c, kv.substr(0, eq), kv.substr(eq + 1), model);
-        }
-        o.codec = lossy_codec_config(c);
-        o.chunk_tokens = 1024;  // token-conditioned prediction needs history inside a chunk
+        in.table = load_table(flags);
     }
-    if (chunk) o.chunk_tokens = chunk;
-    o.threads = flags.threads;
-    return o;
+    in.options = flags.options;
+    in.chunk_tokens = chunk;
+    in.threads = flags.threads;
+    return preset(name, m, in);
 }
 
 /// Options for a preset name applied to a file (RoPE from its metadata rope_theta / rope_style).
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
                                            const io::safetensors_file& file, const lossy_flags& flags = {}) {
-    preset_model m;
-    m.rope_theta = rope_theta_of(file);
-    if (const auto st = file.metadata().find("rope_style"); st != file.metadata().end()) m.rope_style = st->second;
-    if (!(name == "lossless" && flags.options.empty()) && name != "tokens" && name != "tokens-exact") m.head_dim = io::kv_view(file).layout.head_dim;
+    const bool needs_cache = !(name == "lossless" && flags.options.empty()) && name != "tokens" && name != "tokens-exact";
+    preset_model m = model_params_from(file.metadata(), needs_cache ? io::kv_view(file).layout : kv_layout{});
     return options_for_preset(name, chunk, m, flags);
 }
 

@@ -5,6 +5,8 @@
 // Conversion layer: built on public headers only (the API, io/, the lossless block coder).
 #pragma once
 
+#include <charconv>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -148,6 +150,29 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     return out;
 }
 
+namespace detail {
+/// The dump's metadata for tokens [begin, end) of its T: the token count (`n_tokens`) and the
+/// positions (`positions` "a..b") it states are the slice's, and `token_range` says which slice
+/// ("begin:end of T"); whole-dump statistics (perplexity, nll means) stay as the dump states them.
+inline std::map<std::string, std::string> metadata_for_range(std::map<std::string, std::string> m, std::uint64_t begin,
+                                                             std::uint64_t end, std::uint64_t T) {
+    if (begin == 0 && end == T) return m;
+    if (m.contains("n_tokens")) m["n_tokens"] = std::to_string(end - begin);
+    if (auto it = m.find("positions"); it != m.end()) {
+        const std::string& p = it->second;
+        const auto dots = p.find("..");
+        std::uint64_t first = 0;
+        const auto [ptr, ec] = std::from_chars(p.data(), p.data() + (dots == std::string::npos ? 0 : dots), first);
+        if (dots != std::string::npos && ec == std::errc() && ptr == p.data() + dots && end > begin)
+            it->second = std::to_string(first + begin) + ".." + std::to_string(first + end - 1);
+        else
+            m.erase(it);  // a form this does not know how to slice: dropped rather than left wrong
+    }
+    m["token_range"] = std::to_string(begin) + ":" + std::to_string(end) + " of " + std::to_string(T);
+    return m;
+}
+}  // namespace detail
+
 /// Decodes a .skv image back into a safetensors image (all tokens, or [begin, end)).
 /// Tensors with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
 template <backend::Backend Backend = backend::simd>
@@ -162,7 +187,7 @@ byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::ui
         reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), begin, end, resources);
     const std::uint64_t n = end - begin;
     safetensors_builder b;
-    b.set_metadata(reader.header().metadata);
+    b.set_metadata(detail::metadata_for_range(reader.header().metadata, begin, end, T));
     const kv_layout& L = kv.layout;
     for (std::uint32_t l = 0; l < L.layers; ++l)
         for (kv_kind kind : {kv_kind::key, kv_kind::value})

@@ -64,8 +64,11 @@ public:
     static safetensors_file load(const std::filesystem::path& path, const safetensors_limits& limits = {}) {
         try {
             return parse(read_file(path), limits);
-        } catch (const format_error& e) {
-            throw format_error("'" + path.string() + "': " + e.what());
+        } catch (const format_error& e) {  // name the file once, without a second "seqkv: format error: "
+            std::string why = e.what();
+            for (const char* prefix : {"seqkv: ", "format error: "})
+                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
+            throw format_error("'" + path.string() + "': " + why);
         }
     }
 
@@ -95,9 +98,14 @@ private:
 
 inline void safetensors_file::index(const safetensors_limits& limits) {
     using nlohmann::json;
-    if (data_.size() < 8) throw format_error("safetensors: file shorter than its 8-byte header length");
+    if (data_.size() < 8) throw format_error("not a safetensors file: shorter than its 8-byte header length");
     std::uint64_t header_len = 0;
     for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(data_[i]) << (8 * i);
+    // A safetensors header is a JSON object right after its length: anything else (a text file, a
+    // .skv, a numpy file) is named for what it is not, before its first bytes are read as a length.
+    if (data_.size() > 8 && header_len > 0 && data_[8] != '{')
+        throw format_error("not a safetensors file: no JSON header after the 8-byte length (file of " +
+                           std::to_string(data_.size()) + " bytes)");
     if (header_len > limits.max_header_bytes)
         throw limit_error("safetensors: header length " + std::to_string(header_len));
     if (header_len > data_.size() - 8)

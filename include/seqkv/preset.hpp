@@ -1,0 +1,121 @@
+// Presets by name: the compress_options the CLI's `--preset NAME` uses, for library users.
+//
+//   auto m = seqkv::model_params_from(file_metadata, cache.layout);  // or {.head_dim, .rope_theta, .rope_style}
+//   auto skv = seqkv::compress(cache, seqkv::preset("lossless", m), token_ids);
+//
+// Names: lossless (default; bit-exact, RoPE-aware when rope_theta is known), seqkv-1bit,
+// seqkv-2bit, seqkv-step:<s>, bound:<rel>, abs:<abs>, kivi2, kivi4, turbo2, turbo2.5, turbo3,
+// turbo3.5, turbo4, int8, fp8 (docs/LOSSY.md), tokens, tokens-exact (token mode; needs a model,
+// docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
+#pragma once
+
+#include <charconv>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "seqkv/api.hpp"
+#include "seqkv/codec/lossy/presets.hpp"
+#include "seqkv/codec/registry.hpp"
+
+namespace seqkv {
+
+/// What presets need to know about the model that produced the KV.
+struct model_params {
+    std::uint32_t head_dim = 0;              // lossy presets: the cache's head_dim (required)
+    double rope_theta = 0;                   // RoPE base; 0: unknown (no RoPE-aware prediction)
+    std::string rope_style = "rotate_half";  // rotate_half | neox | interleaved | gptj; anything else: no RoPE use
+};
+
+/// Optional inputs of a preset besides its name and the model's parameters.
+struct preset_inputs {
+    std::shared_ptr<const predict::expected_kv_table> table;  // seqkv-* presets: token-conditioned prior
+    std::shared_ptr<const model::language_model> model;       // tokens / tokens-exact: the reference model
+    std::vector<std::string> options;                         // KEY=VALUE lossy settings applied after the preset
+    std::uint32_t chunk_tokens = 0;                           // 0: the preset's own chunk size
+    unsigned threads = 1;                                     // codec threads (0: every core; same bytes)
+};
+
+/// Every name preset() accepts (parameterized ones with their parameter placeholder).
+inline std::vector<std::string> preset_names() {
+    return {"lossless", "seqkv-1bit", "seqkv-2bit", "seqkv-step:<s>", "bound:<rel>", "abs:<abs>", "kivi2", "kivi4", "turbo2",
+            "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact"};
+}
+
+/// The model parameters a KV dump's metadata states (`rope_theta`, `rope_style`; format_error when
+/// rope_theta is not a number; a non-positive one counts as unknown), with head_dim from the cache's layout.
+inline model_params model_params_from(const std::map<std::string, std::string>& metadata, const kv_layout& layout) {
+    model_params m;
+    m.head_dim = layout.head_dim;
+    if (const auto it = metadata.find("rope_theta"); it != metadata.end()) {
+        const std::string& s = it->second;
+        double v = 0;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (ec != std::errc() || end != s.data() + s.size()) throw format_error("metadata rope_theta is not a number: '" + s + "'");
+        m.rope_theta = v > 0 && std::isfinite(v) ? v : 0;  // 0, negative, inf: unknown
+    }
+    if (const auto it = metadata.find("rope_style"); it != metadata.end()) m.rope_style = it->second;
+    return m;
+}
+
+/// The compress_options of a named preset (usage_error for unknown names or missing inputs).
+/// lossless: 512-token chunks, and RoPE rotation prediction of repeated tokens' keys when
+/// rope_theta is known; lossy presets: 1024-token chunks (token-conditioned prediction needs
+/// history inside a chunk); tokens presets: 512-token chunks under `in.model`.
+inline compress_options preset(std::string_view name, const model_params& m = {}, const preset_inputs& in = {}) {
+    compress_options o;
+    o.threads = in.threads;
+    if (name == "tokens" || name == "tokens-exact") {
+        if (!in.model) throw usage_error("preset " + std::string(name) + " needs a model (the model that produced the KV, or its reference model)");
+        if (!in.options.empty()) throw usage_error("preset " + std::string(name) + " takes no lossy options");
+        o.codec = tokens_config(name == "tokens" ? tokens::mode::tokens : tokens::mode::corrected, *in.model);
+        add_language_model(o.resources, in.model);
+        o.chunk_tokens = in.chunk_tokens ? in.chunk_tokens : 512;
+        return o;
+    }
+    add_expected_kv_table(o.resources, in.table);
+    const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
+    const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
+    if (name == "lossless" && in.options.empty()) {
+        lossless::plane_options lo;
+        if (m.rope_theta > 0 && (half || interleaved)) {
+            lossless::rope::parameters p;
+            p.theta = m.rope_theta;
+            p.style = half ? lossless::rope::pairing::rotate_half : lossless::rope::pairing::interleaved;
+            if (lossless::rope::valid(p)) lo.rope = p;  // otherwise stay lossless without the rotation predictor
+        }
+        o.codec = lossless_config(lo);
+        o.chunk_tokens = 512;  // beats every peer on bf16 and fp8 at 512 (bench_lossless -c512 rows)
+    } else {
+        if (name == "lossless") {
+            // Explicit settings on the lossless preset only make sense with a lossy quantizer: a
+            // step or a bit width under the lossless quantizer would be ignored silently.
+            bool quantizer = false;
+            for (const auto& kv : in.options) quantizer = quantizer || kv.starts_with("quantizer=");
+            if (!quantizer)
+                throw usage_error("lossy options need a lossy preset (e.g. seqkv-step:0.3, kivi4) or quantizer=...; "
+                                  "under the lossless preset they would have no effect");
+        }
+        if (m.head_dim == 0) throw usage_error("preset " + std::string(name) + " needs the cache's head_dim (model_params)");
+        lossy_model_info model;
+        model.head_dim = m.head_dim;
+        model.rope_theta = half || interleaved ? m.rope_theta : 0;
+        model.rope_interleaved = interleaved;
+        model.table = in.table.get();
+        lossy_config c = lossy_preset(name, model);
+        for (const auto& kv : in.options) {
+            const auto eq = kv.find('=');
+            if (eq == std::string::npos) throw usage_error("lossy option: expected KEY=VALUE, got '" + kv + "'");
+            c = apply_lossy_option(c, std::string_view(kv).substr(0, eq), std::string_view(kv).substr(eq + 1), model);
+        }
+        o.codec = lossy_codec_config(c);
+        o.chunk_tokens = 1024;
+    }
+    if (in.chunk_tokens) o.chunk_tokens = in.chunk_tokens;
+    return o;
+}
+
+}  // namespace seqkv
