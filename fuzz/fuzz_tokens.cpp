@@ -2,7 +2,8 @@
 // reached past the checksums that stop almost every mutated .skv in fuzz_skv.
 //
 // Byte 0: mode (bit 0: tokens / corrected), action (bits 1-2), KV dtype (bits 3-4: bf16, f16, f32);
-// byte 1: the chunk's token count n (1..8); bytes 2..2+n: its token ids (mod the vocabulary);
+// byte 1: the chunk's token count n (1..8); bytes 2..2+2n: its token ids (16-bit little-endian,
+// mod the vocabulary);
 // the rest: the fuzzer's bytes. The harness encodes a valid chunk of those ids with the real
 // encoder (the model's own KV as the cache), so the payload's hashes are right, then:
 //   action 0: round trip; in corrected mode the cache's bits are first XORed with the fuzzer's
@@ -14,8 +15,7 @@
 //             appended and must be refused as trailing bytes): the correction decoder runs past
 //             both hashes on garbage;
 //   action 3: the fuzzer's bytes are the whole payload (framing, version, mode, counts).
-// Every decode must return or throw a seqkv::error; check_payload must never accept a payload
-// the decoder then finds short of its framing.
+// Every decode must return or throw a seqkv::error (check_payload runs first, as in the reader).
 #include <any>
 #include <cstdlib>
 #include <filesystem>
@@ -54,12 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const dtype types[] = {dtype::bf16, dtype::f16, dtype::f32, dtype::bf16};
     const dtype type = types[(data[0] >> 3) & 3];
     const std::uint32_t n = 1 + data[1] % 8;
-    if (size < 2 + n) return 0;
+    if (size < 2 + 2 * n) return 0;
     const auto& model = tiny();
     const std::uint32_t vocab = model->vocab_size();
-    std::vector<std::int32_t> ids(n);
-    for (std::uint32_t i = 0; i < n; ++i) ids[i] = std::int32_t(data[2 + i] % vocab);
-    const std::span<const std::uint8_t> rest(data + 2 + n, size - 2 - n);
+    std::vector<std::int32_t> ids(n);  // two bytes each: every block of the vocabulary's split table
+    for (std::uint32_t i = 0; i < n; ++i) ids[i] = std::int32_t(load_le16(data + 2 + 2 * i) % vocab);
+    const std::span<const std::uint8_t> rest(data + 2 + 2 * n, size - 2 - 2 * n);
     const tokens::token_codec codec(model, corrected ? tokens::mode::corrected : tokens::mode::tokens);
 
     // The model's KV of the ids in the chosen dtype: the cache the engine would hand over.

@@ -122,12 +122,15 @@ int main(int argc, char** argv) {
         }
     }
 
-    // fuzz_tokens: [mode | action << 1 | dtype << 3][n - 1][n ids][fuzzer bytes] (see fuzz_tokens.cpp).
+    // fuzz_tokens: [mode | action << 1 | dtype << 3][n - 1][n 16-bit ids][fuzzer bytes] (see fuzz_tokens.cpp).
     for (std::uint8_t mode = 0; mode < 2; ++mode)
         for (std::uint8_t action = 0; action < 4; ++action)
             for (std::uint8_t type = 0; type < (action == 0 ? 3 : 1); ++type) {
                 byte_vector in{std::uint8_t(mode | action << 1 | type << 3), 5};
-                for (std::uint8_t i = 0; i < 6; ++i) in.push_back(std::uint8_t(i * 37 + 5));
+                for (std::uint16_t i = 0; i < 6; ++i) {
+                    const std::uint16_t id = std::uint16_t(i * 173 + 5);  // spread over the tiny model's 1024 tokens
+                    in.push_back(std::uint8_t(id)), in.push_back(std::uint8_t(id >> 8));
+                }
                 for (std::uint8_t i = 0; i < 24; ++i) in.push_back(std::uint8_t(i * 29 + action));
                 write("tokens", "m" + std::to_string(mode) + "-a" + std::to_string(action) + "-t" + std::to_string(type), in);
             }

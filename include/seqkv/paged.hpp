@@ -1,4 +1,4 @@
-// Paged KV caches as engines hold them (docs/ENGINES.md): a sequence's tokens live in fixed-size
+// Paged KV caches as engines hold them (vLLM's paged blocks, SGLang's pages): a sequence's tokens live in fixed-size
 // blocks (pages) scattered over a per-layer pool, found through a block table. compress_paged()
 // reads them where they are (no gather copy of the cache: the writer stages one chunk at a time)
 // and writes the same bytes compress() writes for the contiguous cache; decompress_into() scatters
@@ -79,11 +79,15 @@ struct paged_kv_view {
     }
 
     /// Checks the geometry and every block-table entry the tokens use; usage_error otherwise.
+    /// (Two logical blocks naming one physical block are the caller's business: decoding into such
+    /// a view writes both through the same page.)
     void validate() const {
         require_usage(block_size > 0 && layout.layers > 0 && layout.kv_heads > 0 && layout.head_dim > 0,
                       "paged_kv_view: block size, layers, heads and head_dim must be positive");
         require_usage(keys.size() == layout.layers && values.size() == layout.layers, "paged_kv_view: one K and V pool per layer");
-        const std::uint64_t used = (layout.tokens + block_size - 1) / block_size;
+        for (std::uint32_t l = 0; l < layout.layers; ++l)
+            require_usage(keys[l] != nullptr && values[l] != nullptr, "paged_kv_view: a layer's pool address is null");
+        const std::uint64_t used = layout.tokens / block_size + (layout.tokens % block_size != 0);  // no overflow
         require_usage(block_table.size() >= used, "paged_kv_view: the block table is shorter than the tokens need");
         for (std::uint64_t b = 0; b < used; ++b)
             require_usage(block_table[b] >= 0 && std::uint64_t(block_table[b]) < num_blocks,
@@ -140,12 +144,15 @@ byte_vector compress_paged(const paged_kv_view& cache, const compress_options& o
 
 /// Decodes tokens [begin, end) of a .skv image into a paged view's pages: token t of the file
 /// goes to the view's token t - begin (its block table says where). The view's layout must be the
-/// file's (tokens: at least end - begin). Self-contained chunks are decoded one chunk at a time
-/// (memory: one chunk); a codec with dependent chunks (token mode) decodes the range at once.
+/// file's (tokens: at least end - begin). Every chunk record the range needs is CRC-checked before
+/// the first page is written, so a damaged file leaves the pages untouched; self-contained chunks
+/// are then decoded one at a time (memory: one chunk), a codec with dependent chunks (token mode)
+/// decodes the range at once. Returns the range's token ids when the file codes them in its
+/// payload (token mode), else an empty vector (stored ids: stream_reader::token_ids()).
 template <backend::Backend Backend = backend::simd>
-void decompress_into(std::span<const std::uint8_t> file, const paged_kv_view& dst, std::uint64_t begin = 0,
-                     std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {},
-                     unsigned threads = 1) {
+std::vector<std::int32_t> decompress_into(std::span<const std::uint8_t> file, const paged_kv_view& dst, std::uint64_t begin = 0,
+                                          std::optional<std::uint64_t> end_opt = std::nullopt,
+                                          const resource_provider& resources = {}, unsigned threads = 1) {
     dst.validate();
     format::stream_reader reader(file);
     const kv_layout L = reader.layout();
@@ -156,16 +163,19 @@ void decompress_into(std::span<const std::uint8_t> file, const paged_kv_view& ds
                   "decompress_into: the paged view's layout differs from the file's, or holds too few tokens");
     reader.require_resources(resources);
     const auto codec = make_codec<Backend>(reader.header().codec, resources, executor_for(threads));
+    const auto& chunks = reader.chunks();
+    for (std::size_t i = 0; i < chunks.size(); ++i)  // every record in the range passes its CRC first
+        if (chunks[i].first_token < end && chunks[i].first_token + chunks[i].tokens > begin) (void)reader.record(i);
     const std::size_t es = dtype_size(L.type);
     auto scatter = [&](const chunk_buffer& part, std::uint64_t first) {  // part holds tokens [first, first + n)
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 const kv_tensor_view src = part.view(l, kind);
+                const bool rows = (kind == kv_kind::key ? dst.k_strides : dst.v_strides).channel == 1;
                 for (std::uint64_t t = 0; t < part.layout.tokens; ++t)
                     for (std::uint32_t h = 0; h < L.kv_heads; ++h) {
-                        std::uint8_t* d = dst.element(l, kind, first + t - begin, h, 0);
-                        if (dst.k_strides.channel == 1 && dst.v_strides.channel == 1) {
-                            std::copy_n(src.element(h, t, 0), std::size_t(L.head_dim) * es, d);
+                        if (rows) {
+                            std::copy_n(src.element(h, t, 0), std::size_t(L.head_dim) * es, dst.element(l, kind, first + t - begin, h, 0));
                         } else {
                             for (std::uint32_t c = 0; c < L.head_dim; ++c)
                                 std::copy_n(src.element(h, t, c), es, dst.element(l, kind, first + t - begin, h, c));
@@ -174,13 +184,19 @@ void decompress_into(std::span<const std::uint8_t> file, const paged_kv_view& ds
             }
     };
     if (codec.dependent_chunks) {
-        scatter(reader.decode(codec, begin, end, resources), begin);
-        return;
+        chunk_buffer all = reader.decode(codec, begin, end, resources);
+        scatter(all, begin);
+        return std::move(all.token_ids);
     }
-    for (const auto& c : reader.chunks()) {
+    std::vector<std::int32_t> ids;
+    for (const auto& c : chunks) {
         const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
-        if (lo < hi) scatter(reader.decode(codec, lo, hi, resources), lo);
+        if (lo >= hi) continue;
+        const chunk_buffer part = reader.decode(codec, lo, hi, resources);
+        scatter(part, lo);
+        ids.insert(ids.end(), part.token_ids.begin(), part.token_ids.end());
     }
+    return ids;
 }
 
 }  // namespace seqkv

@@ -9,8 +9,12 @@
 // docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
 #pragma once
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <locale>
+#include <optional>
+#include <sstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -45,20 +49,51 @@ inline std::vector<std::string> preset_names() {
             "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact"};
 }
 
+namespace detail {
+/// A number from metadata text: decimal or scientific, surrounding whitespace and a leading '+'
+/// allowed, independent of the C locale; nullopt when the text is not one.
+inline std::optional<double> parse_number(std::string_view s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+    if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+    if (s.empty()) return std::nullopt;
+    double v = 0;
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+#else  // standard libraries without floating-point from_chars
+    std::istringstream in{std::string(s)};
+    in.imbue(std::locale::classic());
+    if (!(in >> v) || in.peek() != std::char_traits<char>::eof()) return std::nullopt;
+#endif
+    return v;
+}
+}  // namespace detail
+
 /// The model parameters a KV dump's metadata states (`rope_theta`, `rope_style`; format_error when
 /// rope_theta is not a number; a non-positive one counts as unknown), with head_dim from the cache's layout.
 inline model_params model_params_from(const std::map<std::string, std::string>& metadata, const kv_layout& layout) {
     model_params m;
     m.head_dim = layout.head_dim;
     if (const auto it = metadata.find("rope_theta"); it != metadata.end()) {
-        const std::string& s = it->second;
-        double v = 0;
-        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-        if (ec != std::errc() || end != s.data() + s.size()) throw format_error("metadata rope_theta is not a number: '" + s + "'");
-        m.rope_theta = v > 0 && std::isfinite(v) ? v : 0;  // 0, negative, inf: unknown
+        const auto v = detail::parse_number(it->second);
+        if (!v) throw format_error("metadata rope_theta is not a number: '" + it->second + "'");
+        m.rope_theta = *v > 0 && std::isfinite(*v) ? *v : 0;  // 0, negative, inf: unknown
     }
     if (const auto it = metadata.find("rope_style"); it != metadata.end()) m.rope_style = it->second;
     return m;
+}
+
+/// True for the token-mode presets (tokens, tokens-exact: they need a model, not head_dim).
+inline bool is_token_preset(std::string_view name) { return name == "tokens" || name == "tokens-exact"; }
+
+/// True for every name preset() accepts (parameterized ones with any parameter text).
+inline bool is_preset_name(std::string_view name) {
+    for (const std::string& n : preset_names()) {
+        const auto colon = n.find(':');
+        if (colon == std::string::npos ? name == n : name.starts_with(std::string_view(n).substr(0, colon + 1))) return true;
+    }
+    return false;
 }
 
 /// The compress_options of a named preset (usage_error for unknown names or missing inputs).
@@ -66,9 +101,14 @@ inline model_params model_params_from(const std::map<std::string, std::string>& 
 /// rope_theta is known; lossy presets: 1024-token chunks (token-conditioned prediction needs
 /// history inside a chunk); tokens presets: 512-token chunks under `in.model`.
 inline compress_options preset(std::string_view name, const model_params& m = {}, const preset_inputs& in = {}) {
+    if (!is_preset_name(name)) {
+        std::string known;
+        for (const auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
+        throw usage_error("unknown preset '" + std::string(name) + "' (presets: " + known + ")");
+    }
     compress_options o;
     o.threads = in.threads;
-    if (name == "tokens" || name == "tokens-exact") {
+    if (is_token_preset(name)) {
         if (!in.model) throw usage_error("preset " + std::string(name) + " needs a model (the model that produced the KV, or its reference model)");
         if (!in.options.empty()) throw usage_error("preset " + std::string(name) + " takes no lossy options");
         o.codec = tokens_config(name == "tokens" ? tokens::mode::tokens : tokens::mode::corrected, *in.model);
@@ -97,7 +137,7 @@ inline compress_options preset(std::string_view name, const model_params& m = {}
             for (const auto& kv : in.options) quantizer = quantizer || kv.starts_with("quantizer=");
             if (!quantizer)
                 throw usage_error("lossy options need a lossy preset (e.g. seqkv-step:0.3, kivi4) or quantizer=...; "
-                                  "under the lossless preset they would have no effect");
+                                  "under the lossless preset nothing is quantized, so a step, bits or a bound would be ignored");
         }
         if (m.head_dim == 0) throw usage_error("preset " + std::string(name) + " needs the cache's head_dim (model_params)");
         lossy_model_info model;

@@ -167,4 +167,14 @@ TEST(Paged, RefusesABadBlockTableOrLayout) {
     pool small(kind::split, f.kv.layout, 16, 20, 0, 0);
     EXPECT_THROW(decompress_into(skv, small.view), usage_error);  // 40 tokens do not fit 20
     EXPECT_NO_THROW(decompress_into(skv, small.view, 0, 20));
+    // A damaged last chunk: refused before any page is written (earlier chunks are not scattered).
+    compress_options o;
+    o.chunk_tokens = 16;
+    byte_vector three = compress_paged(p.view, o);
+    const format::stream_reader reader(three);
+    ASSERT_EQ(reader.chunks().size(), 3u);
+    three[std::size_t(reader.chunks()[2].offset) + 40] ^= 0x20;
+    pool clean(kind::split, f.kv.layout, 16, 40, 0, 0);
+    EXPECT_THROW(decompress_into(three, clean.view), checksum_error);
+    EXPECT_TRUE(std::all_of(clean.bytes.begin(), clean.bytes.end(), [](std::uint8_t b) { return b == 0; }));
 }

@@ -69,6 +69,14 @@ TEST(Preset, RefusesWhatWouldBeSilentlyWrong) {
     model_params m;
     m.head_dim = 64;
     EXPECT_THROW((void)preset("no-such-preset", m), usage_error);
+    try {
+        (void)preset("kivi5", model_params{});  // a typo is named as one, not as a missing head_dim
+        ADD_FAILURE() << "kivi5 accepted";
+    } catch (const usage_error& e) {
+        EXPECT_NE(std::string(e.what()).find("unknown preset 'kivi5'"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(is_preset_name("seqkv-step:0.3"));
+    EXPECT_FALSE(is_preset_name("seqkv-step"));
     EXPECT_THROW((void)preset("kivi4", model_params{}), usage_error);  // no head_dim
     preset_inputs step;
     step.options = {"step=0.3"};  // ignored under the lossless quantizer: refused instead
@@ -88,6 +96,8 @@ TEST(Preset, ModelParamsFromMetadata) {
     EXPECT_EQ(m.rope_style, "interleaved");
     EXPECT_EQ(model_params_from({{"rope_theta", "0"}}, l).rope_theta, 0.0);  // non-positive: unknown
     EXPECT_EQ(model_params_from({}, l).rope_theta, 0.0);
+    EXPECT_EQ(model_params_from({{"rope_theta", " +1e4\n"}}, l).rope_theta, 10000.0);  // what std::stod took
     EXPECT_THROW((void)model_params_from({{"rope_theta", "ten thousand"}}, l), format_error);
+    EXPECT_THROW((void)model_params_from({{"rope_theta", ""}}, l), format_error);
     EXPECT_THROW((void)model_params_from({{"rope_theta", "1e4x"}}, l), format_error);
 }

@@ -75,13 +75,10 @@ void check_chunk_records(const seqkv::format::stream_reader& reader) {
 
 /// Decodes the whole file as `decompress` would (KV, token ids, nll, every attachment it reads);
 /// throws the first error. Returns what was decoded, for the report.
-std::string verify_decode(std::span<const std::uint8_t> skv, const seqkv::cli::lossy_flags& flags) {
-    seqkv::resource_provider res;
-    seqkv::add_expected_kv_table(res, seqkv::cli::load_table(flags));
-    seqkv::add_language_model(res, seqkv::cli::load_model(flags));
+std::string verify_decode(std::span<const std::uint8_t> skv, const seqkv::resource_provider& res, unsigned threads) {
     const bool llama = seqkv::format::stream_reader(skv).find_attachment(seqkv::io::llama::state_attachment).has_value();
-    const auto out = llama ? seqkv::cli::decompress_llama(skv, res, flags.threads)
-                           : seqkv::io::decompress_to_safetensors(skv, 0, std::nullopt, res, flags.threads);
+    const auto out = llama ? seqkv::cli::decompress_llama(skv, res, threads)
+                           : seqkv::io::decompress_to_safetensors(skv, 0, std::nullopt, res, threads);
     return std::string(llama ? "llama.cpp state" : "safetensors") + " of " + std::to_string(out.size()) + " bytes";
 }
 
@@ -339,6 +336,7 @@ int main(int argc, char** argv) {
         (void)app.exit(e);  // CLI11's message and "Run with --help"
         return exit_usage;
     }
+    auto json_out = [&] { return as_json || json_requested; };  // --json parsed, or anywhere on the line
     try {
         if (*compress && llama.from == "llama-state") {
             auto extra = seqkv::cli::compress_llama(in, out, preset, chunk, lossy, llama);
@@ -375,11 +373,13 @@ int main(int argc, char** argv) {
             const auto skv = seqkv::read_file(in);
             auto j = info_json(skv);  // throws on any checksum that fails
             if (verify) {
+                // The side files first, outside the verdict: a bad --table / --model is not a bad .skv.
+                seqkv::resource_provider res;
+                seqkv::add_expected_kv_table(res, seqkv::cli::load_table(lossy));
+                seqkv::add_language_model(res, seqkv::cli::load_model(lossy));
                 try {
-                    j["verified"] = verify_decode(skv, lossy);
-                } catch (const seqkv::resource_error&) {
-                    throw;  // a missing --table / --model, not a damaged file
-                } catch (const seqkv::error& e) {
+                    j["verified"] = verify_decode(skv, res, lossy.threads);
+                } catch (const seqkv::format_error& e) {  // the file is damaged (others: their own exit codes)
                     return report_error(as_json, "verify_failed", std::string("seqkv info --verify: FAILED: ") + e.what(),
                                         exit_bad_input);
                 }
@@ -403,24 +403,26 @@ int main(int argc, char** argv) {
                   "wrote " + out + " (" + std::to_string(bytes.size()) + " bytes, hash " + hash + ")\n");
         }
     } catch (const seqkv::usage_error& e) {
-        return report_error(as_json || json_requested, "usage_error", e.what(), exit_usage);
+        return report_error(json_out(), "usage_error", e.what(), exit_usage);
     } catch (const seqkv::format_error& e) {  // checksum_error and limit_error included
         const char* kind = dynamic_cast<const seqkv::checksum_error*>(&e) ? "checksum_error"
                            : dynamic_cast<const seqkv::limit_error*>(&e)  ? "limit_error"
                                                                           : "format_error";
-        return report_error(as_json || json_requested, kind, e.what(), exit_bad_input);
+        return report_error(json_out(), kind, e.what(), exit_bad_input);
     } catch (const seqkv::resource_error& e) {
-        return report_error(as_json || json_requested, "resource_error", e.what(), exit_resource);
+        return report_error(json_out(), "resource_error", e.what(), exit_resource);
     } catch (const seqkv::io_error& e) {
-        return report_error(as_json || json_requested, "io_error", e.what(), exit_io);
+        return report_error(json_out(), "io_error", e.what(), exit_io);
+    } catch (const std::filesystem::filesystem_error& e) {  // e.g. file_size of a file that went away
+        return report_error(json_out(), "io_error", std::string("seqkv: I/O error: ") + e.what(), exit_io);
     } catch (const seqkv::store_error& e) {
-        return report_error(as_json || json_requested, "store_error", e.what(), exit_io);
+        return report_error(json_out(), "store_error", e.what(), exit_io);
     } catch (const seqkv::error& e) {
-        return report_error(as_json || json_requested, "error", e.what(), exit_internal);
+        return report_error(json_out(), "error", e.what(), exit_internal);
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: report, never abort
-        return report_error(as_json || json_requested, "internal_error", std::string("seqkv: ") + e.what(), exit_internal);
+        return report_error(json_out(), "internal_error", std::string("seqkv: ") + e.what(), exit_internal);
     } catch (...) {
-        return report_error(as_json || json_requested, "internal_error", "seqkv: unknown error", exit_internal);
+        return report_error(json_out(), "internal_error", "seqkv: unknown error", exit_internal);
     }
     return exit_ok;
 }

@@ -80,8 +80,7 @@ using preset_model = model_params;
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk, const preset_model& m,
                                            const lossy_flags& flags = {}) {
     preset_inputs in;
-    const bool tokens = name == "tokens" || name == "tokens-exact";
-    if (tokens) {
+    if (is_token_preset(name)) {
         in.model = load_model(flags);
         if (!in.model) throw usage_error("preset " + name + " needs --model (the model that produced the KV, or the reference model of it)");
     } else {
@@ -96,7 +95,7 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
 /// Options for a preset name applied to a file (RoPE from its metadata rope_theta / rope_style).
 inline compress_options options_for_preset(const std::string& name, std::uint32_t chunk,
                                            const io::safetensors_file& file, const lossy_flags& flags = {}) {
-    const bool needs_cache = !(name == "lossless" && flags.options.empty()) && name != "tokens" && name != "tokens-exact";
+    const bool needs_cache = !(name == "lossless" && flags.options.empty()) && !is_token_preset(name);
     preset_model m = model_params_from(file.metadata(), needs_cache ? io::kv_view(file).layout : kv_layout{});
     return options_for_preset(name, chunk, m, flags);
 }

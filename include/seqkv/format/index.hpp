@@ -64,9 +64,6 @@ struct file_index {
     std::vector<attachment> attachments;  // CRC-checked
 };
 
-/// Reads the trailer, index and attachments of `file` (a stream of that version whose chunk
-/// records start at data_begin) and enforces the consistency rules of docs/FORMAT.md, keyframes
-/// included: chunk i with i % keyframe_interval == 0 must not be dependent.
 /// The rules every chunk entry obeys, whether an index lists it or a scan of the records finds it
 /// (recover.hpp): entry `i` starts where the previous record ended (`expect_offset`) at the running
 /// token count, holds 1..chunk_tokens tokens and known flags only, ends by `end`, and is a keyframe
@@ -90,6 +87,9 @@ inline std::string chunk_entry_problem(const chunk_entry& c, std::size_t i, std:
     return "";
 }
 
+/// Reads the trailer, index and attachments of `file` (a stream of that version whose chunk
+/// records start at data_begin) and enforces the consistency rules of docs/FORMAT.md, keyframes
+/// included: chunk i with i % keyframe_interval == 0 must not be dependent.
 inline file_index read_file_index(std::span<const std::uint8_t> file, std::size_t data_begin, const preamble& header,
                                   std::uint16_t version, const container_limits& limits) {
     file_index out;

@@ -35,7 +35,7 @@ namespace recover_detail {
 
 /// Checks the chunk record at the start of `rest` as chunk number `index` of a stream whose earlier
 /// records hold `tokens_before` tokens, exactly as a reader would (framing, lengths, CRC, token
-/// count, flags, first_token, keyframes). Fills `entry` (offset left 0) and returns "" when it is
+/// count, flags, first_token, keyframes). Fills `entry` (at `offset`) and returns "" when it is
 /// whole and valid; otherwise returns why not. Reads only inside `rest`; allocates only for a
 /// record whose lengths add up within it.
 inline std::string check_record(std::span<const std::uint8_t> rest, const stream_head& head, std::size_t index,
@@ -55,11 +55,13 @@ inline std::string check_record(std::span<const std::uint8_t> rest, const stream
     const std::uint64_t length = fixed + (external ? 8u : 0u) + side + (external ? 0u : payload_len) + 4u;
     const std::uint64_t first_token = load_le32(rest.data() + 4) | std::uint64_t(load_le32(rest.data() + 8)) << 32;
     entry = {offset, first_token, tokens, std::uint32_t(std::min<std::uint64_t>(length, std::numeric_limits<std::uint32_t>::max())), flags};
-    // The index's own rules (index.hpp), with the end of the file as the end of the records.
+    // The index's own rules (index.hpp), with the end of the file as the end of the records; a
+    // record that is otherwise fine but runs past the end is named as truncated.
     if (std::string why = chunk_entry_problem(entry, index, offset, tokens_before, offset + rest.size(), p); !why.empty()) {
-        if (entry.record_bytes > rest.size() && why.starts_with("record of"))
-            return "truncated chunk record (" + std::to_string(rest.size()) + " of " + std::to_string(length) + " bytes)";
-        return why;
+        const bool only_short = length > rest.size() &&
+                                chunk_entry_problem(entry, index, offset, tokens_before, offset + length, p).empty();
+        return only_short ? "truncated chunk record (" + std::to_string(rest.size()) + " of " + std::to_string(length) + " bytes)"
+                          : why;
     }
     if (length > std::numeric_limits<std::uint32_t>::max()) return "record length over 4 GiB";
     try {

@@ -62,13 +62,21 @@ public:
     }
     /// Reads and parses a file from disk.
     static safetensors_file load(const std::filesystem::path& path, const safetensors_limits& limits = {}) {
+        // Names the file once, keeping the error's type, without a second "seqkv: format error: ".
+        auto named = [&](const format_error& e, const char* kind) {
+            std::string why = e.what();
+            for (const char* prefix : {"seqkv: ", "format error: ", kind})
+                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
+            return "'" + path.string() + "': " + why;
+        };
         try {
             return parse(read_file(path), limits);
-        } catch (const format_error& e) {  // name the file once, without a second "seqkv: format error: "
-            std::string why = e.what();
-            for (const char* prefix : {"seqkv: ", "format error: "})
-                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
-            throw format_error("'" + path.string() + "': " + why);
+        } catch (const limit_error& e) {
+            throw limit_error(named(e, "limit exceeded: "));
+        } catch (const checksum_error& e) {
+            throw checksum_error(named(e, "checksum mismatch: "));
+        } catch (const format_error& e) {
+            throw format_error(named(e, ""));
         }
     }
 

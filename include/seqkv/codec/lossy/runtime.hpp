@@ -105,38 +105,39 @@ private:
         throw usage_error("lossy codec: unknown symbol coding");
     }
     template <class Coder, class Result, class F>
-    Result visit_coder(float relative_step, F& f) const {
+    Result visit_coder(float relative_step, F& f, bool inputs_checked = false) const {
         switch (config_.quantizer) {
-            case lossy_quantizer::lossless: return with_quantizer<Coder, Result>(quant::lossless{}, f);
+            case lossy_quantizer::lossless: return with_quantizer<Coder, Result>(quant::lossless{}, f, inputs_checked);
             case lossy_quantizer::uniform_step:
-                return with_quantizer<Coder, Result>(quant::uniform_step(relative_step, config_.per_channel_step), f);
+                return with_quantizer<Coder, Result>(quant::uniform_step(relative_step, config_.per_channel_step), f, inputs_checked);
             case lossy_quantizer::uniform_grouped:
                 return with_quantizer<Coder, Result>(quant::uniform_grouped(config_.bits, config_.group_size, config_.key_axis,
-                                                                            config_.value_axis, config_.channel_contexts), f);
+                                                                            config_.value_axis, config_.channel_contexts), f, inputs_checked);
             case lossy_quantizer::turbo:
-                return with_quantizer<Coder, Result>(quant::turbo(config_.bits, config_.outlier_fraction, config_.qjl, config_.seed), f);
-            case lossy_quantizer::int8: return with_quantizer<Coder, Result>(quant::int8_absmax{}, f);
-            case lossy_quantizer::fp8: return with_quantizer<Coder, Result>(quant::fp8_cast{}, f);
+                return with_quantizer<Coder, Result>(quant::turbo(config_.bits, config_.outlier_fraction, config_.qjl, config_.seed), f, inputs_checked);
+            case lossy_quantizer::int8: return with_quantizer<Coder, Result>(quant::int8_absmax{}, f, inputs_checked);
+            case lossy_quantizer::fp8: return with_quantizer<Coder, Result>(quant::fp8_cast{}, f, inputs_checked);
             case lossy_quantizer::error_bounded:
-                return with_quantizer<Coder, Result>(quant::error_bounded(config_.error_bound, config_.relative_bound), f);
+                return with_quantizer<Coder, Result>(quant::error_bounded(config_.error_bound, config_.relative_bound), f, inputs_checked);
         }
         throw usage_error("lossy codec: unknown quantizer");
     }
     template <class Coder, class Result, class Q, class F>
-    Result with_quantizer(Q q, F& f) const {
+    Result with_quantizer(Q q, F& f, bool inputs_checked) const {
         switch (config_.predictor) {
-            case lossy_predictor::zero: return make_with<Result, Coder>(std::move(q), predict::zero_predictor{}, f);
-            case lossy_predictor::previous_token: return make_with<Result, Coder>(std::move(q), predict::previous_token{}, f);
-            case lossy_predictor::linear_ar: return make_with<Result, Coder>(std::move(q), predict::linear_ar{}, f);
-            case lossy_predictor::anchor: return make_with<Result, Coder>(std::move(q), predict::anchor_delta(config_.anchor_interval), f);
-            case lossy_predictor::cross_layer: return make_with<Result, Coder>(std::move(q), predict::cross_layer{}, f);
-            case lossy_predictor::token_mean: return make_with<Result, Coder>(std::move(q), predict::token_mean(config_.prior_weight), f);
+            case lossy_predictor::zero: return make_with<Result, Coder>(std::move(q), predict::zero_predictor{}, f, inputs_checked);
+            case lossy_predictor::previous_token: return make_with<Result, Coder>(std::move(q), predict::previous_token{}, f, inputs_checked);
+            case lossy_predictor::linear_ar: return make_with<Result, Coder>(std::move(q), predict::linear_ar{}, f, inputs_checked);
+            case lossy_predictor::anchor: return make_with<Result, Coder>(std::move(q), predict::anchor_delta(config_.anchor_interval), f, inputs_checked);
+            case lossy_predictor::cross_layer: return make_with<Result, Coder>(std::move(q), predict::cross_layer{}, f, inputs_checked);
+            case lossy_predictor::token_mean: return make_with<Result, Coder>(std::move(q), predict::token_mean(config_.prior_weight), f, inputs_checked);
         }
         throw usage_error("lossy codec: unknown predictor");
     }
     template <class Result, class Coder, class Q, class P, class F>
-    Result make_with(Q q, P p, F& f) const {
-        codec_options o{rope_.get(), table_.get(), executor_, true};  // encode() checked the chunk
+    Result make_with(Q q, P p, F& f, bool inputs_checked) const {
+        // inputs_checked: only encode_with, after encode() checked the chunk once; visit() users get the check.
+        codec_options o{rope_.get(), table_.get(), executor_, inputs_checked};
         runtime_rate rate{config_.rate == lossy_rate::surprisal, predict::surprisal_rate(config_.surprisal_base_bits)};
         return f(seqkv::codec<Q, predict::rope_domain<P>, Coder, Backend, runtime_rate>(
             std::move(q), predict::rope_domain<P>(std::move(p)), rate, std::move(o)));
@@ -206,7 +207,7 @@ template <backend::Backend Backend>
 template <class Coder>
 byte_vector runtime_codec<Backend>::encode_with(float relative_step, const chunk_input& in, chunk_buffer* recon) const {
     auto encode = [&](const auto& c) { return c.encode(in, recon); };
-    return visit_coder<Coder, byte_vector>(relative_step, encode);
+    return visit_coder<Coder, byte_vector>(relative_step, encode, true);  // encode() ran require_finite
 }
 
 template <backend::Backend Backend>
