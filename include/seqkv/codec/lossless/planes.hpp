@@ -14,7 +14,8 @@
 // context per channel class (channels of similar mean exponent share a table; the class map is
 // side information); each other plane picks one context, the channel class, the plane-0 byte
 // bucket, or is stored raw. The encoder picks predictor, class count, sign map and plane modes
-// from histogram cost estimates (detail/cost.hpp) and then encodes once.
+// from histogram cost estimates (detail/cost.hpp) and then encodes once; the predictor search
+// estimates on a sample of tokens (plane_options::estimate_stride), the plan on every element.
 #pragma once
 
 #include <algorithm>
@@ -77,6 +78,10 @@ struct plane_options {
     /// A plane is stored raw unless entropy coding is estimated to save more than this fraction
     /// of its bytes (trades a little ratio for decode speed on near-random mantissa planes).
     double min_coding_gain = 0.0;
+    /// The predictor search estimates each predictor's cost on every estimate_stride-th token of
+    /// the block (0: automatic, 1: every token; the final plan always counts every element). The
+    /// choice only moves the encoder's speed and the ratio; the decoder reads what was chosen.
+    std::uint32_t estimate_stride = 0;
     coding::rans::decode_path decode_path = coding::rans::decode_path::automatic;
     /// RoPE parameters of the keys; with token ids they enable (and decoding needs them for) the
     /// rotated same-token predictor. Recorded in the codec params.

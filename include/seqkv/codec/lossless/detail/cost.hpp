@@ -26,7 +26,9 @@ inline constexpr double rans_block_overhead_bits = 8.0 * (2 + 3 + 1 + 1 + 3 + 4 
 
 /// Ideal code length in bits of a 256-symbol histogram under its own static table, plus the
 /// estimated table record (varint tag, one gap byte per used symbol, 1-2 frequency bytes).
-inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet = 256) {
+/// scale > 1: the histogram counts a sample of 1/scale of the data; its code length is scaled up
+/// (the table record is not).
+inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet = 256, double scale = 1.0) {
     std::uint64_t total = 0;
     double sum_clogc = 0;
     std::uint32_t used = 0, wide = 0;
@@ -42,7 +44,7 @@ inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet
     for (std::uint32_t s = 0; s < alphabet; ++s)
         if (counts[s] && std::uint64_t(counts[s]) * 4096 > std::uint64_t(129) * total) ++wide;
     const double table_bits = 8.0 * (1 + (used > 63) + 2.0 * used + wide);
-    return count_log2_count(total) - sum_clogc + table_bits;
+    return scale * (count_log2_count(total) - sum_clogc) + table_bits;
 }
 
 /// Entropy in bits of a binary split (n0 zeros, n1 ones), no side information.

@@ -10,23 +10,25 @@ namespace detail {
 /// Calls f(channel, plane_index, residual) for every coded element in storage order. Rows with
 /// copied[row] set are skipped (plane indices count coded elements only); xor_ref: XOR with the
 /// reference row, else the reference only marks the row as predicted. The sign map applies to
-/// rows coded without an XOR reference.
+/// rows coded without an XOR reference. token_stride > 1 visits only every token_stride-th token
+/// (the predictor search's sample; plane indices then count the visited elements).
 template <class U, class F>
 inline void for_each_residual(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref, bool xor_ref,
-                              std::span<const std::uint8_t> copied, std::span<const U> flip, F&& f) {
+                              std::span<const std::uint8_t> copied, std::span<const U> flip, F&& f, std::uint64_t token_stride = 1) {
     const std::size_t D = s.head_dim;
     std::size_t k = 0;
     for (std::uint32_t h = 0; h < s.heads; ++h)
-        for (std::uint64_t t = 0; t < s.tokens; ++t) {
+        for (std::uint64_t t = 0; t < s.tokens; t += token_stride) {
             const std::size_t row = (std::size_t(h) * s.tokens + t) * D, ch = std::size_t(h) * D;
             if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) continue;
             const bool has_ref = xor_ref && !ref.empty() && ref[t] != no_reference;
             const std::size_t ref_row = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
-            for (std::size_t c = 0; c < D; ++c, ++k) {
-                U r = load<U>(src, row + c);
-                if (has_ref) r ^= load<U>(src, ref_row + c);
-                else if (!flip.empty()) r ^= flip[ch + c];
-                f(ch + c, k, r, has_ref);
+            if (has_ref) {
+                for (std::size_t c = 0; c < D; ++c, ++k) f(ch + c, k, U(load<U>(src, row + c) ^ load<U>(src, ref_row + c)), true);
+            } else if (!flip.empty()) {
+                for (std::size_t c = 0; c < D; ++c, ++k) f(ch + c, k, U(load<U>(src, row + c) ^ flip[ch + c]), false);
+            } else {
+                for (std::size_t c = 0; c < D; ++c, ++k) f(ch + c, k, load<U>(src, row + c), false);
             }
         }
 }
@@ -52,12 +54,13 @@ inline std::uint8_t rotated_symbol(U z) { return z < 255 ? static_cast<std::uint
 /// [row][channel] over all rows (rows without a reference stay 0).
 template <class U>
 inline std::vector<U> rotated_residuals(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
-                                        const rope::rotation_table& rot, rope::row_predictor<U> predict) {
+                                        const rope::rotation_table& rot, rope::row_predictor<U> predict,
+                                        std::uint64_t token_stride = 1) {
     const std::size_t D = s.head_dim;
     std::vector<U> z(s.elements(), 0);
     U row[256], pred[256], cur[256];
     for (std::uint32_t h = 0; h < s.heads; ++h)
-        for (std::uint64_t t = 0; t < s.tokens; ++t) {
+        for (std::uint64_t t = 0; t < s.tokens; t += token_stride) {
             if (ref[t] == no_reference) continue;
             const std::size_t base = (std::size_t(h) * s.tokens + t) * D, ref_base = (std::size_t(h) * s.tokens + ref[t]) * D;
             std::memcpy(row, src + ref_base * sizeof(U), D * sizeof(U));
@@ -109,13 +112,17 @@ inline bool rotation_may_pay(const std::uint8_t* src, const block_shape& s, std:
 
 /// Rows to rotate: those with a reference whose estimated rotated cost (pooled symbol table,
 /// escapes at full width) beats their estimated raw cost (plane-0 table per group, pooled other planes).
+/// token_stride > 1: only the sampled tokens' rows are counted and decided (z holds only theirs).
 template <class U>
 inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
-                                                const std::vector<U>& z, std::span<const std::uint16_t> group_of, std::uint32_t groups) {
+                                                const std::vector<U>& z, std::span<const std::uint16_t> group_of, std::uint32_t groups,
+                                                std::uint64_t token_stride = 1) {
     constexpr std::size_t P = sizeof(U);
     const std::size_t D = s.head_dim, rows = std::size_t(s.heads) * s.tokens;
+    const auto sampled = [&](std::size_t row) { return (row % s.tokens) % token_stride == 0; };
     std::vector<std::uint32_t> h0(std::size_t(groups) * 256, 0), hp(P * 256, 0), hz(256, 0);
     for (std::size_t row = 0; row < rows; ++row)
+        if (sampled(row))
         for (std::size_t c = 0; c < D; ++c) {
             const U u = load<U>(src, row * D + c);
             ++h0[std::size_t(group_of[(row / s.tokens) * D + c]) * 256 + plane_byte<U, 0>(u)];
@@ -134,7 +141,7 @@ inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const b
     costs(hz.data(), cz[0]);
     std::vector<std::uint8_t> rotate(rows, 0);
     for (std::size_t row = 0; row < rows; ++row) {
-        if (ref[row % s.tokens] == no_reference) continue;
+        if (ref[row % s.tokens] == no_reference || !sampled(row)) continue;
         double raw = 0, rot = 0;
         for (std::size_t c = 0; c < D; ++c) {
             const U u = load<U>(src, row * D + c), zz = z[row * D + c];
@@ -158,7 +165,7 @@ struct plane_plan {
 
 /// Ranks groups by mean class key of their plane-0 histogram (ascending).
 template <class U>
-inline std::vector<std::uint32_t> rank_groups(const std::vector<std::uint32_t>& hist0, std::uint32_t groups) {
+inline std::vector<std::uint32_t> rank_groups(const std::uint32_t* hist0, std::uint32_t groups) {
     std::vector<std::uint64_t> sum(groups, 0), count(groups, 0);
     for (std::uint32_t g = 0; g < groups; ++g)
         for (std::uint32_t b = 0; b < 256; ++b) {
@@ -177,55 +184,66 @@ inline std::vector<std::uint32_t> rank_groups(const std::vector<std::uint32_t>& 
     return rank;
 }
 
-/// hist[p] holds groups x 256 counts of plane p; exp[p] 16 x 256 counts (planes >= 1).
+/// hist[p] holds groups x 256 counts of plane p; exp[p] 16 x 256 counts (planes >= 1; null: not
+/// counted). A class count k cuts the groups, ranked by mean class key, into k runs of consecutive
+/// ranks, so each class's histogram is a difference of two prefix sums over the ranked groups:
+/// every candidate k costs k x 256, not groups x 256. scale: the counts are a 1/scale sample.
 template <class U>
-inline plane_plan plan_planes(const std::vector<std::vector<std::uint32_t>>& hist, const std::vector<std::vector<std::uint32_t>>& exp,
+inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::span<const std::uint32_t* const> exp,
                               std::uint32_t groups, std::uint64_t channels, std::uint64_t n, const plane_options& o,
-                              std::size_t P = sizeof(U)) {
+                              double scale = 1.0) {
+    const std::size_t P = hist.size();
     const auto rank = rank_groups<U>(hist[0], groups);
+    std::vector<std::uint32_t> order(groups);
+    for (std::uint32_t g = 0; g < groups; ++g) order[rank[g]] = g;
     const std::uint32_t most = std::max<std::uint32_t>(1, std::min<std::uint32_t>(o.max_channel_classes, groups));
     std::vector<std::uint32_t> candidates;
     for (std::uint32_t k : {1u, 2u, 4u, 8u, 12u, 16u, 24u, 32u, 48u, 64u, 96u, 128u, 192u})
         if (k < most) candidates.push_back(k);
     candidates.push_back(most);
 
-    const double stored_bits = 8.0 * double(n);
+    const double stored_bits = 8.0 * double(n) * scale;
     const double coded_limit = stored_bits * (1.0 - o.min_coding_gain);
     auto pick = [&](double coded_bits, plane_context mode, double& best, plane_context& best_mode) {
         if (coded_bits < best && coded_bits < coded_limit) best = coded_bits, best_mode = mode;
     };
-    // Context-independent alternatives of planes >= 1: one table, exponent buckets.
+    // Prefix sums over ranked groups of every plane (row r: groups of rank < r), and the
+    // context-independent alternatives of planes >= 1: one table (the last row), exponent buckets.
+    std::vector<std::unique_ptr<std::uint32_t[]>> cum(P);
     std::array<double, 4> none_bits{}, exp_bits{};
-    std::vector<std::uint32_t> merged;
     for (std::size_t p = 0; p < P; ++p) {
-        merged.assign(256, 0);
-        for (std::uint32_t g = 0; g < groups; ++g)
-            for (std::uint32_t b = 0; b < 256; ++b) merged[b] += hist[p][g * 256 + b];
-        none_bits[p] = cost::histogram_bits(merged.data()) + cost::rans_block_overhead_bits;
+        cum[p] = std::make_unique_for_overwrite<std::uint32_t[]>(std::size_t(groups + 1) * 256);
+        std::uint32_t* c = cum[p].get();
+        std::fill_n(c, 256, 0u);
+        for (std::size_t r = 0; r < groups; ++r) {
+            const std::uint32_t* __restrict h = hist[p] + std::size_t(order[r]) * 256;
+            const std::uint32_t* __restrict prev = c + r * 256;
+            std::uint32_t* __restrict next = c + (r + 1) * 256;
+            for (std::size_t b = 0; b < 256; ++b) next[b] = prev[b] + h[b];
+        }
+        none_bits[p] = cost::histogram_bits(c + std::size_t(groups) * 256, 256, scale) + cost::rans_block_overhead_bits;
         exp_bits[p] = 1e300;
-        if (p > 0) {
+        if (p > 0 && p < exp.size() && exp[p]) {
             exp_bits[p] = cost::rans_block_overhead_bits;
-            for (std::uint32_t e = 0; e < exponent_buckets; ++e) exp_bits[p] += cost::histogram_bits(exp[p].data() + e * 256);
+            for (std::uint32_t e = 0; e < exponent_buckets; ++e) exp_bits[p] += cost::histogram_bits(exp[p] + e * 256, 256, scale);
         }
     }
     plane_plan best;
     best.bits = 1e300;
+    std::array<std::uint32_t, 256> merged{};
     for (std::uint32_t k : candidates) {
         plane_plan plan;
         plan.classes = k;
-        plan.class_of_group.resize(groups);
-        for (std::uint32_t g = 0; g < groups; ++g) plan.class_of_group[g] = static_cast<std::uint16_t>(std::uint64_t(rank[g]) * k / groups);
         plan.bits = k > 1 ? 8.0 * double(channels) : 0.0;
         for (std::size_t p = 0; p < P; ++p) {
             double class_bits = cost::rans_block_overhead_bits;
             if (k > 1) {
-                merged.assign(std::size_t(k) * 256, 0);
-                for (std::uint32_t g = 0; g < groups; ++g) {
-                    auto* dst = merged.data() + std::size_t(plan.class_of_group[g]) * 256;
-                    const auto* src = hist[p].data() + std::size_t(g) * 256;
-                    for (std::uint32_t b = 0; b < 256; ++b) dst[b] += src[b];
+                const std::uint32_t* c = cum[p].get();
+                for (std::uint32_t cl = 0; cl < k; ++cl) {  // class cl: ranks [ceil(cl g / k), ceil((cl + 1) g / k))
+                    const std::size_t lo = (std::uint64_t(cl) * groups + k - 1) / k, hi = (std::uint64_t(cl + 1) * groups + k - 1) / k;
+                    for (std::uint32_t b = 0; b < 256; ++b) merged[b] = c[hi * 256 + b] - c[lo * 256 + b];
+                    class_bits += cost::histogram_bits(merged.data(), 256, scale);
                 }
-                for (std::uint32_t c = 0; c < k; ++c) class_bits += cost::histogram_bits(merged.data() + std::size_t(c) * 256);
             }
             double bits = stored_bits;
             plane_context mode = plane_context::stored;
@@ -237,6 +255,9 @@ inline plane_plan plan_planes(const std::vector<std::vector<std::uint32_t>>& his
         }
         if (plan.bits < best.bits) best = std::move(plan);
     }
+    best.class_of_group.resize(groups);
+    for (std::uint32_t g = 0; g < groups; ++g)
+        best.class_of_group[g] = static_cast<std::uint16_t>(std::uint64_t(rank[g]) * best.classes / groups);
     return best;
 }
 
@@ -307,37 +328,64 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         if (refs.rope() && s.head_dim % 2 == 0 && s.head_dim <= 256) preds.push_back(bit_predictor::rotate_same_token);
     }
     bit_predictor pred = bit_predictor::none;
-    // Per channel: set sign bits and count of elements coded without an XOR reference.
+    // Per channel: set sign bits and count of elements coded without an XOR reference (on the
+    // predictor search's sample when it ran on one: a majority per channel needs no more).
     std::vector<std::uint32_t> signs(C, 0), unref(C, 0), best_signs, best_unref;
     std::vector<std::uint8_t> copied, best_copied;  // rows copied (predictor 4) or rotated (predictor 5)
     std::vector<U> rot_z;                           // rotated residuals (predictor 5 tried)
-    std::uint64_t m = n, best_m = n;                // coded (plane) elements
+    double sign_scale = 1.0;                        // signs/unref count a 1/sign_scale sample
     if (preds.size() > 1) {
+        // The search runs on every stride-th token (automatic: about 64 tokens per head, at most
+        // every 8th): each predictor's plane-0 plan and the pooled other planes, scaled to the block.
+        const std::uint64_t stride = std::max<std::uint64_t>(
+            1, std::min<std::uint64_t>(s.tokens, o.estimate_stride ? o.estimate_stride : std::clamp<std::uint64_t>(s.tokens / 64, 1, 8)));
+        const std::uint64_t sampled_tokens = (s.tokens + stride - 1) / stride;
+        const double scale = double(s.tokens) / double(sampled_tokens);
+        const auto sampled_row = [&](std::size_t row) { return (row % s.tokens) % stride == 0; };
+        // Sampled, plane 0 is estimated with at most 16 channel groups (channels ranked by the
+        // sample's mean raw class key), so a predictor's estimate costs its sample, not channels x
+        // 256. Stride 1 is the exhaustive search (every token, the fine groups: version 1's choices).
+        const auto search_groups = stride == 1 ? groups : static_cast<std::uint32_t>(std::min<std::uint64_t>(C, 16));
+        std::vector<std::uint16_t> search_group_of(C);
+        if (stride == 1) {
+            search_group_of = group_of;
+        } else {
+            std::vector<std::uint64_t> sums(C, 0);
+            for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) { sums[ch] += class_key<U>(plane_byte<U, 0>(r)); }, stride);
+            std::vector<std::uint32_t> order(C);
+            std::iota(order.begin(), order.end(), 0u);
+            std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sums[a] < sums[b]; });
+            for (std::uint64_t r = 0; r < C; ++r) search_group_of[order[r]] = static_cast<std::uint16_t>(r * search_groups / C);
+        }
         double best_bits = 1e300;
-        std::vector<std::vector<std::uint32_t>> hist(P), no_exp(P);
+        std::vector<std::uint32_t> hist0(std::size_t(search_groups) * 256), histp(P * 256);
         for (bit_predictor p : preds) {
             const bool rotate = p == bit_predictor::rotate_same_token;
             const bool copy = p == bit_predictor::copy_same_token || rotate;
             if (rotate) {
                 const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
                 if (!rotation_may_pay<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, best_bits / double(n))) continue;
-                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict);
-                copied = rows_to_rotate<U>(src, s, refs.get(p), rot_z, group_of, groups);
+                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, stride);
+                copied = rows_to_rotate<U>(src, s, refs.get(p), rot_z, search_group_of, search_groups, stride);
             } else {
                 copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
             }
-            m = n - std::size_t(std::count(copied.begin(), copied.end(), std::uint8_t{1})) * s.head_dim;
-            hist[0].assign(std::size_t(groups) * 256, 0);
-            for (std::size_t q = 1; q < P; ++q) hist[q].assign(256, 0);
+            std::uint64_t m = std::uint64_t(s.heads) * sampled_tokens * s.head_dim;  // sampled coded elements
+            for (std::size_t row = 0; row < copied.size(); ++row) m -= copied[row] && sampled_row(row) ? s.head_dim : 0;
+            std::fill(hist0.begin(), hist0.end(), 0u);
+            std::fill(histp.begin(), histp.end(), 0u);
             std::fill(signs.begin(), signs.end(), 0u);
             std::fill(unref.begin(), unref.end(), 0u);
-            for_each_residual<U>(src, s, refs.get(p), !copy, copied, {}, [&](std::size_t ch, std::size_t, U r, bool has_ref) {
-                ++hist[0][std::size_t(group_of[ch]) * 256 + plane_byte<U, 0>(r)];
-                if constexpr (P > 1) ++hist[1][plane_byte<U, 1>(r)];
-                if constexpr (P > 2) ++hist[2][plane_byte<U, 2>(r)], ++hist[3][plane_byte<U, 3>(r)];
-                if (!has_ref) signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
-            });
-            // Planes >= 1 were counted in one group: plan with a single group for them.
+            for_each_residual<U>(
+                src, s, refs.get(p), !copy, copied, {},
+                [&](std::size_t ch, std::size_t, U r, bool has_ref) {
+                    ++hist0[std::size_t(search_group_of[ch]) * 256 + plane_byte<U, 0>(r)];
+                    if constexpr (P > 1) ++histp[256 + plane_byte<U, 1>(r)];
+                    if constexpr (P > 2) ++histp[512 + plane_byte<U, 2>(r)], ++histp[768 + plane_byte<U, 3>(r)];
+                    if (!has_ref) signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
+                },
+                stride);
+            // The copy bitmap is paid in full; planes >= 1 were counted in one group.
             double bits = copy ? double(copied.size()) : 0.0;
             if (rotate) {
                 std::vector<std::uint32_t> hz(256, 0);
@@ -348,28 +396,33 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
                             const auto sym = rotated_symbol<U>(rot_z[row * s.head_dim + c]);
                             ++hz[sym], escapes += sym == 255;
                         }
-                bits += cost::histogram_bits(hz.data()) + cost::rans_block_overhead_bits + 8.0 * P * double(escapes) + 64;
+                bits += cost::histogram_bits(hz.data(), 256, scale) + cost::rans_block_overhead_bits + 8.0 * P * double(escapes) * scale + 64;
             }
             {
-                std::vector<std::vector<std::uint32_t>> h0{hist[0]};
                 plane_options o0 = o;
                 o0.min_coding_gain = 0;
-                bits += plan_planes<U>(h0, no_exp, groups, C, m, o0, 1).bits;
+                const std::uint32_t* h0[1] = {hist0.data()};
+                bits += plan_planes<U>(h0, {}, search_groups, C, m, o0, scale).bits;
             }
             for (std::size_t q = 1; q < P; ++q)
-                bits += std::min(cost::histogram_bits(hist[q].data()), 8.0 * double(m));
-            if (bits < best_bits)
-                best_bits = bits, pred = p, best_signs = signs, best_unref = unref, best_copied = copied, best_m = m;
+                bits += std::min(cost::histogram_bits(histp.data() + q * 256, 256, scale), 8.0 * double(m) * scale);
+            if (bits < best_bits) best_bits = bits, pred = p, best_signs = signs, best_unref = unref, best_copied = copied;
         }
         signs = std::move(best_signs);
         unref = std::move(best_unref);
         copied = std::move(best_copied);
-        m = best_m;
+        sign_scale = scale;
+        if (pred == bit_predictor::rotate_same_token && stride > 1) {  // the sample chose it: rows of every token now
+            const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
+            rot_z = rotated_residuals<U>(src, s, refs.get(pred), refs.rotations(s.head_dim), predict);
+            copied = rows_to_rotate<U>(src, s, refs.get(pred), rot_z, search_group_of, search_groups);
+        }
     } else {
         for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) {
             signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
         });
     }
+    const std::uint64_t m = n - std::uint64_t(std::count(copied.begin(), copied.end(), std::uint8_t{1})) * s.head_dim;  // coded elements
     const auto ref = refs.get(pred);
 
     // 2. Sign map: flip channels whose residual sign is mostly set, if the pooled sign entropy drops enough.
@@ -377,7 +430,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     {
         std::uint64_t before = 0, after = 0, total = 0;
         for (std::uint64_t c = 0; c < C; ++c) before += signs[c], after += std::min(signs[c], unref[c] - signs[c]), total += unref[c];
-        const double gain = cost::binary_bits(total - before, before) - cost::binary_bits(total - after, after);
+        const double gain = sign_scale * (cost::binary_bits(total - before, before) - cost::binary_bits(total - after, after));
         if (o.try_sign_map && gain > 8.0 * double((C + 7) / 8 + 1)) {
             flip.resize(C);
             for (std::uint64_t c = 0; c < C; ++c) flip[c] = 2 * signs[c] > unref[c] ? sign_bit<U> : U(0);
@@ -405,7 +458,9 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             }
         }
     });
-    const plane_plan plan = plan_planes<U>(hist, exp, groups, C, m, o);
+    std::array<const std::uint32_t*, P> hist_of{}, exp_of{};
+    for (std::size_t q = 0; q < P; ++q) hist_of[q] = hist[q].data(), exp_of[q] = q > 0 ? exp[q].data() : nullptr;
+    const plane_plan plan = plan_planes<U>(hist_of, exp_of, groups, C, m, o);
 
     // 4. Write the block.
     byte_vector out;

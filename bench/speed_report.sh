@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Lossless speed and ratio on the bundled real KV, one run per model: the tiny fixture model
+# (data/kv/gpl3 + py311-textwrap) and SmolLM2-135M (data/kv/smollm2-*), bf16 as stored. Rows:
+# seqkv (CLI default: 512-token chunks, RoPE-aware, ids; -exhaustive: the predictor search on
+# every token; -mt: every core, wall clock) against zstd -3/-19, lz4, blosc byte/bit shuffle.
+# Usage: bench/speed_report.sh [BUILD_DIR]   (a build with -DSEQKV_BUILD_BENCH=ON: default build/bench)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build/bench}
+bench="$build/bench/seqkv_bench_lossless"
+[ -x "$bench" ] || { echo "no $bench: build the benches first: cmake --preset bench && cmake --build --preset bench" >&2; exit 2; }
+export SEQKV_BENCH_BF16_ONLY=1 SEQKV_BENCH_SUMMARY_ONLY=1
+export SEQKV_BENCH_CODECS=seqkv-lossless-c512,seqkv-lossless-c512-exhaustive,seqkv-lossless-c512-mt,zstd-3,zstd-19,lz4,blosc-zstd-byteshuffle,blosc-zstd-bitshuffle
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+for model in tiny smollm2; do
+  if [ $model = tiny ]; then files="$root/data/kv/gpl3.safetensors:$root/data/kv/py311-textwrap.safetensors"
+  else files="$root/data/kv/smollm2-gpl3.safetensors:$root/data/kv/smollm2-py311-textwrap.safetensors"; fi
+  echo; echo "== $model =="
+  SEQKV_KV_FILES="$files" "$bench" --benchmark_min_time=0.3 2>/dev/null | sed -n '/^Lossless summary/,/^BF16 *seqkv-lossless-c512 [0-9.]* \//p'
+done
