@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -149,6 +150,45 @@ TEST(Cli, TokenPresetsCodeTheIdsUnderTheModelAndNeedIt) {
     r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset tokens");
     EXPECT_EQ(r.status, 1);  // usage: the preset needs --model
     EXPECT_NE(r.out.find("--model"), std::string::npos) << r.out;
+    fs::remove_all(dir);
+}
+
+// `seqkv bench`: seqkv presets and the peers on the same KV bytes, every round trip checked.
+TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
+    auto r = run("bench " + fixture.string() + " --preset lossless --preset kivi4 --codecs seqkv:lossless,seqkv:kivi4,zstd-3,lz4"
+                 " --threads 2 --seconds 0 --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["kv_bytes"].get<std::uint64_t>(), 4u * 2 * 2 * 512 * 64 * 2);  // 4 layers, K+V, 2 heads, 512 tokens, 64 dims, bf16
+    std::map<std::string, nlohmann::json> by;
+    for (const auto& row : j["rows"]) by[row["codec"].get<std::string>() + "/" + std::to_string(row["threads"].get<unsigned>())] = row;
+    ASSERT_TRUE(by.count("seqkv:lossless/1") && by.count("seqkv:lossless/2") && by.count("seqkv:kivi4/1")) << r.out;
+    for (const char* key : {"seqkv:lossless/1", "seqkv:lossless/2"}) {
+        EXPECT_TRUE(by[key]["lossless"].get<bool>() && by[key]["exact"].get<bool>()) << key;
+        EXPECT_GT(by[key]["encode_MBps"].get<double>(), 0.0) << key;
+    }
+    // The same bytes at any thread count; lossy rows say they are lossy and are smaller.
+    EXPECT_EQ(by["seqkv:lossless/1"]["coded_bytes"], by["seqkv:lossless/2"]["coded_bytes"]);
+    EXPECT_FALSE(by["seqkv:kivi4/1"]["lossless"].get<bool>());
+    EXPECT_GT(by["seqkv:kivi4/1"]["ratio"].get<double>(), by["seqkv:lossless/1"]["ratio"].get<double>());
+    if (by.count("zstd-3/1")) {  // peers the build found (Debian: libzstd-dev, liblz4-dev, libblosc-dev)
+        EXPECT_TRUE(by["zstd-3/1"]["exact"].get<bool>());
+        EXPECT_GT(by["seqkv:lossless/1"]["ratio"].get<double>(), by["zstd-3/1"]["ratio"].get<double>());
+    }
+    if (by.count("lz4/1")) EXPECT_TRUE(by["lz4/1"]["exact"].get<bool>());
+    EXPECT_FALSE(by.count("zstd-19/1")) << "--codecs selects rows";
+
+    // Human table by default; a text file is a bad input (exit 2), an unknown preset a usage error (exit 1).
+    r = run("bench " + fixture.string() + " --codecs seqkv:lossless --threads 1 --seconds 0");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("seqkv:lossless"), std::string::npos) << r.out;
+    const auto dir = scratch();
+    const auto text = dir / "notes.txt";
+    std::FILE* f = std::fopen(text.string().c_str(), "w");
+    std::fputs("not a KV dump\n", f);
+    std::fclose(f);
+    EXPECT_EQ(run("bench " + text.string() + " --seconds 0").status, 2);
+    EXPECT_EQ(run("bench " + fixture.string() + " --preset no-such-preset --seconds 0").status, 1);
     fs::remove_all(dir);
 }
 

@@ -15,6 +15,7 @@
 #include "seqkv/seqkv.hpp"
 #include "seqkv/format/recover.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
+#include "seqkv_bench.hpp"
 #include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
 
@@ -318,6 +319,20 @@ int main(int argc, char** argv) {
                      "else the source tree's data/)");
     seqkv::cli::add_lossy_flags(*demo, lossy);
 
+    seqkv::cli::bench_settings bench_set;
+    std::vector<std::string> bench_files;
+    auto* bench = app.add_subcommand("bench", "seqkv presets vs zstd / lz4 / blosc on the same KV: ratio, encode and decode MB/s");
+    bench->add_option("inputs", bench_files, "KV .safetensors dumps")->required()->check(CLI::ExistingFile);
+    bench->add_option("--preset", bench_set.presets, "seqkv preset(s) to measure (repeatable; default lossless)")->expected(1)->take_all();
+    bench->add_option("--codecs", bench_set.codecs,
+                      "only these rows, comma-separated: seqkv:<preset>, zstd-3, zstd-19, lz4, blosc-zstd-byteshuffle, blosc-zstd-bitshuffle")
+        ->delimiter(',');
+    bench->add_option("--threads", bench_set.threads, "threads of the second seqkv row (default 0: every core; 1: one row)");
+    bench->add_option("--seconds", bench_set.seconds, "least wall-clock seconds per measurement (default 0.3)")->check(CLI::Range(0.0, 3600.0));
+    bench->add_option("--table", bench_set.flags.table_path, "expected-KV table for presets that use one")->check(CLI::ExistingFile);
+    bench->add_option("--model", bench_set.flags.model_path, "model of the tokens presets")->check(CLI::ExistingPath);
+    bench->add_flag("--json", as_json, "machine-readable output");
+
     std::vector<std::string> corpus;
     auto* table = app.add_subcommand("table", "build an expected-KV table (mean K/V per token id) from KV dumps");
     table->add_option("inputs", corpus, "KV .safetensors dumps of one model")->required()->check(CLI::ExistingFile);
@@ -387,6 +402,10 @@ int main(int argc, char** argv) {
             print(j, as_json, info_text(j));
         } else if (*recover) {
             return run_recover(in, out, as_json);
+        } else if (*bench) {
+            std::string text;
+            const auto j = seqkv::cli::run_bench(bench_files, bench_set, text);
+            print(j, as_json, text);
         } else if (*demo) {
             return run_demo(as_json, preset, lossy, demo_data_dir(data_dir, argc > 0 ? argv[0] : nullptr));
         } else if (*table) {
