@@ -97,8 +97,9 @@ inline std::vector<peer> peers() {
                  }});
 #endif
 #if SEQKV_CLI_HAVE_BLOSC
-    for (auto [shuffle, name] : {std::pair{BLOSC_SHUFFLE, "blosc-zstd-byteshuffle"}, std::pair{BLOSC_BITSHUFFLE, "blosc-zstd-bitshuffle"}})
-        p.push_back({name,
+    for (const auto& variant : {std::pair{BLOSC_SHUFFLE, "blosc-zstd-byteshuffle"}, std::pair{BLOSC_BITSHUFFLE, "blosc-zstd-bitshuffle"}}) {
+        const int shuffle = variant.first;  // a plain variable: clang 14 cannot capture structured bindings
+        p.push_back({variant.second,
                      [shuffle](const byte_vector& in, std::size_t type_size) {
                          byte_vector out(in.size() + BLOSC_MAX_OVERHEAD);
                          const int n = blosc_compress_ctx(9, shuffle, type_size, in.size(), in.data(), out.data(), out.size(), "zstd", 0, 1);
@@ -109,6 +110,7 @@ inline std::vector<peer> peers() {
                      [](const byte_vector& z, byte_vector& out) {
                          if (blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) != int(out.size())) throw io_error("blosc decompress failed");
                      }});
+    }
 #endif
     return p;
 }
