@@ -6,7 +6,9 @@ prefill a few hundred tokens of GPL-3 text, save the sequence state (llama_state
 `seqkv compress --from llama-state --gguf MODEL` and `seqkv decompress --to llama-state`, load the
 result into a fresh context and continue. Asserts the state comes back byte for byte, the
 next-token logits are bit-identical to the uninterrupted context's, and so is the greedy
-continuation (32 tokens). Lossy presets (f16): next-token KL and top-1 agreement over 64
+continuation (32 tokens). When the seqkv Python package imports (ctest puts the build's python/
+on PYTHONPATH), the same state also goes through seqkv.compress_llama_state /
+decompress_llama_state: byte-identical state and the CLI's coded K/V size. Lossy presets (f16): next-token KL and top-1 agreement over 64
 teacher-forced continuation tokens, against the original state loaded the same way.
 
     SEQKV_CLI=build/h2/tools/seqkv build/venv/bin/python examples/llama_cpp_roundtrip.py [--json out.json]
@@ -26,6 +28,10 @@ import time
 from pathlib import Path
 
 SKIP = 77
+try:
+    import seqkv as seqkv_py  # the Python package, when built (-DSEQKV_BUILD_PYTHON=ON) or installed
+except ImportError:
+    seqkv_py = None
 
 
 def model_path():
@@ -210,8 +216,18 @@ def run(a, eng, model, prompt, results, failures, work, t_start):
         print(f"{name:11s} state {row['state_bytes']:9d} B -> {row['skv_bytes']:9d} B (x{row['ratio']:.3f}, KV x{row['kv_ratio']:.3f}) "
               f"state identical {same_bytes}, logits bit-identical {row['logits_bit_identical']}, "
               f"greedy {a.greedy} identical {row['greedy_identical']}  (prefill {prefill_s:.1f}s, seqkv {enc_s:.2f}s/{dec_s:.2f}s)")
-        for k in ("state_identical", "tokens_identical", "logits_bit_identical", "greedy_identical"):
-            if not row[k]:
+        if seqkv_py is not None:  # the Python package on the same real state
+            blob = state.read_bytes()
+            md = info.get("metadata", {})
+            pskv = seqkv_py.compress_llama_state(blob, kv_heads=info["kv_heads"], head_dim=info["head_dim"],
+                                                 rope_theta=float(md.get("rope_theta", 0)), rope_style=md.get("rope_style", "rotate_half"))
+            row["python_state_identical"] = seqkv_py.decompress_llama_state(pskv) == blob
+            row["python_kv_coded_bytes_as_cli"] = seqkv_py.info(pskv)["kv_coded_bytes"] == info["kv_coded_bytes"]
+            print(f"{'':11s} python package: state identical {row['python_state_identical']}, "
+                  f"coded K/V as the CLI's {row['python_kv_coded_bytes_as_cli']}")
+        for k in ("state_identical", "tokens_identical", "logits_bit_identical", "greedy_identical",
+                  "python_state_identical", "python_kv_coded_bytes_as_cli"):
+            if not row.get(k, True):
                 failures.append(f"{name}: {k}")
         if name != "f16":
             continue

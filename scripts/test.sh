@@ -12,7 +12,8 @@ jobs=${SEQKV_JOBS:-$(nproc)}
 models_python=$("$root/scripts/setup-models.sh" | tail -1)
 echo "seqkv: real-model python: $models_python"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEQKV_BUILD_TESTS=ON \
-  -DSEQKV_BUILD_EXAMPLES=ON -DSEQKV_BUILD_BENCH=ON -DSEQKV_MODELS_PYTHON="$models_python" >/dev/null
+  -DSEQKV_BUILD_EXAMPLES=ON -DSEQKV_BUILD_BENCH=ON -DSEQKV_BUILD_PYTHON=ON -DPython_EXECUTABLE=/usr/bin/python3 \
+  -DSEQKV_MODELS_PYTHON="$models_python" >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
 # The same suite under ASan + UBSan (clang, build/asan) and a short run of every fuzz target.
