@@ -175,7 +175,9 @@ TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
         EXPECT_TRUE(by["zstd-3/1"]["exact"].get<bool>());
         EXPECT_GT(by["seqkv:lossless/1"]["ratio"].get<double>(), by["zstd-3/1"]["ratio"].get<double>());
     }
-    if (by.count("lz4/1")) EXPECT_TRUE(by["lz4/1"]["exact"].get<bool>());
+    if (by.count("lz4/1")) {
+        EXPECT_TRUE(by["lz4/1"]["exact"].get<bool>());
+    }
     EXPECT_FALSE(by.count("zstd-19/1")) << "--codecs selects rows";
 
     // Human table by default; a text file is a bad input (exit 2), an unknown preset a usage error (exit 1).
@@ -189,6 +191,36 @@ TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     std::fclose(f);
     EXPECT_EQ(run("bench " + text.string() + " --seconds 0").status, 2);
     EXPECT_EQ(run("bench " + fixture.string() + " --preset no-such-preset --seconds 0").status, 1);
+    fs::remove_all(dir);
+}
+
+TEST(Cli, DedupReportsWhatAPrefixStoreSaves) {
+    // Sessions that share prefixes: the fixture, its first 300 tokens (a shorter session with the
+    // same start), the fixture again (a retried request). Stored once in 64-token chunks.
+    const auto dir = scratch();
+    const auto skv = dir / "f.skv", prefix = dir / "prefix.safetensors";
+    ASSERT_EQ(run("compress " + fixture.string() + " -o " + skv.string()).status, 0);
+    ASSERT_EQ(run("decompress " + skv.string() + " --tokens 0:300 -o " + prefix.string()).status, 0);
+    auto r = run("dedup " + fixture.string() + " " + prefix.string() + " " + fixture.string() + " --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    const auto& s = j["sessions"];
+    ASSERT_EQ(s.size(), 3u);
+    EXPECT_EQ(s[0]["shared_tokens"].get<std::uint64_t>(), 0u);
+    EXPECT_GT(s[0]["store_bytes_added"].get<std::uint64_t>(), 0u);
+    EXPECT_EQ(s[1]["shared_tokens"].get<std::uint64_t>(), 300u);
+    EXPECT_EQ(s[1]["store_bytes_added"].get<std::uint64_t>(), 0u);  // every chunk of it is stored already
+    EXPECT_GT(s[1]["shared_prefix_bits"].get<double>(), 0.0);        // -log2 P(shared prefix) from the dump's nll
+    EXPECT_EQ(s[2]["shared_tokens"].get<std::uint64_t>(), 512u);
+    EXPECT_EQ(s[2]["store_bytes_added"].get<std::uint64_t>(), 0u);
+    const auto alone = j["alone_bytes"].get<std::uint64_t>(), stored = j["store_bytes"].get<std::uint64_t>();
+    EXPECT_EQ(stored, s[0]["store_bytes_added"].get<std::uint64_t>());
+    EXPECT_GT(j["saving_vs_alone"].get<double>(), 2.0) << alone << " vs " << stored;  // 2.6 sessions' bytes stored as one
+    // Human table by default; sessions of two models are a usage error.
+    r = run("dedup " + fixture.string() + " " + prefix.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("smaller than alone"), std::string::npos) << r.out;
+    EXPECT_EQ(run("dedup " + fixture.string() + " " + (fs::path(SEQKV_DATA_DIR) / "kv" / "smollm2-gpl3.safetensors").string()).status, 1);
     fs::remove_all(dir);
 }
 

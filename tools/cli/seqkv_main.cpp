@@ -16,6 +16,7 @@
 #include "seqkv/format/recover.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv_bench.hpp"
+#include "seqkv_dedup.hpp"
 #include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
 
@@ -334,6 +335,17 @@ int main(int argc, char** argv) {
     bench->add_flag("--json", as_json, "machine-readable output");
 
     std::vector<std::string> corpus;
+    std::vector<std::string> dedup_files;
+    seqkv::cli::dedup_settings dedup_set;
+    auto* dedup = app.add_subcommand("dedup", "what a prefix store would save on a set of sessions (KV dumps with token ids)");
+    dedup->add_option("inputs", dedup_files, "KV .safetensors dumps of one model, in the order they arrive")->required()->check(CLI::ExistingFile);
+    dedup->add_option("--preset", dedup_set.preset, "preset chunks are coded with (default lossless)");
+    dedup->add_option("--chunk", dedup_set.chunk, "tokens per stored chunk: the sharing granularity (default 64)")->check(CLI::Range(1u, 1u << 20));
+    dedup->add_option("--near-gap", dedup_set.near_gap,
+                      "code a session that leaves a stored one for at most N tokens, then continues alike, against it (lossless; default 0: off)");
+    dedup->add_option("--table", dedup_set.flags.table_path, "expected-KV table for presets that use one")->check(CLI::ExistingFile);
+    dedup->add_flag("--json", as_json, "machine-readable output");
+
     auto* table = app.add_subcommand("table", "build an expected-KV table (mean K/V per token id) from KV dumps");
     table->add_option("inputs", corpus, "KV .safetensors dumps of one model")->required()->check(CLI::ExistingFile);
     table->add_option("-o,--output", out, "output table .safetensors")->required();
@@ -405,6 +417,10 @@ int main(int argc, char** argv) {
         } else if (*bench) {
             std::string text;
             const auto j = seqkv::cli::run_bench(bench_files, bench_set, text);
+            print(j, as_json, text);
+        } else if (*dedup) {
+            std::string text;
+            const auto j = seqkv::cli::run_dedup(dedup_files, dedup_set, text);
             print(j, as_json, text);
         } else if (*demo) {
             return run_demo(as_json, preset, lossy, demo_data_dir(data_dir, argc > 0 ? argv[0] : nullptr));
