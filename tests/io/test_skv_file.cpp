@@ -6,6 +6,9 @@
 #include <random>
 
 #include "seqkv/convert/skv_file.hpp"
+#include "seqkv/io/mapped_file.hpp"
+#include "seqkv/preset.hpp"
+#include <unistd.h>
 
 namespace {
 
@@ -91,6 +94,47 @@ TEST(SkvFile, TokenRangeSlicesEveryTokenAxis) {
     EXPECT_EQ(part.at("tokens").shape[0], b - a);
     EXPECT_EQ(load_le32(part.at("tokens").bytes.data()), load_le32(original.at("tokens").bytes.data() + 4 * a));
     EXPECT_EQ(part.at("position_bias").bytes.size(), 24u);
+}
+
+TEST(SkvFile, StreamedFilesEqualTheInMemoryOnes) {
+    // A mapped dump compressed through a sink, and a .skv decoded chunk by chunk into a file
+    // (write_at), give exactly the bytes of the in-memory functions: whole and ranges that start
+    // and end inside chunks, lossless and lossy.
+    const auto dir = std::filesystem::temp_directory_path() / ("seqkv_skv_stream_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto dump = dir / "d.safetensors";
+    write_file(dump, make_dump());
+    const auto fixture = std::filesystem::path(SEQKV_DATA_DIR) / "kv" / "gpl3.safetensors";  // real KV (lossy needs finite values)
+    for (const auto& [path, preset] : {std::pair{dump, std::string("lossless")}, std::pair{fixture, std::string("int8")}}) {
+        const auto mapped = safetensors_file::map(path);
+        const auto loaded = safetensors_file::load(path);
+        ASSERT_EQ(mapped.tensors().size(), loaded.tensors().size());
+        compress_options o = preset == "lossless" ? compress_options{} : seqkv::preset(preset, {.head_dim = 64});
+        o.chunk_tokens = 8;
+        byte_vector streamed;
+        io::compress_safetensors_to(mapped, o, [&](std::span<const std::uint8_t> b) { streamed.insert(streamed.end(), b.begin(), b.end()); });
+        const auto skv = io::compress_safetensors(loaded, o);
+        ASSERT_EQ(streamed, skv) << preset;
+        for (const auto& [a, b] : std::vector<std::pair<std::uint64_t, std::uint64_t>>{{0, T}, {5, 21}, {8, 16}, {36, 37}, {9, 9}}) {
+            io::file_sink sink(dir / "out.safetensors");
+            io::decompress_to_safetensors_at(skv, [&](std::uint64_t at, std::span<const std::uint8_t> part) { sink.write_at(at, part); }, a, b);
+            sink.commit();
+            EXPECT_EQ(read_file(dir / "out.safetensors"), io::decompress_to_safetensors(skv, a, b)) << preset << " " << a << ":" << b;
+        }
+        io::file_sink whole(dir / "out.safetensors");
+        io::decompress_to_safetensors_at(skv, [&](std::uint64_t at, std::span<const std::uint8_t> part) { whole.write_at(at, part); });
+        whole.commit();
+        EXPECT_EQ(read_file(dir / "out.safetensors"), io::decompress_to_safetensors(skv)) << preset;
+    }
+    const auto loaded = safetensors_file::load(dump);
+    {  // a failed decode leaves no file behind: the sink's temporary file goes with it
+        io::file_sink sink(dir / "bad.safetensors");
+        EXPECT_THROW(io::decompress_to_safetensors_at(io::compress_safetensors(loaded, {}),
+                                                      [&](std::uint64_t at, std::span<const std::uint8_t> p) { sink.write_at(at, p); }, 3, 40),
+                     usage_error);
+    }
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 2);  // d + out
+    std::filesystem::remove_all(dir);
 }
 
 TEST(SkvFile, FixtureRoundTripsBitExact) {

@@ -371,33 +371,56 @@ int main(int argc, char** argv) {
             j.update(extra);
             print(j, as_json, info_text(j));
         } else if (*compress) {
-            auto file = seqkv::io::safetensors_file::load(in);
+            // Streams: the dump is mapped (not read into memory) and the .skv written as its chunks
+            // are coded, so memory stays at a few chunks whatever the cache's size.
+            auto file = seqkv::io::safetensors_file::map(in);
             auto opts = seqkv::cli::options_for_preset(preset, chunk, file, lossy);
             seqkv::io::skv_summary summary;
-            auto skv = seqkv::io::compress_safetensors(file, opts, &summary);
+            seqkv::io::file_sink sink(out);
+            seqkv::io::compress_safetensors_to(file, opts, [&](std::span<const std::uint8_t> b) { sink.append(b); }, &summary);
             // Record the achieved quality (lossless: verified bit-exact) in the stats attachment.
-            skv = seqkv::cli::with_quality_stats(file, std::move(skv), opts);
-            seqkv::write_file(out, skv);
+            sink.flush();
+            std::string q;
+            {
+                const auto written = seqkv::io::mapped_file::open(sink.temporary_path());
+                q = seqkv::cli::quality_of_stream(file, written, opts).dump();
+            }
+            seqkv::cli::add_attachment_in_place(sink, seqkv::cli::stats_attachment, seqkv::byte_vector(q.begin(), q.end()));
+            sink.commit();
+            file = seqkv::io::safetensors_file{};  // unmapped: the input's pages leave memory before the output's are read
+            const auto skv_map = seqkv::io::mapped_file::open(out);
+            const auto skv = skv_map.bytes();
             auto j = info_json(skv);
             j["input_file_bytes"] = fs::file_size(in);
             j["encode_seconds"] = summary.encode_seconds;
             print(j, as_json, info_text(j));
         } else if (*decompress) {
-            const auto skv = seqkv::read_file(in);
+            const auto skv_map = seqkv::io::mapped_file::open(in);  // read in place: only the chunks decoded are loaded
+            const auto skv = skv_map.bytes();
             auto [a, b] = parse_range(range);
             const auto t0 = std::chrono::steady_clock::now();
             seqkv::resource_provider res;
             seqkv::add_expected_kv_table(res, seqkv::cli::load_table(lossy));
             seqkv::add_language_model(res, seqkv::cli::load_model(lossy));
             if (to == "llama-state" && !range.empty()) throw seqkv::usage_error("--to llama-state decodes the whole state (no --tokens)");
-            const auto st = to == "llama-state" ? seqkv::cli::decompress_llama(skv, res, lossy.threads)
-                                                : seqkv::io::decompress_to_safetensors(skv, a, b, res, lossy.threads);
+            std::uint64_t bytes = 0;
+            if (to == "llama-state") {
+                const auto st = seqkv::cli::decompress_llama(skv, res, lossy.threads);
+                seqkv::write_file(out, st);
+                bytes = st.size();
+            } else {  // one decoded chunk in memory at a time, written where it goes in the output
+                seqkv::io::file_sink sink(out);
+                seqkv::io::decompress_to_safetensors_at(
+                    skv, [&](std::uint64_t at, std::span<const std::uint8_t> part) { sink.write_at(at, part); }, a, b, res, lossy.threads);
+                bytes = sink.size();
+                sink.commit();
+            }
             const double sec = seconds_since(t0);
-            seqkv::write_file(out, st);
-            json j{{"output", out}, {"bytes", st.size()}, {"seconds", sec}};
-            print(j, as_json, "wrote " + out + " (" + std::to_string(st.size()) + " bytes)\n");
+            json j{{"output", out}, {"bytes", bytes}, {"seconds", sec}};
+            print(j, as_json, "wrote " + out + " (" + std::to_string(bytes) + " bytes)\n");
         } else if (*info) {
-            const auto skv = seqkv::read_file(in);
+            const auto skv_map = seqkv::io::mapped_file::open(in);
+            const auto skv = skv_map.bytes();
             auto j = info_json(skv);  // throws on any checksum that fails
             if (verify) {
                 // The side files first, outside the verdict: a bad --table / --model is not a bad .skv.

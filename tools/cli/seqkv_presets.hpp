@@ -6,12 +6,16 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
+#include "seqkv/io/mapped_file.hpp"
 #include "seqkv/metrics/kv_metrics.hpp"
 #include "seqkv/preset.hpp"
 #include "seqkv/reference/llama.hpp"
@@ -135,11 +139,82 @@ inline nlohmann::json quality_of(const io::safetensors_file& original, const chu
     return j;
 }
 
-/// Decodes the new file, measures its quality and stores it as the stats attachment.
-inline byte_vector with_quality_stats(const io::safetensors_file& original, byte_vector skv, const compress_options& o) {
-    const chunk_buffer decoded = decompress(skv, 0, std::nullopt, o.resources);
-    const auto q = quality_of(original, decoded, o).dump();
-    return format::with_attachment(skv, stats_attachment, byte_vector(q.begin(), q.end()));
+/// Caches larger than this get their quality measured chunk by chunk (bit-exactness, K/V SNR)
+/// instead of by the whole-cache attention probe, so memory stays at a few chunks.
+inline constexpr std::uint64_t whole_quality_limit = 256ull << 20;
+
+/// Quality of a .skv (a mapped file) against the original: quality_of for caches up to
+/// whole_quality_limit (and codecs with dependent chunks); above it, decoded one chunk at a time.
+inline nlohmann::json quality_of_stream(const io::safetensors_file& original, const io::mapped_file& skv, const compress_options& o) {
+    format::stream_reader reader(skv.bytes());
+    const auto codec = make_codec(reader.header().codec, o.resources);
+    const auto cache = io::kv_view(original);
+    if (codec.dependent_chunks || cache.layout.total_bytes() <= whole_quality_limit)
+        return quality_of(original, reader.decode(codec, 0, std::nullopt, o.resources), o);
+    const bool lossless = o.codec.codec_id == static_cast<std::uint16_t>(codec_family::lossless);
+    const auto& L = cache.layout;
+    const std::size_t row = std::size_t(L.head_dim) * dtype_size(L.type);
+    bool exact = true;
+    double signal[2] = {0, 0}, noise[2] = {0, 0};
+    for (const auto& c : reader.chunks()) {
+        const chunk_buffer part = reader.decode(codec, c.first_token, c.first_token + c.tokens, o.resources);
+        for (std::uint32_t l = 0; l < L.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const kv_tensor_view src = cache.tensor(l, kind), dec = part.view(l, kind);
+                for (std::uint32_t h = 0; h < L.kv_heads; ++h)
+                    for (std::uint64_t t = 0; t < c.tokens; ++t) {
+                        const std::uint64_t at = c.first_token + t;
+                        bool same = true;
+                        if (src.strides.channel == 1) {
+                            same = std::memcmp(src.element(h, at, 0), dec.element(h, t, 0), row) == 0;
+                        } else {
+                            for (std::uint32_t ch = 0; ch < L.head_dim; ++ch)
+                                same = same && std::memcmp(src.element(h, at, ch), dec.element(h, t, ch), dtype_size(L.type)) == 0;
+                        }
+                        exact = exact && same;
+                        if (lossless) continue;
+                        for (std::uint32_t ch = 0; ch < L.head_dim; ++ch) {
+                            const double x = src.at(h, at, ch), y = dec.at(h, t, ch);
+                            signal[int(kind)] += x * x;
+                            noise[int(kind)] += (x - y) * (x - y);
+                        }
+                    }
+            }
+        skv.release(skv.bytes().subspan(c.offset, c.record_bytes));  // resident memory: a chunk, not the file
+        if (lossless && !exact) break;  // reported below; no need to look further
+    }
+    nlohmann::json j{{"bit_exact", exact}};
+    if (lossless && exact) return j;
+    auto snr = [](double s, double n) { return n == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(s / n); };
+    j["snr_k_db"] = snr(signal[0], noise[0]);
+    j["snr_v_db"] = snr(signal[1], noise[1]);
+    j["attention_metrics"] = "skipped: cache larger than " + std::to_string(whole_quality_limit >> 20) + " MiB (measured chunk by chunk)";
+    return j;
+}
+
+/// Adds (or replaces) attachment `name` in the finished .skv a file_sink holds: the tail
+/// (attachments, index, trailer) is rewritten after the chunks, which stay where they are.
+inline void add_attachment_in_place(io::file_sink& sink, std::string name, byte_vector bytes) {
+    sink.flush();
+    std::uint64_t chunks_end = 0, tokens = 0;
+    std::uint16_t version = 0;
+    std::vector<format::chunk_entry> chunks;
+    std::vector<format::attachment> atts;
+    {
+        const auto m = io::mapped_file::open(sink.temporary_path());
+        format::stream_reader reader(m.bytes());
+        for (const auto& a : reader.attachments())
+            if (a.name != name) atts.push_back(a);
+        chunks = reader.chunks();
+        chunks_end = reader.chunks_end();
+        tokens = reader.tokens();
+        version = reader.version();
+    }  // unmapped before the file is cut
+    atts.push_back({std::move(name), std::move(bytes)});
+    sink.truncate(chunks_end);
+    byte_vector tail;
+    format::append_tail(tail, chunks_end, chunks, atts, tokens, version);
+    sink.append(tail);
 }
 
 }  // namespace seqkv::cli

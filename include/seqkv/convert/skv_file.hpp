@@ -104,9 +104,12 @@ struct skv_summary {
     double encode_seconds = 0;
 };
 
-/// Compresses a parsed KV safetensors file into a .skv image (token mode: without the nll side data).
+/// Compresses a parsed KV safetensors file into a .skv stream written to `sink` as it is produced
+/// (token mode: without the nll side data). With a mapped file (safetensors_file::map) and a file
+/// sink, memory stays at a few chunks whatever the cache's size.
 template <backend::Backend Backend = backend::simd>
-byte_vector compress_safetensors(const safetensors_file& file, const compress_options& options, skv_summary* summary = nullptr) {
+void compress_safetensors_to(const safetensors_file& file, const compress_options& options, const format::byte_sink& sink,
+                             skv_summary* summary = nullptr) {
     const auto start = std::chrono::steady_clock::now();
     const kv_cache_view cache = kv_view(file);
     const auto T = cache.layout.tokens;
@@ -126,9 +129,13 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     p.has_nll = keep_nll;
     p.metadata = file.metadata();
     for (const auto& [k, v] : options.metadata) p.metadata[k] = v;
-    byte_vector out;
-    format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 std::move(codec), writer_options_for(options));
+    std::uint64_t written = 0;
+    format::stream_writer writer(
+        [&](std::span<const std::uint8_t> b) {
+            written += b.size();
+            sink(b);
+        },
+        p, std::move(codec), writer_options_for(options));
     writer.append(cache, 0, T, ids, keep_nll ? std::span<const float>(nll) : std::span<const float>{});
     byte_vector extras;
     byte_writer w(extras);
@@ -143,10 +150,18 @@ byte_vector compress_safetensors(const safetensors_file& file, const compress_op
     writer.finish();
     if (summary) {
         summary->kv_bytes = cache.layout.total_bytes();
-        summary->output_bytes = out.size();
+        summary->output_bytes = written;
         summary->kv_coded_bytes = writer.chunk_record_bytes();
         summary->encode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
+}
+
+/// Compresses a parsed KV safetensors file into a .skv image in memory (compress_safetensors_to).
+template <backend::Backend Backend = backend::simd>
+byte_vector compress_safetensors(const safetensors_file& file, const compress_options& options, skv_summary* summary = nullptr) {
+    byte_vector out;
+    compress_safetensors_to<Backend>(
+        file, options, [&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, summary);
     return out;
 }
 
@@ -173,41 +188,56 @@ inline std::map<std::string, std::string> metadata_for_range(std::map<std::strin
 }
 }  // namespace detail
 
-/// Decodes a .skv image back into a safetensors image (all tokens, or [begin, end)).
-/// Tensors with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
-template <backend::Backend Backend = backend::simd>
-byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
-                                      std::optional<std::uint64_t> end_opt = std::nullopt,
-                                      const resource_provider& resources = {}, unsigned threads = 1) {
-    format::stream_reader reader(skv);
-    reader.require_resources(resources);
+namespace detail {
+/// Per-token side data (ids or nll) of tokens [begin, end), read from the chunk records that hold
+/// them only (a range decode does not touch the rest of the file).
+template <class T, class Member>
+std::vector<T> side_data_of_range(const format::stream_reader& reader, Member member, std::uint64_t begin, std::uint64_t end) {
+    std::vector<T> out;
+    const auto& chunks = reader.chunks();
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+        const std::uint64_t first = chunks[i].first_token, lo = std::max(begin, first), hi = std::min(end, first + chunks[i].tokens);
+        if (lo >= hi) continue;
+        const auto rec = reader.record(i);
+        const auto& v = rec.*member;
+        if (v.size() != chunks[i].tokens) throw format_error("chunk " + std::to_string(i) + ": side data does not cover its tokens");
+        out.insert(out.end(), v.begin() + std::ptrdiff_t(lo - first), v.begin() + std::ptrdiff_t(hi - first));
+    }
+    if (out.size() != end - begin) throw format_error("side data does not cover the token range");
+    return out;
+}
+
+/// The safetensors image of tokens [begin, end) of a stream: the KV tensors (their bytes from `kv`,
+/// or deferred when kv is null: the caller writes them), tokens, nll, the other tensors. Tensors
+/// with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
+inline safetensors_builder safetensors_of_range(const format::stream_reader& reader, std::uint64_t begin, std::uint64_t end,
+                                                const chunk_buffer* kv) {
     const std::uint64_t T = reader.tokens();
-    const std::uint64_t end = end_opt.value_or(T);
-    const chunk_buffer kv =
-        reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), begin, end, resources);
     const std::uint64_t n = end - begin;
     safetensors_builder b;
-    b.set_metadata(detail::metadata_for_range(reader.header().metadata, begin, end, T));
-    const kv_layout& L = kv.layout;
+    b.set_metadata(metadata_for_range(reader.header().metadata, begin, end, T));
+    const kv_layout L = reader.layout();
     for (std::uint32_t l = 0; l < L.layers; ++l)
-        for (kv_kind kind : {kv_kind::key, kv_kind::value})
-            b.add(kv_tensor_name(l, kind), L.type, {L.kv_heads, n, L.head_dim}, kv.block(l, kind));
+        for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+            if (kv) b.add(kv_tensor_name(l, kind), L.type, {L.kv_heads, n, L.head_dim}, kv->block(l, kind));
+            else b.add_deferred(kv_tensor_name(l, kind), L.type, {L.kv_heads, n, L.head_dim});
+        }
     if (reader.header().has_token_ids) {
-        const auto ids = reader.token_ids();
-        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(ids.data() + begin), n * 4));
-    } else if (kv.token_ids.size() == n && n > 0) {  // token mode: the ids are what the payload coded
-        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kv.token_ids.data()), n * 4));
+        const auto ids = side_data_of_range<std::int32_t>(reader, &format::chunk_record::token_ids, begin, end);
+        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(ids.data()), n * 4));
+    } else if (kv && kv->token_ids.size() == n && n > 0) {  // token mode: the ids are what the payload coded
+        b.add("tokens", dtype::i32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kv->token_ids.data()), n * 4));
     }
     if (reader.header().has_nll) {
-        const auto nll = reader.nll();
-        b.add("nll", dtype::f32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(nll.data() + begin), n * 4));
+        const auto nll = side_data_of_range<float>(reader, &format::chunk_record::nll, begin, end);
+        b.add("nll", dtype::f32, {n}, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(nll.data()), n * 4));
     }
     if (auto extras = reader.find_attachment(tensors_attachment)) {
         byte_reader r(*extras, "tensors attachment");
         const auto count = r.get<std::uint32_t>();
         if (count > extras->size()) throw format_error("tensors attachment: tensor count");
         for (std::uint32_t i = 0; i < count; ++i) {
-            auto t = detail::get_extra_tensor(r);
+            auto t = get_extra_tensor(r);
             if (t.shape.size() == 3 && t.shape[1] == T && (begin != 0 || end != T)) {
                 const std::size_t row = t.shape[2] * dtype_size(t.type);
                 byte_vector sliced;
@@ -220,7 +250,58 @@ byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::ui
         }
         if (!r.at_end()) throw format_error("tensors attachment: trailing bytes");
     }
-    return b.serialize();
+    return b;
+}
+}  // namespace detail
+
+/// Decodes a .skv image back into a safetensors image (all tokens, or [begin, end)).
+/// Tensors with the KV token axis (rank 3, dim 1 == T, or `tokens`/`nll`) are sliced to the range.
+template <backend::Backend Backend = backend::simd>
+byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::uint64_t begin = 0,
+                                      std::optional<std::uint64_t> end_opt = std::nullopt,
+                                      const resource_provider& resources = {}, unsigned threads = 1) {
+    format::stream_reader reader(skv);
+    reader.require_resources(resources);
+    const std::uint64_t end = end_opt.value_or(reader.tokens());
+    const chunk_buffer kv =
+        reader.decode(make_codec<Backend>(reader.header().codec, resources, executor_for(threads)), begin, end, resources);
+    return detail::safetensors_of_range(reader, begin, end, &kv).serialize();
+}
+
+/// decompress_to_safetensors's bytes, written through `write_at(offset, bytes)` (e.g. a file_sink)
+/// one chunk at a time: memory holds one decoded chunk, not the cache, so a .skv mapped in place
+/// (mapped_file) decodes into a file larger than memory. Codecs with dependent chunks (token mode)
+/// decode the range at once.
+template <backend::Backend Backend = backend::simd, class WriteAt>
+void decompress_to_safetensors_at(std::span<const std::uint8_t> skv, WriteAt&& write_at, std::uint64_t begin = 0,
+                                  std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {},
+                                  unsigned threads = 1) {
+    format::stream_reader reader(skv);
+    reader.require_resources(resources);
+    const std::uint64_t end = end_opt.value_or(reader.tokens());
+    require_usage(begin <= end && end <= reader.tokens(), "decode: token range outside the stream");
+    const auto codec = make_codec<Backend>(reader.header().codec, resources, executor_for(threads));
+    if (codec.dependent_chunks || codec.codes_token_ids) {
+        const chunk_buffer kv = reader.decode(codec, begin, end, resources);
+        write_at(std::uint64_t(0), std::span<const std::uint8_t>(detail::safetensors_of_range(reader, begin, end, &kv).serialize()));
+        return;
+    }
+    const auto plan = detail::safetensors_of_range(reader, begin, end, nullptr).write_eager(write_at);
+    const kv_layout L = reader.layout();
+    const std::uint64_t n = end - begin;
+    const std::size_t row = std::size_t(L.head_dim) * dtype_size(L.type);
+    for (const auto& c : reader.chunks()) {
+        const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
+        if (lo >= hi) continue;
+        const chunk_buffer part = reader.decode(codec, lo, hi, resources);  // this chunk only
+        for (std::uint32_t l = 0; l < L.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const std::uint64_t base = plan.data_offsets[2 * std::size_t(l) + std::size_t(kind)];
+                const auto blk = part.block(l, kind);
+                for (std::uint32_t h = 0; h < L.kv_heads; ++h)
+                    write_at(base + (std::uint64_t(h) * n + (lo - begin)) * row, blk.subspan(std::size_t(h) * (hi - lo) * row, (hi - lo) * row));
+            }
+    }
 }
 
 }  // namespace seqkv::io

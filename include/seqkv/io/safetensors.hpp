@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/file_io.hpp"
+#include "seqkv/io/mapped_file.hpp"
 
 namespace seqkv::io {
 
@@ -44,7 +46,7 @@ struct tensor_entry {
     }
 };
 
-/// A parsed safetensors file that owns its bytes. Move-only (entries point into the buffer).
+/// A parsed safetensors file that owns (or maps) its bytes. Move-only (entries point into them).
 class safetensors_file {
 public:
     safetensors_file() = default;
@@ -57,27 +59,26 @@ public:
     static safetensors_file parse(byte_vector data, const safetensors_limits& limits = {}) {
         safetensors_file f;
         f.data_ = std::move(data);
+        f.bytes_ = f.data_;
+        f.index(limits);
+        return f;
+    }
+    /// Parses a file mapped in place (io/mapped_file.hpp): nothing is copied, only the pages the
+    /// caller reads are loaded, so a dump larger than memory can be compressed.
+    static safetensors_file parse(std::shared_ptr<const mapped_file> file, const safetensors_limits& limits = {}) {
+        safetensors_file f;
+        f.bytes_ = file->bytes();
+        f.mapped_ = std::move(file);
         f.index(limits);
         return f;
     }
     /// Reads and parses a file from disk.
     static safetensors_file load(const std::filesystem::path& path, const safetensors_limits& limits = {}) {
-        // Names the file once, keeping the error's type, without a second "seqkv: format error: ".
-        auto named = [&](const format_error& e, const char* kind) {
-            std::string why = e.what();
-            for (const char* prefix : {"seqkv: ", "format error: ", kind})
-                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
-            return "'" + path.string() + "': " + why;
-        };
-        try {
-            return parse(read_file(path), limits);
-        } catch (const limit_error& e) {
-            throw limit_error(named(e, "limit exceeded: "));
-        } catch (const checksum_error& e) {
-            throw checksum_error(named(e, "checksum mismatch: "));
-        } catch (const format_error& e) {
-            throw format_error(named(e, ""));
-        }
+        return named_errors(path, [&] { return parse(read_file(path), limits); });
+    }
+    /// Maps and parses a file from disk (no copy; see parse(mapped_file)).
+    static safetensors_file map(const std::filesystem::path& path, const safetensors_limits& limits = {}) {
+        return named_errors(path, [&] { return parse(std::make_shared<const mapped_file>(mapped_file::open(path)), limits); });
     }
 
     /// Tensors in file order (ascending data offset).
@@ -98,34 +99,56 @@ public:
 
 private:
     void index(const safetensors_limits& limits);
+    /// Runs parse, naming the file once in an error, keeping the error's type, without a second
+    /// "seqkv: format error: ".
+    template <class F>
+    static safetensors_file named_errors(const std::filesystem::path& path, F&& parse_it) {
+        auto named = [&](const format_error& e, const char* kind) {
+            std::string why = e.what();
+            for (const char* prefix : {"seqkv: ", "format error: ", kind})
+                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
+            return "'" + path.string() + "': " + why;
+        };
+        try {
+            return parse_it();
+        } catch (const limit_error& e) {
+            throw limit_error(named(e, "limit exceeded: "));
+        } catch (const checksum_error& e) {
+            throw checksum_error(named(e, "checksum mismatch: "));
+        } catch (const format_error& e) {
+            throw format_error(named(e, ""));
+        }
+    }
 
-    byte_vector data_;
+    byte_vector data_;                           // the file's bytes when read (parse(byte_vector))
+    std::shared_ptr<const mapped_file> mapped_;  // or its mapping (parse(mapped_file))
+    std::span<const std::uint8_t> bytes_;        // the one of them in use
     std::vector<tensor_entry> tensors_;
     std::map<std::string, std::string> metadata_;
 };
 
 inline void safetensors_file::index(const safetensors_limits& limits) {
     using nlohmann::json;
-    if (data_.size() < 8) throw format_error("not a safetensors file: shorter than its 8-byte header length");
+    if (bytes_.size() < 8) throw format_error("not a safetensors file: shorter than its 8-byte header length");
     std::uint64_t header_len = 0;
-    for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(data_[i]) << (8 * i);
+    for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(bytes_[i]) << (8 * i);
     // A safetensors header is a JSON object right after its length: anything else (a text file, a
     // .skv, a numpy file) is named for what it is not, before its first bytes are read as a length.
-    if (data_.size() > 8 && header_len > 0 && data_[8] != '{')
+    if (bytes_.size() > 8 && header_len > 0 && bytes_[8] != '{')
         throw format_error("not a safetensors file: no JSON header after the 8-byte length (file of " +
-                           std::to_string(data_.size()) + " bytes)");
+                           std::to_string(bytes_.size()) + " bytes)");
     if (header_len > limits.max_header_bytes)
         throw limit_error("safetensors: header length " + std::to_string(header_len));
-    if (header_len > data_.size() - 8)
+    if (header_len > bytes_.size() - 8)
         throw format_error("safetensors: header length " + std::to_string(header_len) + " exceeds the file size " +
-                           std::to_string(data_.size()));
-    const auto* header_begin = reinterpret_cast<const char*>(data_.data() + 8);
+                           std::to_string(bytes_.size()));
+    const auto* header_begin = reinterpret_cast<const char*>(bytes_.data() + 8);
     json header = json::parse(header_begin, header_begin + header_len, nullptr, /*allow_exceptions=*/false);
     if (header.is_discarded() || !header.is_object()) throw format_error("safetensors: header is not a JSON object");
     if (header.size() > limits.max_tensors + 1)
         throw limit_error("safetensors: " + std::to_string(header.size()) + " header entries");
 
-    const std::span<const std::uint8_t> payload(data_.data() + 8 + header_len, data_.size() - 8 - header_len);
+    const std::span<const std::uint8_t> payload(bytes_.data() + 8 + header_len, bytes_.size() - 8 - header_len);
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     for (auto it = header.begin(); it != header.end(); ++it) {
         const std::string& name = it.key();
@@ -194,33 +217,74 @@ public:
         require_usage(name != "__metadata__", "safetensors_builder: '__metadata__' is reserved");
         for (const auto& e : entries_)
             if (e.name == name) throw usage_error("safetensors_builder: duplicate tensor '" + name + "'");
-        entries_.push_back({std::move(name), type, std::move(shape), byte_vector(bytes.begin(), bytes.end())});
+        entries_.push_back({std::move(name), type, std::move(shape), byte_vector(bytes.begin(), bytes.end()), need});
     }
     /// Sets one `__metadata__` entry.
     void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
     /// Replaces the whole `__metadata__` map.
     void set_metadata(std::map<std::string, std::string> metadata) { metadata_ = std::move(metadata); }
 
-    /// The complete file image.
-    byte_vector serialize() const {
+    /// Adds a tensor whose bytes the caller writes into the file itself (at plan().data_offsets[i]
+    /// from the file's start): for writing a file larger than memory piece by piece.
+    void add_deferred(std::string name, dtype type, std::vector<std::uint64_t> shape) {
+        std::uint64_t need = dtype_size(type);
+        for (auto d : shape) need *= d;
+        require_usage(name != "__metadata__", "safetensors_builder: '__metadata__' is reserved");
+        for (const auto& e : entries_)
+            if (e.name == name) throw usage_error("safetensors_builder: duplicate tensor '" + name + "'");
+        entries_.push_back({std::move(name), type, std::move(shape), {}, need});
+    }
+
+    /// The file's header (length + JSON, padded) and where each tensor's bytes start in the file.
+    struct file_plan {
+        byte_vector header;
+        std::vector<std::uint64_t> data_offsets;  // per tensor, in add order, from the file's start
+        std::uint64_t file_bytes = 0;
+    };
+    file_plan plan() const {
         nlohmann::ordered_json header = nlohmann::ordered_json::object();
         if (!metadata_.empty()) header["__metadata__"] = metadata_;
         std::uint64_t offset = 0;
+        std::vector<std::uint64_t> offsets;
         for (const auto& e : entries_) {
             header[e.name] = {{"dtype", std::string(dtype_name(e.type))},
                               {"shape", e.shape},
-                              {"data_offsets", {offset, offset + e.bytes.size()}}};
-            offset += e.bytes.size();
+                              {"data_offsets", {offset, offset + e.size()}}};
+            offsets.push_back(offset);
+            offset += e.size();
         }
         std::string text = header.dump();
         while ((text.size() + 8) % 8 != 0) text.push_back(' ');  // align the data section to 8 bytes
-        byte_vector out;
-        out.reserve(8 + text.size() + offset);
-        byte_writer w(out);
+        file_plan p;
+        byte_writer w(p.header);
         w.put<std::uint64_t>(text.size());
-        out.insert(out.end(), text.begin(), text.end());
-        for (const auto& e : entries_) out.insert(out.end(), e.bytes.begin(), e.bytes.end());
+        p.header.insert(p.header.end(), text.begin(), text.end());
+        for (auto& o : offsets) o += p.header.size();
+        p.data_offsets = std::move(offsets);
+        p.file_bytes = p.header.size() + offset;
+        return p;
+    }
+
+    /// The complete file image (deferred tensors as zeros).
+    byte_vector serialize() const {
+        const file_plan p = plan();
+        byte_vector out;
+        out.reserve(p.file_bytes);
+        out.insert(out.end(), p.header.begin(), p.header.end());
+        for (const auto& e : entries_) {
+            out.insert(out.end(), e.bytes.begin(), e.bytes.end());
+            out.resize(out.size() + (e.size() - e.bytes.size()));
+        }
         return out;
+    }
+    /// Writes the header and every non-deferred tensor through `write_at(offset, bytes)`.
+    template <class WriteAt>
+    file_plan write_eager(WriteAt&& write_at) const {
+        file_plan p = plan();
+        write_at(std::uint64_t(0), std::span<const std::uint8_t>(p.header));
+        for (std::size_t i = 0; i < entries_.size(); ++i)
+            if (!entries_[i].bytes.empty()) write_at(p.data_offsets[i], std::span<const std::uint8_t>(entries_[i].bytes));
+        return p;
     }
     /// Writes the file to disk.
     void save(const std::filesystem::path& path) const { write_file(path, serialize()); }
@@ -230,7 +294,9 @@ private:
         std::string name;
         dtype type;
         std::vector<std::uint64_t> shape;
-        byte_vector bytes;
+        byte_vector bytes;          // empty for a deferred tensor
+        std::uint64_t bytes_needed;  // shape × dtype
+        std::uint64_t size() const { return bytes_needed; }
     };
     std::vector<entry> entries_;
     std::map<std::string, std::string> metadata_;
