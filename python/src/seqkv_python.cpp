@@ -10,6 +10,7 @@
 #include <seqkv/convert/llama_skv.hpp>
 #include <seqkv/convert/skv_file.hpp>
 #include <seqkv/io/expected_kv_table.hpp>
+#include <seqkv/io/mapped_file.hpp>
 #include <seqkv/paged.hpp>
 #include <seqkv/preset.hpp>
 #include <seqkv/seqkv.hpp>
@@ -640,7 +641,7 @@ PYBIND11_MODULE(_seqkv, m) {
         [](const std::string& src, const std::string& dst, const std::string& preset_name, const std::vector<std::string>& lossy_options,
            std::uint32_t chunk_tokens, unsigned threads, const std::string& table) {
             py::gil_scoped_release nogil;
-            const auto file = io::safetensors_file::load(src);
+            const auto file = io::safetensors_file::map(src);  // read in place, the .skv written as chunks are coded
             const kv_cache_view cache = io::kv_view(file);
             model_params mp = model_params_from(file.metadata(), cache.layout);
             preset_inputs in;
@@ -650,15 +651,16 @@ PYBIND11_MODULE(_seqkv, m) {
             in.table = load_table(table);
             const auto opts = preset(preset_name, mp, in);
             io::skv_summary s;
-            const auto out = io::compress_safetensors(file, opts, &s);
-            write_file(dst, out);
+            io::file_sink sink(dst);
+            io::compress_safetensors_to(file, opts, [&](std::span<const std::uint8_t> b) { sink.append(b); }, &s);
+            sink.commit();
             py::gil_scoped_acquire gil;
             py::dict d;
             d["kv_bytes"] = s.kv_bytes;
-            d["file_bytes"] = out.size();
+            d["file_bytes"] = s.output_bytes;
             d["kv_coded_bytes"] = s.kv_coded_bytes;
             d["kv_ratio"] = s.kv_coded_bytes ? double(s.kv_bytes) / double(s.kv_coded_bytes) : 0.0;  // K/V only, as the CLI reports
-            d["ratio"] = double(s.kv_bytes) / double(out.size());  // whole file (other tensors included)
+            d["ratio"] = double(s.kv_bytes) / double(s.output_bytes);  // whole file (other tensors included)
             d["encode_seconds"] = s.encode_seconds;
             return d;
         },
@@ -700,8 +702,12 @@ PYBIND11_MODULE(_seqkv, m) {
         [](const std::string& src, const std::string& dst, std::uint64_t begin, std::optional<std::uint64_t> end, unsigned threads,
            const std::string& table) {
             py::gil_scoped_release nogil;
-            const auto skv = read_file(src);
-            write_file(dst, io::decompress_to_safetensors(skv, begin, end, resources_for(table), threads));
+            const auto skv = io::mapped_file::open(src);  // one decoded chunk in memory at a time
+            io::file_sink sink(dst);
+            io::decompress_to_safetensors_at(
+                skv.bytes(), [&](std::uint64_t at, std::span<const std::uint8_t> part) { sink.write_at(at, part); }, begin, end,
+                resources_for(table), threads);
+            sink.commit();
         },
         py::arg("src"), py::arg("dst"), py::arg("begin") = 0, py::arg("end") = py::none(), py::arg("threads") = 1u, py::arg("table") = "");
 

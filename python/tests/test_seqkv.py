@@ -385,3 +385,14 @@ def test_load_kv_reads_the_dump_convention(smol):
     assert np.array_equal(d["token_ids"], ids) and np.array_equal(d["nll"], nll) and d["metadata"] == meta
     with pytest.raises(seqkv.FormatError):
         seqkv.load_kv(os.path.join(DATA, "README.md"))
+
+
+def test_a_mapped_stream_decodes_in_place(tiny, tmp_path):
+    import mmap
+
+    kv, ids, _, _ = tiny
+    path = tmp_path / "a.skv"
+    path.write_bytes(seqkv.compress(kv, dtype="bf16", token_ids=ids, chunk_tokens=64))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert np.array_equal(seqkv.decompress(m, 130, 250), kv[:, :, :, 130:250])
+        assert seqkv.info(m)["chunks"] == 8
