@@ -180,11 +180,23 @@ TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     }
     EXPECT_FALSE(by.count("zstd-19/1")) << "--codecs selects rows";
 
-    // Human table by default; a text file is a bad input (exit 2), an unknown preset a usage error (exit 1).
+    // Human table by default, and the chart; a text file is a bad input (exit 2), an unknown preset a usage error (exit 1).
+    const auto dir = scratch();
+    const auto svg = dir / "bench.svg";
     r = run("bench " + fixture.string() + " --codecs seqkv:lossless --threads 1 --seconds 0");
     ASSERT_EQ(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("seqkv:lossless"), std::string::npos) << r.out;
-    const auto dir = scratch();
+    r = run("bench " + fixture.string() + " --codecs seqkv:lossless,lz4 --threads 1 --seconds 0 --json --svg " + svg.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto rows = nlohmann::json::parse(r.out)["rows"].size();
+    const auto chart = seqkv::read_file(svg);
+    const std::string chart_text(chart.begin(), chart.end());
+    EXPECT_EQ(chart_text.rfind("<svg", 0), 0u);
+    EXPECT_NE(chart_text.find("</svg>"), std::string::npos);
+    EXPECT_NE(chart_text.find(">seqkv:lossless</text>"), std::string::npos);
+    std::size_t circles = 0;
+    for (auto at = chart_text.find("<circle"); at != std::string::npos; at = chart_text.find("<circle", at + 1)) ++circles;
+    EXPECT_EQ(circles, 2 * rows) << "one marker per row in each panel (encode, decode)";
     const auto text = dir / "notes.txt";
     std::FILE* f = std::fopen(text.string().c_str(), "w");
     std::fputs("not a KV dump\n", f);

@@ -10,12 +10,14 @@
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "seqkv/convert/skv_file.hpp"
 #include "seqkv/seqkv.hpp"
 #include "seqkv/format/recover.hpp"
 #include "seqkv/io/expected_kv_table.hpp"
 #include "seqkv_bench.hpp"
+#include "seqkv_chart.hpp"
 #include "seqkv_dedup.hpp"
 #include "seqkv_llama.hpp"
 #include "seqkv_presets.hpp"
@@ -332,6 +334,8 @@ int main(int argc, char** argv) {
     bench->add_option("--seconds", bench_set.seconds, "least wall-clock seconds per measurement (default 0.3)")->check(CLI::Range(0.0, 3600.0));
     bench->add_option("--table", bench_set.flags.table_path, "expected-KV table for presets that use one")->check(CLI::ExistingFile);
     bench->add_option("--model", bench_set.flags.model_path, "model of the tokens presets")->check(CLI::ExistingPath);
+    std::string bench_svg;
+    bench->add_option("--svg", bench_svg, "also draw the results: ratio against encode and decode MB/s (SVG file)");
     bench->add_flag("--json", as_json, "machine-readable output");
 
     std::vector<std::string> corpus;
@@ -439,7 +443,14 @@ int main(int argc, char** argv) {
             return run_recover(in, out, as_json);
         } else if (*bench) {
             std::string text;
-            const auto j = seqkv::cli::run_bench(bench_files, bench_set, text);
+            auto j = seqkv::cli::run_bench(bench_files, bench_set, text);
+            if (!bench_svg.empty()) {
+                std::string names;
+                for (const auto& f : j["files"]) names += (names.empty() ? "" : ", ") + fs::path(f["file"].get<std::string>()).filename().string();
+                seqkv::cli::write_bench_svg(bench_svg, j, "seqkv bench: " + names + " (" + std::to_string(bench_set.threads ? bench_set.threads : std::max(1u, std::thread::hardware_concurrency())) + " cores max)");
+                j["svg"] = bench_svg;
+                text += "chart: " + bench_svg + "\n";
+            }
             print(j, as_json, text);
         } else if (*dedup) {
             std::string text;
