@@ -188,7 +188,15 @@ TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     EXPECT_NE(r.out.find("seqkv:lossless"), std::string::npos) << r.out;
     r = run("bench " + fixture.string() + " --codecs seqkv:lossless,lz4 --threads 1 --seconds 0 --json --svg " + svg.string());
     ASSERT_EQ(r.status, 0) << r.out;
-    const auto rows = nlohmann::json::parse(r.out)["rows"].size();
+    const auto bench = nlohmann::json::parse(r.out);
+    const auto rows = bench["rows"].size();
+    // --svg adds the ratio against context length: 32, 64, ..., 512 tokens; the whole file's point
+    // is the same compression as the row's.
+    const auto& ctx = bench["context"];
+    ASSERT_EQ(ctx.size(), 5u) << r.out;
+    EXPECT_EQ(ctx[0]["tokens"].get<std::uint64_t>(), 32u);
+    EXPECT_EQ(ctx[4]["tokens"].get<std::uint64_t>(), 512u);
+    EXPECT_DOUBLE_EQ(ctx[4]["ratio"].get<double>(), bench["rows"][0]["ratio"].get<double>());
     const auto chart = seqkv::read_file(svg);
     const std::string chart_text(chart.begin(), chart.end());
     EXPECT_EQ(chart_text.rfind("<svg", 0), 0u);
@@ -197,6 +205,7 @@ TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     std::size_t circles = 0;
     for (auto at = chart_text.find("<circle"); at != std::string::npos; at = chart_text.find("<circle", at + 1)) ++circles;
     EXPECT_EQ(circles, 2 * rows) << "one marker per row in each panel (encode, decode)";
+    EXPECT_NE(chart_text.find("tokens coded (context length"), std::string::npos);
     const auto text = dir / "notes.txt";
     std::FILE* f = std::fopen(text.string().c_str(), "w");
     std::fputs("not a KV dump\n", f);
@@ -233,6 +242,27 @@ TEST(Cli, DedupReportsWhatAPrefixStoreSaves) {
     ASSERT_EQ(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("smaller than alone"), std::string::npos) << r.out;
     EXPECT_EQ(run("dedup " + fixture.string() + " " + (fs::path(SEQKV_DATA_DIR) / "kv" / "smollm2-gpl3.safetensors").string()).status, 1);
+    fs::remove_all(dir);
+}
+
+TEST(Cli, ProgressBarOnlyWhenAskedOrOnATerminal) {
+    // Tests do not run on a terminal: no bar by default; SEQKV_PROGRESS=1 forces it (stderr),
+    // --json never shows it.
+    const auto dir = scratch();
+    const auto skv = dir / "p.skv", back = dir / "p.safetensors";
+    auto r = run("compress " + fixture.string() + " -o " + skv.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.out.find("tokens  "), std::string::npos) << r.out;
+    ::setenv("SEQKV_PROGRESS", "1", 1);
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --chunk 128");
+    const auto d = run("decompress " + skv.string() + " -o " + back.string());
+    const auto j = run("compress " + fixture.string() + " -o " + skv.string() + " --json");
+    ::unsetenv("SEQKV_PROGRESS");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("compress [##############################] 100%  512/512 tokens"), std::string::npos) << r.out;
+    EXPECT_NE(d.out.find("decompress [##############################] 100%  512/512 tokens"), std::string::npos) << d.out;
+    ASSERT_EQ(j.status, 0) << j.out;
+    EXPECT_TRUE(nlohmann::json::accept(j.out)) << "--json output stays pure JSON: " << j.out;
     fs::remove_all(dir);
 }
 

@@ -40,6 +40,7 @@ struct bench_settings {
     unsigned threads = 0;                          // the second seqkv measurement (0: every core; 1: none)
     double seconds = 0.3;                          // least time per measurement
     lossy_flags flags;                             // --table / --model / --lossy for the presets that take them
+    bool context_curve = false;                    // also the ratio of each preset on the first 32, 64, ... tokens
 };
 
 namespace detail {
@@ -188,6 +189,31 @@ inline nlohmann::json run_bench(const std::vector<std::string>& paths, const ben
             r.raw += flat.size(), r.coded += z.size(), r.encode_seconds += enc, r.decode_seconds += dec;
         }
     }
+    // Ratio against context length: each preset on the first n tokens of each file (n = 32, 64, ...,
+    // and the whole file), one thread; same bytes as compressing a dump of that many tokens.
+    nlohmann::json context = nlohmann::json::array();
+    for (const auto& path : s.context_curve ? paths : std::vector<std::string>{}) {
+        const auto file = io::safetensors_file::map(path);
+        const kv_cache_view cache = io::kv_view(file);
+        const auto ids = io::token_ids_of(file, cache.layout.tokens).value_or(std::vector<std::int32_t>{});
+        for (const auto& preset : s.presets) {
+            if (!selected("seqkv:" + preset)) continue;
+            compress_options o = options_for_preset(preset, 0, file, s.flags);
+            o.threads = 1;
+            const std::uint64_t T = cache.layout.tokens;
+            for (std::uint64_t n = 32;; n = std::min(2 * n, T)) {
+                if (n > T) n = T;
+                kv_cache_view part = cache;
+                part.layout.tokens = n;
+                for (auto* ts : {&part.keys, &part.values})
+                    for (auto& t : *ts) t.tokens = n;
+                const auto skv = compress(part, o, ids.empty() ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(ids).first(n));
+                context.push_back({{"file", path}, {"codec", "seqkv:" + preset}, {"tokens", n},
+                                   {"ratio", double(part.layout.total_bytes()) / double(skv.size())}});
+                if (n == T) break;
+            }
+        }
+    }
     nlohmann::json out_rows = nlohmann::json::array();
     char line[256];
     std::snprintf(line, sizeof line, "seqkv bench: %zu file(s), %.2f MB of KV; wall clock; seqkv rows on 1 and %u threads, peers on 1\n", paths.size(),
@@ -209,6 +235,7 @@ inline nlohmann::json run_bench(const std::vector<std::string>& paths, const ben
     }
     if (rows.empty()) throw usage_error("seqkv bench: no codec selected (--codecs names none of the rows)");
     nlohmann::json j{{"files", files}, {"kv_bytes", kv_bytes}, {"threads", all}, {"rows", out_rows}};
+    if (s.context_curve) j["context"] = context;
     if (failed) throw std::runtime_error("bench: a lossless codec did not give back its input (see the exact column)\n" + text);  // exit 5
     return j;
 }

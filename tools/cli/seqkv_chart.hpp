@@ -1,12 +1,15 @@
 // `seqkv bench --svg FILE`: the bench's rows as a chart, hand-written SVG (no plotting library):
 // two panels, compression ratio against encode and against decode MB/s (log axis), one marker per
-// row: seqkv lossless, seqkv lossy, peers; labelled with the codec and its thread count.
+// row: seqkv lossless, seqkv lossy, peers; labelled with the codec and its thread count. Below
+// them, when the result has a "context" curve: each preset's ratio against the tokens coded.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <vector>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -34,7 +37,9 @@ inline std::string xml_escape(const std::string& s) {
 /// Writes the chart of a `seqkv bench` result (its JSON) to path; io_error if it cannot.
 inline void write_bench_svg(const std::string& path, const nlohmann::json& result, const std::string& title) {
     const auto& rows = result.at("rows");
-    const double W = 1100, H = 520, panel_w = 470, top = 60, bottom = 70, left0 = 70, gap = 90;
+    const bool curve = result.contains("context") && !result.at("context").empty();
+    const double W = 1100, H = curve ? 1000 : 520, panel_w = 470, top = 60, bottom = 70, left0 = 70, gap = 90;
+    const double H1 = 520;  // the speed panels' height
     double smin = 1e18, smax = 0, rmax = 0;
     for (const auto& r : rows) {
         for (const char* k : {"encode_MBps", "decode_MBps"}) {
@@ -55,7 +60,7 @@ inline void write_bench_svg(const std::string& path, const nlohmann::json& resul
     const char* panels[] = {"encode_MBps", "decode_MBps"};
     const char* names[] = {"encode MB/s (log scale)", "decode MB/s (log scale)"};
     for (int p = 0; p < 2; ++p) {
-        const double x0 = left0 + p * (panel_w + gap), x1 = x0 + panel_w, y0 = H - bottom, y1 = top;
+        const double x0 = left0 + p * (panel_w + gap), x1 = x0 + panel_w, y0 = H1 - bottom, y1 = top;
         auto X = [&](double v) { return x0 + (std::log10(v) - lx0) / (lx1 - lx0) * (x1 - x0); };
         auto Y = [&](double r) { return y0 - r / ytop * (y0 - y1); };
         for (double e = lx0; e <= lx1; ++e)
@@ -93,11 +98,56 @@ inline void write_bench_svg(const std::string& path, const nlohmann::json& resul
             out << buf;
         }
     }
+    if (curve) {  // ratio against context length
+        const auto& ctx = result.at("context");
+        double tmax = 1, cmax = 0;
+        for (const auto& c : ctx) tmax = std::max(tmax, c.at("tokens").get<double>()), cmax = std::max(cmax, c.at("ratio").get<double>());
+        const double x0 = left0, x1 = left0 + 2 * panel_w + gap - 260, y0 = H - bottom, y1 = H1 + 10;
+        const double l0 = 5, l1 = std::max(6.0, std::ceil(std::log2(tmax))), ctop = std::ceil(cmax * 1.1 * 2) / 2;
+        auto X = [&](double t) { return x0 + (std::log2(std::max(t, 1.0)) - l0) / (l1 - l0) * (x1 - x0); };
+        auto Y = [&](double r) { return y0 - r / ctop * (y0 - y1); };
+        for (double e = l0; e <= l1; ++e) {
+            std::snprintf(buf, sizeof buf, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/><text x='%.1f' y='%.1f' text-anchor='middle'>%g</text>\n",
+                          X(std::exp2(e)), y1, X(std::exp2(e)), y0, X(std::exp2(e)), y0 + 16, std::exp2(e));
+            out << buf;
+        }
+        for (double r = 0; r <= ctop + 1e-9; r += 0.5) {
+            std::snprintf(buf, sizeof buf, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/><text x='%.1f' y='%.1f' text-anchor='end'>%.1f</text>\n",
+                          x0, Y(r), x1, Y(r), x0 - 6, Y(r) + 4, r);
+            out << buf;
+        }
+        std::snprintf(buf, sizeof buf,
+                      "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#888'/>"
+                      "<text x='%.1f' y='%.1f' text-anchor='middle'>tokens coded (context length, log scale)</text>"
+                      "<text transform='translate(%.1f,%.1f) rotate(-90)' text-anchor='middle'>compression ratio</text>\n",
+                      x0, y1, x1 - x0, y0 - y1, (x0 + x1) / 2, y0 + 40, x0 - 45, (y0 + y1) / 2);
+        out << buf;
+        const char* colors[] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2"};
+        std::vector<std::string> series;
+        for (const auto& c : ctx) {
+            const std::string key = std::filesystem::path(c.at("file").get<std::string>()).filename().string() + " " + c.at("codec").get<std::string>();
+            if (std::find(series.begin(), series.end(), key) == series.end()) series.push_back(key);
+        }
+        for (std::size_t k = 0; k < series.size(); ++k) {
+            const char* color = colors[k % 8];
+            out << "<polyline fill='none' stroke='" << color << "' stroke-width='2' points='";
+            for (const auto& c : ctx) {
+                const std::string key = std::filesystem::path(c.at("file").get<std::string>()).filename().string() + " " + c.at("codec").get<std::string>();
+                if (key != series[k]) continue;
+                std::snprintf(buf, sizeof buf, "%.1f,%.1f ", X(c.at("tokens").get<double>()), Y(c.at("ratio").get<double>()));
+                out << buf;
+            }
+            out << "'/>\n";
+            std::snprintf(buf, sizeof buf, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='3'/><text x='%.1f' y='%.1f' font-size='11'>%s</text>\n",
+                          x1 + 20, y1 + 10 + 18.0 * k, x1 + 40, y1 + 10 + 18.0 * k, color, x1 + 45, y1 + 14 + 18.0 * k, detail::xml_escape(series[k]).c_str());
+            out << buf;
+        }
+    }
     std::snprintf(buf, sizeof buf,
                   "<text x='%.1f' y='%.1f' font-size='11'><tspan fill='#1f77b4'>&#9679; seqkv lossless</tspan>  "
                   "<tspan fill='#2ca02c'>&#9679; seqkv lossy</tspan>  <tspan fill='#777'>&#9679; peers (lossless, 1 thread)</tspan>"
                   "  — up and right is better</text>\n",
-                  left0, H - 12);
+                  left0, H1 - 12);
     out << buf << "</svg>\n";
     if (!out) throw io_error("write to '" + path + "' failed");
 }

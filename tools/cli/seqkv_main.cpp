@@ -381,7 +381,12 @@ int main(int argc, char** argv) {
             auto opts = seqkv::cli::options_for_preset(preset, chunk, file, lossy);
             seqkv::io::skv_summary summary;
             seqkv::io::file_sink sink(out);
-            seqkv::io::compress_safetensors_to(file, opts, [&](std::span<const std::uint8_t> b) { sink.append(b); }, &summary);
+            {
+                const auto L = seqkv::io::kv_view(file).layout;
+                seqkv::cli::progress_bar bar("compress", L.elements_per_token() * seqkv::dtype_size(L.type), json_out());
+                seqkv::io::compress_safetensors_to(file, opts, [&](std::span<const std::uint8_t> b) { sink.append(b); }, &summary,
+                                                   [&](std::uint64_t done, std::uint64_t total) { bar(done, total); });
+            }
             // Record the achieved quality (lossless: verified bit-exact) in the stats attachment.
             sink.flush();
             std::string q;
@@ -414,8 +419,11 @@ int main(int argc, char** argv) {
                 bytes = st.size();
             } else {  // one decoded chunk in memory at a time, written where it goes in the output
                 seqkv::io::file_sink sink(out);
+                const auto L = seqkv::format::stream_reader(skv).layout();
+                seqkv::cli::progress_bar bar("decompress", L.elements_per_token() * seqkv::dtype_size(L.type), json_out());
                 seqkv::io::decompress_to_safetensors_at(
-                    skv, [&](std::uint64_t at, std::span<const std::uint8_t> part) { sink.write_at(at, part); }, a, b, res, lossy.threads);
+                    skv, [&](std::uint64_t at, std::span<const std::uint8_t> part) { sink.write_at(at, part); }, a, b, res, lossy.threads,
+                    [&](std::uint64_t done, std::uint64_t total) { bar(done, total); });
                 bytes = sink.size();
                 sink.commit();
             }
@@ -443,6 +451,7 @@ int main(int argc, char** argv) {
             return run_recover(in, out, as_json);
         } else if (*bench) {
             std::string text;
+            bench_set.context_curve = !bench_svg.empty();
             auto j = seqkv::cli::run_bench(bench_files, bench_set, text);
             if (!bench_svg.empty()) {
                 std::string names;

@@ -6,7 +6,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+#include <unistd.h>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -138,6 +143,46 @@ inline nlohmann::json quality_of(const io::safetensors_file& original, const chu
     j["real_queries"] = q.real_queries;
     return j;
 }
+
+/// A progress bar on stderr for long work: shown only when stderr is a terminal (or
+/// SEQKV_PROGRESS=1 forces it; SEQKV_PROGRESS=0 hides it), never with --json; redrawn at most 10
+/// times a second and erased when done.
+class progress_bar {
+public:
+    progress_bar(std::string label, std::uint64_t bytes_per_token, bool json)
+        : label_(std::move(label)), bytes_per_token_(bytes_per_token), start_(std::chrono::steady_clock::now()) {
+        const char* env = std::getenv("SEQKV_PROGRESS");
+        enabled_ = !json && (env ? std::string_view(env) == "1" : ::isatty(2) == 1);
+    }
+    progress_bar(const progress_bar&) = delete;
+    progress_bar& operator=(const progress_bar&) = delete;
+    ~progress_bar() {
+        if (drawn_) std::fprintf(stderr, "\r%*s\r", int(width_), "");
+    }
+    void operator()(std::uint64_t done, std::uint64_t total) {
+        if (!enabled_ || total == 0) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+        last_ = now;
+        const double secs = std::chrono::duration<double>(now - start_).count();
+        const int filled = int(30 * done / total);
+        char line[160];
+        const int n = std::snprintf(line, sizeof line, "\r%s [%.*s%*s] %3d%%  %llu/%llu tokens  %.0f MB/s", label_.c_str(), filled,
+                                    "##############################", 30 - filled, "", int(100 * done / total), (unsigned long long)done,
+                                    (unsigned long long)total, secs > 0 ? double(done) * double(bytes_per_token_) / 1e6 / secs : 0.0);
+        width_ = std::max<std::size_t>(width_, std::size_t(std::max(n, 0)));
+        std::fputs(line, stderr);
+        std::fflush(stderr);
+        drawn_ = true;
+    }
+
+private:
+    std::string label_;
+    std::uint64_t bytes_per_token_;
+    std::chrono::steady_clock::time_point start_, last_{};
+    bool enabled_ = false, drawn_ = false;
+    std::size_t width_ = 0;
+};
 
 /// Caches larger than this get their quality measured chunk by chunk (bit-exactness, K/V SNR)
 /// instead of by the whole-cache attention probe, so memory stays at a few chunks.

@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -95,6 +96,9 @@ inline extra_tensor get_extra_tensor(byte_reader& r) {
 
 }  // namespace detail
 
+/// Called as work advances: (tokens done, tokens in all).
+using progress_fn = std::function<void(std::uint64_t, std::uint64_t)>;
+
 /// Compression summary of one file.
 struct skv_summary {
     std::uint64_t input_bytes = 0;   // whole safetensors file
@@ -109,7 +113,7 @@ struct skv_summary {
 /// sink, memory stays at a few chunks whatever the cache's size.
 template <backend::Backend Backend = backend::simd>
 void compress_safetensors_to(const safetensors_file& file, const compress_options& options, const format::byte_sink& sink,
-                             skv_summary* summary = nullptr) {
+                             skv_summary* summary = nullptr, const progress_fn& progress = {}) {
     const auto start = std::chrono::steady_clock::now();
     const kv_cache_view cache = kv_view(file);
     const auto T = cache.layout.tokens;
@@ -136,7 +140,14 @@ void compress_safetensors_to(const safetensors_file& file, const compress_option
             sink(b);
         },
         p, std::move(codec), writer_options_for(options));
-    writer.append(cache, 0, T, ids, keep_nll ? std::span<const float>(nll) : std::span<const float>{});
+    // A chunk at a time (the same bytes as one append), so progress can be reported.
+    const std::uint64_t step = std::max<std::uint64_t>(1, options.chunk_tokens);
+    for (std::uint64_t t = 0; t < T; t += step) {
+        const std::uint64_t e = std::min(T, t + step);
+        writer.append(cache, t, e, use_tokens ? std::span<const std::int32_t>(ids).subspan(t, e - t) : std::span<const std::int32_t>{},
+                      keep_nll ? std::span<const float>(nll).subspan(t, e - t) : std::span<const float>{});
+        if (progress) progress(e, T);
+    }
     byte_vector extras;
     byte_writer w(extras);
     // Every tensor that is neither K/V nor side data riding in the chunk records.
@@ -275,7 +286,7 @@ byte_vector decompress_to_safetensors(std::span<const std::uint8_t> skv, std::ui
 template <backend::Backend Backend = backend::simd, class WriteAt>
 void decompress_to_safetensors_at(std::span<const std::uint8_t> skv, WriteAt&& write_at, std::uint64_t begin = 0,
                                   std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {},
-                                  unsigned threads = 1) {
+                                  unsigned threads = 1, const progress_fn& progress = {}) {
     format::stream_reader reader(skv);
     reader.require_resources(resources);
     const std::uint64_t end = end_opt.value_or(reader.tokens());
@@ -301,6 +312,7 @@ void decompress_to_safetensors_at(std::span<const std::uint8_t> skv, WriteAt&& w
                 for (std::uint32_t h = 0; h < L.kv_heads; ++h)
                     write_at(base + (std::uint64_t(h) * n + (lo - begin)) * row, blk.subspan(std::size_t(h) * (hi - lo) * row, (hi - lo) * row));
             }
+        if (progress) progress(hi - begin, n);
     }
 }
 
