@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <vector>
 #include <string>
 
@@ -31,6 +32,23 @@ inline std::string xml_escape(const std::string& s) {
         }
     }
     return out;
+}
+/// A panel's ratio axis (0 to ytop in halves, with grid lines), its frame and its axis titles.
+template <class Y>
+void ratio_panel(std::ostream& out, double x0, double y0, double x1, double y1, double ytop, Y&& y_of, const std::string& x_title) {
+    char buf[640];
+    for (double r = 0; r <= ytop + 1e-9; r += 0.5) {
+        std::snprintf(buf, sizeof buf,
+                      "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/><text x='%.1f' y='%.1f' text-anchor='end'>%.1f</text>\n",
+                      x0, y_of(r), x1, y_of(r), x0 - 6, y_of(r) + 4, r);
+        out << buf;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#888'/>"
+                  "<text x='%.1f' y='%.1f' text-anchor='middle'>%s</text>"
+                  "<text transform='translate(%.1f,%.1f) rotate(-90)' text-anchor='middle'>compression ratio</text>\n",
+                  x0, y1, x1 - x0, y0 - y1, (x0 + x1) / 2, y0 + 40, xml_escape(x_title).c_str(), x0 - 45, (y0 + y1) / 2);
+    out << buf;
 }
 }  // namespace detail
 
@@ -72,18 +90,7 @@ inline void write_bench_svg(const std::string& path, const nlohmann::json& resul
                               X(v), y1, X(v), y0, m == 1 ? "#ccc" : "#eee", X(v), y0 + 16, v);
                 out << buf;
             }
-        for (double r = 0; r <= ytop + 1e-9; r += 0.5) {
-            std::snprintf(buf, sizeof buf,
-                          "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/><text x='%.1f' y='%.1f' text-anchor='end'>%.1f</text>\n",
-                          x0, Y(r), x1, Y(r), x0 - 6, Y(r) + 4, r);
-            out << buf;
-        }
-        std::snprintf(buf, sizeof buf,
-                      "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#888'/>"
-                      "<text x='%.1f' y='%.1f' text-anchor='middle'>%s</text>"
-                      "<text transform='translate(%.1f,%.1f) rotate(-90)' text-anchor='middle'>compression ratio</text>\n",
-                      x0, y1, x1 - x0, y0 - y1, (x0 + x1) / 2, y0 + 40, names[p], x0 - 45, (y0 + y1) / 2);
-        out << buf;
+        detail::ratio_panel(out, x0, y0, x1, y1, ytop, Y, names[p]);
         for (const auto& r : rows) {
             const double v = r.at(panels[p]).get<double>();
             if (!(v > 0) || !std::isfinite(v)) continue;
@@ -111,17 +118,7 @@ inline void write_bench_svg(const std::string& path, const nlohmann::json& resul
                           X(std::exp2(e)), y1, X(std::exp2(e)), y0, X(std::exp2(e)), y0 + 16, std::exp2(e));
             out << buf;
         }
-        for (double r = 0; r <= ctop + 1e-9; r += 0.5) {
-            std::snprintf(buf, sizeof buf, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/><text x='%.1f' y='%.1f' text-anchor='end'>%.1f</text>\n",
-                          x0, Y(r), x1, Y(r), x0 - 6, Y(r) + 4, r);
-            out << buf;
-        }
-        std::snprintf(buf, sizeof buf,
-                      "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#888'/>"
-                      "<text x='%.1f' y='%.1f' text-anchor='middle'>tokens coded (context length, log scale)</text>"
-                      "<text transform='translate(%.1f,%.1f) rotate(-90)' text-anchor='middle'>compression ratio</text>\n",
-                      x0, y1, x1 - x0, y0 - y1, (x0 + x1) / 2, y0 + 40, x0 - 45, (y0 + y1) / 2);
-        out << buf;
+        detail::ratio_panel(out, x0, y0, x1, y1, ctop, Y, "tokens coded (context length, log scale)");
         const char* colors[] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2"};
         std::vector<std::string> series;
         for (const auto& c : ctx) {
