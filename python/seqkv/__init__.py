@@ -62,16 +62,26 @@ def _plain(x, dtype):
     return x, dtype or ""
 
 
+def _plain_all(arrays, dtype):
+    """_plain of several arrays, which must agree on the element type they declare."""
+    out, kinds = [], set()
+    for a in arrays:
+        x, kind = _plain(a, dtype)
+        out.append(x)
+        if kind:
+            kinds.add(kind)
+    if len(kinds) > 1:
+        raise UsageError(f"arrays of different element types: {sorted(kinds)}")
+    return out, (kinds.pop() if kinds else (dtype or ""))
+
+
 def _plain_cache(kv, dtype):
     if isinstance(kv, (list, tuple)):
-        layers, kind = [], dtype or ""
         for pair in kv:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise UsageError("kv: each layer must be a (K, V) pair")
-            (k, kind_k), (v, kind_v) = _plain(pair[0], dtype), _plain(pair[1], dtype)
-            kind = kind_k or kind_v or kind
-            layers.append((k, v))
-        return layers, kind
+        flat, kind = _plain_all([x for pair in kv for x in pair], dtype)
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(kv))], kind
     return _plain(kv, dtype)
 
 
@@ -129,9 +139,7 @@ def compress_paged(pools, block_table, tokens, *, layout="vllm_split", page_size
     if layout == "page_first":
         pools, dtype = _plain(pools, dtype)
     else:
-        plain = [_plain(p, dtype) for p in pools]
-        pools = [p for p, _ in plain]
-        dtype = next((d for _, d in plain if d), dtype or "")
+        pools, dtype = _plain_all(pools, dtype)
     return _seqkv.compress_paged(pools, block_table, int(tokens), layout, int(page_size), preset, dtype or "", token_ids,
                                  float(rope_theta), rope_style, list(lossy_options), int(chunk_tokens), dict(metadata or {}),
                                  int(threads))
@@ -142,10 +150,11 @@ def decompress_into(skv, pools, block_table, begin=0, end=None, *, layout="vllm_
     token begin + i goes to the sequence's token i under block_table. Nothing outside those
     tokens' elements is written; a damaged stream raises before any page is touched."""
     if layout == "page_first":
-        pools, _ = _plain(pools, None)
+        pools, dtype = _plain(pools, None)
     else:
-        pools = [_plain(p, None)[0] for p in pools]
-    _seqkv.decompress_into(skv, pools, block_table, layout, int(page_size), int(begin), None if end is None else int(end), "",
+        pools, dtype = _plain_all(pools, None)
+    # dtype: what ml_dtypes pools declare (checked against the stream's); raw integer pools take the stream's
+    _seqkv.decompress_into(skv, pools, block_table, layout, int(page_size), int(begin), None if end is None else int(end), dtype,
                            int(threads))
 
 
@@ -166,9 +175,13 @@ class Writer:
                                 int(chunk_tokens), float(rope_theta), rope_style, list(lossy_options), dict(metadata or {}),
                                 int(threads))
         self._finished = False
+        self._dtype = {"bfloat16": "bf16", "float16": "f16", "half": "f16", "float32": "f32", "float": "f32",
+                       "float8_e4m3fn": "f8_e4m3", "e4m3": "f8_e4m3", "float8_e5m2": "f8_e5m2", "e5m2": "f8_e5m2"}.get(dtype, dtype)
 
     def append(self, kv, token_ids=None, *, layout="hnd"):
-        kv, _ = _plain_cache(kv, None)
+        kv, kind = _plain_cache(kv, None)
+        if kind and kind != self._dtype:
+            raise UsageError(f"Writer.append: the stream holds {self._dtype}, the arrays {kind}")
         self._w.append(kv, token_ids, layout)
 
     def finish(self):

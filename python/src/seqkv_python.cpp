@@ -244,6 +244,7 @@ borrowed_cache borrow_cache(const py::handle& kv, const std::string& layout, con
         const dtype t = kv_type_of(a, requested, "kv");
         require_usage(a.shape.size() == 5 && a.shape[1] == 2,
                       "kv: expected [layers, 2, heads, tokens, head_dim] (layout='nhd': [layers, 2, tokens, heads, head_dim]) or a list of (K, V)");
+        require_usage(a.shape[0] > 0, "kv: no layers");
         for (std::int64_t l = 0; l < a.shape[0]; ++l)
             for (std::int64_t k = 0; k < 2; ++k) {
                 auto* base = a.data + (l * a.strides[0] + k * a.strides[1]) * std::int64_t(dtype_size(t));
@@ -285,9 +286,16 @@ std::vector<float> float_list(const py::handle& h) {
     return std::vector<float>(arr.data(), arr.data() + arr.size());
 }
 
+/// The bytes of a buffer (bytes, bytearray, memoryview, mmap, numpy); C-contiguous only.
 std::span<const std::uint8_t> bytes_of(const py::buffer& b, py::buffer_info& keep) {
-    keep = b.request();
-    return {static_cast<const std::uint8_t*>(keep.ptr), std::size_t(keep.size * keep.itemsize)};
+    Py_buffer* view = new Py_buffer();
+    if (PyObject_GetBuffer(b.ptr(), view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        delete view;
+        PyErr_Clear();
+        throw usage_error("expected a contiguous bytes-like object (bytes, bytearray, mmap, a C-contiguous array)");
+    }
+    keep = py::buffer_info(view, true);  // releases the view
+    return {static_cast<const std::uint8_t*>(view->buf), std::size_t(view->len)};
 }
 
 py::bytes to_bytes(const byte_vector& v) { return py::bytes(reinterpret_cast<const char*>(v.data()), v.size()); }
@@ -471,37 +479,47 @@ public:
         : sink_(std::move(sink)) {
         const auto t = dtype_by_name(dtype_s.empty() ? "bf16" : dtype_s);
         require_usage(layers > 0 && kv_heads > 0 && head_dim > 0, "Writer: layers, kv_heads and head_dim must be positive");
-        const auto opts = options_for(preset_name, head_dim, rope_theta, rope_style, lossy_options, chunk_tokens, threads, "", metadata);
+        opts_ = options_for(preset_name, head_dim, rope_theta, rope_style, lossy_options, chunk_tokens, threads, "", metadata);
         require_usage(sink_.is_none() || py::hasattr(sink_, "write"), "Writer: sink must have a write(bytes) method");
         format::preamble p;
         p.layout = {layers, kv_heads, head_dim, 0, *t};
-        apply_options(p, opts);
+        apply_options(p, opts_);
         p.has_token_ids = token_ids;
-        p.metadata = opts.metadata;
-        auto codec = make_codec(opts.codec, opts.resources, executor_for(opts.threads));
+        p.metadata = opts_.metadata;
+        auto codec = make_codec(opts_.codec, opts_.resources, executor_for(opts_.threads));
         writer_ = std::make_unique<format::stream_writer>(
             [this](std::span<const std::uint8_t> b) {
                 if (sink_.is_none()) {
                     out_.insert(out_.end(), b.begin(), b.end());
-                } else {
-                    sink_.attr("write")(py::bytes(reinterpret_cast<const char*>(b.data()), b.size()));
+                    return;
+                }
+                // A raw sink may write less than it was given (io.RawIOBase): write the rest.
+                std::size_t done = 0;
+                while (done < b.size()) {
+                    py::object n = sink_.attr("write")(py::bytes(reinterpret_cast<const char*>(b.data() + done), b.size() - done));
+                    if (n.is_none() || !py::isinstance<py::int_>(n)) return;  // a writer that returns nothing took it all
+                    const auto k = n.cast<long long>();
+                    if (k <= 0 || std::size_t(k) > b.size() - done) throw io_error("Writer: sink.write() wrote " + std::to_string(k) + " bytes");
+                    done += std::size_t(k);
                 }
             },
-            p, std::move(codec), writer_options_for(opts));
+            p, std::move(codec), writer_options_for(opts_));
     }
 
     void append(const py::handle& kv, const py::handle& token_ids, const std::string& layout) {
+        require_usage(!failed_, "Writer: an earlier write failed; the stream is incomplete (start a new Writer)");
         const auto& L = writer_->header().layout;
         const auto cache = borrow_cache(kv, layout, L.type);
         const auto ids = int32_list(token_ids, "token_ids");
         require_usage(writer_->header().has_token_ids ? ids.size() == cache.view.layout.tokens : ids.empty(),
                       writer_->header().has_token_ids ? "Writer.append: this stream stores token ids: one per appended token"
                                                       : "Writer.append: token ids given to a stream made with token_ids=False");
-        writer_->append(cache.view, 0, cache.view.layout.tokens, ids);  // the sink needs the GIL: it is held
+        guarded([&] { writer_->append(cache.view, 0, cache.view.layout.tokens, ids); });  // the sink needs the GIL: it is held
     }
 
     py::object finish() {
-        writer_->finish();
+        require_usage(!failed_, "Writer: an earlier write failed; the stream is incomplete (start a new Writer)");
+        guarded([&] { writer_->finish(); });
         if (!sink_.is_none()) return py::none();
         return to_bytes(out_);
     }
@@ -509,9 +527,22 @@ public:
     std::uint64_t chunks() const { return writer_->chunks().size(); }
 
 private:
+    /// Runs a writer call; after any failure (a sink error mid-chunk) the writer is unusable.
+    template <class F>
+    void guarded(F&& f) {
+        try {
+            f();
+        } catch (...) {
+            failed_ = true;
+            throw;
+        }
+    }
+
     py::object sink_;
     byte_vector out_;
+    compress_options opts_;  // the writer keeps a pointer to its resources
     std::unique_ptr<format::stream_writer> writer_;
+    bool failed_ = false;
 };
 
 }  // namespace
@@ -529,6 +560,7 @@ PYBIND11_MODULE(_seqkv, m) {
         PyObject* e = PyErr_NewException(full.c_str(), b.ptr(), nullptr);
         if (!e) throw py::error_already_set();
         m.add_object(name, py::reinterpret_steal<py::object>(e));
+        Py_INCREF(e);  // the translator's own reference: the type outlives a deleted module attribute
         return e;
     };
     static PyObject* exc_error = make_exc("Error", {PyExc_RuntimeError});

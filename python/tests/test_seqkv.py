@@ -212,6 +212,24 @@ def test_writer_sink_errors_propagate(tiny):
     w = seqkv.Writer(kv.shape[0], kv.shape[2], kv.shape[4], sink=Later(), chunk_tokens=64)
     with pytest.raises(OSError, match="disk full"):
         w.append(kv[:, :, :, :100], layout="hnd")  # the first chunk's record
+    with pytest.raises(seqkv.UsageError, match="earlier write failed"):  # never a stream with a chunk twice
+        w.append(kv[:, :, :, 100:101])
+    with pytest.raises(seqkv.UsageError, match="earlier write failed"):
+        w.finish()
+
+    class Short:  # a raw sink that takes at most 1000 bytes a call
+        def __init__(self):
+            self.data = bytearray()
+
+        def write(self, b):
+            self.data += b[:1000]
+            return min(len(b), 1000)
+
+    short = Short()
+    w = seqkv.Writer(kv.shape[0], kv.shape[2], kv.shape[4], sink=short, chunk_tokens=64)
+    w.append(kv[:, :, :, :100])
+    w.finish()
+    assert bytes(short.data) == seqkv.compress(kv[:, :, :, :100], dtype="bf16", chunk_tokens=64)
 
 
 def paged_pool(kv, block, table, num_blocks, layout, rng):
@@ -313,6 +331,10 @@ def test_bad_streams_raise_seqkv_errors(tiny):
         seqkv.compress(kv.astype(np.int64), dtype="bf16")
     with pytest.raises(seqkv.IOError):
         seqkv.compress_safetensors("/nonexistent/x.safetensors", "/tmp/x.skv")
+    with pytest.raises(seqkv.UsageError, match="no layers"):
+        seqkv.compress(np.zeros((0, 2, 2, 16, 8), dtype=np.float16))
+    with pytest.raises(seqkv.UsageError, match="contiguous"):  # a reversed view of the stream's bytes
+        seqkv.decompress(np.frombuffer(skv, dtype=np.uint8)[::-1])
 
 
 def test_safetensors_files_round_trip(tmp_path):

@@ -229,7 +229,7 @@ inline nlohmann::json quality_of_stream(const io::safetensors_file& original, co
         if (lossless && !exact) break;  // reported below; no need to look further
     }
     nlohmann::json j{{"bit_exact", exact}};
-    if (lossless && exact) return j;
+    if (lossless) return j;  // lossless: exact or not is the whole verdict (no SNR was summed)
     auto snr = [](double s, double n) { return n == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(s / n); };
     j["snr_k_db"] = snr(signal[0], noise[0]);
     j["snr_v_db"] = snr(signal[1], noise[1]);

@@ -1,15 +1,21 @@
 // Files read in place: a read-only memory map of a whole file (POSIX mmap), so a multi-GB KV dump
 // or .skv is parsed and decoded without a copy in memory (only the pages touched are read). On
 // platforms without mmap it falls back to reading the file (same interface, no memory bound).
+// A mapped file must not shrink while it is mapped (another process truncating it makes the
+// reader's next access to the lost pages fault: SIGBUS); read a file that may still be written
+// with read_file instead.
 // Output written as it is produced: file_sink appends to a temporary file renamed into place by
 // commit() (nothing half-written is ever visible under the final name) and can write at offsets.
 #pragma once
 
+#include <atomic>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <span>
 #include <string>
 
@@ -114,8 +120,31 @@ private:
 /// destroyed without commit() (an error on the way), the temporary file is removed.
 class file_sink {
 public:
-    explicit file_sink(std::filesystem::path path) : path_(std::move(path)), tmp_(path_.string() + ".seqkv-tmp") {
-        file_ = std::fopen(tmp_.c_str(), "w+b");
+    explicit file_sink(std::filesystem::path path) : path_(std::move(path)) {
+#ifdef SEQKV_HAVE_MMAP
+        // A unique temporary name (O_EXCL): two writers of one path never share a file. Created
+        // with mode 0666 less the umask, like the file fopen would make.
+        static std::atomic<std::uint64_t> counter{0};
+        int fd = -1;
+        for (int attempt = 0; attempt < 64 && fd < 0; ++attempt) {
+            const std::uint64_t tag = (std::uint64_t(::getpid()) << 32) ^ (counter.fetch_add(1) * 0x9e3779b97f4a7c15ull) ^ std::random_device{}();
+            char hex[17];
+            std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tag));
+            tmp_ = path_.string() + "." + hex + ".seqkv-tmp";
+            fd = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            if (fd < 0 && errno != EEXIST) break;
+        }
+        if (fd < 0) throw io_error("cannot create a temporary file beside '" + path_.string() + "'");
+        file_ = ::fdopen(fd, "w+b");
+        if (!file_) {
+            ::close(fd);
+            std::error_code ec;
+            std::filesystem::remove(tmp_, ec);
+        }
+#else
+        tmp_ = path_.string() + ".seqkv-tmp";
+        file_ = std::fopen(tmp_.string().c_str(), "w+b");
+#endif
         if (!file_) throw io_error("cannot open '" + tmp_.string() + "' for writing");
     }
     file_sink(const file_sink&) = delete;
@@ -169,7 +198,11 @@ public:
             throw io_error("write to '" + tmp_.string() + "' failed");
         }
         std::filesystem::rename(tmp_, path_, ec);
-        if (ec) throw io_error("cannot rename '" + tmp_.string() + "' to '" + path_.string() + "': " + ec.message());
+        if (ec) {
+            std::error_code ignored;
+            std::filesystem::remove(tmp_, ignored);
+            throw io_error("cannot rename '" + tmp_.string() + "' to '" + path_.string() + "': " + ec.message());
+        }
     }
     /// The temporary file (complete after every byte is written; renamed by commit()).
     const std::filesystem::path& temporary_path() const { return tmp_; }
