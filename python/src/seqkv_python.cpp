@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <seqkv/convert/llama_skv.hpp>
+#include <seqkv/core/chunk_view.hpp>
 #include <seqkv/convert/skv_file.hpp>
 #include <seqkv/io/expected_kv_table.hpp>
 #include <seqkv/io/mapped_file.hpp>
@@ -711,10 +712,7 @@ PYBIND11_MODULE(_seqkv, m) {
                 py::gil_scoped_release nogil;
                 const auto file = io::safetensors_file::load(path);
                 const kv_cache_view cache = io::kv_view(file);
-                b = chunk_buffer::for_layout(cache.layout, cache.layout.tokens);
-                for (std::uint32_t l = 0; l < cache.layout.layers; ++l)
-                    for (kv_kind kind : {kv_kind::key, kv_kind::value})
-                        gather_block(cache.tensor(l, kind), 0, cache.layout.tokens, b.block(l, kind));
+                b = copy_tokens(cache, 0, cache.layout.tokens, cache.layout.layers, cache.layout.type);
                 ids = io::token_ids_of(file, cache.layout.tokens);
                 nll = io::nll_of(file, cache.layout.tokens);
                 meta = file.metadata();
