@@ -4,8 +4,6 @@
 // second on one core; ratio = symbol bytes / coded bytes. Data: $SEQKV_KV_FILE or the first
 // data/kv/*.safetensors (synthetic fallback, labelled, if there is none).
 #include <benchmark/benchmark.h>
-#include <lz4.h>
-#include <zstd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -17,6 +15,7 @@
 
 #include "common/coding_kv_streams.hpp"
 #include "seqkv/coding/coding.hpp"
+#include "seqkv_peers.hpp"
 
 namespace {
 
@@ -127,31 +126,13 @@ bound_codec make_range_static(const stream& s) {
 
 bound_codec make_zstd(const stream& s, int level) {
     auto out = std::make_shared<std::vector<std::uint8_t>>(s.bytes.size());
-    return {[&s, level] {
-                byte_vector c(ZSTD_compressBound(s.bytes.size()));
-                c.resize(ZSTD_compress(c.data(), c.size(), s.bytes.data(), s.bytes.size(), level));
-                return c;
-            },
-            [out](const byte_vector& c) {
-                if (ZSTD_isError(ZSTD_decompress(out->data(), out->size(), c.data(), c.size())))
-                    throw std::runtime_error("zstd decode failed");
-            },
-            [out, &s] { return *out == s.bytes; }};
+    return {[&s, level] { return seqkv::peers::zstd_compress(s.bytes, level); },
+            [out](const byte_vector& c) { seqkv::peers::zstd_decompress(c, *out); }, [out, &s] { return *out == s.bytes; }};
 }
 
 bound_codec make_lz4(const stream& s) {
     auto out = std::make_shared<std::vector<std::uint8_t>>(s.bytes.size());
-    return {[&s] {
-                byte_vector c(static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(s.bytes.size()))));
-                c.resize(static_cast<std::size_t>(LZ4_compress_default(reinterpret_cast<const char*>(s.bytes.data()),
-                                                                       reinterpret_cast<char*>(c.data()),
-                                                                       static_cast<int>(s.bytes.size()), static_cast<int>(c.size()))));
-                return c;
-            },
-            [out](const byte_vector& c) {
-                LZ4_decompress_safe(reinterpret_cast<const char*>(c.data()), reinterpret_cast<char*>(out->data()),
-                                    static_cast<int>(c.size()), static_cast<int>(out->size()));
-            },
+    return {[&s] { return seqkv::peers::lz4_compress(s.bytes); }, [out](const byte_vector& c) { seqkv::peers::lz4_decompress(c, *out); },
             [out, &s] { return *out == s.bytes; }};
 }
 

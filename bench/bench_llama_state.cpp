@@ -4,10 +4,6 @@
 // Ratio = state file bytes / compressed bytes; MB/s = state file MB per second.
 //   seqkv_bench_llama_state [--gguf MODEL.gguf] [--min-seconds S] [--codecs a,b] STATE...
 // bench/llama_state_peers.py makes SmolLM2 states of 1k/4k/8k tokens and runs this binary.
-#include <lz4.h>
-#include <lzma.h>
-#include <zstd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +17,7 @@
 
 #include "seqkv/io/gguf.hpp"
 #include "seqkv/convert/llama_skv.hpp"
+#include "seqkv_peers.hpp"
 
 namespace {
 
@@ -35,54 +32,19 @@ struct codec_row {
     std::function<byte_vector(const byte_vector&, std::size_t)> decode;
 };
 
-byte_vector zstd_encode(const byte_vector& in, int level) {
-    byte_vector out(ZSTD_compressBound(in.size()));
-    const auto n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level);
-    if (ZSTD_isError(n)) throw std::runtime_error("zstd");
-    out.resize(n);
-    return out;
-}
-
+// zstd -3 / -19, lz4 and xz -9 on the whole state file (blosc's shuffles need an element size the
+// state's mixed sections do not have).
 std::vector<codec_row> peers() {
     std::vector<codec_row> rows;
-    for (int level : {3, 19})
-        rows.push_back({"zstd -" + std::to_string(level), [level](const byte_vector& in) { return zstd_encode(in, level); },
-                        [](const byte_vector& z, std::size_t n) {
+    for (auto& p : seqkv::peers::available(true)) {
+        if (p.name.starts_with("blosc")) continue;
+        rows.push_back({p.name, [enc = p.encode](const byte_vector& in) { return enc(in, 1); },
+                        [dec = p.decode](const byte_vector& z, std::size_t n) {
                             byte_vector out(n);
-                            if (ZSTD_isError(ZSTD_decompress(out.data(), n, z.data(), z.size()))) throw std::runtime_error("zstd");
+                            dec(z, out);
                             return out;
                         }});
-    rows.push_back({"lz4",
-                    [](const byte_vector& in) {
-                        byte_vector out(LZ4_compressBound(int(in.size())));
-                        out.resize(LZ4_compress_default(reinterpret_cast<const char*>(in.data()), reinterpret_cast<char*>(out.data()),
-                                                        int(in.size()), int(out.size())));
-                        return out;
-                    },
-                    [](const byte_vector& z, std::size_t n) {
-                        byte_vector out(n);
-                        if (LZ4_decompress_safe(reinterpret_cast<const char*>(z.data()), reinterpret_cast<char*>(out.data()), int(z.size()),
-                                                int(n)) != int(n))
-                            throw std::runtime_error("lz4");
-                        return out;
-                    }});
-    rows.push_back({"xz -9",
-                    [](const byte_vector& in) {
-                        byte_vector out(lzma_stream_buffer_bound(in.size()));
-                        std::size_t pos = 0;
-                        if (lzma_easy_buffer_encode(9, LZMA_CHECK_CRC32, nullptr, in.data(), in.size(), out.data(), &pos, out.size()) != LZMA_OK)
-                            throw std::runtime_error("xz");
-                        out.resize(pos);
-                        return out;
-                    },
-                    [](const byte_vector& z, std::size_t n) {
-                        byte_vector out(n);
-                        std::uint64_t memlimit = UINT64_MAX;
-                        std::size_t in_pos = 0, out_pos = 0;
-                        if (lzma_stream_buffer_decode(&memlimit, 0, nullptr, z.data(), &in_pos, z.size(), out.data(), &out_pos, n) != LZMA_OK)
-                            throw std::runtime_error("xz");
-                        return out;
-                    }});
+    }
     return rows;
 }
 

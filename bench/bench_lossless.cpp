@@ -7,11 +7,7 @@
 // fp8 conversion), SEQKV_BENCH_SUMMARY_ONLY=1 (skip the entropy bound and per-block tables): for
 // long contexts (bench/context_sweep.sh).
 #include <benchmark/benchmark.h>
-#include <blosc.h>
 #include <fpzip.h>
-#include <lz4.h>
-#include <lzma.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -27,6 +23,7 @@
 #include <vector>
 
 #include "common/kv_files.hpp"
+#include "seqkv_peers.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/seqkv.hpp"
 
@@ -125,12 +122,6 @@ struct codec_fns {
     std::function<void(const dataset&, const byte_vector&, byte_vector&)> decode;  // into flat-sized output
 };
 
-byte_vector zstd_encode(const byte_vector& in, int level) {
-    byte_vector out(ZSTD_compressBound(in.size()));
-    out.resize(ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level));
-    return out;
-}
-
 std::vector<codec_fns> codecs() {
     std::vector<codec_fns> c;
     // seqkv with the chunk's token ids (as the CLI stores them), at two chunk sizes, and without ids.
@@ -161,50 +152,10 @@ std::vector<codec_fns> codecs() {
     c.push_back(seqkv_codec("seqkv-lossless-c512-norope", 512, true, false, false));
     c.push_back(seqkv_codec("seqkv-lossless-noids", 256, false, false));
     c.push_back(seqkv_codec("seqkv-lossless-scalar", 256, true, true));
-    for (int level : {3, 19})
-        c.push_back({"zstd-" + std::to_string(level), [level](const dataset& d) { return zstd_encode(d.flat, level); },
-                     [](const dataset&, const byte_vector& z, byte_vector& out) {
-                         if (ZSTD_isError(ZSTD_decompress(out.data(), out.size(), z.data(), z.size()))) throw std::runtime_error("zstd");
-                     }});
-    c.push_back({"xz-9",
-                 [](const dataset& d) {
-                     byte_vector out(lzma_stream_buffer_bound(d.flat.size()));
-                     std::size_t pos = 0;
-                     if (lzma_easy_buffer_encode(9, LZMA_CHECK_CRC32, nullptr, d.flat.data(), d.flat.size(), out.data(), &pos, out.size()) != LZMA_OK)
-                         throw std::runtime_error("xz encode");
-                     out.resize(pos);
-                     return out;
-                 },
-                 [](const dataset&, const byte_vector& z, byte_vector& out) {
-                     std::uint64_t memlimit = UINT64_MAX;
-                     std::size_t in_pos = 0, out_pos = 0;
-                     if (lzma_stream_buffer_decode(&memlimit, 0, nullptr, z.data(), &in_pos, z.size(), out.data(), &out_pos, out.size()) != LZMA_OK)
-                         throw std::runtime_error("xz decode");
-                 }});
-    c.push_back({"lz4",
-                 [](const dataset& d) {
-                     byte_vector out(LZ4_compressBound(int(d.flat.size())));
-                     out.resize(LZ4_compress_default(reinterpret_cast<const char*>(d.flat.data()), reinterpret_cast<char*>(out.data()),
-                                                      int(d.flat.size()), int(out.size())));
-                     return out;
-                 },
-                 [](const dataset&, const byte_vector& z, byte_vector& out) {
-                     if (LZ4_decompress_safe(reinterpret_cast<const char*>(z.data()), reinterpret_cast<char*>(out.data()), int(z.size()),
-                                             int(out.size())) < 0)
-                         throw std::runtime_error("lz4");
-                 }});
-    for (auto [shuffle, label] : {std::pair{BLOSC_SHUFFLE, "blosc-zstd-byteshuffle"}, std::pair{BLOSC_BITSHUFFLE, "blosc-zstd-bitshuffle"}})
-        c.push_back({label,
-                     [shuffle](const dataset& d) {
-                         byte_vector out(d.flat.size() + BLOSC_MAX_OVERHEAD);
-                         const int n = blosc_compress_ctx(9, shuffle, seqkv::dtype_size(d.layout.type), d.flat.size(), d.flat.data(),
-                                                          out.data(), out.size(), "zstd", 0, 1);
-                         out.resize(std::max(n, 0));
-                         return out;
-                     },
-                     [](const dataset&, const byte_vector& z, byte_vector& out) {
-                         if (blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) < 0) throw std::runtime_error("blosc");
-                     }});
+    // The peers on the flat bytes, with the KV's element size for blosc's shuffles.
+    for (auto& p : seqkv::peers::available(true))
+        c.push_back({p.name, [enc = p.encode](const dataset& d) { return enc(d.flat, seqkv::dtype_size(d.layout.type)); },
+                     [dec = p.decode](const dataset&, const byte_vector& z, byte_vector& out) { dec(z, out); }});
     c.push_back({"fpzip-f32view",
                  [](const dataset& d) {
                      byte_vector out(d.as_f32.size() * 4 + 1024);

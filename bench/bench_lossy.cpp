@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
             auto r = lossy_round_trip(codec, d.view, d.ids, d.nll, g_chunk_tokens);
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (!r.decoder_matches_encoder) std::printf("!! %s %s: decoder differs from encoder\n", e.series.c_str(), e.label.c_str());
-            const auto q = probe.compare(metrics::view_of(r.decoded));
+            const auto q = probe.compare(view_of(r.decoded));
             bench::rd_point p{e.series, e.label, r.bits_per_element(), q.overall.attention_rel_error, q.overall.attention_kl,
                               q.overall.snr_k_db, q.overall.snr_v_db,
                               double(d.view.layout.total_bytes()) / 1e6 / secs, 0};

@@ -2,6 +2,11 @@
 //
 //   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]
 //   seqkv_bench_prefix_store --near-shift A.safetensors B.safetensors [--chunk C]
+//   seqkv_bench_prefix_store --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P]
+//
+// --sessions-dir: the real-session workload (bench/make_agent_sessions.py; scripts
+// bench/prefix_store_real.sh runs both): bytes alone, with exact-prefix dedup and with near-prefix
+// reuse, every session read back (see real_sessions()).
 //
 // --near-shift: near-prefix reuse across a token-count change on two real dumps of one model
 // (tools/near_prefix_measure.py writes them: /tmp/near_prefix/np-User__Alice.safetensors and
@@ -33,12 +38,16 @@
 // seqkv::redis target; scripts/bench-prefix-store.sh starts a throwaway server and runs both).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <list>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -50,6 +59,7 @@
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/predict/rope.hpp"
+#include "seqkv/preset.hpp"
 #include "seqkv/store/prefix_store.hpp"
 
 #if defined(SEQKV_BENCH_HAVE_HIREDIS)
@@ -260,6 +270,19 @@ std::optional<redis_target> parse_redis_target(const std::string& arg, bool clus
     return redis_target{arg.substr(0, colon), int(port), cluster};
 }
 
+// The prefix store's key_rotation for a dump's model: RoPE by `shift` positions with the dump's
+// rope_theta / rope_style (the codec's deterministic cos/sin).
+std::function<void(std::span<float>, std::int64_t)> key_rotation_of(const std::map<std::string, std::string>& meta, std::uint32_t head_dim) {
+    const double theta = meta.contains("rope_theta") ? std::stod(meta.at("rope_theta")) : 10000.0;
+    const bool interleaved = meta.contains("rope_style") && meta.at("rope_style") == "interleaved";
+    auto table = std::make_shared<predict::rope_table>(predict::rope_table::inverse_frequencies(theta, head_dim), interleaved);
+    return [table](std::span<float> row, std::int64_t shift) {
+        std::vector<float> c, s, in(row.begin(), row.end());
+        table->angles(std::uint64_t(shift < 0 ? -shift : shift), c, s);
+        table->rotate_row(in, row, c, s, shift < 0 ? -1 : +1);
+    };
+}
+
 // --near-shift A B: see the header.
 int near_shift(const fs::path& a_path, const fs::path& b_path, std::uint32_t chunk) {
     const source a(a_path), b(b_path);
@@ -267,15 +290,7 @@ int near_shift(const fs::path& a_path, const fs::path& b_path, std::uint32_t chu
     if (!(b.cache.layout.layers == layout.layers && b.cache.layout.kv_heads == layout.kv_heads && b.cache.layout.head_dim == layout.head_dim &&
           b.cache.layout.type == layout.type))
         throw std::runtime_error("the two dumps have different geometry");
-    const auto& meta = a.file.metadata();
-    const double theta = meta.contains("rope_theta") ? std::stod(meta.at("rope_theta")) : 10000.0;
-    const bool interleaved = meta.contains("rope_style") && meta.at("rope_style") == "interleaved";
-    auto table = std::make_shared<predict::rope_table>(predict::rope_table::inverse_frequencies(theta, layout.head_dim), interleaved);
-    auto rotation = [table](std::span<float> row, std::int64_t shift) {
-        std::vector<float> c, s, in(row.begin(), row.end());
-        table->angles(std::uint64_t(shift < 0 ? -shift : shift), c, s);
-        table->rotate_row(in, row, c, s, shift < 0 ? -1 : +1);
-    };
+    const auto rotation = key_rotation_of(a.file.metadata(), layout.head_dim);
     const std::uint32_t gap = 16;
     struct variant {
         const char* name;
@@ -326,6 +341,131 @@ int near_shift(const fs::path& a_path, const fs::path& b_path, std::uint32_t chu
     return exact ? 0 : 1;
 }
 
+// --sessions-dir DIR: real sessions (bench/make_agent_sessions.py: each session's KV computed by
+// SmolLM2 for its own tokens), in file-name order. Stored three ways with the same codec and
+// chunks: each session alone (a fresh store each), one prefix store (exact-prefix dedup), and one
+// prefix store with near-prefix reuse (a session that left a stored neighbour for <= gap tokens and
+// continues with the same tokens codes its chunks as the residual from the neighbour's, keys
+// RoPE-rotated when the two differ in length) — lossless (integer residuals, read back bit-exactly)
+// and, with --lossy-preset P, lossy (value residuals against the neighbour as decoded) at the same
+// preset, with the error each way. Every session is read back right after its put: lossless, its
+// own chunks must give back its rows bit for bit (shared-prefix rows are the first storer's:
+// counted, not failed); lossy, the error of every row against the session's own forward is pooled.
+struct real_run {
+    std::uint64_t bytes = 0, shared = 0, new_chunks = 0, referenced = 0, own_rows = 0, prefix_rows = 0, prefix_rows_differing = 0;
+    double put_seconds = 0, signal = 0, noise = 0, max_error = 0;
+    bool exact = true;
+    double snr_db() const { return noise > 0 ? 10 * std::log10(signal / noise) : std::numeric_limits<double>::infinity(); }
+};
+
+real_run store_sessions(const std::vector<std::unique_ptr<source>>& sessions, const any_chunk_codec& codec, std::uint32_t chunk,
+                        std::uint32_t gap, bool lossy, bool fresh_each) {
+    const kv_layout layout = sessions[0]->cache.layout;
+    const std::size_t row = layout.head_dim * dtype_size(layout.type);
+    real_run r;
+    prefix_store_options o{.chunk_tokens = chunk, .near_prefix_gap = gap};
+    if (gap) o.key_rotation = key_rotation_of(sessions[0]->file.metadata(), layout.head_dim);
+    if (lossy) o.near_prefix_residual = prefix_store_options::residual::value;
+    auto chunks = std::make_unique<memory_chunk_store>();
+    auto store = std::make_unique<prefix_store<memory_chunk_store>>(*chunks, codec, layout, o);
+    for (const auto& s : sessions) {
+        if (fresh_each) {
+            r.bytes += store->stored_bytes();
+            store.reset();
+            chunks = std::make_unique<memory_chunk_store>();
+            store = std::make_unique<prefix_store<memory_chunk_store>>(*chunks, codec, layout, o);
+        }
+        const auto t = std::chrono::steady_clock::now();
+        const put_stats st = store->put(s->cache, s->ids, s->nll);
+        r.put_seconds += seconds_since(t);
+        r.shared += st.shared_tokens, r.new_chunks += st.new_chunks, r.referenced += st.referenced_chunks;
+        const prefix_hit hit = store->read(s->ids);
+        const std::uint64_t own = st.shared_tokens / chunk * chunk, T = s->ids.size();
+        r.exact = r.exact && hit.tokens == T;
+        if (hit.tokens != T) continue;
+        const kv_cache_view got = view_of(hit.kv);
+        for (std::uint32_t l = 0; l < layout.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto& mine = s->cache.tensor(l, kind);
+                for (std::uint32_t h = 0; h < layout.kv_heads; ++h)
+                    for (std::uint64_t p = 0; p < T; ++p) {
+                        if (lossy) {
+                            for (std::uint32_t c = 0; c < layout.head_dim; ++c) {
+                                const double x = mine.at(h, p, c), e = got.tensor(l, kind).at(h, p, c) - x;
+                                r.signal += x * x, r.noise += e * e, r.max_error = std::max(r.max_error, std::abs(e));
+                            }
+                            continue;
+                        }
+                        const bool same = std::memcmp(got.tensor(l, kind).element(h, p, 0), mine.element(h, p, 0), row) == 0;
+                        if (p >= own) r.exact = r.exact && same, ++r.own_rows;
+                        else ++r.prefix_rows, r.prefix_rows_differing += !same;
+                    }
+            }
+    }
+    r.bytes += store->stored_bytes();
+    return r;
+}
+
+int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset) {
+    std::vector<fs::path> paths;
+    for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".safetensors") paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    if (paths.empty()) throw std::runtime_error("no .safetensors sessions in " + dir.string() + " (bench/make_agent_sessions.py writes them)");
+    std::vector<std::unique_ptr<source>> sessions;
+    for (const auto& p : paths) sessions.push_back(std::make_unique<source>(p));
+    const kv_layout layout = sessions[0]->cache.layout;
+    for (const auto& s : sessions)
+        if (!(s->cache.layout.layers == layout.layers && s->cache.layout.kv_heads == layout.kv_heads &&
+              s->cache.layout.head_dim == layout.head_dim && s->cache.layout.type == layout.type))
+            throw std::runtime_error("the sessions have different geometry");
+    const double raw_per_token = double(layout.elements_per_token() * dtype_size(layout.type));
+    std::uint64_t tokens = 0;
+    for (const auto& s : sessions) tokens += s->ids.size();
+    const double raw = raw_per_token * double(tokens);
+    std::printf("prefix store on %zu real sessions from %s (%llu tokens, %.0f B of bf16 KV, each session's KV computed by the model; %u-token chunks)\n",
+                sessions.size(), dir.c_str(), (unsigned long long)tokens, raw, chunk);
+    bool ok = true;
+    struct variant {
+        std::string name;
+        any_chunk_codec codec;
+        bool lossy;
+    };
+    std::vector<variant> variants{{"lossless", memoized(make_codec(lossless_config()), std::make_shared<std::map<std::uint64_t, byte_vector>>()), false}};
+    if (!lossy_preset.empty())
+        variants.push_back({lossy_preset, make_codec(preset(lossy_preset, model_params_from(sessions[0]->file.metadata(), layout)).codec), true});
+    for (const auto& v : variants) {
+        const real_run alone = store_sessions(sessions, v.codec, chunk, 0, v.lossy, true);
+        const real_run dedup = store_sessions(sessions, v.codec, chunk, 0, v.lossy, false);
+        const real_run near = store_sessions(sessions, v.codec, chunk, gap, v.lossy, false);
+        std::printf("  %s\n", v.name.c_str());
+        auto line = [&](const char* what, const real_run& r, const std::string& extra) {
+            std::printf("    %-34s %12llu B  %6.2fx", what, (unsigned long long)r.bytes, raw / double(r.bytes));
+            if (v.lossy) std::printf("   SNR %5.1f dB, max |error| %.4f", r.snr_db(), r.max_error);
+            std::printf("%s\n", extra.c_str());
+        };
+        char buf[256];
+        line("each session alone", alone, "");
+        std::snprintf(buf, sizeof buf, "   %.1f %% of tokens already stored; put %.1f MB/s raw", 100.0 * double(dedup.shared) / double(tokens),
+                      raw / 1e6 / dedup.put_seconds);
+        line("prefix store (exact prefixes)", dedup, buf);
+        std::snprintf(buf, sizeof buf, "   %llu of %llu new chunks against a neighbour: %.2fx fewer bytes than exact dedup",
+                      (unsigned long long)near.referenced, (unsigned long long)near.new_chunks, double(dedup.bytes) / double(near.bytes));
+        const std::string near_name = "+ near-prefix reuse (gap <= " + std::to_string(gap) + ")";
+        line(near_name.c_str(), near, buf);
+        if (!v.lossy) {
+            std::printf("    read back after each put: own rows %s (%llu rows); shared-prefix rows served from the first storer: %.3f %% "
+                        "differ in some bf16 word from the session's own forward\n",
+                        alone.exact && dedup.exact && near.exact ? "bit-exact" : "MISMATCH", (unsigned long long)near.own_rows,
+                        dedup.prefix_rows ? 100.0 * double(dedup.prefix_rows_differing) / double(dedup.prefix_rows) : 0.0);
+            ok = ok && alone.exact && dedup.exact && near.exact;
+        } else {
+            std::printf("    (errors: every row of every session against its own forward, pooled; value residuals against the neighbour as decoded)\n");
+        }
+    }
+    return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,12 +474,18 @@ int main(int argc, char** argv) {
     bool as_json = false;
     std::optional<redis_target> redis;
     std::optional<std::pair<fs::path, fs::path>> shift_pair;
+    std::optional<fs::path> sessions_dir;
+    std::uint32_t near_gap = 16;
+    std::string lossy_preset;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--near-shift" && i + 2 < argc) {
             shift_pair = {argv[i + 1], argv[i + 2]};
             i += 2;
-        } else if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
+        } else if (a == "--sessions-dir" && i + 1 < argc) sessions_dir = argv[++i];
+        else if (a == "--near-gap" && i + 1 < argc) near_gap = std::uint32_t(std::stoul(argv[++i]));
+        else if (a == "--lossy-preset" && i + 1 < argc) lossy_preset = argv[++i];
+        else if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
         else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--json") as_json = true;
         else if ((a == "--redis" || a == "--redis-cluster") && i + 1 < argc && !redis) {
@@ -350,9 +496,18 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n"
-                                 "       %s --near-shift A.safetensors B.safetensors [--chunk C]\n",
-                         argv[0], argv[0]);
+                                 "       %s --near-shift A.safetensors B.safetensors [--chunk C]\n"
+                                 "       %s --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P]\n",
+                         argv[0], argv[0], argv[0]);
             return 2;
+        }
+    }
+    if (sessions_dir) {
+        try {
+            return real_sessions(*sessions_dir, chunk, near_gap, lossy_preset);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s: --sessions-dir: %s\n", argv[0], e.what());
+            return 1;
         }
     }
     if (shift_pair) {

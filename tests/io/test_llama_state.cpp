@@ -3,7 +3,10 @@
 // are built here by a writer that follows docs/LLAMA_STATE.md independently of write_state.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <random>
+
+#include <unistd.h>
 
 #include "seqkv/io/gguf.hpp"
 #include "seqkv/convert/llama_skv.hpp"
@@ -355,6 +358,36 @@ TEST(Gguf, ReadsOnlyTheHeaderOfARealModel) {
     EXPECT_EQ(a.kv_heads, 3u);
     EXPECT_EQ(a.head_dim, 64u);
     EXPECT_EQ(a.rope_theta, 100000.0);
+}
+
+TEST(Gguf, AFileThatIsNotGgufIsNamedOnceInOneFormatError) {
+    const auto path = std::filesystem::temp_directory_path() / ("seqkv-not-a-gguf-" + std::to_string(::getpid()) + ".gguf");
+    {
+        std::ofstream out(path, std::ios::binary);
+        out << "this is a text file, not a GGUF model\n";
+    }
+    try {
+        (void)io::gguf::load_metadata(path);
+        ADD_FAILURE() << "no error";
+    } catch (const format_error& e) {
+        const std::string m = e.what();
+        EXPECT_TRUE(m.starts_with("seqkv: format error: '" + path.string() + "': ")) << m;
+        EXPECT_EQ(m.find("seqkv:", 1), std::string::npos) << m;  // was "seqkv: format error: '…': seqkv: format error: …"
+        EXPECT_EQ(m.find(path.string()), m.rfind(path.string())) << m;
+    }
+    std::filesystem::remove(path);
+}
+
+TEST(Errors, ReasonAndContextKeepTheType) {
+    EXPECT_EQ(reason_of(limit_error("too big")), "too big");
+    EXPECT_EQ(reason_of(usage_error("bad option")), "bad option");
+    EXPECT_THROW(rethrow_in_context(limit_error("n"), "x: "), limit_error);
+    EXPECT_THROW(rethrow_in_context(checksum_error("n"), "x: "), checksum_error);
+    try {
+        rethrow_in_context(checksum_error("chunk 3"), "'f.skv': ");
+    } catch (const checksum_error& e) {
+        EXPECT_STREQ(e.what(), "seqkv: format error: checksum mismatch: 'f.skv': chunk 3");
+    }
 }
 
 }  // namespace

@@ -230,7 +230,7 @@ TEST(LossyMetrics, IdenticalCacheIsPerfectAndNoiseIsMeasured) {
     const lossy_runtime_codec codec(lossy_preset("kivi2"));
     const auto r = lossy_round_trip(codec, s.view, s.ids, s.nll, 40);
     EXPECT_TRUE(r.decoder_matches_encoder);
-    const auto k = metrics::measure_kv_quality(s.view, metrics::view_of(r.decoded));
+    const auto k = metrics::measure_kv_quality(s.view, view_of(r.decoded));
     EXPECT_GT(k.overall.attention_rel_error, 0.0);
     EXPECT_LT(k.overall.attention_rel_error, 1.0);
     EXPECT_GT(k.overall.snr_v_db, 3.0);

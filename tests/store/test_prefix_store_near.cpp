@@ -7,6 +7,7 @@
 #include "prefix_store_support.hpp"
 #include "seqkv/api.hpp"
 #include "seqkv/predict/rope.hpp"
+#include "seqkv/preset.hpp"
 #include "seqkv/store/prefix_store.hpp"
 
 using namespace seqkv;
@@ -240,4 +241,58 @@ TEST(PrefixStoreNear, AShiftedContinuationIsCodedAgainstTheRotatedNeighbour) {
         const auto hit = small.read(s->ids);
         EXPECT_EQ(hit.kv.bytes, s->first(hit.tokens));
     }
+}
+
+TEST(PrefixStoreNear, ALossyStoreCodesTheValueResidualWithinThePresetsBound) {
+    // Through a lossy codec (abs:0.02, an error-bounded preset) the residual is taken as numbers
+    // against the neighbour as it decodes; a read must stay within the bound plus the two roundings
+    // to bf16 the value residual adds (|r| 2^-8 + |x^| 2^-8, documented on near_prefix_residual).
+    const auto& kv = gpl3();
+    ASSERT_EQ(kv.cache.layout.type, dtype::bf16);
+    const session a = splice(kv, 320);
+    const session b = perturbed(a, textwrap(), 150, 3);
+    const double bound = 0.02;
+    const format::codec_config lossy = preset("abs:0.02", model_params_from(kv.file.metadata(), kv.cache.layout)).codec;
+    std::uint64_t plain_bytes = 0;
+    {
+        memory_chunk_store chunks;
+        prefix_store store(chunks, make_codec(lossy), kv.cache.layout, {.chunk_tokens = 64});
+        store.put(a.view(), a.ids);
+        plain_bytes = store.put(b.view(), b.ids).bytes_written;
+    }
+    prefix_store_options o{.chunk_tokens = 64, .near_prefix_gap = 8};
+    o.near_prefix_residual = prefix_store_options::residual::value;
+    memory_chunk_store chunks;
+    prefix_store store(chunks, make_codec(lossy), kv.cache.layout, o);
+    store.put(a.view(), a.ids);
+    const auto st = store.put(b.view(), b.ids);
+    EXPECT_EQ(st.referenced_chunks, 3u);
+    EXPECT_LT(double(st.bytes_written), 0.6 * double(plain_bytes)) << st.bytes_written << " vs " << plain_bytes;
+    const auto a_hat = store.read(a.ids), b_hat = store.read(b.ids);
+    ASSERT_EQ(b_hat.tokens, 320u);
+    const kv_cache_view want = b.view(), got = view_of(b_hat.kv), ref = view_of(a_hat.kv);
+    double worst = 0, max_error = 0;  // worst: error minus its allowance (must stay <= 0)
+    for (std::uint32_t l = 0; l < want.layout.layers; ++l)
+        for (kv_kind kind : {kv_kind::key, kv_kind::value})
+            for (std::uint32_t h = 0; h < want.layout.kv_heads; ++h)
+                for (std::uint64_t t = 0; t < 320; ++t)
+                    for (std::uint32_t c = 0; c < want.layout.head_dim; ++c) {
+                        const double x = want.tensor(l, kind).at(h, t, c), y = got.tensor(l, kind).at(h, t, c);
+                        const double r = x - ref.tensor(l, kind).at(h, t, c);
+                        const double allowance = bound + (std::abs(r) + std::abs(y)) * 0x1p-8 + 1e-9;
+                        worst = std::max(worst, std::abs(y - x) - allowance);
+                        max_error = std::max(max_error, std::abs(y - x));
+                    }
+    EXPECT_LE(worst, 0.0) << "max error " << max_error;
+    EXPECT_GT(max_error, 0.0);  // it is lossy
+
+    // The index records the residual kind: it reopens in a value store, not in an integer one.
+    const byte_vector index = store.save_index();
+    prefix_store reopened(chunks, make_codec(lossy), kv.cache.layout, o);
+    reopened.load_index(index);
+    EXPECT_EQ(reopened.read(b.ids).kv.bytes, b_hat.kv.bytes);
+    prefix_store_options integer = o;
+    integer.near_prefix_residual = prefix_store_options::residual::integer;
+    prefix_store wrong(chunks, make_codec(lossy), kv.cache.layout, integer);
+    EXPECT_THROW(wrong.load_index(index), format_error);
 }

@@ -7,16 +7,6 @@
 
 #include <nlohmann/json.hpp>
 
-#if SEQKV_CLI_HAVE_ZSTD
-#include <zstd.h>
-#endif
-#if SEQKV_CLI_HAVE_LZ4
-#include <lz4.h>
-#endif
-#if SEQKV_CLI_HAVE_BLOSC
-#include <blosc.h>
-#endif
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +20,7 @@
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/io/safetensors.hpp"
 #include "seqkv/seqkv.hpp"
+#include "seqkv_peers.hpp"
 #include "seqkv_presets.hpp"
 
 namespace seqkv::cli {
@@ -56,64 +47,6 @@ inline double seconds_per_call(double least, const std::function<void()>& f) {
         elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     } while (elapsed < least);
     return elapsed / reps;
-}
-
-/// A general-purpose compressor on a flat byte buffer; `type_size` is the element size (shuffles).
-struct peer {
-    std::string name;
-    std::function<byte_vector(const byte_vector&, std::size_t type_size)> encode;
-    std::function<void(const byte_vector&, byte_vector&)> decode;  // into a buffer of the original size
-};
-
-inline std::vector<peer> peers() {
-    std::vector<peer> p;
-#if SEQKV_CLI_HAVE_ZSTD
-    for (int level : {3, 19})
-        p.push_back({"zstd-" + std::to_string(level),
-                     [level](const byte_vector& in, std::size_t) {
-                         byte_vector out(ZSTD_compressBound(in.size()));
-                         const std::size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level);
-                         if (ZSTD_isError(n)) throw io_error("zstd compress failed");
-                         out.resize(n);
-                         return out;
-                     },
-                     [](const byte_vector& z, byte_vector& out) {
-                         if (ZSTD_isError(ZSTD_decompress(out.data(), out.size(), z.data(), z.size()))) throw io_error("zstd decompress failed");
-                     }});
-#endif
-#if SEQKV_CLI_HAVE_LZ4
-    p.push_back({"lz4",
-                 [](const byte_vector& in, std::size_t) {
-                     byte_vector out(std::size_t(LZ4_compressBound(int(in.size()))));
-                     const int n = LZ4_compress_default(reinterpret_cast<const char*>(in.data()), reinterpret_cast<char*>(out.data()),
-                                                        int(in.size()), int(out.size()));
-                     if (n <= 0) throw io_error("lz4 compress failed");
-                     out.resize(std::size_t(n));
-                     return out;
-                 },
-                 [](const byte_vector& z, byte_vector& out) {
-                     if (LZ4_decompress_safe(reinterpret_cast<const char*>(z.data()), reinterpret_cast<char*>(out.data()), int(z.size()),
-                                             int(out.size())) != int(out.size()))
-                         throw io_error("lz4 decompress failed");
-                 }});
-#endif
-#if SEQKV_CLI_HAVE_BLOSC
-    for (const auto& variant : {std::pair{BLOSC_SHUFFLE, "blosc-zstd-byteshuffle"}, std::pair{BLOSC_BITSHUFFLE, "blosc-zstd-bitshuffle"}}) {
-        const int shuffle = variant.first;  // a plain variable: clang 14 cannot capture structured bindings
-        p.push_back({variant.second,
-                     [shuffle](const byte_vector& in, std::size_t type_size) {
-                         byte_vector out(in.size() + BLOSC_MAX_OVERHEAD);
-                         const int n = blosc_compress_ctx(9, shuffle, type_size, in.size(), in.data(), out.data(), out.size(), "zstd", 0, 1);
-                         if (n <= 0) throw io_error("blosc compress failed");
-                         out.resize(std::size_t(n));
-                         return out;
-                     },
-                     [](const byte_vector& z, byte_vector& out) {
-                         if (blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) != int(out.size())) throw io_error("blosc decompress failed");
-                     }});
-    }
-#endif
-    return p;
 }
 
 struct bench_row {
@@ -178,7 +111,7 @@ inline nlohmann::json run_bench(const std::vector<std::string>& paths, const ben
                 r.raw += flat.size(), r.coded += skv.size(), r.encode_seconds += enc, r.decode_seconds += dec;
             }
         }
-        for (const auto& p : detail::peers()) {
+        for (const auto& p : peers::available()) {
             if (!selected(p.name)) continue;
             byte_vector z;
             const double enc = detail::seconds_per_call(s.seconds, [&] { z = p.encode(flat, dtype_size(cache.layout.type)); });

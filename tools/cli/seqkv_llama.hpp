@@ -126,7 +126,7 @@ inline nlohmann::json compress_llama(const std::string& in, const std::string& o
     if (!exact && plan.layout.tokens) {
         const auto original = io::llama::gather_kv(st, plan);
         const auto decoded = io::llama::gather_kv(back, plan);
-        const auto m = metrics::measure_kv_quality(metrics::view_of(original), metrics::view_of(decoded));
+        const auto m = metrics::measure_kv_quality(view_of(original), view_of(decoded));
         q["snr_k_db"] = m.overall.snr_k_db;
         q["snr_v_db"] = m.overall.snr_v_db;
         q["attention_rel_error"] = m.overall.attention_rel_error;

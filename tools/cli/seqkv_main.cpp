@@ -161,10 +161,8 @@ int run_recover(const std::string& in, const std::string& out, bool as_json) {
     try {
         r = seqkv::format::recover_stream(src);
     } catch (const seqkv::format_error& e) {
-        std::string why = e.what();
-        if (why.starts_with("seqkv: ")) why.erase(0, 7);
         throw seqkv::format_error("recover: nothing to recover from " + in + ": its preamble is damaged or incomplete (" +
-                                  why + ")");
+                                  seqkv::reason_of(e) + ")");
     }
     seqkv::write_file(out, r.file);
     json j{{"input", in}, {"output", out}, {"chunks", r.chunks}, {"tokens", r.tokens}, {"bytes_in", src.size()},

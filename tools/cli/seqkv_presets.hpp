@@ -135,7 +135,7 @@ inline nlohmann::json quality_of(const io::safetensors_file& original, const chu
     nlohmann::json j{{"bit_exact", exact}};
     if (o.codec.codec_id == static_cast<std::uint16_t>(codec_family::lossless) && exact) return j;
     const auto queries = queries_of(original, cache.layout.layers);
-    const auto q = metrics::measure_kv_quality(cache, metrics::view_of(decoded), queries);
+    const auto q = metrics::measure_kv_quality(cache, view_of(decoded), queries);
     j["snr_k_db"] = q.overall.snr_k_db;
     j["snr_v_db"] = q.overall.snr_v_db;
     j["attention_rel_error"] = q.overall.attention_rel_error;

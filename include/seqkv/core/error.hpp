@@ -67,4 +67,23 @@ inline void require_usage(bool condition, const char* message) {
     if (!condition) throw usage_error(message);
 }
 
+/// An error's message without the prefixes its classes add ("seqkv: ", then "format error: ",
+/// "checksum mismatch: ", "limit exceeded: ", "usage error: ", ...): the reason it was built with.
+inline std::string reason_of(const std::exception& e) {
+    std::string why = e.what();
+    for (const char* prefix : {"seqkv: ", "format error: ", "checksum mismatch: ", "limit exceeded: ", "usage error: ",
+                               "I/O error: ", "resource error: ", "store error: "})
+        if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
+    return why;
+}
+
+/// Throws e again with `context` before its reason, keeping its type (limit_error, checksum_error or
+/// format_error) and without a second "seqkv: format error: ".
+[[noreturn]] inline void rethrow_in_context(const format_error& e, const std::string& context) {
+    const std::string message = context + reason_of(e);
+    if (dynamic_cast<const limit_error*>(&e)) throw limit_error(message);
+    if (dynamic_cast<const checksum_error*>(&e)) throw checksum_error(message);
+    throw format_error(message);
+}
+
 }  // namespace seqkv

@@ -246,7 +246,7 @@ inline metadata load_metadata(const std::filesystem::path& path, const gguf_limi
     try {
         return detail::parse(c, limits);
     } catch (const format_error& e) {
-        throw format_error("'" + path.string() + "': " + e.what());
+        rethrow_in_context(e, "'" + path.string() + "': ");
     }
 }
 

@@ -99,24 +99,13 @@ public:
 
 private:
     void index(const safetensors_limits& limits);
-    /// Runs parse, naming the file once in an error, keeping the error's type, without a second
-    /// "seqkv: format error: ".
+    /// Runs parse, naming the file once in an error, keeping the error's type.
     template <class F>
     static safetensors_file named_errors(const std::filesystem::path& path, F&& parse_it) {
-        auto named = [&](const format_error& e, const char* kind) {
-            std::string why = e.what();
-            for (const char* prefix : {"seqkv: ", "format error: ", kind})
-                if (why.starts_with(prefix)) why.erase(0, std::char_traits<char>::length(prefix));
-            return "'" + path.string() + "': " + why;
-        };
         try {
             return parse_it();
-        } catch (const limit_error& e) {
-            throw limit_error(named(e, "limit exceeded: "));
-        } catch (const checksum_error& e) {
-            throw checksum_error(named(e, "checksum mismatch: "));
         } catch (const format_error& e) {
-            throw format_error(named(e, ""));
+            rethrow_in_context(e, "'" + path.string() + "': ");
         }
     }
 

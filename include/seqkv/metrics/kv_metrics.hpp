@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "seqkv/core/chunk.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/layout.hpp"
 
 namespace seqkv::metrics {
@@ -151,16 +152,6 @@ private:
 inline kv_quality measure_kv_quality(const kv_cache_view& original, const kv_cache_view& decoded,
                                      std::span<const kv_tensor_view> queries = {}) {
     return attention_probe(original, queries).compare(decoded);
-}
-
-/// The decoded chunk as a cache view (valid while the buffer lives).
-inline kv_cache_view view_of(const chunk_buffer& b) {
-    kv_cache_view v{b.layout, {}, {}};
-    for (std::uint32_t l = 0; l < b.layout.layers; ++l) {
-        v.keys.push_back(b.view(l, kv_kind::key));
-        v.values.push_back(b.view(l, kv_kind::value));
-    }
-    return v;
 }
 
 }  // namespace seqkv::metrics

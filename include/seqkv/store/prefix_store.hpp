@@ -82,10 +82,20 @@ struct prefix_store_options {
     std::string name = "seqkv prefix store";
     /// Near-prefix reuse (0: off). A session that leaves a stored one for at most this many tokens
     /// (a date, a name: the same token count) and then continues with the same tokens has its new
-    /// chunks coded as the element-wise difference (integer, modulo the element width) from the
-    /// stored session's chunk at the same positions. Bit-exact only with a lossless codec: set it
-    /// only for one.
+    /// chunks coded as the element-wise residual from the stored session's chunk at the same
+    /// positions (see near_prefix_residual).
     std::uint32_t near_prefix_gap = 0;
+    /// How a near-prefix chunk is the residual of its neighbour's:
+    ///   integer — (x − ref) modulo 2^bits on the elements' words; with a lossless codec the chunk
+    ///             reads back bit-exactly. Meaningless through a lossy codec: use value there.
+    ///   value   — x − ref as numbers (float), rounded to the element type, where ref is the
+    ///             neighbour as it decodes; a read gives ref + decoded residual, rounded. For lossy
+    ///             codecs: the error is the codec's error on the (small) residual plus at most two
+    ///             roundings to the element type (|r|·2^-p + |x̂|·2^-p, p = 8 for bf16, 11 for f16).
+    /// One store uses one kind for the chunks it codes; a saved index records it per chunk and
+    /// loads only into a store set to the same kind.
+    enum class residual : std::uint8_t { integer = 0, value = 1 };
+    residual near_prefix_residual = residual::integer;
     /// Near-prefix reuse across a token-count change (a longer name: the continuation sits d
     /// positions later than in the neighbour). Rotates one key row (head_dim values of the model's
     /// cached, post-RoPE keys) by `shift` positions in place, deterministically — build it from
@@ -236,7 +246,7 @@ public:
     /// (trie/serialize.hpp), u64 record count, per
     /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 ref (near-prefix
     /// reference record or all ones), i32 shift (of the reference's positions; 0 when none), u8
-    /// live; u32 CRC-32C. A record's tokens are those of the
+    /// flags (bit 0 live, bit 1 a value residual: near_prefix_residual = value); u32 CRC-32C. A record's tokens are those of the
     /// chunk that ends at the trie node whose value names it (begin = the chunk boundary below).
     byte_vector save_index() const {
         std::shared_lock lock(mutex_);
@@ -263,7 +273,7 @@ public:
             w.put<std::uint64_t>(r.last_use);
             w.put<std::uint32_t>(r.ref);
             w.put<std::int32_t>(static_cast<std::int32_t>(shift_of(static_cast<std::uint32_t>(&r - records_.data()))));
-            w.put<std::uint8_t>(live(r) ? 1 : 0);
+            w.put<std::uint8_t>(std::uint8_t((live(r) ? 1 : 0) | (live(r) && r.ref != no_record && value_residuals() ? 2 : 0)));
         }
         w.put<std::uint32_t>(crc32c(out));
         return out;
@@ -317,8 +327,12 @@ public:
                     throw format_error("prefix store index: saved with another key_rotation (its shifted chunks would decode wrong)");
                 shifts[static_cast<std::uint32_t>(i)] = shift;
             }
-            if (flag > 1) throw format_error("prefix store index: bad record flag");
-            is_live[i] = flag;
+            if (flag > 3 || flag == 2) throw format_error("prefix store index: bad record flag");
+            if (flag == 3 && rec.ref == no_record) throw format_error("prefix store index: a value residual without a reference");
+            if (rec.ref != no_record && flag && (flag == 3) != value_residuals())
+                throw format_error(std::string("prefix store index: saved with ") + (flag == 3 ? "value" : "integer") +
+                                   " near-prefix residuals; open it with options.near_prefix_residual set so");
+            is_live[i] = flag ? 1 : 0;
             if (!flag) {
                 free_records.push_back(static_cast<std::uint32_t>(i));
                 continue;
@@ -713,7 +727,8 @@ private:
         chunk_input in{nullptr, 0, end - begin, ids, {}, resources_, nullptr};
         in.position_base = begin;
         codec_.decode(*payload, in, buf);
-        if (r.ref != no_record) add_reference(buf, reference_rows(r.ref, shift_of(static_cast<std::uint32_t>(id)), begin, end, depth + 1));
+        if (r.ref != no_record)
+            add_reference(buf, reference_rows(r.ref, shift_of(static_cast<std::uint32_t>(id)), begin, end, depth + 1), value_residuals());
         return buf;
     }
 
@@ -751,10 +766,22 @@ private:
         else run(std::uint32_t{});
     }
 
+    bool value_residuals() const { return options_.near_prefix_residual == prefix_store_options::residual::value; }
+
+    /// Elements a − b (value residuals: as floats, rounded to the element type) or a + b, into dst.
+    template <bool Subtract>
+    void combine_values(std::uint8_t* dst, const std::uint8_t* a, const std::uint8_t* b, std::size_t elements) const {
+        for (std::size_t i = 0; i < elements; ++i) {
+            const float x = load_as_float(a, layout_.type, i), y = load_as_float(b, layout_.type, i);
+            store_from_float(dst, layout_.type, i, Subtract ? x - y : x + y);
+        }
+    }
+
     /// Tokens [begin, end) of cache minus the first end − begin tokens of the reference chunk.
     chunk_buffer difference(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end, const chunk_buffer& reference) const {
         auto diff = chunk_buffer::for_layout(layout_, end - begin);
         const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
+        const bool values = value_residuals();
         std::vector<std::uint8_t> mine(row);
         for (std::uint32_t l = 0; l < layout_.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
@@ -764,15 +791,17 @@ private:
                 for (std::uint32_t h = 0; h < layout_.kv_heads; ++h)
                     for (std::uint64_t i = 0; i < end - begin; ++i) {
                         for (std::uint32_t c = 0; c < layout_.head_dim; ++c) std::memcpy(mine.data() + c * width, t.element(h, begin + i, c), width);
-                        combine<true>(dst.data() + (h * (end - begin) + i) * row, mine.data(),
-                                      ref.data() + (h * reference.layout.tokens + i) * row, layout_.head_dim, width);
+                        std::uint8_t* d = dst.data() + (h * (end - begin) + i) * row;
+                        const std::uint8_t* r = ref.data() + (h * reference.layout.tokens + i) * row;
+                        if (values) combine_values<true>(d, mine.data(), r, layout_.head_dim);
+                        else combine<true>(d, mine.data(), r, layout_.head_dim, width);
                     }
             }
         return diff;
     }
 
-    /// buf (a decoded difference chunk) += the first buf-tokens of the reference chunk.
-    void add_reference(chunk_buffer& buf, const chunk_buffer& reference) const {
+    /// buf (a decoded difference chunk of record id) += the first buf-tokens of the reference chunk.
+    void add_reference(chunk_buffer& buf, const chunk_buffer& reference, bool values) const {
         require_format(reference.layout.tokens >= buf.layout.tokens, "prefix_store: reference chunk shorter than its dependent");
         const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
         for (std::uint32_t l = 0; l < layout_.layers; ++l)
@@ -781,7 +810,9 @@ private:
                 const auto dst = buf.block(l, kind);
                 for (std::uint32_t h = 0; h < layout_.kv_heads; ++h) {
                     std::uint8_t* d = dst.data() + h * buf.layout.tokens * row;
-                    combine<false>(d, d, ref.data() + h * reference.layout.tokens * row, buf.layout.tokens * layout_.head_dim, width);
+                    const std::uint8_t* r = ref.data() + h * reference.layout.tokens * row;
+                    if (values) combine_values<false>(d, d, r, buf.layout.tokens * layout_.head_dim);
+                    else combine<false>(d, d, r, buf.layout.tokens * layout_.head_dim, width);
                 }
             }
     }
