@@ -110,6 +110,24 @@ inline bool rotation_may_pay(const std::uint8_t* src, const block_shape& s, std:
     return false;
 }
 
+/// Channel -> group: channels ranked by the sum of their raw values' class keys (plane 0, every
+/// token_stride-th token; ties keep channel order) and cut into `groups` equal groups.
+template <class U>
+inline std::vector<std::uint16_t> rank_channels(const std::uint8_t* src, const block_shape& s, std::uint32_t groups,
+                                                std::uint64_t token_stride = 1) {
+    const std::uint64_t C = s.channels();
+    std::vector<std::uint64_t> sums(C, 0);
+    for_each_residual<U>(
+        src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) { sums[ch] += class_key<U>(plane_byte<U, 0>(r)); },
+        token_stride);
+    std::vector<std::uint32_t> order(C);
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sums[a] < sums[b]; });
+    std::vector<std::uint16_t> group_of(C);
+    for (std::uint64_t r = 0; r < C; ++r) group_of[order[r]] = static_cast<std::uint16_t>(r * groups / C);
+    return group_of;
+}
+
 /// Rows to rotate: those with a reference whose estimated rotated cost (pooled symbol table,
 /// escapes at full width) beats their estimated raw cost (plane-0 table per group, pooled other planes).
 /// token_stride > 1: only the sampled tokens' rows are counted and decided (z holds only theirs).
@@ -121,14 +139,16 @@ inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const b
     const std::size_t D = s.head_dim, rows = std::size_t(s.heads) * s.tokens;
     const auto sampled = [&](std::size_t row) { return (row % s.tokens) % token_stride == 0; };
     std::vector<std::uint32_t> h0(std::size_t(groups) * 256, 0), hp(P * 256, 0), hz(256, 0);
-    for (std::size_t row = 0; row < rows; ++row)
-        if (sampled(row))
+    for (std::size_t row = 0; row < rows; ++row) {
+        if (!sampled(row)) continue;
+        const bool has_ref = ref[row % s.tokens] != no_reference;
         for (std::size_t c = 0; c < D; ++c) {
             const U u = load<U>(src, row * D + c);
             ++h0[std::size_t(group_of[(row / s.tokens) * D + c]) * 256 + plane_byte<U, 0>(u)];
             for (std::size_t q = 1; q < P; ++q) ++hp[q * 256 + plane_byte<U>(u, q)];
-            if (ref[row % s.tokens] != no_reference) ++hz[rotated_symbol<U>(z[row * D + c])];
+            if (has_ref) ++hz[rotated_symbol<U>(z[row * D + c])];
         }
+    }
     auto costs = [](const std::uint32_t* h, std::vector<double>& out) {
         std::uint64_t total = 0;
         for (int b = 0; b < 256; ++b) total += h[b];
@@ -310,12 +330,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     if (C <= 256) {
         std::iota(group_of.begin(), group_of.end(), std::uint16_t{0});
     } else {
-        std::vector<std::uint64_t> sums(C, 0);
-        for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) { sums[ch] += class_key<U>(plane_byte<U, 0>(r)); });
-        std::vector<std::uint32_t> order(C);
-        std::iota(order.begin(), order.end(), 0u);
-        std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sums[a] < sums[b]; });
-        for (std::uint64_t r = 0; r < C; ++r) group_of[order[r]] = static_cast<std::uint16_t>(r * groups / C);
+        group_of = rank_channels<U>(src, s, groups);
     }
 
     // 1. Predictor: estimated cost of plane 0 (channel classes) + other planes (one table each).
@@ -346,17 +361,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         // sample's mean raw class key), so a predictor's estimate costs its sample, not channels x
         // 256. Stride 1 is the exhaustive search (every token, the fine groups: version 1's choices).
         const auto search_groups = stride == 1 ? groups : static_cast<std::uint32_t>(std::min<std::uint64_t>(C, 16));
-        std::vector<std::uint16_t> search_group_of(C);
-        if (stride == 1) {
-            search_group_of = group_of;
-        } else {
-            std::vector<std::uint64_t> sums(C, 0);
-            for_each_residual<U>(src, s, {}, false, {}, {}, [&](std::size_t ch, std::size_t, U r, bool) { sums[ch] += class_key<U>(plane_byte<U, 0>(r)); }, stride);
-            std::vector<std::uint32_t> order(C);
-            std::iota(order.begin(), order.end(), 0u);
-            std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sums[a] < sums[b]; });
-            for (std::uint64_t r = 0; r < C; ++r) search_group_of[order[r]] = static_cast<std::uint16_t>(r * search_groups / C);
-        }
+        const std::vector<std::uint16_t> search_group_of = stride == 1 ? group_of : rank_channels<U>(src, s, search_groups, stride);
         double best_bits = 1e300;
         std::vector<std::uint32_t> hist0(std::size_t(search_groups) * 256), histp(P * 256);
         for (bit_predictor p : preds) {
