@@ -407,6 +407,7 @@ real_run store_sessions(const std::vector<std::unique_ptr<source>>& sessions, co
 }
 
 int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a long run: each line as it is measured
     std::vector<fs::path> paths;
     for (const auto& e : fs::directory_iterator(dir))
         if (e.path().extension() == ".safetensors") paths.push_back(e.path());
@@ -459,6 +460,28 @@ int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, c
                         alone.exact && dedup.exact && near.exact ? "bit-exact" : "MISMATCH", (unsigned long long)near.own_rows,
                         dedup.prefix_rows ? 100.0 * double(dedup.prefix_rows_differing) / double(dedup.prefix_rows) : 0.0);
             ok = ok && alone.exact && dedup.exact && near.exact;
+            // Hit rates at byte budgets (fractions of the deduplicated bytes), as on the spliced workload.
+            const double stored_token_bytes = double(dedup.bytes) / double(std::max<std::uint64_t>(1, tokens - dedup.shared));
+            std::printf("    hit rate (tokens served / requested) at a byte budget:  budget    PLT     LRU   block16-LRU\n");
+            for (double fraction : {0.1, 0.25, 0.5, 1.0}) {
+                const auto budget = std::uint64_t(double(dedup.bytes) * fraction);
+                double rate[2] = {0, 0};
+                for (auto policy : {eviction_policy::plt, eviction_policy::lru}) {
+                    memory_chunk_store chunks;
+                    prefix_store store(chunks, v.codec, layout, {.chunk_tokens = chunk, .budget_bytes = budget, .policy = policy});
+                    std::uint64_t served = 0;
+                    for (const auto& s : sessions) {
+                        served += store.match(s->ids);
+                        store.put(s->cache, s->ids, s->nll);
+                    }
+                    rate[policy == eviction_policy::plt ? 0 : 1] = double(served) / double(tokens);
+                }
+                block_hash_cache blocks(budget, stored_token_bytes);
+                std::uint64_t served = 0;
+                for (const auto& s : sessions) served += blocks.request(s->ids);
+                std::printf("    %56.0f %% %6.1f %% %6.1f %% %9.1f %%\n", 100 * fraction, 100 * rate[0], 100 * rate[1],
+                            100 * double(served) / double(tokens));
+            }
         } else {
             std::printf("    (errors: every row of every session against its own forward, pooled; value residuals against the neighbour as decoded)\n");
         }

@@ -27,6 +27,9 @@ Workload (deterministic given --seed; every text is read from files of this mach
            included) whose text is a passage of /usr/share/common-licenses/BSD, Artistic or CC0-1.0.
 Sessions use SmolLM2's chat template (ChatML): <|im_start|>system\\n system tools date <|im_end|>\\n
 <|im_start|>user\\n user task <|im_end|>\\n [<|im_start|>assistant\\n turn2 <|im_end|>\\n].
+--date-first puts the date line before the tools (system date tools): a date change is then a
+near-prefix gap followed by the same tools, the case near-prefix reuse codes against the previous
+date's KV; by default the date ends the system turn and the user's own lines follow it.
 Every piece (template strings, system prompt, each tool line, date, user line, task) is tokenized
 on its own and the ids are concatenated, so a BPE merge can never cross a piece boundary: text that
 two sessions share has the same ids in both, and the shared token prefix of two sessions is exactly
@@ -125,7 +128,7 @@ def build_pool(tok):
     return agents, tools, tasks, turn2
 
 
-def make_workload(tok, n_sessions, seed):
+def make_workload(tok, n_sessions, seed, date_first=False):
     """Session specs in arrival order: dicts with the manifest fields, 'agent_id' and 'ids'."""
     rng = random.Random(seed)
     agents, tools, tasks, turn2 = build_pool(tok)
@@ -158,9 +161,10 @@ def make_workload(tok, n_sessions, seed):
             p0 = rng.choice(starts)
             n_task = rng.randint(30, 120)
             task = cut_words(tok, "\n\n".join(paras[p0:]).split(" "), n_task)
+            tools_part = ("tools", enc("Tools:\n") + [t for name in order for t in enc(tools[name])])
+            date_part = ("date", enc(date))
             parts = [("system", tmpl("<|im_start|>system\n") + enc(agents[a])),
-                     ("tools", enc("Tools:\n") + [t for name in order for t in enc(tools[name])]),
-                     ("date", enc(date)),
+                     *((date_part, tools_part) if date_first else (tools_part, date_part)),
                      ("user", tmpl("<|im_end|>\n<|im_start|>user\n") + enc(f"User: {user}\n")),
                      ("task", enc("Task:\n") + enc(task) + tmpl("<|im_end|>\n"))]
             ids, pieces = [], {}
@@ -241,6 +245,8 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=1,
                     help="attention query block of the forward; 1 = prefix-stable KV (see the docstring)")
     ap.add_argument("--force", action="store_true", help="regenerate every session file")
+    ap.add_argument("--date-first", action="store_true",
+                    help="the date line right after the system prompt, before the tools (default: after the tools)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t_start = time.time()
@@ -251,7 +257,7 @@ def main(argv=None):
     # dump_ids calls model.forward without `block`: bind it here (see "Attention block" above)
     model.forward = functools.partial(GGUFModel.forward, model, block=a.block)
     gsha = model.sha256()
-    sessions = make_workload(tok, a.sessions, a.seed)
+    sessions = make_workload(tok, a.sessions, a.seed, a.date_first)
     mpath = os.path.join(a.out, "manifest.json")
     old = {}
     if os.path.exists(mpath) and not a.force:

@@ -171,7 +171,9 @@ public:
                 continue;
             }
             if (end == T && trie_.child_count(node) > 0) continue;  // a longer stored chunk from `begin` holds them
-            std::uint32_t ref = neighbour.leaf == trie::no_node ? no_record : reference_for(neighbour, begin, end);
+            // Against the neighbour when at least half the chunk's rows lie before the agreement ends.
+            const bool near = neighbour.leaf != trie::no_node && 2 * (std::min(end, neighbour.until) - std::min(begin, neighbour.until)) >= end - begin;
+            std::uint32_t ref = near ? reference_for(neighbour, begin, end) : no_record;
             std::int64_t shift = neighbour.shift;
             byte_vector payload;
             if (ref == no_record) {
@@ -189,7 +191,7 @@ public:
                 // A shifted chunk that still holds rows before the continuation (shared prefix, gap):
                 // the unshifted neighbour rows may be the better reference there; keep the smaller.
                 if (shift != 0 && begin < diverge.depth + options_.near_prefix_gap) {
-                    const std::uint32_t plain_ref = reference_for(neighbour_match{neighbour.leaf, 0}, begin, end);
+                    const std::uint32_t plain_ref = reference_for(neighbour_match{neighbour.leaf, 0, neighbour.until}, begin, end);
                     if (plain_ref != no_record) {
                         byte_vector other = against(plain_ref, 0);
                         if (other.size() < payload.size()) payload = std::move(other), ref = plain_ref, shift = 0;
@@ -820,15 +822,18 @@ private:
     struct neighbour_match {
         trie::node_id leaf = trie::no_node;
         std::int64_t shift = 0;  // the new session's token at p continues the neighbour's at p − shift
+        std::uint64_t until = 0;  // the two agree (after the gap) on the new session's tokens up to here
     };
 
     /// A stored session (its leaf) that agrees with tokens except in at most near_prefix_gap
     /// tokens right after the shared prefix and then continues with the same tokens — at the same
-    /// positions, or (with key_rotation) shifted when the two gaps differ in length; among those,
+    /// positions, or (with key_rotation) shifted when the two gaps differ in length — for a run of
+    /// at least max(8, chunk_tokens / 2) tokens (or to the end of the shorter of the two): a date
+    /// line that changes and the same tool schemas after it, whatever follows them. Among those,
     /// the nearest by the trie metric: the most shared probability mass (Σ surprisal, in the
-    /// neighbour's own context, of the tokens it shares with the new session after the gap), then
-    /// the longest, then the smallest shift. none when none (or the option is off). At most 16
-    /// stored sessions below the divergence point are examined.
+    /// neighbour's own context, of the run's tokens), then the longest run, then the smallest
+    /// shift. none when none (or the option is off). At most 16 stored sessions below the
+    /// divergence point are examined.
     neighbour_match find_neighbour(std::span<const std::int32_t> tokens, const trie::point& at) const {
         const std::uint64_t gap = options_.near_prefix_gap, d = at.depth, T = tokens.size();
         if (gap == 0 || d >= T) return {};
@@ -852,16 +857,16 @@ private:
                     if (g_new != g_old ? max_other == 0 : g_new != gap) continue;  // same count: the old rule, gap = g
                     const std::uint64_t a = d + g_new, b = d + g_old;  // continuation starts: ours, theirs
                     if (a >= T || b >= depth) continue;
-                    const std::uint64_t length = std::min(T - a, depth - b);  // aligned to the end of the shorter
-                    if (!std::equal(tokens.begin() + std::ptrdiff_t(a), tokens.begin() + std::ptrdiff_t(a + length),
-                                    theirs.begin() + std::ptrdiff_t(b - d)))
-                        continue;
+                    const std::uint64_t most = std::min(T - a, depth - b);  // aligned to the end of the shorter
+                    std::uint64_t length = 0;                               // the run of equal tokens
+                    while (length < most && tokens[a + length] == theirs[b - d + length]) ++length;
+                    if (length < std::min<std::uint64_t>(most, std::max<std::uint64_t>(8, options_.chunk_tokens / 2))) continue;
                     const std::uint64_t units = trie_.prefix_units_at(n, b + length) - trie_.prefix_units_at(n, b);
                     const std::int64_t shift = std::int64_t(g_new) - std::int64_t(g_old);
                     const std::uint64_t abs_shift = std::uint64_t(shift < 0 ? -shift : shift);
                     if (best.leaf == trie::no_node || units > best_units || (units == best_units && length > best_length) ||
                         (units == best_units && length == best_length && abs_shift < best_abs))
-                        best = {n, shift}, best_units = units, best_length = length, best_abs = abs_shift;
+                        best = {n, shift, a + length}, best_units = units, best_length = length, best_abs = abs_shift;
                 }
         }
         return best;
