@@ -2,7 +2,7 @@
 //
 //   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]
 //   seqkv_bench_prefix_store --near-shift A.safetensors B.safetensors [--chunk C]
-//   seqkv_bench_prefix_store --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P]
+//   seqkv_bench_prefix_store --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H]
 //
 // --sessions-dir: the real-session workload (bench/make_agent_sessions.py; scripts
 // bench/prefix_store_real.sh runs both): bytes alone, with exact-prefix dedup and with near-prefix
@@ -406,7 +406,7 @@ real_run store_sessions(const std::vector<std::unique_ptr<source>>& sessions, co
     return r;
 }
 
-int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset) {
+int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset, double half_life) {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a long run: each line as it is measured
     std::vector<fs::path> paths;
     for (const auto& e : fs::directory_iterator(dir))
@@ -468,7 +468,9 @@ int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, c
                 double rate[2] = {0, 0};
                 for (auto policy : {eviction_policy::plt, eviction_policy::lru}) {
                     memory_chunk_store chunks;
-                    prefix_store store(chunks, v.codec, layout, {.chunk_tokens = chunk, .budget_bytes = budget, .policy = policy});
+                    prefix_store_options po{.chunk_tokens = chunk, .budget_bytes = budget, .policy = policy};
+                    if (half_life > 0) po.reuse_half_life = half_life;
+                    prefix_store store(chunks, v.codec, layout, po);
                     std::uint64_t served = 0;
                     for (const auto& s : sessions) {
                         served += store.match(s->ids);
@@ -500,6 +502,7 @@ int main(int argc, char** argv) {
     std::optional<fs::path> sessions_dir;
     std::uint32_t near_gap = 16;
     std::string lossy_preset;
+    double half_life = 0;  // --half-life: the PLT policy's reuse_half_life in the real-session hit rates (0: the store's default)
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--near-shift" && i + 2 < argc) {
@@ -508,6 +511,7 @@ int main(int argc, char** argv) {
         } else if (a == "--sessions-dir" && i + 1 < argc) sessions_dir = argv[++i];
         else if (a == "--near-gap" && i + 1 < argc) near_gap = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--lossy-preset" && i + 1 < argc) lossy_preset = argv[++i];
+        else if (a == "--half-life" && i + 1 < argc) half_life = std::stod(argv[++i]);
         else if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
         else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--json") as_json = true;
@@ -520,14 +524,14 @@ int main(int argc, char** argv) {
         } else {
             std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n"
                                  "       %s --near-shift A.safetensors B.safetensors [--chunk C]\n"
-                                 "       %s --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P]\n",
+                                 "       %s --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H]\n",
                          argv[0], argv[0], argv[0]);
             return 2;
         }
     }
     if (sessions_dir) {
         try {
-            return real_sessions(*sessions_dir, chunk, near_gap, lossy_preset);
+            return real_sessions(*sessions_dir, chunk, near_gap, lossy_preset, half_life);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "%s: --sessions-dir: %s\n", argv[0], e.what());
             return 1;
