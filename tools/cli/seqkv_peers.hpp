@@ -79,7 +79,12 @@ inline byte_vector blosc_compress(bytes_in in, std::size_t type_size, int shuffl
     return out;
 }
 inline void blosc_decompress(bytes_in z, bytes_out out) {
-    if (blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) != int(out.size())) throw io_error("blosc decompress failed");
+    std::size_t nbytes = 0, cbytes = 0, block = 0;
+    if (z.size() < BLOSC_MIN_HEADER_LENGTH) throw io_error("blosc decompress: input shorter than a blosc header");
+    blosc_cbuffer_sizes(z.data(), &nbytes, &cbytes, &block);
+    if (cbytes != z.size() || nbytes != out.size() || out.size() > std::size_t(std::numeric_limits<int>::max()) ||
+        blosc_decompress_ctx(z.data(), out.data(), out.size(), 1) != int(out.size()))
+        throw io_error("blosc decompress failed");
 }
 #endif
 
@@ -97,7 +102,7 @@ inline void xz_decompress(bytes_in z, bytes_out out) {
     std::uint64_t memlimit = std::numeric_limits<std::uint64_t>::max();
     std::size_t in_pos = 0, out_pos = 0;
     if (lzma_stream_buffer_decode(&memlimit, 0, nullptr, z.data(), &in_pos, z.size(), out.data(), &out_pos, out.size()) != LZMA_OK ||
-        out_pos != out.size())
+        out_pos != out.size() || in_pos != z.size())
         throw io_error("xz decompress failed");
 }
 #endif

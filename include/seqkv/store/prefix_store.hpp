@@ -39,6 +39,7 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <optional>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -139,6 +140,9 @@ public:
         : chunks_(&chunks), codec_(std::move(codec)), layout_(layout), options_(options), resources_(resources) {
         require_usage(options_.chunk_tokens > 0, "prefix_store: chunk_tokens must be positive");
         require_usage(!codec_.dependent_chunks, "prefix_store: the codec's chunks must decode on their own");
+        require_usage(options_.near_prefix_gap == 0 || options_.near_prefix_residual != prefix_store_options::residual::value ||
+                          is_kv_float(layout.type),
+                      "prefix_store: value residuals need a float element type (bf16, f16, f32, fp8)");
         layout_.tokens = 0;
     }
 
@@ -180,24 +184,35 @@ public:
                 chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
                 payload = codec_.encode(in);
             } else {  // the difference from the neighbour's rows at the aligned positions
-                const auto against = [&](std::uint32_t r, std::int64_t sh) {
-                    const chunk_buffer diff = difference(cache, begin, end, reference_rows(r, sh, begin, end));
+                // nullopt: a value residual the element type cannot hold (overflow, saturation).
+                const auto against = [&](std::uint32_t r, std::int64_t sh) -> std::optional<byte_vector> {
+                    bool representable = true;
+                    const chunk_buffer diff = difference(cache, begin, end, reference_rows(r, sh, begin, end), representable);
+                    if (!representable) return std::nullopt;
                     const kv_cache_view diff_view = view_of(diff);
                     chunk_input in{&diff_view, 0, end - begin, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
                     in.position_base = begin;
                     return codec_.encode(in);
                 };
-                payload = against(ref, shift);
+                std::optional<byte_vector> near_payload = against(ref, shift);
                 // A shifted chunk that still holds rows before the continuation (shared prefix, gap):
                 // the unshifted neighbour rows may be the better reference there; keep the smaller.
                 if (shift != 0 && begin < diverge.depth + options_.near_prefix_gap) {
                     const std::uint32_t plain_ref = reference_for(neighbour_match{neighbour.leaf, 0, neighbour.until}, begin, end);
                     if (plain_ref != no_record) {
-                        byte_vector other = against(plain_ref, 0);
-                        if (other.size() < payload.size()) payload = std::move(other), ref = plain_ref, shift = 0;
+                        std::optional<byte_vector> other = against(plain_ref, 0);
+                        if (other && (!near_payload || other->size() < near_payload->size()))
+                            near_payload = std::move(other), ref = plain_ref, shift = 0;
                     }
                 }
-                ++st.referenced_chunks;
+                if (near_payload) {
+                    payload = std::move(*near_payload);
+                    ++st.referenced_chunks;
+                } else {  // coded alone after all
+                    ref = no_record, shift = 0;
+                    chunk_input in{&cache, begin, end, tokens.subspan(begin, end - begin), {}, resources_, nullptr};
+                    payload = codec_.encode(in);
+                }
             }
             const std::uint64_t key = chunk_key(payload);
             require_usage(payload.size() < no_record, "prefix_store: a chunk payload of 4 GiB or more");
@@ -704,6 +719,10 @@ private:
         const byte_vector payload = codec_.encode(in);
         require_usage(payload.size() < no_record, "prefix_store: a chunk payload of 4 GiB or more");
         const std::uint64_t key = chunk_key(payload);
+        // Chunks coded against this one need its old rows: repaired only with the very same bytes
+        // (a plain chunk re-encoded from the same KV); otherwise it stays missing — reading it or a
+        // dependent is a store_error, never rows other than those the dependents were coded against.
+        if (r.dependents > 0 && (r.ref != no_record || key != r.key)) return 0;
         if (r.ref != no_record) drop_reference(r);
         if (key != r.key) {  // a plain chunk re-encodes to the same bytes; a former difference chunk does not
             keys_.erase(id, key_hash_of());
@@ -765,22 +784,31 @@ private:
         };
         if (width == 1) run(std::uint8_t{});
         else if (width == 2) run(std::uint16_t{});
-        else run(std::uint32_t{});
+        else if (width == 4) run(std::uint32_t{});
+        else run(std::uint64_t{});
     }
 
     bool value_residuals() const { return options_.near_prefix_residual == prefix_store_options::residual::value; }
 
     /// Elements a − b (value residuals: as floats, rounded to the element type) or a + b, into dst.
+    /// False when a difference does not fit the element type (not finite, or saturated: off by more
+    /// than 1/8 of itself, beyond any rounding of bf16, f16 or fp8).
     template <bool Subtract>
-    void combine_values(std::uint8_t* dst, const std::uint8_t* a, const std::uint8_t* b, std::size_t elements) const {
+    bool combine_values(std::uint8_t* dst, const std::uint8_t* a, const std::uint8_t* b, std::size_t elements) const {
+        bool fits = true;
         for (std::size_t i = 0; i < elements; ++i) {
-            const float x = load_as_float(a, layout_.type, i), y = load_as_float(b, layout_.type, i);
-            store_from_float(dst, layout_.type, i, Subtract ? x - y : x + y);
+            const float x = load_as_float(a, layout_.type, i), y = load_as_float(b, layout_.type, i), z = Subtract ? x - y : x + y;
+            store_from_float(dst, layout_.type, i, z);
+            const float back = load_as_float(dst, layout_.type, i);
+            fits = fits && std::isfinite(back) && std::abs(back - z) <= 0.125f * std::abs(z);
         }
+        return fits;
     }
 
     /// Tokens [begin, end) of cache minus the first end − begin tokens of the reference chunk.
-    chunk_buffer difference(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end, const chunk_buffer& reference) const {
+    /// representable: set false when a value residual does not fit the element type.
+    chunk_buffer difference(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end, const chunk_buffer& reference,
+                            bool& representable) const {
         auto diff = chunk_buffer::for_layout(layout_, end - begin);
         const std::size_t width = dtype_size(layout_.type), row = layout_.head_dim * width;
         const bool values = value_residuals();
@@ -795,7 +823,7 @@ private:
                         for (std::uint32_t c = 0; c < layout_.head_dim; ++c) std::memcpy(mine.data() + c * width, t.element(h, begin + i, c), width);
                         std::uint8_t* d = dst.data() + (h * (end - begin) + i) * row;
                         const std::uint8_t* r = ref.data() + (h * reference.layout.tokens + i) * row;
-                        if (values) combine_values<true>(d, mine.data(), r, layout_.head_dim);
+                        if (values) representable = combine_values<true>(d, mine.data(), r, layout_.head_dim) && representable;
                         else combine<true>(d, mine.data(), r, layout_.head_dim, width);
                     }
             }
@@ -813,7 +841,7 @@ private:
                 for (std::uint32_t h = 0; h < layout_.kv_heads; ++h) {
                     std::uint8_t* d = dst.data() + h * buf.layout.tokens * row;
                     const std::uint8_t* r = ref.data() + h * reference.layout.tokens * row;
-                    if (values) combine_values<false>(d, d, r, buf.layout.tokens * layout_.head_dim);
+                    if (values) (void)combine_values<false>(d, d, r, buf.layout.tokens * layout_.head_dim);
                     else combine<false>(d, d, r, buf.layout.tokens * layout_.head_dim, width);
                 }
             }
