@@ -77,6 +77,7 @@ import torch  # noqa: E402
 from kvdump.gguf_dump import _tokenizer, dump_ids, resolve_gguf  # noqa: E402
 from kvdump.gguf_model import GGUFModel  # noqa: E402
 from kvdump.safetensors_io import load_file  # noqa: E402
+from kvdump.texts import cut_words  # noqa: E402
 
 LIC = "/usr/share/common-licenses/"
 PYLIB = "/usr/lib/python3.11/"
@@ -92,18 +93,6 @@ DATE_EVERY, P_REORDER, P_TURN2, TURN2_WINDOW = 4, 0.2, 0.15, 8
 
 
 # ---------------------------------------------------------------------------------------- texts
-
-def cut_words(tok, words, n):
-    """The longest prefix of `words` (joined by spaces) with at most n tokens."""
-    lo, hi = 1, len(words)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(tok.encode(" ".join(words[:mid]), add_special=False)) <= n:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
-
 
 def build_pool(tok):
     """Texts: agents' system prompts, tool lines {name: text}, task paragraphs {module: [paragraphs]}."""

@@ -53,6 +53,7 @@ import torch  # noqa: E402
 from kvdump.gguf_dump import _tokenizer, dump_ids, resolve_gguf  # noqa: E402
 from kvdump.gguf_model import GGUFModel, apply_rope, rope_cos_sin_ggml  # noqa: E402
 from kvdump.safetensors_io import load_file, save_file  # noqa: E402
+from kvdump.texts import cut_words  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LICENSE = "/usr/share/common-licenses/Apache-2.0"
@@ -68,15 +69,7 @@ GROUPS = [("layer 0", [0]), ("layers 1-29", list(range(1, 30)))]
 
 def _words_to_tokens(tok, text, n):
     """The longest whole-word prefix of `text` with at most n tokens."""
-    words = text.split(" ")
-    lo, hi = 1, len(words)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(tok.encode(" ".join(words[:mid]), add_special=False)) <= n:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
+    return cut_words(tok, text.split(" "), n)
 
 
 def build_texts(tok):

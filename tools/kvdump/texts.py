@@ -106,3 +106,15 @@ def build(kind, chat_template=None, bos_token="", eos_token=""):
                   "source_paths": " ".join(paths),
                   "source_sha256": source_sha256(kind),
                   "text_sha256": sha256_text(text), "text_construction": how}
+
+
+def cut_words(tok, words, n):
+    """The longest prefix of `words` (joined by spaces) that `tok` encodes in at most n tokens."""
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tok.encode(" ".join(words[:mid]), add_special=False)) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
