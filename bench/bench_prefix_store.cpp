@@ -2,7 +2,7 @@
 //
 //   seqkv_bench_prefix_store [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]
 //   seqkv_bench_prefix_store --near-shift A.safetensors B.safetensors [--chunk C]
-//   seqkv_bench_prefix_store --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H]
+//   seqkv_bench_prefix_store --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H] [--hit-rates]
 //
 // --sessions-dir: the real-session workload (bench/make_agent_sessions.py; scripts
 // bench/prefix_store_real.sh runs both): bytes alone, with exact-prefix dedup and with near-prefix
@@ -406,7 +406,8 @@ real_run store_sessions(const std::vector<std::unique_ptr<source>>& sessions, co
     return r;
 }
 
-int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset, double half_life) {
+int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, const std::string& lossy_preset, double half_life,
+                  bool hit_rates_only) {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a long run: each line as it is measured
     std::vector<fs::path> paths;
     for (const auto& e : fs::directory_iterator(dir))
@@ -433,12 +434,13 @@ int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, c
         bool lossy;
     };
     std::vector<variant> variants{{"lossless", memoized(make_codec(lossless_config()), std::make_shared<std::map<std::uint64_t, byte_vector>>()), false}};
-    if (!lossy_preset.empty())
+    if (!lossy_preset.empty() && !hit_rates_only)
         variants.push_back({lossy_preset, make_codec(preset(lossy_preset, model_params_from(sessions[0]->file.metadata(), layout)).codec), true});
     for (const auto& v : variants) {
-        const real_run alone = store_sessions(sessions, v.codec, chunk, 0, v.lossy, true);
         const real_run dedup = store_sessions(sessions, v.codec, chunk, 0, v.lossy, false);
-        const real_run near = store_sessions(sessions, v.codec, chunk, gap, v.lossy, false);
+        // --hit-rates: only the exact-prefix store (its bytes set the budgets) and the hit rates.
+        const real_run alone = hit_rates_only ? dedup : store_sessions(sessions, v.codec, chunk, 0, v.lossy, true);
+        const real_run near = hit_rates_only ? dedup : store_sessions(sessions, v.codec, chunk, gap, v.lossy, false);
         std::printf("  %s\n", v.name.c_str());
         auto line = [&](const char* what, const real_run& r, const std::string& extra) {
             std::printf("    %-34s %12llu B  %6.2fx", what, (unsigned long long)r.bytes, raw / double(r.bytes));
@@ -446,14 +448,14 @@ int real_sessions(const fs::path& dir, std::uint32_t chunk, std::uint32_t gap, c
             std::printf("%s\n", extra.c_str());
         };
         char buf[256];
-        line("each session alone", alone, "");
+        if (!hit_rates_only) line("each session alone", alone, "");
         std::snprintf(buf, sizeof buf, "   %.1f %% of tokens already stored; put %.1f MB/s raw", 100.0 * double(dedup.shared) / double(tokens),
                       raw / 1e6 / dedup.put_seconds);
         line("prefix store (exact prefixes)", dedup, buf);
         std::snprintf(buf, sizeof buf, "   %llu of %llu new chunks against a neighbour: %.2fx fewer bytes than exact dedup",
                       (unsigned long long)near.referenced, (unsigned long long)near.new_chunks, double(dedup.bytes) / double(near.bytes));
         const std::string near_name = "+ near-prefix reuse (gap <= " + std::to_string(gap) + ")";
-        line(near_name.c_str(), near, buf);
+        if (!hit_rates_only) line(near_name.c_str(), near, buf);
         if (!v.lossy) {
             std::printf("    read back after each put: own rows %s (%llu rows); shared-prefix rows served from the first storer: %.3f %% "
                         "differ in some bf16 word from the session's own forward\n",
@@ -502,6 +504,7 @@ int main(int argc, char** argv) {
     std::optional<fs::path> sessions_dir;
     std::uint32_t near_gap = 16;
     std::string lossy_preset;
+    bool hit_rates_only = false;  // --hit-rates: with --sessions-dir, skip the alone / near-prefix / lossy rows
     double half_life = 0;  // --half-life: the PLT policy's reuse_half_life in the real-session hit rates (0: the store's default)
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -512,6 +515,7 @@ int main(int argc, char** argv) {
         else if (a == "--near-gap" && i + 1 < argc) near_gap = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--lossy-preset" && i + 1 < argc) lossy_preset = argv[++i];
         else if (a == "--half-life" && i + 1 < argc) half_life = std::stod(argv[++i]);
+        else if (a == "--hit-rates") hit_rates_only = true;
         else if (a == "--sessions" && i + 1 < argc) count = std::stoi(argv[++i]);
         else if (a == "--chunk" && i + 1 < argc) chunk = std::uint32_t(std::stoul(argv[++i]));
         else if (a == "--json") as_json = true;
@@ -524,14 +528,14 @@ int main(int argc, char** argv) {
         } else {
             std::fprintf(stderr, "usage: %s [--sessions N] [--chunk C] [--json] [--redis HOST:PORT | --redis-cluster HOST:PORT]\n"
                                  "       %s --near-shift A.safetensors B.safetensors [--chunk C]\n"
-                                 "       %s --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H]\n",
+                                 "       %s --sessions-dir DIR [--chunk C] [--near-gap G] [--lossy-preset P] [--half-life H] [--hit-rates]\n",
                          argv[0], argv[0], argv[0]);
             return 2;
         }
     }
     if (sessions_dir) {
         try {
-            return real_sessions(*sessions_dir, chunk, near_gap, lossy_preset, half_life);
+            return real_sessions(*sessions_dir, chunk, near_gap, lossy_preset, half_life, hit_rates_only);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "%s: --sessions-dir: %s\n", argv[0], e.what());
             return 1;

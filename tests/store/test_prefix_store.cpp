@@ -155,6 +155,90 @@ TEST(PrefixStore, EvictionTakesTheLowestRankedLeafDespiteStaleHeapEntries) {
     }
 }
 
+// A branch whose traffic moved to a sibling (a date line that changed) goes, though it was used
+// more often: the PLT rank counts a chunk used every put as overdue after a few idle puts. The
+// former rank (use count + prior, slow decay) kept the old branch and evicted the new one at every
+// put, so the new branch never stayed; LRU switches at once.
+TEST(PrefixStore, PltLetsABranchGoOnceItsTrafficMovedToASibling) {
+    const auto& kv = gpl3();
+    const session a = splice(kv, 64, &textwrap(), 0, 64, 100000);     // prefix P, then branch A
+    const session b = splice(kv, 64, &textwrap(), 200, 264, 200000);  // P, then branch B
+    const session p = splice(kv, 64);
+    memory_chunk_store probe_chunks;
+    prefix_store probe(probe_chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+    probe.put(p.view(), p.ids);
+    const std::uint64_t p_bytes = probe.stored_bytes();
+    probe.put(a.view(), a.ids);
+    const std::uint64_t a_bytes = probe.stored_bytes() - p_bytes;
+    probe.put(b.view(), b.ids);
+    const std::uint64_t b_bytes = probe.stored_bytes() - p_bytes - a_bytes;
+    const std::uint64_t budget = p_bytes + std::max(a_bytes, b_bytes);  // P and one branch, not both
+    for (auto policy : {eviction_policy::plt, eviction_policy::lru}) {
+        memory_chunk_store chunks;
+        prefix_store store(chunks, make_codec(lossless_config()), kv.cache.layout,
+                           {.chunk_tokens = 64, .budget_bytes = budget, .policy = policy});
+        for (int i = 0; i < 4; ++i) store.put(a.view(), a.ids);  // A's traffic
+        int puts_until_b_stays = 0;
+        for (int i = 1; i <= 8 && puts_until_b_stays == 0; ++i) {
+            store.put(b.view(), b.ids);  // the traffic moved to B
+            EXPECT_LE(store.stored_bytes(), budget);
+            if (store.match(b.ids) == 128) puts_until_b_stays = i;
+        }
+        SCOPED_TRACE(policy == eviction_policy::plt ? "plt" : "lru");
+        ASSERT_GT(puts_until_b_stays, 0) << "the new branch never stayed";
+        EXPECT_LE(puts_until_b_stays, policy == eviction_policy::lru ? 1 : 4);
+        EXPECT_EQ(store.match(a.ids), 64u) << "the old branch went, the shared prefix stayed";
+        for (int i = 0; i < 4; ++i) store.put(b.view(), b.ids);
+        EXPECT_EQ(store.match(b.ids), 128u) << "and B stays while it is used";
+        EXPECT_EQ(store.read(b.ids).kv.bytes, b.first(128));
+    }
+}
+
+// An index saved by the previous version (2: records without passes / born) still opens.
+TEST(PrefixStore, AVersion2IndexStillLoads) {
+    const auto& kv = gpl3();
+    memory_chunk_store chunks;
+    const session a = splice(kv, 300), b = splice(kv, 200, &textwrap(), 0, 150);
+    prefix_store store(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+    store.put(a.view(), a.ids, a.nll);
+    store.put(b.view(), b.ids, b.nll);
+    store.put(b.view(), b.ids, b.nll);
+    const byte_vector v3 = store.save_index();
+    // v3 record: u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 passes, u32 born, u32 ref, i32 shift, u8 flags.
+    constexpr std::size_t v3_record = 45, v2_record = 37;
+    const std::size_t body = v3.size() - 4;
+    std::uint64_t count = 0;
+    for (std::uint64_t n = 1; n < 4096 && count == 0; ++n)  // the record count precedes the records
+        if (n * v3_record + 8 <= body) {
+            std::uint64_t c;
+            std::memcpy(&c, v3.data() + body - n * v3_record - 8, 8);
+            if (c == n) count = n;
+        }
+    ASSERT_GT(count, 0u);
+    const std::size_t records_at = body - count * v3_record;
+    byte_vector v2(v3.begin(), v3.begin() + std::ptrdiff_t(records_at));
+    v2[8] = 2;  // the version after the 8-byte magic (little-endian u32)
+    for (std::uint64_t i = 0; i < count; ++i) {
+        const std::uint8_t* rec = v3.data() + records_at + i * v3_record;
+        float uses;
+        std::memcpy(&uses, rec + 16, 4);
+        uses = std::max(0.0f, uses - 1);  // version 2 did not count the storing put
+        v2.insert(v2.end(), rec, rec + 16);
+        v2.insert(v2.end(), reinterpret_cast<const std::uint8_t*>(&uses), reinterpret_cast<const std::uint8_t*>(&uses) + 4);
+        v2.insert(v2.end(), rec + 20, rec + 28);  // last_use
+        v2.insert(v2.end(), rec + 36, rec + v3_record);  // ref, shift, flags
+    }
+    ASSERT_EQ(v2.size(), records_at + count * v2_record);
+    const std::uint32_t crc = crc32c(v2);
+    v2.insert(v2.end(), reinterpret_cast<const std::uint8_t*>(&crc), reinterpret_cast<const std::uint8_t*>(&crc) + 4);
+    prefix_store reopened(chunks, make_codec(lossless_config()), kv.cache.layout, {.chunk_tokens = 64});
+    reopened.load_index(v2);
+    EXPECT_EQ(reopened.stored_bytes(), store.stored_bytes());
+    for (const session* s : {&a, &b}) EXPECT_EQ(reopened.read(s->ids).kv.bytes, s->first(s->ids.size()));
+    v2[9] = 9;  // version 2 + 9·256 (and the CRC no longer matches)
+    EXPECT_THROW(reopened.load_index(v2), seqkv::error);
+}
+
 TEST(PrefixStore, WorksOverADirectoryStore) {
     const auto& kv = gpl3();
     const auto dir = std::filesystem::path(SEQKV_TEST_BINARY_DIR) / "prefix_store_dir";

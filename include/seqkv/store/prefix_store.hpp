@@ -16,15 +16,21 @@
 // Eviction (a byte budget on the chunk store): only chunks at the trie's leaves are evicted (a
 // chunk that another stored chunk extends is never evicted before it), ranked by the policy:
 //   lru — least recently used first;
-//   plt — lowest expected reuse × raw bytes saved per stored byte first, where expected reuse is
-//         the use count plus a prior from the model: 2^(−mean surprisal bits per token of the
-//         chunk's tokens) (predictable boilerplate — templates, schemas — ranks high before any
-//         reuse is seen), decayed by the time since the last use.
-// Victims come from a heap (rank(): the order is fixed between uses, O(log n) a victim).
+//   plt — lowest expected reuse × raw bytes saved per stored byte first (rank()). Expected reuse
+//         is the decayed use count plus a prior from the model, 2^(−mean surprisal bits per token
+//         of the chunk's tokens) (predictable boilerplate — templates, schemas — ranks high before
+//         any reuse is seen), times the chance that the chunk is still alive: a chunk several
+//         sessions used is overdue when it goes unused for long against its own rate of use (a
+//         date's branch once the date changed: e^(−w·rate·idle)); a chunk one session used (its
+//         own tail) keeps half its chance every single_use_half_life puts (a follow-up turn comes
+//         soon or not at all).
+// Time is counted in puts. A victim is found by ranking the candidates when a put exceeds the
+// budget (ranks move with time at each chunk's own rate, so no order is kept between puts): one
+// pass over the chunk records, then O(log n) a victim.
 //
-// Index memory (docs/PREFIX_STORE.md): the trie (3 B a token, 40 B a node), a 40-B record per
-// chunk (its token range is its node's), an open-addressing table of records by chunk key, the
-// heap; ≈ 7.4 B per stored token on the bench after compact().
+// Index memory (docs/PREFIX_STORE.md): the trie (3 B a token, 40 B a node), a 48-B record per
+// chunk (its token range is its node's), an open-addressing table of records by chunk key;
+// ≈ 7.4 B per stored token on the bench after compact().
 // A chunk that a later session's longer chunk covers at the same start (a turn's partial last
 // chunk) is dropped at once: its KV is the first tokens of the longer one.
 //
@@ -77,8 +83,16 @@ struct prefix_store_options {
     /// Stored chunk bytes kept at most (eviction beyond it); the default keeps everything.
     std::uint64_t budget_bytes = std::numeric_limits<std::uint64_t>::max();
     eviction_policy policy = eviction_policy::plt;
-    /// plt: uses of a chunk lose half their weight every this many store operations.
+    /// plt: uses of a chunk lose half their weight every this many puts.
     double reuse_half_life = 256;
+    /// plt: a chunk used by more than one put that goes unused for `idle` puts keeps
+    /// e^(−overdue_weight · rate · idle) of its expected reuse, rate = its decayed uses per put
+    /// since it was stored (a branch used every put is likely dead after a few idle ones; one used
+    /// every 20th put is not).
+    double overdue_weight = 0.75;
+    /// plt: a chunk only the put that stored it has used keeps half its expected reuse every this
+    /// many puts (a session's own tail: a follow-up turn comes soon or not at all).
+    double single_use_half_life = 8;
     /// The store's name in the resource table of the .skv files it exports (its id is the name's content_hash64).
     std::string name = "seqkv prefix store";
     /// Near-prefix reuse (0: off). A session that leaves a stored one for at most this many tokens
@@ -139,6 +153,8 @@ public:
                  const resource_provider* resources = nullptr)
         : chunks_(&chunks), codec_(std::move(codec)), layout_(layout), options_(options), resources_(resources) {
         require_usage(options_.chunk_tokens > 0, "prefix_store: chunk_tokens must be positive");
+        require_usage(options_.reuse_half_life > 0 && options_.single_use_half_life > 0 && options_.overdue_weight >= 0,
+                      "prefix_store: half-lives must be positive and overdue_weight not negative");
         require_usage(!codec_.dependent_chunks, "prefix_store: the codec's chunks must decode on their own");
         require_usage(options_.near_prefix_gap == 0 || options_.near_prefix_residual != prefix_store_options::residual::value ||
                           is_kv_float(layout.type),
@@ -261,7 +277,8 @@ public:
     /// magic "SKVPSTOR", u32 version 2, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
     /// u8 dtype, u64 clock, u64 key_rotation fingerprint (0: none), u64 trie bytes + the trie
     /// (trie/serialize.hpp), u64 record count, per
-    /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 ref (near-prefix
+    /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 passes (puts and reads
+    /// that used it, saturating), u32 born (the clock's low 32 bits when stored), u32 ref (near-prefix
     /// reference record or all ones), i32 shift (of the reference's positions; 0 when none), u8
     /// flags (bit 0 live, bit 1 a value residual: near_prefix_residual = value); u32 CRC-32C. A record's tokens are those of the
     /// chunk that ends at the trie node whose value names it (begin = the chunk boundary below).
@@ -288,6 +305,8 @@ public:
             w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(r.prior));
             w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(r.uses));
             w.put<std::uint64_t>(r.last_use);
+            w.put<std::uint32_t>(r.passes);
+            w.put<std::uint32_t>(r.born);
             w.put<std::uint32_t>(r.ref);
             w.put<std::int32_t>(static_cast<std::int32_t>(shift_of(static_cast<std::uint32_t>(&r - records_.data()))));
             w.put<std::uint8_t>(std::uint8_t((live(r) ? 1 : 0) | (live(r) && r.ref != no_record && value_residuals() ? 2 : 0)));
@@ -307,7 +326,8 @@ public:
         byte_reader r(bytes.first(bytes.size() - 4), "prefix store index");
         const auto magic = r.get_bytes(index_magic.size());
         if (!std::equal(magic.begin(), magic.end(), index_magic.begin())) throw format_error("prefix store index: bad magic");
-        if (r.get<std::uint32_t>() != index_version) throw format_error("prefix store index: unsupported version");
+        const std::uint32_t version = r.get<std::uint32_t>();
+        if (version != index_version && version != 2) throw format_error("prefix store index: unsupported version");
         const std::uint32_t chunk_tokens = r.get<std::uint32_t>();
         kv_layout L = layout_;
         L.layers = r.get<std::uint32_t>(), L.kv_heads = r.get<std::uint32_t>(), L.head_dim = r.get<std::uint32_t>();
@@ -320,7 +340,7 @@ public:
         if (trie_size > r.remaining()) throw format_error("prefix store index: trie size exceeds the data");
         trie::plt_trie t = trie::load(r.get_bytes(trie_size));
         const std::uint64_t count = r.get<std::uint64_t>();
-        constexpr std::size_t record_bytes = 8 + 4 + 4 + 4 + 8 + 4 + 4 + 1;
+        const std::size_t record_bytes = 8 + 4 + 4 + 4 + 8 + (version >= 3 ? 8 : 0) + 4 + 4 + 1;
         if (count > r.remaining() / record_bytes || r.remaining() != count * record_bytes || count >= no_record)
             throw format_error("prefix store index: record count does not match the data");
         std::vector<chunk_record> records(count);
@@ -334,6 +354,14 @@ public:
             rec.prior = std::bit_cast<float>(r.get<std::uint32_t>());
             rec.uses = std::bit_cast<float>(r.get<std::uint32_t>());
             rec.last_use = r.get<std::uint64_t>();
+            if (version >= 3) {
+                rec.passes = r.get<std::uint32_t>();
+                rec.born = r.get<std::uint32_t>();
+            } else {  // version 2 counted uses after the put that stored the chunk; its birth is unknown
+                rec.passes = rec.uses >= 0.5f ? 2 : 1;
+                rec.uses += 1;
+                rec.born = 0;
+            }
             rec.ref = r.get<std::uint32_t>();
             const auto shift = r.get<std::int32_t>();
             const auto flag = r.get<std::uint8_t>();
@@ -354,7 +382,8 @@ public:
                 free_records.push_back(static_cast<std::uint32_t>(i));
                 continue;
             }
-            if (!(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0 && rec.uses < 1e30f) || rec.last_use > clock)
+            if (!(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0 && rec.uses < 1e30f) || rec.last_use > clock || rec.passes == 0 ||
+                std::uint32_t(clock - rec.born) < std::uint32_t(clock - rec.last_use))
                 throw format_error("prefix store index: inconsistent chunk record");
         }
         // Every trie value names a live record (the chunk ending at that node), every live record is
@@ -420,7 +449,6 @@ public:
         shifts_ = std::move(shifts);
         stored_bytes_ = stored;
         clock_ = clock;
-        rebuild_heap();
     }
 
     /// Live chunks the ChunkStore does not hold (after load_index on another host, an eviction
@@ -489,7 +517,6 @@ public:
         std::unique_lock lock(mutex_);
         for_each_distinct_key([&](std::uint64_t key) { chunks_->remove(key); });
         keys_.clear();
-        heap_.clear();
         shifts_.clear();
         records_.clear();
         free_records_.clear();
@@ -504,8 +531,6 @@ public:
         records_.shrink_to_fit();
         free_records_.shrink_to_fit();
         keys_.fit(keys_.size(), key_hash_of());
-        rebuild_heap();
-        heap_.shrink_to_fit();
     }
 
     // ---- size and statistics ----
@@ -521,11 +546,11 @@ public:
         std::shared_lock lock(mutex_);
         return records_.size() - free_records_.size();
     }
-    /// Bytes of the index (trie, chunk records, key table, eviction heap), for "index bytes per stored token".
+    /// Bytes of the index (trie, chunk records, key table), for "index bytes per stored token".
     std::size_t index_bytes() const {
         std::shared_lock lock(mutex_);
         return trie_.memory_bytes() + records_.capacity() * sizeof(chunk_record) + free_records_.capacity() * sizeof(std::uint32_t) +
-               keys_.memory_bytes() + heap_.capacity() * sizeof(heap_entry) +
+               keys_.memory_bytes() +
                shifts_.size() * (sizeof(std::uint64_t) + 2 * sizeof(void*)) + shifts_.bucket_count() * sizeof(void*);
     }
     /// The trie, for queries such as shared_bits (read-only; do not hold across a put).
@@ -535,24 +560,26 @@ public:
 private:
     static constexpr std::array<std::uint8_t, 8> index_magic{'S', 'K', 'V', 'P', 'S', 'T', 'O', 'R'};
 
-    static constexpr std::uint32_t index_version = 2;
+    static constexpr std::uint32_t index_version = 3;  // 2: records without passes / born (still read)
     static constexpr double rank_half_lives = 4;  // plt rank: decay half-life in units of reuse_half_life
     static constexpr std::uint32_t no_record = std::numeric_limits<std::uint32_t>::max();
 
-    // 40 bytes: a chunk's token range is not stored — it ends at its node (trie depth) and starts
+    // 48 bytes: a chunk's token range is not stored — it ends at its node (trie depth) and starts
     // at the chunk boundary below that.
     struct chunk_record {
         std::uint64_t key = 0;
         std::uint64_t last_use = 0;
-        float uses = 0;    // plt: decayed use count, as of last_use
+        float uses = 0;    // plt: decayed use count (the put that stored it included), as of last_use
         float prior = 0;   // plt: 2^(−mean surprisal bits per token)
+        std::uint32_t passes = 0;  // puts and reads that used it, the storing put included (saturates)
+        std::uint32_t born = 0;    // the clock's low 32 bits when it was stored
         std::uint32_t bytes = 0;
         trie::node_id node = trie::no_node;  // the trie node whose value this record is; no_node: a free slot
         std::uint32_t ref = no_record;       // near-prefix reuse: the chunk this one is the difference from
         std::uint32_t dependents = 0;        // records whose ref is this one (never evicted while > 0)
     };
-    static_assert(sizeof(chunk_record) == 40);
-    struct heap_entry {  // an eviction candidate as ranked when pushed (stale once the record's rank moved)
+    static_assert(sizeof(chunk_record) == 48);
+    struct heap_entry {  // an eviction candidate, ranked when evict_to_budget() looks for victims
         double rank;
         std::uint32_t record;
         bool operator>(const heap_entry& o) const { return rank != o.rank ? rank > o.rank : record > o.record; }
@@ -575,6 +602,7 @@ private:
                              std::span<const float> nll) {
         chunk_record r;
         r.key = key, r.node = node, r.bytes = bytes, r.last_use = clock_;
+        r.uses = 1, r.passes = 1, r.born = static_cast<std::uint32_t>(clock_);
         double bits = 8.0 * double(end - begin);  // the trie's default surprisal when nll is absent
         if (!nll.empty()) {  // at the nll's own resolution (1/256 bit), not the trie's coarser grid
             bits = 0;
@@ -595,14 +623,13 @@ private:
             id = static_cast<std::uint32_t>(records_.size() - 1);
         }
         keys_.insert(id, key_hash_of());
-        push_candidate(id);
         return id;
     }
     void touch(std::uint32_t id) {
         auto& r = records_[id];
         r.uses = static_cast<float>(decayed_uses(r) + 1);
         r.last_use = clock_;
-        push_candidate(id);
+        r.passes += r.passes != std::numeric_limits<std::uint32_t>::max();
     }
     void note_use(std::uint32_t id) {  // under the shared lock: statistics only, serialized here
         std::lock_guard lock(stats_mutex_);
@@ -611,19 +638,31 @@ private:
     double decayed_uses(const chunk_record& r) const {
         return double(r.uses) * std::exp2(-double(clock_ - r.last_use) / options_.reuse_half_life);
     }
-    /// Eviction order, lowest first, fixed between uses of a chunk (so a heap keeps it):
+    /// Eviction order now, lowest first:
     ///   lru: last use;
-    ///   plt: the score (uses + prior)·raw/stored·2^(−(now − last_use)/(4·reuse_half_life)); every
-    ///        chunk's decays at the same rate, so it ranks as log2((uses + prior)·raw/stored) +
-    ///        last_use/(4·reuse_half_life) whatever `now` is. (uses itself halves every
-    ///        reuse_half_life operations, applied at each use.) The factor 4 was the best of
-    ///        1/2, 1, 2, 4 on the bench workload; it ties or beats the former scan's score at
-    ///        every budget there.
+    ///   plt: log2 of (u + prior) · alive · raw/stored · 2^(−idle/(4·reuse_half_life)), with
+    ///        u = the uses decayed to now (half every reuse_half_life puts), idle = puts since the
+    ///        last use, and alive = 2^(−idle/single_use_half_life) for a chunk only its storing put
+    ///        used, else e^(−overdue_weight · rate · idle), rate = u / (the decayed weight of the
+    ///        puts since it was stored). The last factor only breaks ties between equally used
+    ///        chunks in favour of the recent one. The constants (0.75, 8) are a point inside the
+    ///        range that beats LRU on all three bench workloads (docs/PREFIX_STORE.md has the grid).
     double rank(const chunk_record& r) const {
         if (options_.policy == eviction_policy::lru) return double(r.last_use);
         const double raw = double(end_of(r) - begin_of(r)) * double(layout_.elements_per_token() * dtype_size(layout_.type));
-        return std::log2((double(r.uses) + double(r.prior)) * raw / double(std::max<std::uint32_t>(r.bytes, 1)) + 1e-300) +
-               double(r.last_use) / (rank_half_lives * options_.reuse_half_life);
+        const double h = options_.reuse_half_life;
+        const double idle = double(clock_ - r.last_use);
+        const double u = decayed_uses(r);
+        double alive;
+        if (r.passes <= 1) {
+            alive = std::exp2(-idle / options_.single_use_half_life);
+        } else {
+            const double since = double(static_cast<std::uint32_t>(clock_) - r.born) + 1;  // puts since stored, the storing one included
+            const double window = (1 - std::exp2(-since / h)) / (1 - std::exp2(-1 / h));
+            alive = std::exp(-options_.overdue_weight * (u / window) * idle);
+        }
+        return std::log2((u + double(r.prior)) * alive * raw / double(std::max<std::uint32_t>(r.bytes, 1)) + 1e-300) -
+               idle / (rank_half_lives * h);
     }
 
     // ---- chunk keys: records by content key (a key's bytes are stored once) ----
@@ -643,21 +682,16 @@ private:
         }
     }
 
-    // ---- eviction candidates: a lazy heap (entries go stale; they are checked when popped) ----
+    // ---- eviction candidates: ranked when a put exceeds the budget (a heap for that eviction only) ----
     bool candidate(std::uint32_t id) const {
         const auto& r = records_[id];
         return live(r) && r.dependents == 0 && trie_.removable(r.node);
     }
+    /// A record that became a candidate during an eviction (its last child or dependent went).
     void push_candidate(std::uint32_t id) {
+        if (!evicting_) return;
         heap_.push_back({rank(records_[id]), id});
         std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
-        if (heap_.size() > 2 * (records_.size() - free_records_.size()) + 1024) rebuild_heap();
-    }
-    void rebuild_heap() {
-        heap_.clear();
-        for (std::uint32_t i = 0; i < records_.size(); ++i)
-            if (candidate(i)) heap_.push_back({rank(records_[i]), i});
-        std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
     }
     /// The lowest-ranked record that can be evicted now, or no_record.
     std::uint32_t pop_victim() {
@@ -665,9 +699,9 @@ private:
             std::pop_heap(heap_.begin(), heap_.end(), std::greater<>{});
             const heap_entry e = heap_.back();
             heap_.pop_back();
-            // Stale (the record was used, replaced or freed since) or not a candidate now (it is
-            // pushed again when it becomes one: its last child or dependent goes).
-            if (candidate(e.record) && rank(records_[e.record]) == e.rank) return e.record;
+            // Nothing is used during an eviction, so ranks hold; an entry is void once its record
+            // was freed (or pushed twice).
+            if (candidate(e.record)) return e.record;
         }
         return no_record;
     }
@@ -730,7 +764,6 @@ private:
             if (!key_stored(key)) stored_bytes_ += payload.size();
             r.key = key, r.bytes = static_cast<std::uint32_t>(payload.size());
             keys_.insert(id, key_hash_of());
-            push_candidate(id);
         }
         chunks_->put(key, payload);
         return 1;
@@ -1018,10 +1051,16 @@ private:
         free_records_.push_back(id);
     }
 
-    /// Evicts leaf chunks, lowest rank first, until the budget holds; returns how many. The heap
-    /// holds every candidate (a leaf chunk no difference chunk needs) with its rank: O(log n) a
-    /// victim, plus the stale entries popped on the way.
+    /// Evicts leaf chunks, lowest rank first, until the budget holds; returns how many. Every
+    /// candidate (a leaf chunk no difference chunk needs) is ranked once into a heap (one pass over
+    /// the records), chunks that become candidates on the way join it: O(log n) a victim.
     std::uint64_t evict_to_budget() {
+        if (stored_bytes_ <= options_.budget_bytes) return 0;
+        heap_.clear();
+        for (std::uint32_t i = 0; i < records_.size(); ++i)
+            if (candidate(i)) heap_.push_back({rank(records_[i]), i});
+        std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
+        evicting_ = true;
         std::uint64_t evicted = 0;
         while (stored_bytes_ > options_.budget_bytes) {
             const std::uint32_t victim = pop_victim();
@@ -1029,6 +1068,8 @@ private:
             remove_leaf_chain(records_[victim].node);
             ++evicted;
         }
+        evicting_ = false;
+        heap_ = {};  // scratch: not kept between puts
         return evicted;
     }
     /// Removes a leaf and its chunk, then any value-less leaf left above it; the first ancestor
@@ -1058,7 +1099,8 @@ private:
     std::vector<std::uint32_t> free_records_;
     trie::id_table keys_;            // live records by chunk key
     std::unordered_map<std::uint32_t, std::int32_t> shifts_;  // record -> position shift of its reference (≠ 0 only)
-    std::vector<heap_entry> heap_;   // eviction candidates, min-heap by rank
+    std::vector<heap_entry> heap_;   // during evict_to_budget(): the candidates, min-heap by rank
+    bool evicting_ = false;
     std::uint64_t stored_bytes_ = 0;
     std::uint64_t clock_ = 0;  // store operations so far
 };
