@@ -3,6 +3,10 @@
 # (data/kv/gpl3 + py311-textwrap) and SmolLM2-135M (data/kv/smollm2-*), bf16 as stored. Rows:
 # seqkv (CLI default: 512-token chunks, RoPE-aware, ids; -exhaustive: the predictor search on
 # every token; -mt: every core, wall clock) against zstd -3/-19, lz4, blosc byte/bit shuffle.
+# Then what recomputing the same KV costs instead: llama.cpp's prefill of SmolLM2-135M (Q4_1, the
+# pip package's GGUF) on this CPU, as tokens/s and MB/s of bf16 KV, on 1 thread and every core
+# (bench/llama_prefill_speed.py in the venv of scripts/setup-models.sh; skipped with a line when
+# the model packages are not installed: no PyPI).
 # Usage: bench/speed_report.sh [BUILD_DIR]   (a build with -DSEQKV_BUILD_BENCH=ON: default build/bench)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,3 +22,11 @@ for model in tiny smollm2; do
   echo; echo "== $model =="
   SEQKV_KV_FILES="$files" "$bench" --benchmark_min_time=0.3 2>/dev/null | sed -n '/^Lossless summary/,/^BF16 *seqkv-lossless-c512 [0-9.]* \//p'
 done
+echo; echo "== recompute instead (SmolLM2-135M prefill of the smollm2-gpl3 dump's tokens) =="
+py=$("$root/scripts/setup-models.sh" 2>/dev/null | tail -1 || echo SKIP)
+if [[ -z $py || $py == SKIP ]]; then
+  echo "skipped: the model packages are not installed (scripts/setup-models.sh)"
+else
+  threads=1; [ "$(nproc)" -gt 1 ] && threads="1,$(nproc)"
+  "$py" "$root/bench/llama_prefill_speed.py" --threads "$threads" "$root/data/kv/smollm2-gpl3.safetensors"
+fi
