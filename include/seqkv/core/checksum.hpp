@@ -1,10 +1,19 @@
-// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), slicing-by-8, portable C++.
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): the SSE4.2 crc32 instruction where the
+// CPU has it (chosen at run time: the library needs no -m flag), else slicing-by-8 in portable C++.
+// Both give the same value for every input (tests/core/test_checksum.cpp runs one against the
+// other). xsimd 8.1 has no CRC operation, hence the intrinsic.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define SEQKV_CRC32C_SSE42 1
+#include <nmmintrin.h>
+#endif
 
 namespace seqkv {
 
@@ -23,8 +32,9 @@ inline constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc32c_table
 inline constexpr auto crc32c_tables = make_crc32c_tables();
 }  // namespace detail
 
-/// Continues a CRC-32C over more bytes; start with crc = 0.
-inline std::uint32_t crc32c_update(std::uint32_t crc, std::span<const std::uint8_t> bytes) {
+namespace detail {
+/// The portable path (slicing-by-8).
+inline std::uint32_t crc32c_update_portable(std::uint32_t crc, std::span<const std::uint8_t> bytes) {
     const auto& t = detail::crc32c_tables;
     std::uint32_t c = ~crc;
     const std::uint8_t* p = bytes.data();
@@ -39,6 +49,41 @@ inline std::uint32_t crc32c_update(std::uint32_t crc, std::span<const std::uint8
     }
     while (n--) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xff];
     return ~c;
+}
+
+#if defined(SEQKV_CRC32C_SSE42)
+/// The crc32 instruction, 8 bytes a step in one stream (its latency, 3 cycles, bounds it at
+/// ~8 GB/s at 3 GHz: ~5× the portable path and far above what the decoder needs).
+__attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(std::uint32_t crc, std::span<const std::uint8_t> bytes) {
+    const std::uint8_t* p = bytes.data();
+    std::size_t n = bytes.size();
+    std::uint64_t c = ~crc;
+    while (n >= 8) {
+        std::uint64_t v;
+        std::memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        n -= 8;
+    }
+    std::uint32_t c32 = static_cast<std::uint32_t>(c);
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+inline bool crc32c_have_sse42() {
+    static const bool have = __builtin_cpu_supports("sse4.2");
+    return have;
+}
+#else
+inline bool crc32c_have_sse42() { return false; }
+#endif
+}  // namespace detail
+
+/// Continues a CRC-32C over more bytes; start with crc = 0.
+inline std::uint32_t crc32c_update(std::uint32_t crc, std::span<const std::uint8_t> bytes) {
+#if defined(SEQKV_CRC32C_SSE42)
+    if (detail::crc32c_have_sse42()) return detail::crc32c_update_sse42(crc, bytes);
+#endif
+    return detail::crc32c_update_portable(crc, bytes);
 }
 
 /// CRC-32C of a byte span.
