@@ -10,7 +10,7 @@
 #include <cstring>
 #include <span>
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #define SEQKV_CRC32C_SSE42 1
 #include <nmmintrin.h>
 #endif
