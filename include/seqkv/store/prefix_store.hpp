@@ -153,8 +153,9 @@ public:
                  const resource_provider* resources = nullptr)
         : chunks_(&chunks), codec_(std::move(codec)), layout_(layout), options_(options), resources_(resources) {
         require_usage(options_.chunk_tokens > 0, "prefix_store: chunk_tokens must be positive");
-        require_usage(options_.reuse_half_life > 0 && options_.single_use_half_life > 0 && options_.overdue_weight >= 0,
-                      "prefix_store: half-lives must be positive and overdue_weight not negative");
+        require_usage(std::isfinite(options_.reuse_half_life) && options_.reuse_half_life > 0 && std::isfinite(options_.single_use_half_life) &&
+                          options_.single_use_half_life > 0 && std::isfinite(options_.overdue_weight) && options_.overdue_weight >= 0,
+                      "prefix_store: half-lives must be positive and finite, overdue_weight finite and not negative");
         require_usage(!codec_.dependent_chunks, "prefix_store: the codec's chunks must decode on their own");
         require_usage(options_.near_prefix_gap == 0 || options_.near_prefix_residual != prefix_store_options::residual::value ||
                           is_kv_float(layout.type),
@@ -274,11 +275,11 @@ public:
 
     /// The index (trie + chunk records + statistics) as bytes, to reopen the store over the same
     /// ChunkStore later or on another host (layout, chunk size and codec must match). Layout:
-    /// magic "SKVPSTOR", u32 version 2, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
+    /// magic "SKVPSTOR", u32 version 3, u32 chunk_tokens, u32 layers, u32 kv_heads, u32 head_dim,
     /// u8 dtype, u64 clock, u64 key_rotation fingerprint (0: none), u64 trie bytes + the trie
     /// (trie/serialize.hpp), u64 record count, per
     /// record u64 key, u32 bytes, f32 prior, f32 uses, u64 last_use, u32 passes (puts and reads
-    /// that used it, saturating), u32 born (the clock's low 32 bits when stored), u32 ref (near-prefix
+    /// that used it, saturating), u32 age (puts from its storing to its last use, saturating), u32 ref (near-prefix
     /// reference record or all ones), i32 shift (of the reference's positions; 0 when none), u8
     /// flags (bit 0 live, bit 1 a value residual: near_prefix_residual = value); u32 CRC-32C. A record's tokens are those of the
     /// chunk that ends at the trie node whose value names it (begin = the chunk boundary below).
@@ -299,6 +300,7 @@ public:
         w.put<std::uint64_t>(trie_bytes.size());
         w.put_bytes(trie_bytes);
         w.put<std::uint64_t>(records_.size());
+        std::lock_guard stats(stats_mutex_);  // readers update use statistics under the shared lock
         for (const auto& r : records_) {
             w.put<std::uint64_t>(r.key);
             w.put<std::uint32_t>(r.bytes);
@@ -306,7 +308,7 @@ public:
             w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(r.uses));
             w.put<std::uint64_t>(r.last_use);
             w.put<std::uint32_t>(r.passes);
-            w.put<std::uint32_t>(r.born);
+            w.put<std::uint32_t>(r.age);
             w.put<std::uint32_t>(r.ref);
             w.put<std::int32_t>(static_cast<std::int32_t>(shift_of(static_cast<std::uint32_t>(&r - records_.data()))));
             w.put<std::uint8_t>(std::uint8_t((live(r) ? 1 : 0) | (live(r) && r.ref != no_record && value_residuals() ? 2 : 0)));
@@ -356,11 +358,11 @@ public:
             rec.last_use = r.get<std::uint64_t>();
             if (version >= 3) {
                 rec.passes = r.get<std::uint32_t>();
-                rec.born = r.get<std::uint32_t>();
-            } else {  // version 2 counted uses after the put that stored the chunk; its birth is unknown
+                rec.age = r.get<std::uint32_t>();
+            } else {  // version 2 counted uses after the put that stored the chunk; its birth is unknown (taken as put 0)
                 rec.passes = rec.uses >= 0.5f ? 2 : 1;
                 rec.uses += 1;
-                rec.born = 0;
+                rec.age = static_cast<std::uint32_t>(std::min<std::uint64_t>(rec.last_use, std::numeric_limits<std::uint32_t>::max()));
             }
             rec.ref = r.get<std::uint32_t>();
             const auto shift = r.get<std::int32_t>();
@@ -382,8 +384,7 @@ public:
                 free_records.push_back(static_cast<std::uint32_t>(i));
                 continue;
             }
-            if (!(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0 && rec.uses < 1e30f) || rec.last_use > clock || rec.passes == 0 ||
-                std::uint32_t(clock - rec.born) < std::uint32_t(clock - rec.last_use))
+            if (!(rec.prior >= 0 && rec.prior <= 1) || !(rec.uses >= 0 && rec.uses < 1e30f) || rec.last_use > clock || rec.passes == 0)
                 throw format_error("prefix store index: inconsistent chunk record");
         }
         // Every trie value names a live record (the chunk ending at that node), every live record is
@@ -560,7 +561,7 @@ public:
 private:
     static constexpr std::array<std::uint8_t, 8> index_magic{'S', 'K', 'V', 'P', 'S', 'T', 'O', 'R'};
 
-    static constexpr std::uint32_t index_version = 3;  // 2: records without passes / born (still read)
+    static constexpr std::uint32_t index_version = 3;  // 2: records without passes / age (still read)
     static constexpr double rank_half_lives = 4;  // plt rank: decay half-life in units of reuse_half_life
     static constexpr std::uint32_t no_record = std::numeric_limits<std::uint32_t>::max();
 
@@ -572,7 +573,7 @@ private:
         float uses = 0;    // plt: decayed use count (the put that stored it included), as of last_use
         float prior = 0;   // plt: 2^(−mean surprisal bits per token)
         std::uint32_t passes = 0;  // puts and reads that used it, the storing put included (saturates)
-        std::uint32_t born = 0;    // the clock's low 32 bits when it was stored
+        std::uint32_t age = 0;     // puts from the storing one to the last use (saturates)
         std::uint32_t bytes = 0;
         trie::node_id node = trie::no_node;  // the trie node whose value this record is; no_node: a free slot
         std::uint32_t ref = no_record;       // near-prefix reuse: the chunk this one is the difference from
@@ -602,7 +603,7 @@ private:
                              std::span<const float> nll) {
         chunk_record r;
         r.key = key, r.node = node, r.bytes = bytes, r.last_use = clock_;
-        r.uses = 1, r.passes = 1, r.born = static_cast<std::uint32_t>(clock_);
+        r.uses = 1, r.passes = 1, r.age = 0;
         double bits = 8.0 * double(end - begin);  // the trie's default surprisal when nll is absent
         if (!nll.empty()) {  // at the nll's own resolution (1/256 bit), not the trie's coarser grid
             bits = 0;
@@ -628,6 +629,7 @@ private:
     void touch(std::uint32_t id) {
         auto& r = records_[id];
         r.uses = static_cast<float>(decayed_uses(r) + 1);
+        r.age = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t(r.age) + (clock_ - r.last_use), std::numeric_limits<std::uint32_t>::max()));
         r.last_use = clock_;
         r.passes += r.passes != std::numeric_limits<std::uint32_t>::max();
     }
@@ -657,9 +659,13 @@ private:
         if (r.passes <= 1) {
             alive = std::exp2(-idle / options_.single_use_half_life);
         } else {
-            const double since = double(static_cast<std::uint32_t>(clock_) - r.born) + 1;  // puts since stored, the storing one included
-            const double window = (1 - std::exp2(-since / h)) / (1 - std::exp2(-1 / h));
-            alive = std::exp(-options_.overdue_weight * (u / window) * idle);
+            const double since = idle + double(r.age) + 1;  // puts since stored, the storing one included
+            const double ln2 = std::log(2.0);
+            const double window = std::expm1(-since * ln2 / h) / std::expm1(-ln2 / h);  // Σ 2^(−i/h), i < since
+            // Reads count as uses but time runs in puts: a rate above one use a put (a prefix read
+            // by many requests) says "hot", not "due again within the put" — capped there.
+            const double rate = std::min(u / window, 1.0);
+            alive = std::exp(-options_.overdue_weight * rate * idle);
         }
         return std::log2((u + double(r.prior)) * alive * raw / double(std::max<std::uint32_t>(r.bytes, 1)) + 1e-300) -
                idle / (rank_half_lives * h);
@@ -1061,6 +1067,10 @@ private:
             if (candidate(i)) heap_.push_back({rank(records_[i]), i});
         std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
         evicting_ = true;
+        struct done_evicting {  // also when a ChunkStore's remove throws
+            prefix_store* s;
+            ~done_evicting() { s->evicting_ = false, s->heap_ = {}; }
+        } guard{this};
         std::uint64_t evicted = 0;
         while (stored_bytes_ > options_.budget_bytes) {
             const std::uint32_t victim = pop_victim();
@@ -1068,9 +1078,7 @@ private:
             remove_leaf_chain(records_[victim].node);
             ++evicted;
         }
-        evicting_ = false;
-        heap_ = {};  // scratch: not kept between puts
-        return evicted;
+        return evicted;  // the guard drops the scratch heap: not kept between puts
     }
     /// Removes a leaf and its chunk, then any value-less leaf left above it; the first ancestor
     /// with a chunk that is a leaf now becomes a candidate.
@@ -1093,7 +1101,7 @@ private:
     prefix_store_options options_;
     const resource_provider* resources_;
     mutable writer_priority_mutex mutex_;  // a waiting put is not starved by a stream of reads
-    std::mutex stats_mutex_;
+    mutable std::mutex stats_mutex_;  // use statistics written by readers (note_use), read by save_index
     trie::plt_trie trie_;
     std::vector<chunk_record> records_;
     std::vector<std::uint32_t> free_records_;
