@@ -30,7 +30,7 @@
 //
 // Index memory (docs/PREFIX_STORE.md): the trie (3 B a token, 40 B a node), a 48-B record per
 // chunk (its token range is its node's), an open-addressing table of records by chunk key;
-// ≈ 7.4 B per stored token on the bench after compact().
+// ≈ 7.6 B per stored token on the bench after compact().
 // A chunk that a later session's longer chunk covers at the same start (a turn's partial last
 // chunk) is dropped at once: its KV is the first tokens of the longer one.
 //
