@@ -5,13 +5,15 @@
 //   - tokens mode: bits/token against the cross-entropy, ratio against the raw KV, encode and
 //     decode tokens/s and decoded KV MB/s (decode = decode tokens + recompute KV, token by token);
 //   - corrected mode (bit-exact restore of the dump's KV): correction bits/element and ratio;
+//   - draft residuals (modes residual and residual_bounded) under the reference model and its int8
+//     draft: residual bits/element, ratio, exactness / largest error and SNR, encode and decode speed;
 //   - the lossless codec on the same KV, for scale;
 //   - prefill (recompute) tokens/s and KV MB/s of the reference model at 1 and all threads;
 //   - --roundtrip N: N tokens of sessions (the dumps' tokens cut into --session-tokens pieces,
 //     then sequences sampled from the model) encoded and decoded with zero desyncs.
 //
 //   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--chunk N] [--roundtrip N]
-//                      [--session-tokens N] [--only-roundtrip] [dump.safetensors ...]
+//                      [--session-tokens N] [--only-roundtrip] [--draft-bound B] [dump.safetensors ...]
 // Defaults: the committed tiny model and the dumps of data/kv/ whose shape is the model's.
 #include <chrono>
 #include <cmath>
@@ -101,6 +103,7 @@ int main(int argc, char** argv) {
     unsigned threads = std::max(1u, std::thread::hardware_concurrency());
     std::uint64_t max_tokens = 512, roundtrip = 0, session_tokens = 512, chunk = 128;
     bool only_roundtrip = false;
+    float draft_bound = 0.05f;  // the bounded draft residual's |error| bound
     std::vector<std::filesystem::path> dumps;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
         else if (a == "--session-tokens") session_tokens = std::stoull(next());
         else if (a == "--chunk") chunk = std::stoull(next());
         else if (a == "--only-roundtrip") only_roundtrip = true;
+        else if (a == "--draft-bound") draft_bound = std::stof(next());
         else if (a.rfind("--", 0) == 0) {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -123,6 +127,8 @@ int main(int argc, char** argv) {
     if (dumps.empty()) dumps = seqkv_bench::kv_input_files();
     auto t0 = clk::now();
     const auto m = reference::llama_model::load(model_path);
+    const auto m8 = reference::llama_model::load(model_path, dtype::bf16, reference::weight_format::int8);
+    const auto m12 = reference::llama_model::load(model_path, dtype::bf16, reference::weight_format::int12);
     const auto& c = m->config();
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
     std::printf("model %s: %u layers, d %u, %u/%u heads x %u, ffn %u, vocab %u; loaded in %.1f s; %u threads\n", m->name().c_str(),
@@ -201,25 +207,66 @@ int main(int argc, char** argv) {
             std::printf("    encode %.1f tokens/s; decode %.1f tokens/s = %.2f MB/s of KV\n", double(n) / r.encode_s, double(n) / r.decode_s,
                         raw / r.decode_s / 1e6);
         }
-        // Corrected mode.
-        {
-            tokens::token_codec codec(m, tokens::mode::corrected, threads);
-            const auto r = round_trip(codec, view, ids, chunk);
+        // Decoded chunks against the input: bit-exact?, largest |error|, SNR in dB.
+        struct closeness {
             bool exact = true;
-            for (std::size_t i = 0; i < r.decoded.size() && exact; ++i)
-                for (std::uint32_t l = 0; l < view.layout.layers && exact; ++l)
+            double max_err = 0, snr_db = 0;
+        };
+        auto compare = [&](const run_result& r) {
+            closeness c;
+            double s2 = 0, e2 = 0;
+            const std::size_t es = dtype_size(view.layout.type);
+            for (std::size_t i = 0; i < r.decoded.size(); ++i)
+                for (std::uint32_t l = 0; l < view.layout.layers; ++l)
                     for (auto kind : {kv_kind::key, kv_kind::value}) {
                         std::vector<std::uint8_t> want(r.decoded[i].block_bytes());
                         const std::uint64_t b = i * chunk;
                         gather_block(view.tensor(l, kind), b, b + r.decoded[i].layout.tokens, want);
                         const auto got = r.decoded[i].block(l, kind);
-                        exact = exact && std::equal(got.begin(), got.end(), want.begin());
+                        c.exact = c.exact && std::equal(got.begin(), got.end(), want.begin());
+                        for (std::size_t j = 0; j < want.size(); j += es) {
+                            std::uint32_t a = 0, g = 0;
+                            std::memcpy(&a, &want[j], es), std::memcpy(&g, &got[j], es);
+                            const double x = tokens::detail::value_of(a, view.layout.type), y = tokens::detail::value_of(g, view.layout.type);
+                            c.max_err = std::max(c.max_err, std::fabs(x - y)), s2 += x * x, e2 += (x - y) * (x - y);
+                        }
                     }
+            c.snr_db = e2 > 0 ? 10 * std::log10(s2 / e2) : INFINITY;
+            return c;
+        };
+        // Corrected mode.
+        {
+            tokens::token_codec codec(m, tokens::mode::corrected, threads);
+            const auto r = round_trip(codec, view, ids, chunk);
+            const bool exact = compare(r).exact;
             const double elements = double(view.layout.elements_per_token()) * double(n);
             std::printf("  corrected mode (%u threads): %s; correction %.3f bits/element; ratio %.2fx vs raw KV; decode %.2f MB/s of KV\n",
                         threads, exact ? "bit-exact" : "NOT EXACT", double(r.bytes * 8 - r.token_bits) / elements, raw / double(r.bytes),
                         raw / r.decode_s / 1e6);
             if (!exact) return 1;
+        }
+        // Draft-model residuals: ids stored plainly, the chunk recomputed in one batched pass by the
+        // model (f32: the reference model itself; int8: its draft) and the input coded against it.
+        for (const auto& [label, dm] : {std::pair{"reference f32", m}, std::pair{"draft int12", m12}, std::pair{"draft int8", m8}}) {
+            {
+                auto s = dm->session(1);
+                t0 = clk::now();
+                s->extend(ids, {});
+                const double dt = seconds_since(t0);
+                std::printf("  %s prefill, 1 thread: %.1f tokens/s = %.2f MB/s of KV\n", label, double(n) / dt, raw / dt / 1e6);
+            }
+            const double elements = double(view.layout.elements_per_token()) * double(n);
+            for (const float bound : {0.0f, draft_bound}) {
+                tokens::token_codec codec(dm, bound == 0 ? tokens::mode::residual : tokens::mode::residual_bounded, 1, bound);
+                const auto r = round_trip(codec, view, ids, chunk);
+                const auto c = compare(r);
+                std::printf("  %s residual%s (1 thread): %s, max |error| %.4g, SNR %.1f dB; residual %.3f bits/element; ratio %.2fx vs raw KV; "
+                            "encode %.2f MB/s, decode %.1f tokens/s = %.2f MB/s of KV\n",
+                            label, bound == 0 ? "" : (" within " + std::to_string(bound)).c_str(), c.exact ? "bit-exact" : "lossy", c.max_err,
+                            c.snr_db, double(r.bytes * 8 - r.token_bits) / elements, raw / double(r.bytes), raw / r.encode_s / 1e6,
+                            double(n) / r.decode_s, raw / r.decode_s / 1e6);
+                if (bound == 0 && !c.exact) return 1;
+            }
         }
         // The lossless codec, for scale.
         {

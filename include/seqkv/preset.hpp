@@ -5,8 +5,8 @@
 //
 // Names: lossless (default; bit-exact, RoPE-aware when rope_theta is known), seqkv-1bit,
 // seqkv-2bit, seqkv-step:<s>, bound:<rel>, abs:<abs>, kivi2, kivi4, turbo2, turbo2.5, turbo3,
-// turbo3.5, turbo4, int8, fp8 (docs/LOSSY.md), tokens, tokens-exact (token mode; needs a model,
-// docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
+// turbo3.5, turbo4, int8, fp8 (docs/LOSSY.md), tokens, tokens-exact, draft, draft-abs:<abs>
+// (token mode and draft-model residuals; need a model, docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
 #pragma once
 
 #include <cctype>
@@ -37,7 +37,7 @@ struct model_params {
 /// Optional inputs of a preset besides its name and the model's parameters.
 struct preset_inputs {
     std::shared_ptr<const predict::expected_kv_table> table;  // seqkv-* presets: token-conditioned prior
-    std::shared_ptr<const model::language_model> model;       // tokens / tokens-exact: the reference model
+    std::shared_ptr<const model::language_model> model;       // tokens / tokens-exact: the reference model; draft*: the draft
     std::vector<std::string> options;                         // KEY=VALUE lossy settings applied after the preset
     std::uint32_t chunk_tokens = 0;                           // 0: the preset's own chunk size
     unsigned threads = 1;                                     // codec threads (0: every core; same bytes)
@@ -46,7 +46,7 @@ struct preset_inputs {
 /// Every name preset() accepts (parameterized ones with their parameter placeholder).
 inline std::vector<std::string> preset_names() {
     return {"lossless", "seqkv-1bit", "seqkv-2bit", "seqkv-step:<s>", "bound:<rel>", "abs:<abs>", "kivi2", "kivi4", "turbo2",
-            "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact"};
+            "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact", "draft", "draft-abs:<abs>"};
 }
 
 namespace detail {
@@ -84,8 +84,11 @@ inline model_params model_params_from(const std::map<std::string, std::string>& 
     return m;
 }
 
-/// True for the token-mode presets (tokens, tokens-exact: they need a model, not head_dim).
-inline bool is_token_preset(std::string_view name) { return name == "tokens" || name == "tokens-exact"; }
+/// True for the token-mode presets (tokens, tokens-exact, draft, draft-abs:<abs>: they need a
+/// model, not head_dim).
+inline bool is_token_preset(std::string_view name) {
+    return name == "tokens" || name == "tokens-exact" || name == "draft" || name.starts_with("draft-abs:");
+}
 
 /// True for every name preset() accepts (parameterized ones with any parameter text).
 inline bool is_preset_name(std::string_view name) {
@@ -111,7 +114,14 @@ inline compress_options preset(std::string_view name, const model_params& m = {}
     if (is_token_preset(name)) {
         if (!in.model) throw usage_error("preset " + std::string(name) + " needs a model (the model that produced the KV, or its reference model)");
         if (!in.options.empty()) throw usage_error("preset " + std::string(name) + " takes no lossy options");
-        o.codec = tokens_config(name == "tokens" ? tokens::mode::tokens : tokens::mode::corrected, *in.model);
+        if (name.starts_with("draft-abs:")) {
+            const auto b = detail::parse_number(name.substr(10));
+            if (!b || !(*b > 0) || !(*b <= 3.0e38)) throw usage_error("preset draft-abs:<abs> needs a positive finite bound: " + std::string(name));
+            o.codec = tokens_config(tokens::mode::residual_bounded, *in.model, float(*b));
+        } else {
+            const auto m = name == "tokens" ? tokens::mode::tokens : name == "draft" ? tokens::mode::residual : tokens::mode::corrected;
+            o.codec = tokens_config(m, *in.model);
+        }
         add_language_model(o.resources, in.model);
         o.chunk_tokens = in.chunk_tokens ? in.chunk_tokens : 512;
         return o;

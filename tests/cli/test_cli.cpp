@@ -153,6 +153,41 @@ TEST(Cli, TokenPresetsCodeTheIdsUnderTheModelAndNeedIt) {
     fs::remove_all(dir);
 }
 
+TEST(Cli, DraftPresetsNameTheDraftAndRestoreTheCache) {
+    const auto dir = scratch();
+    const auto model = fs::path(SEQKV_DATA_DIR) / "tiny-llama";
+    const auto skv = dir / "d.skv", back = dir / "d.safetensors";
+    // draft under the int8 draft of the tiny model: bit-exact, well above the lossless codec's ratio.
+    auto r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset draft --model " + model.string() +
+                 " --model-weights int8 --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(j["quality"]["bit_exact"].get<bool>());
+    EXPECT_GT(j["kv_ratio"].get<double>(), 3.0);  // measured 5.6x on the tiny model's dumps (lossless codec: 1.6x)
+    r = run("info " + skv.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("draft residual"), std::string::npos) << r.out;
+    r = run("decompress " + skv.string() + " -o " + back.string() + " --model " + model.string());
+    EXPECT_EQ(r.status, 3) << r.out;  // the f32 reference model is not the draft the file names
+    r = run("decompress " + skv.string() + " -o " + back.string() + " --model " + model.string() + " --model-weights int8");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto a = safetensors_file::load(fixture), c = safetensors_file::load(back);
+    for (const char* name : {"layer.0.k", "layer.1.v", "tokens"}) {
+        const auto &x = a.at(name).bytes, &y = c.at(name).bytes;
+        EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << name;
+    }
+    // draft-abs: lossy, smaller.
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset draft-abs:0.05 --model " + model.string() +
+            " --model-weights int12 --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    j = nlohmann::json::parse(r.out);
+    EXPECT_FALSE(j["quality"]["bit_exact"].get<bool>());
+    EXPECT_GT(j["kv_ratio"].get<double>(), 20.0);
+    r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset draft --model " + model.string() + " --model-weights int4");
+    EXPECT_NE(r.status, 0);  // not a weight format
+    fs::remove_all(dir);
+}
+
 // `seqkv bench`: seqkv presets and the peers on the same KV bytes, every round trip checked.
 TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     auto r = run("bench " + fixture.string() + " --preset lossless --preset kivi4 --codecs seqkv:lossless,seqkv:kivi4,zstd-3,lz4"

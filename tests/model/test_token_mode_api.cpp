@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "seqkv/api.hpp"
+#include "seqkv/preset.hpp"
 #include "seqkv/format/reader.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/reference/llama.hpp"
@@ -81,4 +82,65 @@ TEST(TokenModeApi, TokensFileDecodesToTheModelsKv) {
     s->kv(0, view.layout.tokens, want);
     EXPECT_TRUE(out.bytes == want.bytes);
     EXPECT_EQ(out.token_ids, ids);
+}
+
+// The draft presets through the container: `draft` is bit-exact under an int12 draft and decodes
+// ranges; `draft-abs:B` stays within B (+ bf16 rounding); the file names the draft, not the
+// reference model, and `info`'s description says what it is.
+TEST(TokenModeApi, DraftPresetsRoundTripThroughTheContainer) {
+    const auto file = io::safetensors_file::load(data_dir / "kv" / "gpl3.safetensors");
+    const kv_cache_view view = io::kv_view(file);
+    const auto ids = *io::token_ids_of(file, view.layout.tokens);
+    const std::shared_ptr<const model::language_model> draft =
+        reference::llama_model::load(data_dir / "tiny-llama", dtype::bf16, reference::weight_format::int12);
+    preset_inputs in;
+    in.model = draft;
+    in.chunk_tokens = 200;
+    in.threads = 2;
+    const auto o = preset("draft", {}, in);
+    EXPECT_NE(describe_codec(o.codec).find("draft residual"), std::string::npos) << describe_codec(o.codec);
+    const auto skv = compress(view, o, ids);
+    const auto lossless = compress(view, compress_options{}, ids);
+    EXPECT_LT(skv.size() * 3, lossless.size());  // the draft predicts far better than the lossless codec's models
+    format::stream_reader reader(skv);
+    ASSERT_EQ(reader.header().resources.size(), 1u);
+    EXPECT_EQ(reader.header().resources[0].content_hash, draft->content_hash());
+    const auto all = decompress(skv, 0, std::nullopt, o.resources, 1);
+    EXPECT_EQ(all.token_ids, ids);
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(all.block_bytes());
+            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
+            const auto got = all.block(l, kind);
+            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
+        }
+    const auto part = decompress(skv, 250, 420, o.resources);
+    EXPECT_EQ(part.token_ids, std::vector<std::int32_t>(ids.begin() + 250, ids.begin() + 420));
+    resource_provider reference_only;
+    add_language_model(reference_only, tiny());
+    EXPECT_THROW(decompress(skv, 0, std::nullopt, reference_only), resource_error);  // the draft is another model
+
+    const auto ob = preset("draft-abs:0.05", {}, in);
+    const auto lossy = compress(view, ob, ids);
+    EXPECT_LT(lossy.size(), skv.size());
+    const auto back = decompress(lossy, 0, std::nullopt, ob.resources);
+    double worst = 0;
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(back.block_bytes());
+            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
+            const auto got = back.block(l, kind);
+            for (std::size_t i = 0; i < want.size(); i += 2) {
+                const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8)), y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
+                // the bound + half a bf16 step of |x| (2^-8 relative at most)
+                worst = std::max(worst, std::fabs(x - y) - (0.05 + std::fabs(x) / 256));
+            }
+        }
+    EXPECT_LE(worst, 0.0);
+    EXPECT_THROW(preset("draft-abs:0", {}, in), usage_error);
+    EXPECT_THROW(preset("draft-abs:x", {}, in), usage_error);
+    EXPECT_THROW(preset("draft", {}, {}), usage_error);  // no model
+    auto bad = ob.codec;
+    bad.params.pop_back();  // a bounded mode without its bound
+    EXPECT_THROW(make_codec(bad, ob.resources), format_error);
 }

@@ -33,7 +33,9 @@ inline constexpr const char* stats_attachment = "quality.json";
 inline std::string preset_help() {
     return "codec preset: lossless (default) | seqkv-1bit | seqkv-2bit | seqkv-step:<s> | bound:<rel> | abs:<abs> | "
            "kivi2 | kivi4 | turbo2 | turbo2.5 | turbo3 | turbo3.5 | turbo4 | int8 | fp8 | "
-           "tokens | tokens-exact (token mode: ids coded under --model, KV recomputed; -exact adds the correction to the input)";
+           "tokens | tokens-exact (token mode: ids coded under --model, KV recomputed; -exact adds the correction to the input) | "
+           "draft | draft-abs:<abs> (ids + KV recomputed by --model in one batch + the coded residual: bit-exact, or within <abs>; "
+           "--model-weights int12|int8 makes --model a cheaper draft)";
 }
 
 /// Explicit lossy settings and shared side information given on the command line.
@@ -41,6 +43,7 @@ struct lossy_flags {
     std::vector<std::string> options;  // KEY=VALUE, applied after the preset
     std::string table_path;            // expected-KV table (safetensors) for presets that use one
     std::string model_path;            // --model: the reference model of the tokens presets
+    std::string model_weights = "f32";  // --model-weights: f32 (the reference model), int12 or int8 (its drafts)
     unsigned threads = 0;              // --threads: codec threads (0: every core; the bytes never depend on it)
 };
 
@@ -54,6 +57,10 @@ inline void add_model_flag(CLI::App& app, lossy_flags& flags) {
     app.add_option("--model", flags.model_path,
                    "model of the tokens presets: a directory (config.json + model.safetensors) or an export-weights .safetensors")
         ->check(CLI::ExistingPath);
+    app.add_option("--model-weights", flags.model_weights,
+                   "how --model computes: f32 (the reference model, default), int12 or int8 (cheaper drafts of the same weights: "
+                   "integer rows x int16 activations, exact integer sums; the file names a draft by its own hash)")
+        ->check(CLI::IsMember({"f32", "int8", "int12"}));
 }
 
 /// Registers `--lossy KEY=VALUE` (repeatable) and `--table FILE` on a subcommand.
@@ -78,7 +85,10 @@ inline std::shared_ptr<const predict::expected_kv_table> load_table(const lossy_
 /// The --model model (nullptr without --model).
 inline std::shared_ptr<const model::language_model> load_model(const lossy_flags& flags) {
     if (flags.model_path.empty()) return nullptr;
-    return reference::llama_model::load(flags.model_path);
+    return reference::llama_model::load(flags.model_path, dtype::bf16,
+                                        flags.model_weights == "int8"    ? reference::weight_format::int8
+                                        : flags.model_weights == "int12" ? reference::weight_format::int12
+                                                                         : reference::weight_format::f32);
 }
 
 /// What a preset needs to know about the model (the library's, seqkv/preset.hpp).

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
+#include <locale>
+#include <sstream>
 #include <memory>
 #include <string>
 
@@ -39,11 +42,18 @@ inline format::codec_config lossy_codec_config(const lossy_config& c) {
 }
 
 /// Configuration of token mode under a model (the file names the model as its model_weights
-/// resource): params = u8 mode | u64 the model's content hash (little-endian).
-inline format::codec_config tokens_config(tokens::mode m, const model::language_model& model) {
+/// resource): params = u8 mode | u64 the model's content hash | [mode residual_bounded] f32 bound
+/// (little-endian). `bound` is residual_bounded's alone (finite, > 0).
+inline format::codec_config tokens_config(tokens::mode m, const model::language_model& model, float bound = 0) {
+    require_usage(m == tokens::mode::residual_bounded ? (std::isfinite(bound) && bound > 0) : bound == 0,
+                  "tokens_config: a bound (finite, > 0) is residual_bounded's alone");
     format::codec_config c{static_cast<std::uint16_t>(codec_family::tokens), {static_cast<std::uint8_t>(m)}};
     const std::uint64_t h = model.content_hash();
     for (int i = 0; i < 8; ++i) c.params.push_back(static_cast<std::uint8_t>(h >> (8 * i)));
+    if (m == tokens::mode::residual_bounded) {
+        const auto b = std::bit_cast<std::uint32_t>(bound);
+        for (int i = 0; i < 4; ++i) c.params.push_back(static_cast<std::uint8_t>(b >> (8 * i)));
+    }
     return c;
 }
 
@@ -57,11 +67,37 @@ inline resource_provider& add_language_model(resource_provider& r, std::shared_p
 }
 
 namespace detail {
-inline std::pair<tokens::mode, std::uint64_t> parse_tokens_config(const format::codec_config& config) {
-    if (config.params.size() != 9 || config.params[0] > 1) throw format_error("token codec: bad parameters");
+struct tokens_params {
+    tokens::mode mode;
+    std::uint64_t model_hash;
+    float bound;  // residual_bounded only
+};
+inline tokens_params parse_tokens_config(const format::codec_config& config) {
+    const bool bounded = !config.params.empty() && config.params[0] == std::uint8_t(tokens::mode::residual_bounded);
+    if (config.params.size() != (bounded ? 13u : 9u) || config.params[0] > 3) throw format_error("token codec: bad parameters");
     std::uint64_t h = 0;
     for (int i = 0; i < 8; ++i) h |= std::uint64_t(config.params[1 + i]) << (8 * i);
-    return {static_cast<tokens::mode>(config.params[0]), h};
+    float bound = 0;
+    if (bounded) {
+        std::uint32_t b = 0;
+        for (int i = 0; i < 4; ++i) b |= std::uint32_t(config.params[9 + i]) << (8 * i);
+        bound = std::bit_cast<float>(b);
+        if (!(std::isfinite(bound) && bound > 0)) throw format_error("token codec: bad bound");
+    }
+    return {static_cast<tokens::mode>(config.params[0]), h, bound};
+}
+inline std::string describe_tokens_mode(const tokens_params& p) {
+    switch (p.mode) {
+        case tokens::mode::tokens: return "tokens (KV recomputed by the model)";
+        case tokens::mode::corrected: return "tokens + correction (bit-exact)";
+        case tokens::mode::residual: return "draft residual (ids + batched recompute + residual; bit-exact)";
+        default: {
+            std::ostringstream s;
+            s.imbue(std::locale::classic());
+            s << "draft residual within " << p.bound << " (ids + batched recompute + quantized residual)";
+            return s.str();
+        }
+    }
 }
 }  // namespace detail
 
@@ -72,9 +108,8 @@ inline std::string describe_codec(const format::codec_config& config) {
     if (config.codec_id == static_cast<std::uint16_t>(codec_family::lossy))
         return "lossy: " + describe(lossy_config::from_bytes(config.params));
     if (config.codec_id == static_cast<std::uint16_t>(codec_family::tokens)) {
-        const auto [m, h] = detail::parse_tokens_config(config);
-        return std::string(m == tokens::mode::tokens ? "tokens (KV recomputed by the model)" : "tokens + correction (bit-exact)") +
-               " under " + describe(resource_ref{resource_kind::model_weights, h, ""});
+        const auto p = detail::parse_tokens_config(config);
+        return detail::describe_tokens_mode(p) + " under " + describe(resource_ref{resource_kind::model_weights, p.model_hash, ""});
     }
     return "unknown codec family " + std::to_string(config.codec_id);
 }
@@ -128,13 +163,13 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
             return codec;
         }
         case codec_family::tokens: {
-            const auto [m, h] = detail::parse_tokens_config(config);
-            resource_ref need{resource_kind::model_weights, h, ""};
+            const auto p = detail::parse_tokens_config(config);
+            resource_ref need{resource_kind::model_weights, p.model_hash, ""};
             auto model = resources.require<model::language_model>(need);
-            if (model->content_hash() != h) throw resource_error("token codec: the provider's model has another content hash");
+            if (model->content_hash() != p.model_hash) throw resource_error("token codec: the provider's model has another content hash");
             need.name = model->name();
             const unsigned threads = executor ? unsigned(executor->threads()) : 1u;
-            auto codec = any_chunk_codec::wrap(tokens::token_codec(std::move(model), m, threads), describe_codec(config));
+            auto codec = any_chunk_codec::wrap(tokens::token_codec(std::move(model), p.mode, threads, p.bound), describe_codec(config));
             codec.resources = {need};
             return codec;
         }

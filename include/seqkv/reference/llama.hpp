@@ -35,6 +35,7 @@
 #include "seqkv/model/det_math.hpp"
 #include "seqkv/model/token_model.hpp"
 #include "seqkv/predict/rope_math.hpp"
+#include "seqkv/reference/int_matmul.hpp"
 
 namespace seqkv::reference {
 
@@ -42,6 +43,15 @@ namespace seqkv::reference {
 enum class rope_angles : std::uint8_t {
     hf = 0,    ///< Hugging Face: float(pos) · inv_freq_i, inv_freq_i = fp32(θ^(−2i/D))
     ggml = 1,  ///< llama.cpp CPU: angle_0 = pos, angle_{i+1} = angle_i · fp32(θ^(−2/D))
+};
+
+/// How the projection weights are held and multiplied.
+enum class weight_format : std::uint8_t {
+    f32 = 0,   ///< the weights as loaded, fp32 dot products in the fixed order (the reference model)
+    int8 = 1,  ///< a draft: int8 weights (one scale per row) × int16 activations (one scale per token),
+               ///< exact integer sums (reference/int_matmul.hpp); embeddings, norms, attention and the
+               ///< LM head stay fp32. A cheaper model whose KV predicts the reference model's.
+    int12 = 2, ///< the same with 12-bit weights held in int16 (16× finer steps, twice int8's memory)
 };
 
 /// Shape and numerics of a Llama-architecture model.
@@ -52,6 +62,7 @@ struct llama_config {
     predict::rope_math::pairing rope_style = predict::rope_math::pairing::rotate_half;
     rope_angles angles = rope_angles::hf;
     bool tie_embeddings = true;
+    weight_format weights = weight_format::f32;
     std::string name;
 
     /// Throws resource_error when a field is out of range (sizes come from files).
@@ -71,6 +82,8 @@ struct llama_config {
         s << "llama v1 " << vocab_size << ' ' << d_model << ' ' << n_layers << ' ' << n_heads << ' ' << n_kv_heads << ' '
           << head_dim << ' ' << ffn_hidden << ' ' << std::bit_cast<std::uint32_t>(norm_eps) << ' '
           << std::bit_cast<std::uint64_t>(rope_theta) << ' ' << int(rope_style) << ' ' << int(angles) << ' ' << tie_embeddings;
+        if (weights == weight_format::int8) s << " weights int8-rows x int16-tokens";  // f32 keys (and hashes) as before
+        if (weights == weight_format::int12) s << " weights int12-rows x int16-tokens";
         return s.str();
     }
 };
@@ -146,6 +159,31 @@ inline void matmul(const float* w, std::size_t rows, std::size_t cols, const flo
     });
 }
 
+/// Y[t, o] = W[o, :] · X[t, :] with integer rows and int16 tokens (int_matmul.hpp): exact integer
+/// sums, then scale_sum. Same tiling as matmul; the result does not depend on it.
+template <class W>
+void matmul_int(const int_matrix<W>& w, const int16_rows& x, std::size_t tokens, float* y, backend::thread_pool& pool) {
+    constexpr std::size_t row_block = 32, token_tile = 16;
+    const std::size_t rows = w.rows, cols = w.cols, tasks = (rows + row_block - 1) / row_block;
+    const dot4_fn<W> kernel = best_dot4<W>();
+    pool.run(tasks, [&](std::size_t task) {
+        const std::size_t r0 = task * row_block, r1 = std::min(rows, r0 + row_block);
+        for (std::size_t t0 = 0; t0 < tokens; t0 += token_tile) {
+            const std::size_t t1 = std::min(tokens, t0 + token_tile);
+            for (std::size_t o = r0; o < r1; ++o) {
+                const W* wr = w.q.data() + o * cols;
+                for (std::size_t t = t0; t < t1; t += 4) {
+                    const std::int16_t* xs[4];
+                    for (std::size_t k = 0; k < 4; ++k) xs[k] = x.q.data() + std::min(t + k, t1 - 1) * cols;  // a short tile repeats its last token
+                    std::int64_t acc[4];
+                    kernel(wr, xs, cols, acc);
+                    for (std::size_t k = 0; k < 4 && t + k < t1; ++k) y[(t + k) * rows + o] = scale_sum(acc[k], w.scale[o], x.scale[t + k]);
+                }
+            }
+        }
+    });
+}
+
 /// out = x / sqrt(mean(x²) + eps) · w (Hugging Face's LlamaRMSNorm in fp32).
 inline void rms_norm(const float* x, const float* w, std::size_t n, float eps, float* out) {
     const float mean = dot(x, x, n) / float(n);
@@ -173,9 +211,17 @@ inline std::vector<float> to_f32(const io::tensor_entry& t) {
 
 }  // namespace detail
 
-/// The weights of one layer, fp32, row-major [out, in] as Hugging Face stores them.
+/// One projection, row-major [out, in] as Hugging Face stores it: fp32, or integer rows for a draft.
+struct projection {
+    std::vector<float> f32;      // weight_format::f32
+    detail::int8_matrix int8;    // weight_format::int8
+    detail::int12_matrix int12;  // weight_format::int12
+};
+
+/// The weights of one layer.
 struct llama_layer {
-    std::vector<float> attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+    std::vector<float> attn_norm, ffn_norm;
+    projection wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
 class llama_session;
@@ -186,7 +232,9 @@ public:
     /// Loads a directory (model.safetensors + config.json, Hugging Face keys) or one safetensors
     /// file whose `config` metadata is an export-weights config (GGUF row order: interleaved RoPE,
     /// llama.cpp angles). kv_type is the dtype kv() writes. Throws resource_error / format_error.
-    static std::shared_ptr<const llama_model> load(const std::filesystem::path& path, dtype kv_type = dtype::bf16);
+    /// `weights` int8 makes the draft of the same weights (weight_format).
+    static std::shared_ptr<const llama_model> load(const std::filesystem::path& path, dtype kv_type = dtype::bf16,
+                                                   weight_format weights = weight_format::f32);
 
     /// From parsed weights and a configuration (names as Hugging Face's LlamaForCausalLM).
     static std::shared_ptr<const llama_model> from_tensors(const io::safetensors_file& weights, llama_config config,
@@ -206,6 +254,13 @@ public:
             m->hash_ = content_hash64({reinterpret_cast<const std::uint8_t*>(v.data()), v.size() * 4}, m->hash_);
             return v;
         };
+        auto take_projection = [&](const std::string& name, std::uint64_t rows, std::uint64_t cols) {
+            projection p;
+            p.f32 = take(name, rows, cols);
+            if (c.weights == weight_format::int8) p.int8 = detail::quantize_rows_int8(p.f32, rows, cols), p.f32 = {};
+            if (c.weights == weight_format::int12) p.int12 = detail::quantize_rows_int12(p.f32, rows, cols), p.f32 = {};
+            return p;
+        };
         m->hash_ = content_hash64({reinterpret_cast<const std::uint8_t*>(c.key().data()), c.key().size()});
         const std::uint64_t d = c.d_model, q = std::uint64_t(c.n_heads) * c.head_dim, kv = std::uint64_t(c.n_kv_heads) * c.head_dim;
         m->embed_ = take("model.embed_tokens.weight", c.vocab_size, d);
@@ -214,14 +269,14 @@ public:
             const std::string p = "model.layers." + std::to_string(l) + ".";
             auto& L = m->layers_[l];
             L.attn_norm = take(p + "input_layernorm.weight", d, 0);
-            L.wq = take(p + "self_attn.q_proj.weight", q, d);
-            L.wk = take(p + "self_attn.k_proj.weight", kv, d);
-            L.wv = take(p + "self_attn.v_proj.weight", kv, d);
-            L.wo = take(p + "self_attn.o_proj.weight", d, q);
+            L.wq = take_projection(p + "self_attn.q_proj.weight", q, d);
+            L.wk = take_projection(p + "self_attn.k_proj.weight", kv, d);
+            L.wv = take_projection(p + "self_attn.v_proj.weight", kv, d);
+            L.wo = take_projection(p + "self_attn.o_proj.weight", d, q);
             L.ffn_norm = take(p + "post_attention_layernorm.weight", d, 0);
-            L.w_gate = take(p + "mlp.gate_proj.weight", c.ffn_hidden, d);
-            L.w_up = take(p + "mlp.up_proj.weight", c.ffn_hidden, d);
-            L.w_down = take(p + "mlp.down_proj.weight", d, c.ffn_hidden);
+            L.w_gate = take_projection(p + "mlp.gate_proj.weight", c.ffn_hidden, d);
+            L.w_up = take_projection(p + "mlp.up_proj.weight", c.ffn_hidden, d);
+            L.w_down = take_projection(p + "mlp.down_proj.weight", d, c.ffn_hidden);
         }
         m->final_norm_ = take("model.norm.weight", d, 0);
         if (!c.tie_embeddings) m->head_ = take("lm_head.weight", c.vocab_size, d);
@@ -246,7 +301,7 @@ public:
 private:
     friend class llama_session;
     llama_model() = default;
-    static std::shared_ptr<const llama_model> load_unchecked(const std::filesystem::path& path, dtype kv_type);
+    static std::shared_ptr<const llama_model> load_unchecked(const std::filesystem::path& path, dtype kv_type, weight_format weights);
 
     void init_rope() {
         namespace rm = predict::rope_math;
@@ -355,12 +410,23 @@ private:
         q_.resize(n * q_dim), kt_.resize(n * kv_dim), vt_.resize(n * kv_dim), att_.resize(n * q_dim), o_.resize(n * d);
         g_.resize(n * F), u_.resize(n * F);
         const float scale = float(1.0 / std::sqrt(double(D)));
+        const bool integer = c.weights != weight_format::f32;
+        // x (n rows of `cols`) quantized once for the projections that read it (integer drafts only).
+        auto quantize = [&](const float* x, std::size_t cols) {
+            if (integer) detail::quantize_rows_int16(x, n, cols, xq_);
+        };
+        auto project = [&](const projection& p, std::size_t rows, std::size_t cols, const float* x, float* y) {
+            if (c.weights == weight_format::int8) detail::matmul_int(p.int8, xq_, n, y, pool_);
+            else if (c.weights == weight_format::int12) detail::matmul_int(p.int12, xq_, n, y, pool_);
+            else detail::matmul(p.f32.data(), rows, cols, x, n, y, pool_);
+        };
         for (std::uint32_t l = 0; l < c.n_layers; ++l) {
             const auto& L = m_->layers_[l];
             for (std::size_t i = 0; i < n; ++i) detail::rms_norm(x_.data() + i * d, L.attn_norm.data(), d, c.norm_eps, h_.data() + i * d);
-            detail::matmul(L.wq.data(), q_dim, d, h_.data(), n, q_.data(), pool_);
-            detail::matmul(L.wk.data(), kv_dim, d, h_.data(), n, kt_.data(), pool_);
-            detail::matmul(L.wv.data(), kv_dim, d, h_.data(), n, vt_.data(), pool_);
+            quantize(h_.data(), d);
+            project(L.wq, q_dim, d, h_.data(), q_.data());
+            project(L.wk, kv_dim, d, h_.data(), kt_.data());
+            project(L.wv, kv_dim, d, h_.data(), vt_.data());
             for (std::size_t i = 0; i < n; ++i) {
                 for (std::size_t h = 0; h < H; ++h) rotate(q_.data() + i * q_dim + h * D, i);
                 for (std::size_t h = 0; h < KH; ++h) rotate(kt_.data() + i * kv_dim + h * D, i);
@@ -393,13 +459,16 @@ private:
                     for (std::size_t e = 0; e < D; ++e) out[e] += p * vv[e];
                 }
             });
-            detail::matmul(L.wo.data(), d, q_dim, att_.data(), n, o_.data(), pool_);
+            quantize(att_.data(), q_dim);
+            project(L.wo, d, q_dim, att_.data(), o_.data());
             for (std::size_t e = 0; e < n * d; ++e) x_[e] += o_[e];
             for (std::size_t i = 0; i < n; ++i) detail::rms_norm(x_.data() + i * d, L.ffn_norm.data(), d, c.norm_eps, h_.data() + i * d);
-            detail::matmul(L.w_gate.data(), F, d, h_.data(), n, g_.data(), pool_);
-            detail::matmul(L.w_up.data(), F, d, h_.data(), n, u_.data(), pool_);
+            quantize(h_.data(), d);
+            project(L.w_gate, F, d, h_.data(), g_.data());
+            project(L.w_up, F, d, h_.data(), u_.data());
             for (std::size_t e = 0; e < n * F; ++e) g_[e] = model::silu_f32(g_[e]) * u_[e];
-            detail::matmul(L.w_down.data(), d, F, g_.data(), n, o_.data(), pool_);
+            quantize(g_.data(), F);
+            project(L.w_down, d, F, g_.data(), o_.data());
             for (std::size_t e = 0; e < n * d; ++e) x_[e] += o_[e];
         }
         length_ += n;
@@ -436,6 +505,7 @@ private:
     std::vector<std::vector<float>> k_, v_;  // per layer: [token][kv_head][head_dim]
     std::vector<float> x_, h_, q_, kt_, vt_, att_, o_, g_, u_, cos_, sin_, logits_;
     std::vector<std::uint32_t> freq_;
+    detail::int16_rows xq_;
 };
 
 inline std::unique_ptr<model::model_session> llama_model::session(unsigned threads) const {
@@ -464,17 +534,19 @@ T json_number(const nlohmann::json& j, const char* key) {
 
 }  // namespace detail
 
-inline std::shared_ptr<const llama_model> llama_model::load(const std::filesystem::path& path, dtype kv_type) {
+inline std::shared_ptr<const llama_model> llama_model::load(const std::filesystem::path& path, dtype kv_type, weight_format weights) {
     try {
-        return load_unchecked(path, kv_type);
+        return load_unchecked(path, kv_type, weights);
     } catch (const nlohmann::json::exception& e) {  // a config field of the wrong JSON type
         throw resource_error("llama model: bad config in " + path.string() + " (" + e.what() + ")");
     }
 }
 
-inline std::shared_ptr<const llama_model> llama_model::load_unchecked(const std::filesystem::path& path, dtype kv_type) {
+inline std::shared_ptr<const llama_model> llama_model::load_unchecked(const std::filesystem::path& path, dtype kv_type,
+                                                                     weight_format weights) {
     namespace fs = std::filesystem;
     llama_config c;
+    c.weights = weights;
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
         std::ifstream in(path / "config.json");

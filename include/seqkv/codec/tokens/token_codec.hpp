@@ -1,33 +1,46 @@
-// Token mode: the paper's floor. A chunk's payload is its token ids range-coded under a
-// deterministic language model (model::model_session), and decoding recomputes the KV with that
-// model. Two modes:
-//   tokens      the decoder returns the model's own KV (a lossy reproduction of an engine's KV:
-//               the engines' arithmetic differs), at ≈ log2 perplexity bits per token;
-//   corrected   tokens + a coded correction: the difference between the input KV and the model's,
-//               so the decoder returns the input bit for bit (any bit pattern: NaN payloads, −0.0).
+// Token mode: the paper's floor and the middle ground below it. A chunk's payload is its token
+// ids, and decoding recomputes the KV with a deterministic language model (model::model_session).
+// Four modes:
+//   tokens      ids range-coded under the model's next-token tables; the decoder returns the
+//               model's own KV (a lossy reproduction of an engine's KV: the engines' arithmetic
+//               differs), at ≈ log2 perplexity bits per token; decoding runs the model token by token;
+//   corrected   the same + a coded correction: the difference between the input KV and the
+//               model's, so the decoder returns the input bit for bit (any bit pattern);
+//   residual    the model is a predictor (typically a cheaper draft: reference::weight_format::int8):
+//               ids stored uniformly (log2 V bits each, no tables needed), so the decoder recomputes
+//               the chunk in one batched pass, and the input is restored bit for bit from the coded
+//               residual against the model's KV;
+//   residual_bounded   the same with the residual quantized: every element within `bound` of the
+//               input (plus the rounding of the reconstruction to the cache's dtype), finite input only.
 // Chunks are dependent: the model session (the whole context's KV) is the carry, so a file has one
 // keyframe, at token 0. A desync — another model, another machine that computes other bits — is
 // detected per chunk by content hashes of the decoded token ids and of the recomputed KV, and
 // raised as checksum_error; wrong KV is never returned.
 //
-// Payload (little-endian): u8 version (1) | u8 mode (0 tokens, 1 corrected) | u32 tokens |
+// Payload (little-endian): u8 version (1) | u8 mode | u32 tokens |
 // u64 content_hash64(token ids, i32) | u64 content_hash64(recomputed KV, chunk_buffer bytes) |
-// u32 token-stream bytes | token stream | [mode 1] correction stream (the rest).
+// u32 token-stream bytes | token stream | [modes 1-3] correction stream (the rest).
 //
-// Token stream: the sequence's first token (position 0) uniform over the vocabulary; every later
-// token t under the model's table after tokens < t, coded in two steps so that the range coder
-// never sees a total above 2^16 (its precision loss stays below 0.006 bits per step): the block
-// b = t / 256 under the block sums of the table, then t within its block; both tables rescaled to
-// a 2^16 total by integer arithmetic (each entry >= 1).
+// Token stream, modes 0 and 1: the sequence's first token (position 0) uniform over the vocabulary;
+// every later token t under the model's table after tokens < t, coded in two steps so that the
+// range coder never sees a total above 2^16 (its precision loss stays below 0.006 bits per step):
+// the block b = t / 256 under the block sums of the table, then t within its block; both tables
+// rescaled to a 2^16 total by integer arithmetic (each entry >= 1). Modes 2 and 3: every token
+// uniform over the vocabulary.
 //
-// Correction stream: per (layer, K/V) block in chunk_buffer order, d = ord(input) − ord(model) of
-// each element (ord: the monotone map of float bits to unsigned, modulo 2^bits), zigzagged to zz;
+// Correction stream, per (layer, K/V) block in chunk_buffer order, one integer per element, zigzagged
+// to zz: modes 1-2: d = ord(input) − ord(model) (ord: the monotone map of float bits to unsigned,
+// modulo 2^bits); mode 3: q = the integer with the reconstruction to_dtype(float(double(model) +
+// q · 2·bound)) nearest the input (q0 = round((input − model) / 2·bound), then q0 ± 1 tried, ties to
+// the smaller |q|), or the escape zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29.
 // zz's magnitude class under an adaptive model keyed by the same channel's class in the previous
 // token, then its bits below the leading one raw (detail::correction_coder).
 #pragma once
 
 #include <algorithm>
 #include <any>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -41,6 +54,7 @@
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/exact.hpp"
+#include "seqkv/core/float_formats.hpp"
 #include "seqkv/core/hash.hpp"
 #include "seqkv/model/token_model.hpp"
 
@@ -52,9 +66,14 @@ using coding::range_encoder;
 
 /// What the decoder returns.
 enum class mode : std::uint8_t {
-    tokens = 0,     ///< the model's recomputed KV
-    corrected = 1,  ///< the input KV, bit for bit (tokens + a coded correction)
+    tokens = 0,            ///< the model's recomputed KV
+    corrected = 1,         ///< the input KV, bit for bit (tokens + a coded correction)
+    residual = 2,          ///< the input KV, bit for bit (plain ids + batched recompute + residual)
+    residual_bounded = 3,  ///< the input KV within a bound (plain ids + batched recompute + quantized residual)
 };
+
+/// True for the modes whose ids are coded under the model's tables (decoded token by token).
+constexpr bool codes_under_model(mode m) { return m == mode::tokens || m == mode::corrected; }
 
 namespace detail {
 
@@ -130,6 +149,22 @@ inline std::uint32_t load_bits(const std::uint8_t* p, unsigned width) {
     std::memcpy(&v, p, width / 8);
     return v;
 }
+/// An element's value and back (bf16 / f16 / f32; to_bits rounds to nearest even).
+inline float value_of(std::uint32_t bits, dtype t) {
+    if (t == dtype::f32) return std::bit_cast<float>(bits);
+    return t == dtype::bf16 ? bf16_to_float(std::uint16_t(bits)) : fp16_to_float(std::uint16_t(bits));
+}
+inline std::uint32_t to_bits(float v, dtype t) {
+    if (t == dtype::f32) return std::bit_cast<std::uint32_t>(v);
+    return t == dtype::bf16 ? float_to_bf16(v) : float_to_fp16(v);
+}
+
+/// Mode 3's quantized residual (see the file comment).
+inline constexpr std::uint32_t escape_zz = 0xFFFFFFFFu;
+inline constexpr double max_residual_q = double(1u << 29);
+inline std::uint32_t bounded_bits(float model, std::int64_t q, double step, dtype t) {
+    return to_bits(float(double(model) + double(q) * step), t);
+}
 
 /// The correction stream's coder for one (layer, K/V) block at a time: the magnitude class
 /// c = bit_width(zz) (0..32) under an adaptive model chosen by the class of the same channel in
@@ -191,9 +226,14 @@ public:
     static constexpr bool codes_token_ids = true;  // the container stores no ids; decode returns them in out.token_ids
     static constexpr bool whole_context = true;    // one keyframe, at token 0
 
-    token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1)
-        : model_(std::move(model)), mode_(m), threads_(threads) {
+    /// `bound`: mode residual_bounded's largest |input − output| (before the output's rounding to
+    /// the cache's dtype); finite and > 0 there, 0 otherwise.
+    token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1, float bound = 0)
+        : model_(std::move(model)), mode_(m), threads_(threads), bound_(bound) {
         require_usage(model_ != nullptr, "token codec: no model");
+        require_usage(std::uint8_t(m) <= 3, "token codec: unknown mode");
+        require_usage(m == mode::residual_bounded ? (std::isfinite(bound) && bound > 0) : bound == 0,
+                      "token codec: a bound (finite, > 0) is residual_bounded's alone");
     }
 
     byte_vector encode(const chunk_input& in) const {
@@ -205,7 +245,12 @@ public:
         const auto ids = in.token_ids;
         auto remember = [&st](std::size_t, std::span<const std::uint32_t> f) { st.next.assign(f.begin(), f.end()); };
         byte_vector tokens_bytes;
-        {
+        if (!codes_under_model(mode_)) {
+            range_encoder enc(tokens_bytes);
+            for (const auto t : ids) encode_first(enc, t);
+            enc.finish();
+            session.extend(ids, {});  // one batched pass, no tables
+        } else {
             range_encoder enc(tokens_bytes);
             detail::split_table table;
             auto code = [&](std::span<const std::uint32_t> f, std::size_t target) {
@@ -243,7 +288,7 @@ public:
         w.put<std::uint64_t>(content_hash64(ours.bytes));
         w.put<std::uint32_t>(std::uint32_t(tokens_bytes.size()));
         w.put_bytes(tokens_bytes);
-        if (mode_ == mode::corrected) encode_correction(in, ours, out);
+        if (mode_ != mode::tokens) encode_correction(in, ours, out);
         return out;
     }
 
@@ -274,7 +319,18 @@ public:
         auto& session = *st.session;
         auto remember = [&st](std::size_t, std::span<const std::uint32_t> f) { st.next.assign(f.begin(), f.end()); };
         std::vector<std::int32_t> ids(n);
-        {
+        if (!codes_under_model(mode_)) {
+            range_decoder dec(token_stream);
+            const std::uint32_t vocab = model_->vocab_size();
+            for (std::uint32_t i = 0; i < n; ++i) {
+                const std::uint32_t t = dec.decode_slot_with_total(vocab);
+                dec.consume(t, 1);
+                ids[i] = std::int32_t(t);
+            }
+            if (dec.overrun_bytes() > 3) throw format_error("token codec: token stream truncated");
+            if (ids_hash(ids) != want_ids) throw checksum_error("token codec: decoded token ids differ from the encoder's (corrupt stream)");
+            session.extend(ids, {});  // the decoder's price: one batched pass
+        } else {
             range_decoder dec(token_stream);
             detail::split_table table;
             const std::uint32_t vocab = model_->vocab_size();
@@ -300,12 +356,13 @@ public:
         if (content_hash64(out.bytes) != want_kv)
             throw checksum_error("token codec: the recomputed KV differs from the encoder's (another model or other arithmetic: desync)");
         out.token_ids = std::move(ids);
-        if (mode_ == mode::corrected) decode_correction(payload.subspan(r.position()), out);
+        if (mode_ != mode::tokens) decode_correction(payload.subspan(r.position()), out);
         else if (!r.at_end()) throw format_error("token codec: trailing bytes after the token stream");
     }
 
     const model::language_model& model() const { return *model_; }
     enum mode coding_mode() const { return mode_; }
+    float bound() const { return bound_; }
 
 private:
     static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
@@ -333,7 +390,8 @@ private:
         auto* st = std::any_cast<detail::carry_state>(in.carry);
         if (st == nullptr) throw usage_error("token codec: foreign carry");
         if (st->session->length() != in.first_position()) throw format_error("token codec: chunk does not continue the previous one");
-        if (st->session->length() != 0 && st->next.size() != model_->vocab_size()) throw usage_error("token codec: carry without a next-token table");
+        if (codes_under_model(mode_) && st->session->length() != 0 && st->next.size() != model_->vocab_size())
+            throw usage_error("token codec: carry without a next-token table");
         return *st;
     }
 
@@ -351,13 +409,41 @@ private:
                 const auto mine = ours.block(l, kind);
                 coder.start_block();
                 for (std::size_t i = 0, e = 0; i < block.size(); i += es, ++e) {
-                    const std::uint32_t d = (detail::ord(detail::load_bits(&block[i], width), width) -
-                                             detail::ord(detail::load_bits(&mine[i], width), width)) & mask;
+                    const std::uint32_t x = detail::load_bits(&block[i], width), p = detail::load_bits(&mine[i], width);
+                    if (mode_ == mode::residual_bounded) {
+                        encode_bounded(enc, coder, e, x, p, layout.type);
+                        continue;
+                    }
+                    const std::uint32_t d = (detail::ord(x, width) - detail::ord(p, width)) & mask;
                     const std::int32_t sd = width == 32 ? std::int32_t(d) : std::int32_t(std::int16_t(std::uint16_t(d)));
                     coder.encode(enc, e, zigzag(sd));
                 }
             }
         enc.finish();
+    }
+
+    /// Mode 3, one element (see the file comment).
+    void encode_bounded(range_encoder& enc, detail::correction_coder& coder, std::size_t e, std::uint32_t x_bits, std::uint32_t p_bits,
+                        dtype t) const {
+        const float x = detail::value_of(x_bits, t), p = detail::value_of(p_bits, t);
+        if (!std::isfinite(x))
+            throw usage_error("token codec: the bounded residual mode needs finite KV (a NaN or inf element; the lossless residual mode keeps any bits)");
+        const double step = 2.0 * double(bound_);
+        const double q0 = std::nearbyint((double(x) - double(p)) / step);
+        if (!(std::fabs(q0) <= detail::max_residual_q)) {  // far outside the bound's grid: the value itself
+            coder.encode(enc, e, detail::escape_zz);
+            const unsigned width = unsigned(dtype_size(t)) * 8;
+            for (unsigned b = 0; b < width; b += 16) enc.encode_raw_bits((x_bits >> b) & 0xFFFFu, 16);
+            return;
+        }
+        std::int64_t best = std::int64_t(q0);
+        double best_err = INFINITY;
+        for (const std::int64_t q : {std::int64_t(q0), std::int64_t(q0) - 1, std::int64_t(q0) + 1}) {
+            const float r = detail::value_of(detail::bounded_bits(p, q, step, t), t);
+            const double err = std::fabs(double(x) - double(r));
+            if (err < best_err || (err == best_err && std::llabs(q) < std::llabs(best))) best = q, best_err = err;
+        }
+        coder.encode(enc, e, zigzag(std::int32_t(best)));
     }
 
     void decode_correction(std::span<const std::uint8_t> stream, chunk_buffer& out) const {
@@ -372,6 +458,16 @@ private:
                 coder.start_block();
                 for (std::size_t i = 0, e = 0; i < blk.size(); i += es, ++e) {
                     const std::uint32_t zz = coder.decode(dec, e);
+                    if (mode_ == mode::residual_bounded) {
+                        std::uint32_t bits = 0;
+                        if (zz == detail::escape_zz)
+                            for (unsigned b = 0; b < width; b += 16) bits |= dec.decode_raw_bits(16) << b;
+                        else
+                            bits = detail::bounded_bits(detail::value_of(detail::load_bits(&blk[i], width), out.layout.type), unzigzag(zz),
+                                                        2.0 * double(bound_), out.layout.type);
+                        std::memcpy(&blk[i], &bits, es);
+                        continue;
+                    }
                     const std::uint32_t d = std::uint32_t(unzigzag(zz)) & mask;
                     const std::uint32_t bits = detail::unord((detail::ord(detail::load_bits(&blk[i], width), width) + d) & mask, width);
                     std::memcpy(&blk[i], &bits, es);
@@ -383,6 +479,7 @@ private:
     std::shared_ptr<const model::language_model> model_;
     mode mode_;
     unsigned threads_;
+    float bound_ = 0;
 };
 
 }  // namespace seqkv::tokens
