@@ -13,7 +13,7 @@
 //     then sequences sampled from the model) encoded and decoded with zero desyncs.
 //
 //   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--chunk N] [--roundtrip N]
-//                      [--session-tokens N] [--only-roundtrip] [--draft-bound B] [dump.safetensors ...]
+//                      [--session-tokens N] [--only-roundtrip] [--draft-bound B] [--only-draft] [dump.safetensors ...]
 // Defaults: the committed tiny model and the dumps of data/kv/ whose shape is the model's.
 #include <chrono>
 #include <cmath>
@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
     std::uint64_t max_tokens = 512, roundtrip = 0, session_tokens = 512, chunk = 128;
     bool only_roundtrip = false;
     float draft_bound = 0.05f;  // the bounded draft residual's |error| bound
+    bool only_draft = false;    // only the draft-residual rows
     std::vector<std::filesystem::path> dumps;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
         else if (a == "--chunk") chunk = std::stoull(next());
         else if (a == "--only-roundtrip") only_roundtrip = true;
         else if (a == "--draft-bound") draft_bound = std::stof(next());
+        else if (a == "--only-draft") only_draft = true;
         else if (a.rfind("--", 0) == 0) {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -157,6 +159,7 @@ int main(int argc, char** argv) {
 
         // Prefill (recompute) speed and closeness to the dump.
         for (unsigned th : {1u, threads}) {
+            if (only_draft) break;
             auto s = m->session(th);
             t0 = clk::now();
             s->extend(ids, {});
@@ -165,7 +168,7 @@ int main(int argc, char** argv) {
                         raw / dt / 1e6);
             if (th == threads) break;
         }
-        {
+        if (!only_draft) {
             auto s = m->session(threads);
             double ideal = 0;
             s->extend(ids, [&](std::size_t i, std::span<const std::uint32_t> f) {
@@ -197,7 +200,7 @@ int main(int argc, char** argv) {
                         100.0 * double(equal) / double(count), std::sqrt(d2 / r2), ideal / double(n - 1), ce > 0 ? ideal / ce : 0.0);
         }
         // Tokens mode.
-        {
+        if (!only_draft) {
             tokens::token_codec codec(m, tokens::mode::tokens, 1);
             const auto r = round_trip(codec, view, ids, chunk, false);
             std::printf("  tokens mode (1 thread): %.3f bits/token in the token stream (%.4f x cross-entropy), %.1f bytes/chunk of headers; "
@@ -235,7 +238,7 @@ int main(int argc, char** argv) {
             return c;
         };
         // Corrected mode.
-        {
+        if (!only_draft) {
             tokens::token_codec codec(m, tokens::mode::corrected, threads);
             const auto r = round_trip(codec, view, ids, chunk);
             const bool exact = compare(r).exact;
@@ -248,12 +251,14 @@ int main(int argc, char** argv) {
         // Draft-model residuals: ids stored plainly, the chunk recomputed in one batched pass by the
         // model (f32: the reference model itself; int8: its draft) and the input coded against it.
         for (const auto& [label, dm] : {std::pair{"reference f32", m}, std::pair{"draft int12", m12}, std::pair{"draft int8", m8}}) {
-            {
-                auto s = dm->session(1);
+            for (unsigned th : {1u, threads}) {
+                auto s = dm->session(th);
                 t0 = clk::now();
                 s->extend(ids, {});
                 const double dt = seconds_since(t0);
-                std::printf("  %s prefill, 1 thread: %.1f tokens/s = %.2f MB/s of KV\n", label, double(n) / dt, raw / dt / 1e6);
+                std::printf("  %s prefill, %u thread%s: %.1f tokens/s = %.2f MB/s of KV\n", label, th, th == 1 ? "" : "s", double(n) / dt,
+                            raw / dt / 1e6);
+                if (th == threads) break;
             }
             const double elements = double(view.layout.elements_per_token()) * double(n);
             for (const float bound : {0.0f, draft_bound}) {

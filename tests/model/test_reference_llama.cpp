@@ -251,3 +251,32 @@ TEST(ReferenceDraft, DraftsAreDeterministicAndCloseToTheReference) {
     EXPECT_GT(rel[1], 0.0);
     std::printf("relative RMS distance to the reference KV: int8 %.2e, int12 %.2e\n", rel[0], rel[1]);
 }
+
+// The determinism contract across machines: the KV and next-token tables of 48 tokens have the
+// content hashes this test records, for the reference model and both drafts. They were recorded
+// on an AVX-512 Xeon; scripts/test-cpus.sh reruns this under emulated CPUs without AVX / with
+// AVX2 only, and CI runs it on other hosts: any ISA, compiler flag or kernel change that moves a
+// single bit fails here (a token-mode file written elsewhere would then fail its checksums).
+TEST(ReferenceDraft, KvAndTablesHaveTheRecordedHashesOnEveryMachine) {
+    const auto dump = io::safetensors_file::load(data_dir / "kv" / "gpl3.safetensors");
+    const auto ids = dump_tokens(dump, 48);
+    struct expected {
+        reference::weight_format w;
+        std::uint64_t kv, tables;
+    };
+    const expected want[] = {{reference::weight_format::f32, 0x0890cc3f1a96d780ull, 0x0ee1753d379d8153ull},
+                             {reference::weight_format::int8, 0x8ef89a4831589c01ull, 0xe5fdb737079c2dd4ull},
+                             {reference::weight_format::int12, 0x286fb5b71244810aull, 0xe674aa1ea06d1610ull}};
+    for (const auto& e : want) {
+        const auto m = reference::llama_model::load(data_dir / "tiny-llama", dtype::f32, e.w);
+        auto s = m->session(2);
+        std::uint64_t tables = 0;
+        s->extend(ids, [&](std::size_t, std::span<const std::uint32_t> f) {
+            tables = content_hash64({reinterpret_cast<const std::uint8_t*>(f.data()), f.size() * 4}, tables);
+        });
+        const auto kv = kv_of(*s, *m, 0, ids.size());  // f32: every bit of the model's KV
+        const std::uint64_t kv_hash = content_hash64(kv.bytes);
+        EXPECT_EQ(kv_hash, e.kv) << "weights " << int(e.w);
+        EXPECT_EQ(tables, e.tables) << "weights " << int(e.w);
+    }
+}

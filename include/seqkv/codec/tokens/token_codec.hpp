@@ -46,6 +46,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "seqkv/coding/adaptive_model.hpp"
@@ -201,6 +202,62 @@ private:
     std::uint32_t head_dim_;
     std::vector<std::uint8_t> prev_;
     std::vector<adaptive_frequency_model> models_;
+};
+
+/// The residual modes' coder (modes 2 and 3): like correction_coder, but the class's context is
+/// the pair (class of the same channel in the previous token, capped 16, 17 at the block's start;
+/// the channel's running mean class, capped 16) — a calibrated scale per channel that adapts as
+/// the chunk goes — and the first bit below zz's leading one is coded under an adaptive binary
+/// model per class (a residual's magnitude is not uniform within its class); the rest raw.
+/// Running mean: m ← m + ((16·c − m) >> 2) in 1/16 class units (arithmetic shift), 0 at the block's
+/// start; its context is min(16, (m + 8) >> 4).
+class residual_coder {
+public:
+    explicit residual_coder(std::uint32_t head_dim) : head_dim_(head_dim), prev_(head_dim, 17), mean_(head_dim, 0), bits_(33) {
+        models_.reserve(contexts);
+        for (std::uint32_t i = 0; i < contexts; ++i) models_.emplace_back(33);
+    }
+    void start_block() {
+        std::fill(prev_.begin(), prev_.end(), std::uint8_t(17));
+        std::fill(mean_.begin(), mean_.end(), 0);
+    }
+    void encode(range_encoder& enc, std::size_t element, std::uint32_t zz) {
+        const std::size_t ch = element % head_dim_;
+        const unsigned c = unsigned(std::bit_width(zz));
+        coding::encode_symbol(enc, models_[context(ch)], c);
+        if (c >= 2) {
+            enc.encode_bit(bits_[c], (zz >> (c - 2)) & 1u);
+            for (unsigned b = 0; b + 2 < c; b += 16) {
+                const unsigned n = std::min(16u, c - 2 - b);
+                enc.encode_raw_bits((zz >> b) & ((1u << n) - 1), n);
+            }
+        }
+        update(ch, c);
+    }
+    std::uint32_t decode(range_decoder& dec, std::size_t element) {
+        const std::size_t ch = element % head_dim_;
+        const unsigned c = coding::decode_symbol(dec, models_[context(ch)]);
+        std::uint32_t zz = c == 0 ? 0 : 1u << (c - 1);
+        if (c >= 2) {
+            zz |= std::uint32_t(dec.decode_bit(bits_[c])) << (c - 2);
+            for (unsigned b = 0; b + 2 < c; b += 16) zz |= dec.decode_raw_bits(std::min(16u, c - 2 - b)) << b;
+        }
+        update(ch, c);
+        return zz;
+    }
+
+private:
+    static constexpr std::uint32_t contexts = 18 * 17;
+    std::uint32_t context(std::size_t ch) const { return prev_[ch] * 17u + std::uint32_t(std::min(16, (mean_[ch] + 8) >> 4)); }
+    void update(std::size_t ch, unsigned c) {
+        prev_[ch] = std::uint8_t(std::min(c, 16u));
+        mean_[ch] += (std::int32_t(c) * 16 - mean_[ch]) >> 2;
+    }
+    std::uint32_t head_dim_;
+    std::vector<std::uint8_t> prev_;
+    std::vector<std::int32_t> mean_;
+    std::vector<adaptive_frequency_model> models_;
+    std::vector<coding::adaptive_bit_model> bits_;
 };
 
 /// What a chunk leaves the next: the session (the whole context's KV) and the next-token table.
@@ -396,13 +453,23 @@ private:
     }
 
     void encode_correction(const chunk_input& in, const chunk_buffer& ours, byte_vector& out) const {
+        if (mode_ == mode::corrected) encode_correction_with<detail::correction_coder>(in, ours, out);
+        else encode_correction_with<detail::residual_coder>(in, ours, out);
+    }
+    void decode_correction(std::span<const std::uint8_t> stream, chunk_buffer& out) const {
+        if (mode_ == mode::corrected) decode_correction_with<detail::correction_coder>(stream, out);
+        else decode_correction_with<detail::residual_coder>(stream, out);
+    }
+
+    template <class Coder>
+    void encode_correction_with(const chunk_input& in, const chunk_buffer& ours, byte_vector& out) const {
         const auto& layout = in.cache->layout;
         const unsigned width = unsigned(dtype_size(layout.type)) * 8;
         const std::size_t es = width / 8;
         const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
         range_encoder enc(out);
         std::vector<std::uint8_t> block(ours.block_bytes());
-        detail::correction_coder coder(layout.head_dim);
+        Coder coder(layout.head_dim);
         for (std::uint32_t l = 0; l < layout.layers; ++l)
             for (auto kind : {kv_kind::key, kv_kind::value}) {
                 gather_block(in.cache->tensor(l, kind), in.begin, in.end, block);
@@ -410,9 +477,11 @@ private:
                 coder.start_block();
                 for (std::size_t i = 0, e = 0; i < block.size(); i += es, ++e) {
                     const std::uint32_t x = detail::load_bits(&block[i], width), p = detail::load_bits(&mine[i], width);
-                    if (mode_ == mode::residual_bounded) {
-                        encode_bounded(enc, coder, e, x, p, layout.type);
-                        continue;
+                    if constexpr (std::is_same_v<Coder, detail::residual_coder>) {
+                        if (mode_ == mode::residual_bounded) {
+                            encode_bounded(enc, coder, e, x, p, layout.type);
+                            continue;
+                        }
                     }
                     const std::uint32_t d = (detail::ord(x, width) - detail::ord(p, width)) & mask;
                     const std::int32_t sd = width == 32 ? std::int32_t(d) : std::int32_t(std::int16_t(std::uint16_t(d)));
@@ -423,7 +492,7 @@ private:
     }
 
     /// Mode 3, one element (see the file comment).
-    void encode_bounded(range_encoder& enc, detail::correction_coder& coder, std::size_t e, std::uint32_t x_bits, std::uint32_t p_bits,
+    void encode_bounded(range_encoder& enc, detail::residual_coder& coder, std::size_t e, std::uint32_t x_bits, std::uint32_t p_bits,
                         dtype t) const {
         const float x = detail::value_of(x_bits, t), p = detail::value_of(p_bits, t);
         if (!std::isfinite(x))
@@ -446,12 +515,13 @@ private:
         coder.encode(enc, e, zigzag(std::int32_t(best)));
     }
 
-    void decode_correction(std::span<const std::uint8_t> stream, chunk_buffer& out) const {
+    template <class Coder>
+    void decode_correction_with(std::span<const std::uint8_t> stream, chunk_buffer& out) const {
         const unsigned width = unsigned(dtype_size(out.layout.type)) * 8;
         const std::size_t es = width / 8;
         const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
         range_decoder dec(stream);
-        detail::correction_coder coder(out.layout.head_dim);
+        Coder coder(out.layout.head_dim);
         for (std::uint32_t l = 0; l < out.layout.layers; ++l)
             for (auto kind : {kv_kind::key, kv_kind::value}) {
                 auto blk = out.block(l, kind);
