@@ -6,7 +6,9 @@
 # Then what recomputing the same KV costs instead: llama.cpp's prefill of SmolLM2-135M (Q4_1, the
 # pip package's GGUF) on this CPU, as tokens/s and MB/s of bf16 KV, on 1 thread and every core
 # (bench/llama_prefill_speed.py in the venv of scripts/setup-models.sh; skipped with a line when
-# the model packages are not installed: no PyPI).
+# the model packages are not installed: no PyPI), and the middle ground: the reference model or
+# its int12 / int8 drafts recomputing the KV in one batch with the residual coded (seqkv_bench_tokens
+# --only-draft: ratio, exactness, encode/decode speed).
 # Usage: bench/speed_report.sh [BUILD_DIR]   (a build with -DSEQKV_BUILD_BENCH=ON: default build/bench)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,4 +31,15 @@ if [[ -z $py || $py == SKIP ]]; then
 else
   threads=1; [ "$(nproc)" -gt 1 ] && threads="1,$(nproc)"
   "$py" "$root/bench/llama_prefill_speed.py" --threads "$threads" "$root/data/kv/smollm2-gpl3.safetensors"
+  # Between the two: the model (or a cheaper integer draft of it) recomputes the KV in one batch
+  # and seqkv codes only the difference (presets draft / draft-abs:0.05; docs/TOKEN_MODE.md).
+  echo; echo "== recompute + coded residual (draft presets; SmolLM2 weights exported from the same GGUF) =="
+  weights=${SEQKV_SMOLLM2_WEIGHTS:-$HOME/.cache/seqkv/smollm2-weights-f32.safetensors}
+  [ -f "$weights" ] || { mkdir -p "$(dirname "$weights")"; "$py" "$root/tools/seqkv_corpus.py" export-weights --gguf smollm2 -o "$weights"; }
+  if [ -x "$build/bench/seqkv_bench_tokens" ]; then
+    "$build/bench/seqkv_bench_tokens" --model "$weights" --threads "$(nproc)" --chunk 256 --only-draft \
+      "$root/data/kv/smollm2-gpl3.safetensors" | grep -E 'prefill|residual'
+  else
+    echo "skipped: no $build/bench/seqkv_bench_tokens"
+  fi
 fi

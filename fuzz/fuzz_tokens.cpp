@@ -1,19 +1,21 @@
 // libFuzzer target: the token-mode decoder (docs/TOKEN_MODE.md) under the committed tiny model,
 // reached past the checksums that stop almost every mutated .skv in fuzz_skv.
 //
-// Byte 0: mode (bit 0: tokens / corrected), action (bits 1-2), KV dtype (bits 3-4: bf16, f16, f32);
+// Byte 0: mode (bit 0: tokens / corrected, or with bit 5 set: residual / residual_bounded under the
+// model's int8 draft, bound 0.05), action (bits 1-2), KV dtype (bits 3-4: bf16, f16, f32);
 // byte 1: the chunk's token count n (1..8); bytes 2..2+2n: its token ids (16-bit little-endian,
 // mod the vocabulary);
 // the rest: the fuzzer's bytes. The harness encodes a valid chunk of those ids with the real
 // encoder (the model's own KV as the cache), so the payload's hashes are right, then:
-//   action 0: round trip; in corrected mode the cache's bits are first XORed with the fuzzer's
-//             bytes (any bit pattern: NaN payloads, -0.0, subnormals), so the correction is
-//             nonzero; the decode must return the ids and the cache bit for bit;
+//   action 0: round trip; in the corrected and residual modes the cache's bits are first XORed
+//             with the fuzzer's bytes (any bit pattern: NaN payloads, -0.0, subnormals), so the
+//             correction is nonzero; the decode must return the ids and the cache bit for bit (the
+//             bounded mode codes the draft's own KV, which it must also return exactly: q = 0);
 //   action 1: the token stream is replaced by the fuzzer's bytes (length prefix recomputed): the
 //             model-driven range decode runs token by token on garbage;
-//   action 2: the correction stream is replaced (corrected mode; in tokens mode the bytes are
-//             appended and must be refused as trailing bytes): the correction decoder runs past
-//             both hashes on garbage;
+//   action 2: the correction stream is replaced (corrected / residual modes; in tokens mode the
+//             bytes are appended and must be refused as trailing bytes): the correction decoder
+//             runs past both hashes on garbage;
 //   action 3: the fuzzer's bytes are the whole payload (framing, version, mode, counts).
 // Every decode must return or throw a seqkv::error (check_payload runs first, as in the reader).
 #include <any>
@@ -34,6 +36,11 @@ const std::shared_ptr<const model::language_model>& tiny() {
         reference::llama_model::load(std::filesystem::path(SEQKV_FUZZ_DATA_DIR) / "tiny-llama");
     return m;
 }
+const std::shared_ptr<const model::language_model>& tiny_int8_draft() {
+    static const std::shared_ptr<const model::language_model> m = reference::llama_model::load(
+        std::filesystem::path(SEQKV_FUZZ_DATA_DIR) / "tiny-llama", dtype::bf16, reference::weight_format::int8);
+    return m;
+}
 
 /// The decode under a fresh carry, as a reader does for the chunk at token 0.
 void decode(const tokens::token_codec& codec, std::span<const std::uint8_t> payload, const kv_layout& L, chunk_buffer& out) {
@@ -49,18 +56,20 @@ void decode(const tokens::token_codec& codec, std::span<const std::uint8_t> payl
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 3) return 0;
-    const bool corrected = data[0] & 1;
+    const auto mode = tokens::mode((data[0] & 1) | ((data[0] >> 5) & 1) << 1);
+    const bool corrected = mode != tokens::mode::tokens;  // a correction stream follows the ids
+    const bool any_bits = mode == tokens::mode::corrected || mode == tokens::mode::residual;
     const int action = (data[0] >> 1) & 3;
     const dtype types[] = {dtype::bf16, dtype::f16, dtype::f32, dtype::bf16};
     const dtype type = types[(data[0] >> 3) & 3];
     const std::uint32_t n = 1 + data[1] % 8;
     if (size < 2 + 2 * n) return 0;
-    const auto& model = tiny();
+    const auto& model = tokens::codes_under_model(mode) ? tiny() : tiny_int8_draft();
     const std::uint32_t vocab = model->vocab_size();
     std::vector<std::int32_t> ids(n);  // two bytes each: every block of the vocabulary's split table
     for (std::uint32_t i = 0; i < n; ++i) ids[i] = std::int32_t(load_le16(data + 2 + 2 * i) % vocab);
     const std::span<const std::uint8_t> rest(data + 2 + 2 * n, size - 2 - 2 * n);
-    const tokens::token_codec codec(model, corrected ? tokens::mode::corrected : tokens::mode::tokens);
+    const tokens::token_codec codec(model, mode, 1, mode == tokens::mode::residual_bounded ? 0.05f : 0.0f);
 
     // The model's KV of the ids in the chosen dtype: the cache the engine would hand over.
     kv_layout L = model->kv_shape();
@@ -71,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         session->extend(ids, {});
         session->kv(0, n, cache);
     }
-    if (action == 0 && corrected)
+    if (action == 0 && any_bits)
         for (std::size_t i = 0; i < rest.size() && i < cache.bytes.size(); ++i) cache.bytes[i] ^= rest[i];
     const kv_cache_view view = view_of(cache);
     byte_vector payload;
@@ -95,7 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 std::abort();
             }
             if (out.token_ids != ids) std::abort();
-            if (out.bytes != cache.bytes) std::abort();  // tokens: the recompute; corrected: the cache
+            if (out.bytes != cache.bytes) std::abort();  // tokens, bounded: the recompute; corrected, residual: the cache
             break;
         }
         case 1: {

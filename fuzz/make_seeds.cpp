@@ -122,11 +122,12 @@ int main(int argc, char** argv) {
         }
     }
 
-    // fuzz_tokens: [mode | action << 1 | dtype << 3][n - 1][n 16-bit ids][fuzzer bytes] (see fuzz_tokens.cpp).
-    for (std::uint8_t mode = 0; mode < 2; ++mode)
+    // fuzz_tokens: [mode bit 0 | action << 1 | dtype << 3 | mode bit 1 << 5][n - 1][n 16-bit ids][fuzzer bytes]
+    // (see fuzz_tokens.cpp).
+    for (std::uint8_t mode = 0; mode < 4; ++mode)
         for (std::uint8_t action = 0; action < 4; ++action)
             for (std::uint8_t type = 0; type < (action == 0 ? 3 : 1); ++type) {
-                byte_vector in{std::uint8_t(mode | action << 1 | type << 3), 5};
+                byte_vector in{std::uint8_t((mode & 1) | action << 1 | type << 3 | (mode >> 1) << 5), 5};
                 for (std::uint16_t i = 0; i < 6; ++i) {
                     const std::uint16_t id = std::uint16_t(i * 173 + 5);  // spread over the tiny model's 1024 tokens
                     in.push_back(std::uint8_t(id)), in.push_back(std::uint8_t(id >> 8));

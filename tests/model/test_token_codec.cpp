@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "seqkv/codec/tokens/token_codec.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/float_formats.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/reference/llama.hpp"
@@ -310,6 +311,19 @@ TEST(TokenCodec, BoundedDraftResidualStaysWithinItsBound) {
             const auto got = out[0].block(1, kv_kind::key);
             EXPECT_TRUE(std::equal(got.begin() + std::ptrdiff_t(11 * es), got.begin() + std::ptrdiff_t(13 * es), want.begin() + std::ptrdiff_t(11 * es)));
         }
+    }
+    // The draft's own KV comes back bit for bit (q = 0 keeps the prediction's bits, −0.0 included).
+    {
+        const auto draft = tiny_draft(reference::weight_format::int8);
+        auto s = draft->session(1);
+        s->extend(std::span(d.ids).first(64), {});
+        auto own = chunk_buffer::for_layout(draft->kv_shape(), 64);
+        s->kv(0, 64, own);
+        const kv_cache_view v = view_of(own);
+        tokens::token_codec codec(draft, tokens::mode::residual_bounded, 1, 0.05f);
+        const auto e = encode_all(codec, v, d.ids, 64, 32);
+        const auto out = decode_all(codec, v, e);
+        expect_restored(v, e, out);
     }
     // NaN or inf input: refused (the lossless residual keeps them).
     std::vector<std::vector<std::uint8_t>> copies;

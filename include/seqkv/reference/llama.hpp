@@ -95,24 +95,36 @@ struct llama_config {
 
 namespace detail {
 
+// The fp32 kernels below are compiled twice: for the build's baseline and, on x86-64 GCC/Clang,
+// with AVX2 enabled (picked at run time). Their vector-extension operations are lane-wise IEEE and
+// the code has no FMA (AVX2 does not enable it; the target compiles with -ffp-contract=off), so
+// both copies compute the same bits (test ReferenceDraft.KvAndTablesHaveTheRecordedHashesOnEveryMachine,
+// run under emulated CPUs by scripts/test-cpus.sh). Helpers are always inlined into both copies.
+#define SEQKV_REF_INLINE inline __attribute__((always_inline))
+#if SEQKV_X86_AVX2_KERNELS
+#define SEQKV_REF_AVX2 1
+#else
+#define SEQKV_REF_AVX2 0
+#endif
+
 using v8f = float __attribute__((vector_size(32)));
 
-inline v8f load8(const float* p) {
+SEQKV_REF_INLINE v8f load8(const float* p) {
     v8f r;
     std::memcpy(&r, p, sizeof r);
     return r;
 }
-inline float lane_sum(const v8f& a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+SEQKV_REF_INLINE float lane_sum(const v8f& a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
 /// Terms n − n mod 8 .. n − 1, placed in their lanes (the others zero).
-inline v8f tail8(const float* a, const float* b, std::size_t i, std::size_t n) {
+SEQKV_REF_INLINE v8f tail8(const float* a, const float* b, std::size_t i, std::size_t n) {
     v8f t = {};
     for (std::size_t j = 0; i + j < n; ++j) t[j] = a[i + j] * b[i + j];
     return t;
 }
 
 /// The one dot product (see the file comment).
-inline float dot(const float* a, const float* b, std::size_t n) {
+SEQKV_REF_INLINE float dot(const float* a, const float* b, std::size_t n) {
     v8f acc = {};
     std::size_t i = 0;
     for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
@@ -121,7 +133,7 @@ inline float dot(const float* a, const float* b, std::size_t n) {
 }
 
 /// Four dot products of w with x0..x3 (each bit-identical to dot()), sharing w's loads.
-inline void dot4(const float* w, const float* x0, const float* x1, const float* x2, const float* x3, std::size_t n, float* out) {
+SEQKV_REF_INLINE void dot4(const float* w, const float* x0, const float* x1, const float* x2, const float* x3, std::size_t n, float* out) {
     v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
     std::size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -135,29 +147,82 @@ inline void dot4(const float* w, const float* x0, const float* x1, const float* 
     out[0] = lane_sum(a0), out[1] = lane_sum(a1), out[2] = lane_sum(a2), out[3] = lane_sum(a3);
 }
 
+/// Rows r0..r1 of Y[t, o] = W[o, :] · X[t, :] (see matmul).
+SEQKV_REF_INLINE void matmul_rows_body(const float* w, std::size_t rows, std::size_t cols, const float* x, std::size_t tokens, float* y,
+                                       std::size_t r0, std::size_t r1) {
+    constexpr std::size_t token_tile = 16;  // X tile stays in L1/L2 while the rows stream
+    for (std::size_t t0 = 0; t0 < tokens; t0 += token_tile) {
+        const std::size_t t1 = std::min(tokens, t0 + token_tile);
+        for (std::size_t o = r0; o < r1; ++o) {
+            const float* wr = w + o * cols;
+            std::size_t t = t0;
+            for (; t + 4 <= t1; t += 4) {
+                float r[4];
+                dot4(wr, x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols, cols, r);
+                for (int k = 0; k < 4; ++k) y[(t + k) * rows + o] = r[k];
+            }
+            for (; t < t1; ++t) y[t * rows + o] = dot(wr, x + t * cols, cols);
+        }
+    }
+}
+inline void matmul_rows_generic(const float* w, std::size_t rows, std::size_t cols, const float* x, std::size_t tokens, float* y,
+                                std::size_t r0, std::size_t r1) {
+    matmul_rows_body(w, rows, cols, x, tokens, y, r0, r1);
+}
+#if SEQKV_REF_AVX2
+__attribute__((target("avx2"))) inline void matmul_rows_avx2(const float* w, std::size_t rows, std::size_t cols, const float* x,
+                                                             std::size_t tokens, float* y, std::size_t r0, std::size_t r1) {
+    matmul_rows_body(w, rows, cols, x, tokens, y, r0, r1);
+}
+#endif
+
 /// Y[t, o] = W[o, :] · X[t, :] for t < tokens, o < rows (W rows × cols, X tokens × cols, Y tokens × rows).
 inline void matmul(const float* w, std::size_t rows, std::size_t cols, const float* x, std::size_t tokens, float* y,
                    backend::thread_pool& pool) {
     constexpr std::size_t row_block = 32;
     const std::size_t tasks = (rows + row_block - 1) / row_block;
+    auto rows_fn = &matmul_rows_generic;
+#if SEQKV_REF_AVX2
+    if (cpu_has_avx2()) rows_fn = &matmul_rows_avx2;
+#endif
     pool.run(tasks, [&](std::size_t task) {
         const std::size_t r0 = task * row_block, r1 = std::min(rows, r0 + row_block);
-        constexpr std::size_t token_tile = 16;  // X tile stays in L1/L2 while the rows stream
-        for (std::size_t t0 = 0; t0 < tokens; t0 += token_tile) {
-            const std::size_t t1 = std::min(tokens, t0 + token_tile);
-            for (std::size_t o = r0; o < r1; ++o) {
-                const float* wr = w + o * cols;
-                std::size_t t = t0;
-                for (; t + 4 <= t1; t += 4) {
-                    float r[4];
-                    dot4(wr, x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols, cols, r);
-                    for (int k = 0; k < 4; ++k) y[(t + k) * rows + o] = r[k];
-                }
-                for (; t < t1; ++t) y[t * rows + o] = dot(wr, x + t * cols, cols);
-            }
-        }
+        rows_fn(w, rows, cols, x, tokens, y, r0, r1);
     });
 }
+
+/// Attention of one (new token, head): softmax(q · K[j] · scale) over j < ctx, weights · V[j].
+/// K, V: [token][kv_head][D] from kv head kh (KH heads); s: ctx floats of scratch.
+SEQKV_REF_INLINE void attend_body(const float* qv, const float* K, const float* V, std::size_t KH, std::size_t kh, std::size_t D,
+                                  std::uint64_t ctx, float scale, float* s, float* out) {
+    float hi = -INFINITY;
+    for (std::uint64_t j = 0; j < ctx; ++j) {
+        s[j] = dot(qv, K + (j * KH + kh) * D, D) * scale;
+        hi = std::max(hi, s[j]);
+    }
+    // Element-wise loops apart from the one sequential sum, so that compilers vectorize them
+    // (the same operations on each element: the same bits).
+    for (std::uint64_t j = 0; j < ctx; ++j) s[j] = model::exp_f32(s[j] - hi);
+    float sum = 0.0f;
+    for (std::uint64_t j = 0; j < ctx; ++j) sum += s[j];
+    for (std::uint64_t j = 0; j < ctx; ++j) s[j] = s[j] / sum;
+    std::fill_n(out, D, 0.0f);
+    for (std::uint64_t j = 0; j < ctx; ++j) {
+        const float p = s[j];
+        const float* vv = V + (j * KH + kh) * D;
+        for (std::size_t e = 0; e < D; ++e) out[e] += p * vv[e];
+    }
+}
+inline void attend_generic(const float* qv, const float* K, const float* V, std::size_t KH, std::size_t kh, std::size_t D,
+                           std::uint64_t ctx, float scale, float* s, float* out) {
+    attend_body(qv, K, V, KH, kh, D, ctx, scale, s, out);
+}
+#if SEQKV_REF_AVX2
+__attribute__((target("avx2"))) inline void attend_avx2(const float* qv, const float* K, const float* V, std::size_t KH, std::size_t kh,
+                                                        std::size_t D, std::uint64_t ctx, float scale, float* s, float* out) {
+    attend_body(qv, K, V, KH, kh, D, ctx, scale, s, out);
+}
+#endif
 
 /// Y[t, o] = W[o, :] · X[t, :] with integer rows and int16 tokens (int_matmul.hpp): exact integer
 /// sums, then scale_sum. Same tiling as matmul; the result does not depend on it.
@@ -435,29 +500,16 @@ private:
             v_[l].insert(v_[l].end(), vt_.begin(), vt_.begin() + std::ptrdiff_t(n * kv_dim));
             const float* K = k_[l].data();
             const float* V = v_[l].data();
+            auto attend = &detail::attend_generic;
+#if SEQKV_REF_AVX2
+            if (cpu_has_avx2()) attend = &detail::attend_avx2;
+#endif
             pool_.run(n * H, [&](std::size_t task) {  // one (token, head) per task: its own scores buffer
                 const std::size_t i = task / H, h = task % H, kh = h / (H / KH);
                 const std::uint64_t ctx = p0 + i + 1;
                 thread_local std::vector<float> s;
                 s.resize(ctx);
-                const float* qv = q_.data() + i * q_dim + h * D;
-                float hi = -INFINITY;
-                for (std::uint64_t j = 0; j < ctx; ++j) {
-                    s[j] = detail::dot(qv, K + (j * KH + kh) * D, D) * scale;
-                    hi = std::max(hi, s[j]);
-                }
-                float sum = 0.0f;
-                for (std::uint64_t j = 0; j < ctx; ++j) {
-                    s[j] = model::exp_f32(s[j] - hi);
-                    sum += s[j];
-                }
-                float* out = att_.data() + i * q_dim + h * D;
-                std::fill_n(out, D, 0.0f);
-                for (std::uint64_t j = 0; j < ctx; ++j) {
-                    const float p = s[j] / sum;
-                    const float* vv = V + (j * KH + kh) * D;
-                    for (std::size_t e = 0; e < D; ++e) out[e] += p * vv[e];
-                }
+                attend(q_.data() + i * q_dim + h * D, K, V, KH, kh, D, ctx, scale, s.data(), att_.data() + i * q_dim + h * D);
             });
             quantize(att_.data(), q_dim);
             project(L.wo, d, q_dim, att_.data(), o_.data());

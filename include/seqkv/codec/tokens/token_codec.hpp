@@ -30,9 +30,10 @@
 //
 // Correction stream, per (layer, K/V) block in chunk_buffer order, one integer per element, zigzagged
 // to zz: modes 1-2: d = ord(input) − ord(model) (ord: the monotone map of float bits to unsigned,
-// modulo 2^bits); mode 3: q = the integer with the reconstruction to_dtype(float(double(model) +
-// q · 2·bound)) nearest the input (q0 = round((input − model) / 2·bound), then q0 ± 1 tried, ties to
-// the smaller |q|), or the escape zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29.
+// modulo 2^bits); mode 3: q = the integer whose reconstruction lies nearest the input (q = 0: the
+// model's value, bit for bit; else to_dtype(float(double(model) + q · 2·bound))), among
+// q0 = round((input − model) / 2·bound) and q0 ± 1, ties to the smaller |q|; or the escape
+// zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29 (or the model's value is not finite).
 // zz's magnitude class under an adaptive model keyed by the same channel's class in the previous
 // token, then its bits below the leading one raw (detail::correction_coder).
 #pragma once
@@ -163,8 +164,9 @@ inline std::uint32_t to_bits(float v, dtype t) {
 /// Mode 3's quantized residual (see the file comment).
 inline constexpr std::uint32_t escape_zz = 0xFFFFFFFFu;
 inline constexpr double max_residual_q = double(1u << 29);
-inline std::uint32_t bounded_bits(float model, std::int64_t q, double step, dtype t) {
-    return to_bits(float(double(model) + double(q) * step), t);
+inline std::uint32_t bounded_bits(std::uint32_t model_bits, std::int64_t q, double step, dtype t) {
+    if (q == 0) return model_bits;  // the prediction itself (keeps −0.0 and every bit)
+    return to_bits(float(double(value_of(model_bits, t)) + double(q) * step), t);
 }
 
 /// The correction stream's coder for one (layer, K/V) block at a time: the magnitude class
@@ -508,7 +510,7 @@ private:
         std::int64_t best = std::int64_t(q0);
         double best_err = INFINITY;
         for (const std::int64_t q : {std::int64_t(q0), std::int64_t(q0) - 1, std::int64_t(q0) + 1}) {
-            const float r = detail::value_of(detail::bounded_bits(p, q, step, t), t);
+            const float r = detail::value_of(detail::bounded_bits(p_bits, q, step, t), t);
             const double err = std::fabs(double(x) - double(r));
             if (err < best_err || (err == best_err && std::llabs(q) < std::llabs(best))) best = q, best_err = err;
         }
@@ -533,8 +535,7 @@ private:
                         if (zz == detail::escape_zz)
                             for (unsigned b = 0; b < width; b += 16) bits |= dec.decode_raw_bits(16) << b;
                         else
-                            bits = detail::bounded_bits(detail::value_of(detail::load_bits(&blk[i], width), out.layout.type), unzigzag(zz),
-                                                        2.0 * double(bound_), out.layout.type);
+                            bits = detail::bounded_bits(detail::load_bits(&blk[i], width), unzigzag(zz), 2.0 * double(bound_), out.layout.type);
                         std::memcpy(&blk[i], &bits, es);
                         continue;
                     }
