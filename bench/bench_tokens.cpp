@@ -10,10 +10,13 @@
 //   - the lossless codec on the same KV, for scale;
 //   - prefill (recompute) tokens/s and KV MB/s of the reference model at 1 and all threads;
 //   - --roundtrip N: N tokens of sessions (the dumps' tokens cut into --session-tokens pieces,
-//     then sequences sampled from the model) encoded and decoded with zero desyncs.
+//     then sequences sampled from the model) encoded and decoded with zero desyncs; with
+//     --roundtrip-draft in the draft residual mode (the reference model's KV as the engine's, the
+//     int12 draft predicting it, every chunk compared bit for bit).
 //
 //   seqkv_bench_tokens [--model DIR|FILE] [--threads N] [--tokens N] [--chunk N] [--roundtrip N]
-//                      [--session-tokens N] [--only-roundtrip] [--draft-bound B] [--only-draft] [dump.safetensors ...]
+//                      [--session-tokens N] [--only-roundtrip] [--roundtrip-draft] [--draft-bound B] [--only-draft]
+//                      [dump.safetensors ...]
 // Defaults: the committed tiny model and the dumps of data/kv/ whose shape is the model's.
 #include <chrono>
 #include <cmath>
@@ -27,6 +30,7 @@
 #include "common/kv_files.hpp"
 #include "seqkv/api.hpp"
 #include "seqkv/codec/tokens/token_codec.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/reference/llama.hpp"
 
@@ -105,6 +109,7 @@ int main(int argc, char** argv) {
     bool only_roundtrip = false;
     float draft_bound = 0.05f;  // the bounded draft residual's |error| bound
     bool only_draft = false;    // only the draft-residual rows
+    bool roundtrip_draft = false;  // --roundtrip in the draft residual mode instead of tokens mode
     std::vector<std::filesystem::path> dumps;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -121,6 +126,7 @@ int main(int argc, char** argv) {
         else if (a == "--only-roundtrip") only_roundtrip = true;
         else if (a == "--draft-bound") draft_bound = std::stof(next());
         else if (a == "--only-draft") only_draft = true;
+        else if (a == "--roundtrip-draft") roundtrip_draft = true;
         else if (a.rfind("--", 0) == 0) {
             std::fprintf(stderr, "unknown option %s\n", a.c_str());
             return 2;
@@ -286,11 +292,12 @@ int main(int argc, char** argv) {
 
     if (roundtrip > 0) {
         if (all_ids.empty()) all_ids.push_back(1);
-        std::printf("\nround trips: %llu tokens in sessions of %llu (chunks of %llu tokens), tokens mode\n", (unsigned long long)roundtrip,
-                    (unsigned long long)session_tokens, (unsigned long long)chunk);
+        std::printf("\nround trips: %llu tokens in sessions of %llu (chunks of %llu tokens), %s\n", (unsigned long long)roundtrip,
+                    (unsigned long long)session_tokens, (unsigned long long)chunk,
+                    roundtrip_draft ? "draft residual (int12 draft predicting the reference model's bf16 KV, bit-exact)" : "tokens mode");
         const auto shape = m->kv_shape();
         std::uint64_t done = 0, sessions = 0, bits = 0;
-        double enc = 0, dec = 0, gen = 0;
+        double enc = 0, dec = 0, gen = 0, draft_elements = 0;
         std::size_t offset = 0;
         while (done < roundtrip) {
             const std::uint64_t n = std::min(session_tokens, roundtrip - done);
@@ -311,19 +318,46 @@ int main(int argc, char** argv) {
             for (std::uint32_t i = 0; i < l.layers; ++i)
                 for (auto* ts : {&view.keys, &view.values})
                     ts->push_back({zeros.data(), l.type, l.kv_heads, n, l.head_dim, kv_strides::head_major(n, l.head_dim)});
-            tokens::token_codec codec(m, tokens::mode::tokens, threads);
-            const auto r = round_trip(codec, view, ids, chunk, false);  // decode checks ids and KV hashes: a desync throws
-            enc += r.encode_s, dec += r.decode_s, bits += r.token_bits;
+            if (roundtrip_draft) {  // the engine's KV: the reference model's, in bf16; coded against the int12 draft
+                auto engine = m->session(threads);
+                engine->extend(ids, {});
+                auto kv = chunk_buffer::for_layout(l, n);
+                engine->kv(0, n, kv);
+                const kv_cache_view ev = view_of(kv);
+                tokens::token_codec codec(m12, tokens::mode::residual, threads);
+                const auto r = round_trip(codec, ev, ids, chunk, true);  // hashes checked by the decoder
+                std::uint64_t at = 0;
+                for (const auto& c : r.decoded) {  // and every decoded chunk against the input, bit for bit
+                    for (std::uint32_t li = 0; li < l.layers; ++li)
+                        for (auto kind : {kv_kind::key, kv_kind::value}) {
+                            std::vector<std::uint8_t> want(c.block_bytes());
+                            gather_block(ev.tensor(li, kind), at, at + c.layout.tokens, want);
+                            const auto got = c.block(li, kind);
+                            if (!std::equal(got.begin(), got.end(), want.begin())) {
+                                std::printf("  NOT EXACT: session %llu\n", (unsigned long long)sessions);
+                                return 1;
+                            }
+                        }
+                    at += c.layout.tokens;
+                }
+                enc += r.encode_s, dec += r.decode_s, bits += r.bytes * 8;
+                draft_elements += double(l.elements_per_token()) * double(n);
+            } else {
+                tokens::token_codec codec(m, tokens::mode::tokens, threads);
+                const auto r = round_trip(codec, view, ids, chunk, false);  // decode checks ids and KV hashes: a desync throws
+                enc += r.encode_s, dec += r.decode_s, bits += r.token_bits;
+            }
             done += n, ++sessions;
             if (sessions % 10 == 0)
                 std::printf("  ... %llu sessions, %llu tokens, %.3f bits/token so far\n", (unsigned long long)sessions,
                             (unsigned long long)done, double(bits) / double(done));
             std::fflush(stdout);
         }
-        std::printf("  %llu sessions, %llu tokens, 0 desyncs; %.3f bits/token; encode %.1f tokens/s, decode %.1f tokens/s "
+        std::printf("  %llu sessions, %llu tokens, 0 desyncs; %.3f bits/token%s; encode %.1f tokens/s, decode %.1f tokens/s "
                     "(sampling sessions took %.1f s)\n",
-                    (unsigned long long)sessions, (unsigned long long)done, double(bits) / double(done), double(done) / enc,
-                    double(done) / dec, gen);
+                    (unsigned long long)sessions, (unsigned long long)done, double(bits) / double(done),
+                    roundtrip_draft ? (" (" + std::to_string(double(bits) / draft_elements) + " bits/element, every chunk bit-exact)").c_str() : "",
+                    double(done) / enc, double(done) / dec, gen);
     }
     return 0;
 }
