@@ -62,8 +62,9 @@ inline int12_matrix quantize_rows_int12(std::span<const float> w, std::size_t ro
     return quantize_rows<std::int16_t>(w, rows, cols, 2047.0f);
 }
 
-/// Activations of `tokens` rows quantized to int16, one scale per row: s = max|x| / 32767,
-/// q = round-to-nearest-even(x / s).
+/// Activations of `tokens` rows quantized to int16, one scale per row: s = max|x| / 32767 over the
+/// finite elements, q = round-to-nearest-even(x / s); a non-finite element (overflowed
+/// activations) becomes 0, defined the same everywhere instead of an undefined float → int cast.
 struct int16_rows {
     std::size_t cols = 0;
     std::vector<std::int16_t> q;
@@ -76,12 +77,13 @@ inline void quantize_rows_int16(const float* x, std::size_t tokens, std::size_t 
     for (std::size_t t = 0; t < tokens; ++t) {
         const float* r = x + t * cols;
         float amax = 0.0f;
-        for (std::size_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(r[i]));
+        for (std::size_t i = 0; i < cols; ++i)
+            if (std::isfinite(r[i])) amax = std::max(amax, std::fabs(r[i]));
         const float s = amax / 32767.0f;
         out.scale[t] = s;
         if (s == 0.0f) continue;
         for (std::size_t i = 0; i < cols; ++i)
-            out.q[t * cols + i] = std::int16_t(std::clamp(std::nearbyint(r[i] / s), -32767.0f, 32767.0f));
+            if (std::isfinite(r[i])) out.q[t * cols + i] = std::int16_t(std::clamp(std::nearbyint(r[i] / s), -32767.0f, 32767.0f));
     }
 }
 

@@ -33,7 +33,9 @@
 // modulo 2^bits); mode 3: q = the integer whose reconstruction lies nearest the input (q = 0: the
 // model's value, bit for bit; else to_dtype(float(double(model) + q · 2·bound))), among
 // q0 = round((input − model) / 2·bound) and q0 ± 1, ties to the smaller |q|; or the escape
-// zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29 (or the model's value is not finite).
+// zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29 (or the model's value is not
+// finite), or where the best reconstruction misses bound + half the dtype's step at the input or
+// at the output (it overflows near the dtype's largest value): so |input − output| <= that always.
 // zz's magnitude class under an adaptive model keyed by the same channel's class in the previous
 // token, then its bits below the leading one raw (detail::correction_coder).
 #pragma once
@@ -159,6 +161,14 @@ inline float value_of(std::uint32_t bits, dtype t) {
 inline std::uint32_t to_bits(float v, dtype t) {
     if (t == dtype::f32) return std::bit_cast<std::uint32_t>(v);
     return t == dtype::bf16 ? float_to_bf16(v) : float_to_fp16(v);
+}
+
+/// Half the distance from a finite value to its neighbour away from zero in dtype t (toward zero
+/// at the largest finite value).
+inline double half_step(std::uint32_t bits, dtype t) {
+    const double v = value_of(bits, t);
+    const float up = value_of(bits + 1, t);
+    return 0.5 * std::fabs((std::isfinite(up) ? double(up) : double(value_of(bits - 1, t))) - v);
 }
 
 /// Mode 3's quantized residual (see the file comment).
@@ -501,19 +511,24 @@ private:
             throw usage_error("token codec: the bounded residual mode needs finite KV (a NaN or inf element; the lossless residual mode keeps any bits)");
         const double step = 2.0 * double(bound_);
         const double q0 = std::nearbyint((double(x) - double(p)) / step);
-        if (!(std::fabs(q0) <= detail::max_residual_q)) {  // far outside the bound's grid: the value itself
+        auto escape = [&] {  // the value itself
             coder.encode(enc, e, detail::escape_zz);
             const unsigned width = unsigned(dtype_size(t)) * 8;
             for (unsigned b = 0; b < width; b += 16) enc.encode_raw_bits((x_bits >> b) & 0xFFFFu, 16);
-            return;
-        }
+        };
+        if (!(std::fabs(q0) <= detail::max_residual_q)) return escape();  // far outside the bound's grid
         std::int64_t best = std::int64_t(q0);
+        std::uint32_t best_bits = 0;
         double best_err = INFINITY;
         for (const std::int64_t q : {std::int64_t(q0), std::int64_t(q0) - 1, std::int64_t(q0) + 1}) {
-            const float r = detail::value_of(detail::bounded_bits(p_bits, q, step, t), t);
-            const double err = std::fabs(double(x) - double(r));
-            if (err < best_err || (err == best_err && std::llabs(q) < std::llabs(best))) best = q, best_err = err;
+            const std::uint32_t bits = detail::bounded_bits(p_bits, q, step, t);
+            const double err = std::fabs(double(x) - double(detail::value_of(bits, t)));  // inf (overflow) or NaN never wins
+            if (err < best_err || (err == best_err && std::llabs(q) < std::llabs(best))) best = q, best_err = err, best_bits = bits;
         }
+        // The guarantee: |x − output| <= bound + half the dtype's step at x or at the output. Where the
+        // grid cannot give it (a reconstruction that overflows the dtype near its largest value, double
+        // rounding through float), the element escapes.
+        if (!(best_err <= double(bound_) + std::max(detail::half_step(x_bits, t), detail::half_step(best_bits, t)))) return escape();
         coder.encode(enc, e, zigzag(std::int32_t(best)));
     }
 
