@@ -9,8 +9,9 @@
 // encoder (the model's own KV as the cache), so the payload's hashes are right, then:
 //   action 0: round trip; in the corrected and residual modes the cache's bits are first XORed
 //             with the fuzzer's bytes (any bit pattern: NaN payloads, -0.0, subnormals), so the
-//             correction is nonzero; the decode must return the ids and the cache bit for bit (the
-//             bounded mode codes the draft's own KV, which it must also return exactly: q = 0);
+//             correction is nonzero; the decode must return the ids and the cache bit for bit; in
+//             the bounded mode the cache's finite values are moved by the fuzzer's bytes (±128
+//             steps of the dtype) and every element must come back within the bound + half a step;
 //   action 1: the token stream is replaced by the fuzzer's bytes (length prefix recomputed): the
 //             model-driven range decode runs token by token on garbage;
 //   action 2: the correction stream is replaced (corrected / residual modes; in tokens mode the
@@ -19,6 +20,8 @@
 //   action 3: the fuzzer's bytes are the whole payload (framing, version, mode, counts).
 // Every decode must return or throw a seqkv::error (check_payload runs first, as in the reader).
 #include <any>
+#include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 
@@ -80,8 +83,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         session->extend(ids, {});
         session->kv(0, n, cache);
     }
+    const unsigned width = unsigned(dtype_size(type)) * 8;
+    const std::size_t es = width / 8;
     if (action == 0 && any_bits)
         for (std::size_t i = 0; i < rest.size() && i < cache.bytes.size(); ++i) cache.bytes[i] ^= rest[i];
+    if (action == 0 && mode == tokens::mode::residual_bounded)  // finite values moved by up to ±128 steps of their dtype
+        for (std::size_t i = 0; i < rest.size() && (i + 1) * es <= cache.bytes.size(); ++i) {
+            const std::uint32_t bits = tokens::detail::load_bits(&cache.bytes[i * es], width);
+            const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
+            const std::uint32_t moved =
+                tokens::detail::unord((tokens::detail::ord(bits, width) + std::uint32_t(std::int32_t(std::int8_t(rest[i])))) & mask, width);
+            if (std::isfinite(tokens::detail::value_of(moved, type))) std::memcpy(&cache.bytes[i * es], &moved, es);
+        }
     const kv_cache_view view = view_of(cache);
     byte_vector payload;
     {
@@ -104,7 +117,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 std::abort();
             }
             if (out.token_ids != ids) std::abort();
-            if (out.bytes != cache.bytes) std::abort();  // tokens, bounded: the recompute; corrected, residual: the cache
+            if (mode == tokens::mode::residual_bounded) {  // every element within bound + half a dtype step
+                for (std::size_t i = 0; (i + 1) * es <= cache.bytes.size(); ++i) {
+                    const std::uint32_t a = tokens::detail::load_bits(&cache.bytes[i * es], width), b = tokens::detail::load_bits(&out.bytes[i * es], width);
+                    const double x = tokens::detail::value_of(a, type), y = tokens::detail::value_of(b, type);
+                    if (!(std::fabs(x - y) <= double(0.05f) + std::max(tokens::detail::half_step(a, type), tokens::detail::half_step(b, type)))) std::abort();
+                }
+            } else if (out.bytes != cache.bytes) {
+                std::abort();  // tokens: the recompute; corrected, residual: the cache
+            }
             break;
         }
         case 1: {
