@@ -185,6 +185,20 @@ TEST(Cli, DraftPresetsNameTheDraftAndRestoreTheCache) {
     EXPECT_GT(j["kv_ratio"].get<double>(), 20.0);
     r = run("compress " + fixture.string() + " -o " + skv.string() + " --preset draft --model " + model.string() + " --model-weights int4");
     EXPECT_NE(r.status, 0);  // not a weight format
+    // `seqkv bench` measures the draft presets beside the others, every round trip checked.
+    r = run("bench " + fixture.string() + " --preset lossless --preset draft --model " + model.string() +
+            " --model-weights int12 --codecs seqkv:lossless,seqkv:draft --threads 1 --seconds 0 --json");
+    ASSERT_EQ(r.status, 0) << r.out;
+    j = nlohmann::json::parse(r.out);
+    double lossless_ratio = 0, draft_ratio = 0;
+    for (const auto& row : j["rows"]) {
+        if (row["codec"] == "seqkv:lossless") lossless_ratio = row["ratio"].get<double>();
+        if (row["codec"] == "seqkv:draft") {
+            draft_ratio = row["ratio"].get<double>();
+            EXPECT_TRUE(row["exact"].get<bool>());
+        }
+    }
+    EXPECT_GT(draft_ratio, 3 * lossless_ratio) << r.out;  // tiny model: ~25x vs 1.6x
     fs::remove_all(dir);
 }
 

@@ -331,7 +331,9 @@ int main(int argc, char** argv) {
     bench->add_option("--threads", bench_set.threads, "threads of the second seqkv row (default 0: every core; 1: one row)");
     bench->add_option("--seconds", bench_set.seconds, "least wall-clock seconds per measurement (default 0.3)")->check(CLI::Range(0.0, 3600.0));
     bench->add_option("--table", bench_set.flags.table_path, "expected-KV table for presets that use one")->check(CLI::ExistingFile);
-    bench->add_option("--model", bench_set.flags.model_path, "model of the tokens presets")->check(CLI::ExistingPath);
+    bench->add_option("--model", bench_set.flags.model_path, "model of the tokens and draft presets")->check(CLI::ExistingPath);
+    bench->add_option("--model-weights", bench_set.flags.model_weights, "how --model computes: f32 (default), int12 or int8 (drafts)")
+        ->check(CLI::IsMember({"f32", "int8", "int12"}));
     std::string bench_svg;
     bench->add_option("--svg", bench_svg, "also draw the results: ratio against encode and decode MB/s (SVG file)");
     bench->add_flag("--json", as_json, "machine-readable output");
