@@ -192,12 +192,7 @@ int main(int argc, char** argv) {
                     const auto mine = ours.block(l, kind);
                     for (std::size_t i = 0; i < block.size(); i += es, ++count) {
                         equal += std::memcmp(&block[i], &mine[i], es) == 0;
-                        auto value = [&](const std::uint8_t* p) -> double {
-                            if (es == 4) { float f; std::memcpy(&f, p, 4); return f; }
-                            const std::uint16_t b = std::uint16_t(p[0] | p[1] << 8);
-                            return view.layout.type == dtype::bf16 ? bf16_to_float(b) : fp16_to_float(b);
-                        };
-                        const double a = value(&block[i]), b = value(&mine[i]);
+                        const double a = load_as_float(&block[i], view.layout.type, 0), b = load_as_float(&mine[i], view.layout.type, 0);
                         d2 += (a - b) * (a - b), r2 += a * a;
                     }
                 }
@@ -234,9 +229,7 @@ int main(int argc, char** argv) {
                         const auto got = r.decoded[i].block(l, kind);
                         c.exact = c.exact && std::equal(got.begin(), got.end(), want.begin());
                         for (std::size_t j = 0; j < want.size(); j += es) {
-                            std::uint32_t a = 0, g = 0;
-                            std::memcpy(&a, &want[j], es), std::memcpy(&g, &got[j], es);
-                            const double x = tokens::detail::value_of(a, view.layout.type), y = tokens::detail::value_of(g, view.layout.type);
+                            const double x = load_as_float(&want[j], view.layout.type, 0), y = load_as_float(&got[j], view.layout.type, 0);
                             c.max_err = std::max(c.max_err, std::fabs(x - y)), s2 += x * x, e2 += (x - y) * (x - y);
                         }
                     }

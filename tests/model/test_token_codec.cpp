@@ -108,16 +108,24 @@ kv_cache_view copy_of(const dump& d, std::uint64_t n, dtype type, std::vector<st
     return view;
 }
 
-/// Every decoded chunk equals the cache's tokens bit for bit.
-void expect_restored(const kv_cache_view& view, const encoded& e, const std::vector<chunk_buffer>& out) {
+/// Calls f(chunk, layer, input block bytes, decoded block bytes) for every (layer, K/V) block of
+/// every decoded chunk.
+template <class F>
+void for_each_block(const kv_cache_view& view, const encoded& e, const std::vector<chunk_buffer>& out, F&& f) {
     for (std::size_t i = 0; i < out.size(); ++i)
         for (std::uint32_t l = 0; l < view.layout.layers; ++l)
             for (auto kind : {kv_kind::key, kv_kind::value}) {
                 std::vector<std::uint8_t> want(out[i].block_bytes());
                 gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
-                const auto got = out[i].block(l, kind);
-                ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << dtype_name(view.layout.type) << " chunk " << i << " layer " << l;
+                f(i, l, std::span<const std::uint8_t>(want), out[i].block(l, kind));
             }
+}
+
+/// Every decoded chunk equals the cache's tokens bit for bit.
+void expect_restored(const kv_cache_view& view, const encoded& e, const std::vector<chunk_buffer>& out) {
+    for_each_block(view, e, out, [&](std::size_t i, std::uint32_t l, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
+        ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << dtype_name(view.layout.type) << " chunk " << i << " layer " << l;
+    });
 }
 
 }  // namespace
@@ -286,28 +294,23 @@ TEST(TokenCodec, BoundedDraftResidualStaysWithinItsBound) {
             EXPECT_TRUE(encode_all(codec3, view, d.ids, n, 50).payloads == e.payloads);
             const auto out = decode_all(codec, view, e);
             double worst_excess = 0;
-            for (std::size_t i = 0; i < out.size(); ++i)
-                for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-                    for (auto kind : {kv_kind::key, kv_kind::value}) {
-                        std::vector<std::uint8_t> want(out[i].block_bytes());
-                        gather_block(view.tensor(l, kind), e.ranges[i].first, e.ranges[i].second, want);
-                        const auto got = out[i].block(l, kind);
-                        for (std::size_t j = 0; j < want.size(); j += es) {
-                            std::uint32_t a = 0, b = 0;
-                            std::memcpy(&a, &want[j], es), std::memcpy(&b, &got[j], es);
-                            const float x = tokens::detail::value_of(a, type), y = tokens::detail::value_of(b, type);
-                            // Allowed: the bound plus half the spacing of the dtype's grid at the input or
-                            // the output (the reconstruction is rounded to the cache's dtype).
-                            auto half_step_at = [&](std::uint32_t bits, float v) {  // to the next value away from zero
-                                const float next = tokens::detail::value_of(bits + 1, type);
-                                return std::isfinite(next) ? 0.5 * std::fabs(double(next) - double(v)) : 0.0;
-                            };
-                            const double half_step = std::max(half_step_at(a, x), half_step_at(b, y));
-                            const double err = std::fabs(double(x) - double(y));
-                            ASSERT_TRUE(std::isfinite(y));
-                            worst_excess = std::max(worst_excess, err - (double(bound) + half_step));
-                        }
-                    }
+            for_each_block(view, e, out, [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
+                for (std::size_t j = 0; j < want.size(); j += es) {
+                    std::uint32_t a = 0, b = 0;
+                    std::memcpy(&a, &want[j], es), std::memcpy(&b, &got[j], es);
+                    const float x = tokens::detail::value_of(a, type), y = tokens::detail::value_of(b, type);
+                    // Allowed: the bound plus half the spacing of the dtype's grid at the input or
+                    // the output (the reconstruction is rounded to the cache's dtype).
+                    auto half_step_at = [&](std::uint32_t bits, float v) {  // to the next value away from zero
+                        const float next = tokens::detail::value_of(bits + 1, type);
+                        return std::isfinite(next) ? 0.5 * std::fabs(double(next) - double(v)) : 0.0;
+                    };
+                    const double half_step = std::max(half_step_at(a, x), half_step_at(b, y));
+                    const double err = std::fabs(double(x) - double(y));
+                    ASSERT_TRUE(std::isfinite(y));
+                    worst_excess = std::max(worst_excess, err - (double(bound) + half_step));
+                }
+            });
             EXPECT_LE(worst_excess, 0.0) << dtype_name(type) << " bound " << bound;
             // The planted far values came back exactly (escapes).
             if (type == dtype::f16) continue;

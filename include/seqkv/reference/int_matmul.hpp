@@ -7,7 +7,7 @@
 //
 // Overflow: |w| <= 127 (int8) or 2047 (int12) and |x| <= 32767, so a product is below 2^22 (2^26);
 // a SIMD int32 lane takes two products per step (vpmaddwd) and is flushed into int64 every 2048
-// (224) elements, so it never holds more than 256 (28) products, < 2^30 (< 2^31); the scalar
+// (224) elements (flush_elements<W>), so it never holds more than 256 (28) products, < 2^30 (< 2^31); the scalar
 // kernel sums in int64. A whole sum is below 2^44 for rows of up to 2^18 elements: exact in the
 // double of the final scaling.
 //
@@ -39,20 +39,28 @@ struct int_matrix {
 using int8_matrix = int_matrix<std::int8_t>;
 using int12_matrix = int_matrix<std::int16_t>;
 
-/// Per-row symmetric quantization to |q| <= qmax: s = max|w| / qmax, q = round-to-nearest-even(w / s)
-/// (IEEE division and rounding: the same integers on every machine). A zero row gets s = 0.
+/// One row quantized symmetrically to |q| <= qmax: s = max|x| / qmax over the finite elements,
+/// q = round-to-nearest-even(x / s) (IEEE division and rounding: the same integers on every
+/// machine); returns s. A row without a nonzero finite element gets s = 0 and q = 0; a non-finite
+/// element (overflowed activations; weights are checked finite when loaded) gets q = 0, defined
+/// the same everywhere instead of an undefined float → int cast. q must hold zeros on entry.
+template <class Q>
+float quantize_row(const float* x, std::size_t cols, float qmax, Q* q) {
+    float amax = 0.0f;
+    for (std::size_t i = 0; i < cols; ++i)
+        if (std::isfinite(x[i])) amax = std::max(amax, std::fabs(x[i]));
+    const float s = amax / qmax;
+    if (s == 0.0f) return s;
+    for (std::size_t i = 0; i < cols; ++i)
+        if (std::isfinite(x[i])) q[i] = Q(std::clamp(std::nearbyint(x[i] / s), -qmax, qmax));
+    return s;
+}
+
+/// Per-row weight quantization (quantize_row) of a rows × cols matrix.
 template <class W>
 int_matrix<W> quantize_rows(std::span<const float> w, std::size_t rows, std::size_t cols, float qmax) {
     int_matrix<W> m{rows, cols, std::vector<W>(rows * cols), std::vector<float>(rows)};
-    for (std::size_t o = 0; o < rows; ++o) {
-        const float* r = w.data() + o * cols;
-        float amax = 0.0f;
-        for (std::size_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(r[i]));
-        const float s = amax / qmax;
-        m.scale[o] = s;
-        if (s == 0.0f) continue;
-        for (std::size_t i = 0; i < cols; ++i) m.q[o * cols + i] = W(std::clamp(std::nearbyint(r[i] / s), -qmax, qmax));
-    }
+    for (std::size_t o = 0; o < rows; ++o) m.scale[o] = quantize_row(w.data() + o * cols, cols, qmax, m.q.data() + o * cols);
     return m;
 }
 inline int8_matrix quantize_rows_int8(std::span<const float> w, std::size_t rows, std::size_t cols) {
@@ -62,9 +70,7 @@ inline int12_matrix quantize_rows_int12(std::span<const float> w, std::size_t ro
     return quantize_rows<std::int16_t>(w, rows, cols, 2047.0f);
 }
 
-/// Activations of `tokens` rows quantized to int16, one scale per row: s = max|x| / 32767 over the
-/// finite elements, q = round-to-nearest-even(x / s); a non-finite element (overflowed
-/// activations) becomes 0, defined the same everywhere instead of an undefined float → int cast.
+/// Activations of `tokens` rows quantized to int16 (quantize_row, qmax 32767), one scale per row.
 struct int16_rows {
     std::size_t cols = 0;
     std::vector<std::int16_t> q;
@@ -74,17 +80,7 @@ inline void quantize_rows_int16(const float* x, std::size_t tokens, std::size_t 
     out.cols = cols;
     out.q.assign(tokens * cols, 0);
     out.scale.assign(tokens, 0.0f);
-    for (std::size_t t = 0; t < tokens; ++t) {
-        const float* r = x + t * cols;
-        float amax = 0.0f;
-        for (std::size_t i = 0; i < cols; ++i)
-            if (std::isfinite(r[i])) amax = std::max(amax, std::fabs(r[i]));
-        const float s = amax / 32767.0f;
-        out.scale[t] = s;
-        if (s == 0.0f) continue;
-        for (std::size_t i = 0; i < cols; ++i)
-            if (std::isfinite(r[i])) out.q[t * cols + i] = std::int16_t(std::clamp(std::nearbyint(r[i] / s), -32767.0f, 32767.0f));
-    }
+    for (std::size_t t = 0; t < tokens; ++t) out.scale[t] = quantize_row(x + t * cols, cols, 32767.0f, out.q.data() + t * cols);
 }
 
 /// Four exact dot products of one integer row with four int16 rows (n elements each).
@@ -92,8 +88,9 @@ template <class W>
 using dot4_fn = void (*)(const W* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out);
 
 // Elements between flushes of the int32 lanes into int64: multiples of every kernel's step (16, 32).
-inline constexpr std::size_t flush_elements = 2048;     // int8 weights: <= 256 products < 2^22 per lane
-inline constexpr std::size_t flush_elements_12 = 224;   // 12-bit weights: <= 28 products < 2^26 per lane
+// int8 weights: <= 256 products < 2^22 per lane; 12-bit weights (int16): <= 28 products < 2^26.
+template <class W>
+inline constexpr std::size_t flush_elements = std::is_same_v<W, std::int8_t> ? 2048 : 224;
 
 template <class W>
 void dot4_scalar(const W* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
@@ -120,12 +117,12 @@ __attribute__((target("avx2"))) inline __m256i load16_w(const std::int16_t* w) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
 }
 
-template <class W, std::size_t Flush>
+template <class W>
 __attribute__((target("avx2"))) inline void dot4_avx2(const W* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
     std::int64_t total[4] = {0, 0, 0, 0};
     std::size_t i = 0;
     while (i + 16 <= n) {
-        const std::size_t stop = std::min(n - (n - i) % 16, i + Flush);
+        const std::size_t stop = std::min(n - (n - i) % 16, i + flush_elements<W>);
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
         for (; i < stop; i += 16) {
             const __m256i wv = load16_w(w + i);
@@ -141,12 +138,6 @@ __attribute__((target("avx2"))) inline void dot4_avx2(const W* w, const std::int
         for (int k = 0; k < 4; ++k) total[k] += std::int32_t(w[i]) * std::int32_t(x[k][i]);
     for (int k = 0; k < 4; ++k) out[k] = total[k];
 }
-inline void dot4_i8_avx2(const std::int8_t* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
-    dot4_avx2<std::int8_t, flush_elements>(w, x, n, out);
-}
-inline void dot4_i12_avx2(const std::int16_t* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
-    dot4_avx2<std::int16_t, flush_elements_12>(w, x, n, out);
-}
 
 __attribute__((target("avx512f,avx512bw"))) inline std::int64_t hsum512_epi32_to_64(__m512i v) {
     alignas(64) std::int32_t l[16];
@@ -161,13 +152,13 @@ __attribute__((target("avx512f,avx512bw"))) inline __m512i load32_w(const std::i
 }
 __attribute__((target("avx512f,avx512bw"))) inline __m512i load32_w(const std::int16_t* w) { return _mm512_loadu_si512(w); }
 
-template <class W, std::size_t Flush>
+template <class W>
 __attribute__((target("avx512f,avx512bw"))) inline void dot4_avx512(const W* w, const std::int16_t* const* x, std::size_t n,
                                                                     std::int64_t* out) {
     std::int64_t total[4] = {0, 0, 0, 0};
     std::size_t i = 0;
     while (i + 32 <= n) {
-        const std::size_t stop = std::min(n - (n - i) % 32, i + Flush);
+        const std::size_t stop = std::min(n - (n - i) % 32, i + flush_elements<W>);
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
         for (; i < stop; i += 32) {
             const __m512i wv = load32_w(w + i);
@@ -183,12 +174,6 @@ __attribute__((target("avx512f,avx512bw"))) inline void dot4_avx512(const W* w, 
         for (int k = 0; k < 4; ++k) total[k] += std::int32_t(w[i]) * std::int32_t(x[k][i]);
     for (int k = 0; k < 4; ++k) out[k] = total[k];
 }
-inline void dot4_i8_avx512(const std::int8_t* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
-    dot4_avx512<std::int8_t, flush_elements>(w, x, n, out);
-}
-inline void dot4_i12_avx512(const std::int16_t* w, const std::int16_t* const* x, std::size_t n, std::int64_t* out) {
-    dot4_avx512<std::int16_t, flush_elements_12>(w, x, n, out);
-}
 #endif
 
 /// A kernel and its name.
@@ -203,13 +188,8 @@ template <class W>
 std::vector<dot4_kernel<W>> dot4_kernels() {
     std::vector<dot4_kernel<W>> k{{"scalar", &dot4_scalar<W>}};
 #if SEQKV_X86_AVX2_KERNELS
-    if constexpr (std::is_same_v<W, std::int8_t>) {
-        if (cpu_has_avx2()) k.push_back({"avx2", &dot4_i8_avx2});
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) k.push_back({"avx512bw", &dot4_i8_avx512});
-    } else {
-        if (cpu_has_avx2()) k.push_back({"avx2", &dot4_i12_avx2});
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) k.push_back({"avx512bw", &dot4_i12_avx512});
-    }
+    if (cpu_has_avx2()) k.push_back({"avx2", &dot4_avx2<W>});
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) k.push_back({"avx512bw", &dot4_avx512<W>});
 #endif
     return k;
 }

@@ -390,12 +390,7 @@ public:
         std::vector<std::int32_t> ids(n);
         if (!codes_under_model(mode_)) {
             range_decoder dec(token_stream);
-            const std::uint32_t vocab = model_->vocab_size();
-            for (std::uint32_t i = 0; i < n; ++i) {
-                const std::uint32_t t = dec.decode_slot_with_total(vocab);
-                dec.consume(t, 1);
-                ids[i] = std::int32_t(t);
-            }
+            for (std::uint32_t i = 0; i < n; ++i) ids[i] = decode_first(dec);
             if (dec.overrun_bytes() > 3) throw format_error("token codec: token stream truncated");
             if (ids_hash(ids) != want_ids) throw checksum_error("token codec: decoded token ids differ from the encoder's (corrupt stream)");
             session.extend(ids, {});  // the decoder's price: one batched pass
@@ -405,9 +400,7 @@ public:
             const std::uint32_t vocab = model_->vocab_size();
             for (std::uint32_t i = 0; i < n; ++i) {
                 if (session.length() == 0) {
-                    const std::uint32_t t = dec.decode_slot_with_total(vocab);  // < vocab
-                    dec.consume(t, 1);
-                    ids[i] = std::int32_t(t);
+                    ids[i] = decode_first(dec);
                 } else {
                     table.set(st.next);
                     const std::size_t b = detail::decode_in(dec, table.high());
@@ -437,7 +430,13 @@ private:
     static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
         return content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * 4});
     }
+    /// A token uniform over the vocabulary (position 0 of modes 0-1, every token of modes 2-3).
     void encode_first(range_encoder& enc, std::int32_t t) const { enc.encode_with_total(std::uint32_t(t), 1, model_->vocab_size()); }
+    std::int32_t decode_first(range_decoder& dec) const {
+        const std::uint32_t t = dec.decode_slot_with_total(model_->vocab_size());  // < vocab
+        dec.consume(t, 1);
+        return std::int32_t(t);
+    }
 
     void check_layout(const kv_layout& l) const {
         const auto s = model_->kv_shape();
@@ -545,14 +544,16 @@ private:
                 coder.start_block();
                 for (std::size_t i = 0, e = 0; i < blk.size(); i += es, ++e) {
                     const std::uint32_t zz = coder.decode(dec, e);
-                    if (mode_ == mode::residual_bounded) {
-                        std::uint32_t bits = 0;
-                        if (zz == detail::escape_zz)
-                            for (unsigned b = 0; b < width; b += 16) bits |= dec.decode_raw_bits(16) << b;
-                        else
-                            bits = detail::bounded_bits(detail::load_bits(&blk[i], width), unzigzag(zz), 2.0 * double(bound_), out.layout.type);
-                        std::memcpy(&blk[i], &bits, es);
-                        continue;
+                    if constexpr (std::is_same_v<Coder, detail::residual_coder>) {
+                        if (mode_ == mode::residual_bounded) {
+                            std::uint32_t bits = 0;
+                            if (zz == detail::escape_zz)
+                                for (unsigned b = 0; b < width; b += 16) bits |= dec.decode_raw_bits(16) << b;
+                            else
+                                bits = detail::bounded_bits(detail::load_bits(&blk[i], width), unzigzag(zz), 2.0 * double(bound_), out.layout.type);
+                            std::memcpy(&blk[i], &bits, es);
+                            continue;
+                        }
                     }
                     const std::uint32_t d = std::uint32_t(unzigzag(zz)) & mask;
                     const std::uint32_t bits = detail::unord((detail::ord(detail::load_bits(&blk[i], width), width) + d) & mask, width);
