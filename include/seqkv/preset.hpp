@@ -5,8 +5,9 @@
 //
 // Names: lossless (default; bit-exact, RoPE-aware when rope_theta is known), seqkv-1bit,
 // seqkv-2bit, seqkv-step:<s>, bound:<rel>, abs:<abs>, kivi2, kivi4, turbo2, turbo2.5, turbo3,
-// turbo3.5, turbo4, int8, fp8 (docs/LOSSY.md), tokens, tokens-exact, draft, draft-abs:<abs>
-// (token mode and draft-model residuals; need a model, docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
+// turbo3.5, turbo4, int8, fp8 (docs/LOSSY.md), tokens, tokens-exact, draft, draft-abs:<abs>,
+// hybrid, hybrid-abs:<abs> (token mode, draft-model residuals and the per-chunk choice by cost;
+// need a model, docs/TOKEN_MODE.md). Standard library only (no safetensors reader: metadata comes as a map).
 #pragma once
 
 #include <cctype>
@@ -41,12 +42,14 @@ struct preset_inputs {
     std::vector<std::string> options;                         // KEY=VALUE lossy settings applied after the preset
     std::uint32_t chunk_tokens = 0;                           // 0: the preset's own chunk size
     unsigned threads = 1;                                     // codec threads (0: every core; same bytes)
+    tokens::hybrid_cost cost;                                 // hybrid*: the decoder's bandwidth and compute
 };
 
 /// Every name preset() accepts (parameterized ones with their parameter placeholder).
 inline std::vector<std::string> preset_names() {
     return {"lossless", "seqkv-1bit", "seqkv-2bit", "seqkv-step:<s>", "bound:<rel>", "abs:<abs>", "kivi2", "kivi4", "turbo2",
-            "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact", "draft", "draft-abs:<abs>"};
+            "turbo2.5", "turbo3", "turbo3.5", "turbo4", "int8", "fp8", "tokens", "tokens-exact", "draft", "draft-abs:<abs>",
+            "hybrid", "hybrid-abs:<abs>"};
 }
 
 namespace detail {
@@ -84,11 +87,35 @@ inline model_params model_params_from(const std::map<std::string, std::string>& 
     return m;
 }
 
-/// True for the token-mode presets (tokens, tokens-exact, draft, draft-abs:<abs>: they need a
-/// model, not head_dim).
+/// True for the token-mode presets (tokens, tokens-exact, draft, draft-abs:<abs>, hybrid,
+/// hybrid-abs:<abs>: they need a model, not head_dim).
 inline bool is_token_preset(std::string_view name) {
-    return name == "tokens" || name == "tokens-exact" || name == "draft" || name.starts_with("draft-abs:");
+    return name == "tokens" || name == "tokens-exact" || name == "draft" || name.starts_with("draft-abs:") || name == "hybrid" ||
+           name.starts_with("hybrid-abs:");
 }
+
+namespace detail {
+/// The lossless preset's plane options: RoPE rotation prediction when m names a usable rope.
+inline lossless::plane_options lossless_options_for(const model_params& m) {
+    lossless::plane_options lo;
+    const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
+    const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
+    if (m.rope_theta > 0 && (half || interleaved)) {
+        lossless::rope::parameters p;
+        p.theta = m.rope_theta;
+        p.style = half ? lossless::rope::pairing::rotate_half : lossless::rope::pairing::interleaved;
+        if (lossless::rope::valid(p)) lo.rope = p;  // otherwise stay lossless without the rotation predictor
+    }
+    return lo;
+}
+/// A bound parsed from a preset name's parameter (positive, finite as f32).
+inline float preset_bound(std::string_view name, std::size_t at) {
+    const auto b = parse_number(name.substr(at));
+    if (!b || !(*b > 0) || !(*b <= 3.0e38))
+        throw usage_error("preset " + std::string(name.substr(0, at)) + "<abs> needs a positive finite bound: " + std::string(name));
+    return float(*b);
+}
+}  // namespace detail
 
 /// True for every name preset() accepts (parameterized ones with any parameter text).
 inline bool is_preset_name(std::string_view name) {
@@ -115,9 +142,22 @@ inline compress_options preset(std::string_view name, const model_params& m = {}
         if (!in.model) throw usage_error("preset " + std::string(name) + " needs a model (the model that produced the KV, or its reference model)");
         if (!in.options.empty()) throw usage_error("preset " + std::string(name) + " takes no lossy options");
         if (name.starts_with("draft-abs:")) {
-            const auto b = detail::parse_number(name.substr(10));
-            if (!b || !(*b > 0) || !(*b <= 3.0e38)) throw usage_error("preset draft-abs:<abs> needs a positive finite bound: " + std::string(name));
-            o.codec = tokens_config(tokens::mode::residual_bounded, *in.model, float(*b));
+            o.codec = tokens_config(tokens::mode::residual_bounded, *in.model, detail::preset_bound(name, 10));
+        } else if (name == "hybrid") {
+            const auto stored = lossless_config(detail::lossless_options_for(m));
+            o.codec = tokens_config(tokens::mode::hybrid, *in.model, 0, &stored, in.cost);
+        } else if (name.starts_with("hybrid-abs:")) {
+            const float b = detail::preset_bound(name, 11);
+            lossy_model_info info;  // the abs:<b> preset for the model's head_dim (and the file's rope)
+            info.head_dim = in.model->kv_shape().head_dim;
+            const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
+            info.rope_interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
+            info.rope_theta = half || info.rope_interleaved ? m.rope_theta : 0;
+            lossy_config c = lossy_preset("abs:1", info);
+            c.error_bound = b;
+            c.validate();
+            const auto stored = lossy_codec_config(c);
+            o.codec = tokens_config(tokens::mode::hybrid_bounded, *in.model, b, &stored, in.cost);
         } else {
             const auto m = name == "tokens" ? tokens::mode::tokens : name == "draft" ? tokens::mode::residual : tokens::mode::corrected;
             o.codec = tokens_config(m, *in.model);
@@ -130,14 +170,7 @@ inline compress_options preset(std::string_view name, const model_params& m = {}
     const bool half = m.rope_style == "rotate_half" || m.rope_style == "neox";
     const bool interleaved = m.rope_style == "interleaved" || m.rope_style == "gptj";
     if (name == "lossless" && in.options.empty()) {
-        lossless::plane_options lo;
-        if (m.rope_theta > 0 && (half || interleaved)) {
-            lossless::rope::parameters p;
-            p.theta = m.rope_theta;
-            p.style = half ? lossless::rope::pairing::rotate_half : lossless::rope::pairing::interleaved;
-            if (lossless::rope::valid(p)) lo.rope = p;  // otherwise stay lossless without the rotation predictor
-        }
-        o.codec = lossless_config(lo);
+        o.codec = lossless_config(detail::lossless_options_for(m));
         o.chunk_tokens = 512;  // beats every peer on bf16 and fp8 at 512 (bench_lossless -c512 rows)
     } else {
         if (name == "lossless") {

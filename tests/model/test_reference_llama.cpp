@@ -140,6 +140,64 @@ TEST(ReferenceLlama, BatchedIncrementalAndThreadedGiveTheSameBits) {
     }
 }
 
+// Seeding (assign_kv): a session given the model's own fp32 KV of a prefix continues with the
+// same bits as the session that computed it (tables and KV), whether the prefix is appended or
+// overwrites positions already computed; other KV moves what follows; bad ranges are refused.
+TEST(ReferenceLlama, SeededKvContinuesLikeTheComputedContext) {
+    const auto m = tiny();
+    const auto dump = io::safetensors_file::load(data_dir / "kv" / "py311-textwrap.safetensors");
+    const auto ids = dump_tokens(dump, 96);
+    const auto prefix = std::span(ids).first(64), rest = std::span(ids).subspan(64);
+    auto tail = [&](model::model_session& s) {
+        std::vector<std::uint32_t> tables;
+        s.extend(rest, [&](std::size_t, std::span<const std::uint32_t> f) { tables.insert(tables.end(), f.begin(), f.end()); });
+        auto kv = chunk_buffer::for_layout(m->kv_shape(), rest.size());
+        s.kv(64, 96, kv);
+        return std::make_pair(tables, kv.bytes);
+    };
+    auto a = m->session(1);
+    a->extend(prefix, {});
+    kv_layout f32 = m->kv_shape();
+    f32.type = dtype::f32;
+    auto own = chunk_buffer::for_layout(f32, 64);
+    a->kv(0, 64, own);
+    const auto want = tail(*a);
+
+    auto appended = m->session(2);
+    appended->assign_kv(0, prefix, own);
+    EXPECT_EQ(appended->length(), 64u);
+    EXPECT_TRUE(tail(*appended) == want);
+
+    auto overwritten = m->session(1);
+    overwritten->extend(prefix.first(40), {});
+    overwritten->assign_kv(0, prefix, own);  // positions 0..39 overwritten, 40..63 appended
+    EXPECT_TRUE(tail(*overwritten) == want);
+
+    // Other KV (the prefix's bf16 rounding) is what later tokens attend to: their KV moves.
+    auto rounded = chunk_buffer::for_layout(m->kv_shape(), 64);
+    a->kv(0, 64, rounded);
+    auto seeded = m->session(1);
+    seeded->assign_kv(0, prefix, rounded);
+    EXPECT_FALSE(tail(*seeded).second == want.second);
+
+    auto bad = m->session(1);
+    EXPECT_THROW(bad->assign_kv(1, prefix, own), usage_error);                 // begin past the context
+    EXPECT_THROW(bad->assign_kv(0, prefix.first(10), own), usage_error);       // ids and KV disagree
+    const std::int32_t outside[1] = {std::int32_t(m->vocab_size())};
+    EXPECT_THROW(bad->assign_kv(0, outside, chunk_buffer::for_layout(f32, 1)), usage_error);
+    EXPECT_EQ(bad->length(), 0u);
+}
+
+// forward_flops: the sum of flops_per_token over the positions (context p + 1 at position p).
+TEST(ReferenceLlama, ForwardFlopsSumsThePerTokenCost) {
+    const auto m = tiny();
+    double sum = 0;
+    for (std::uint64_t p = 37; p < 101; ++p) sum += m->flops_per_token(p + 1, false);
+    EXPECT_NEAR(m->forward_flops(37, 101), sum, 1e-9 * sum);  // the closed form vs the loop, double rounding only
+    EXPECT_EQ(m->forward_flops(5, 5), 0.0);
+    EXPECT_GT(m->forward_flops(1000, 1001), m->forward_flops(0, 1));  // attention grows with the context
+}
+
 TEST(ReferenceLlama, RejectsBadInput) {
     const auto m = tiny();
     auto s = m->session(1);

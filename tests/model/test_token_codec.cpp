@@ -6,7 +6,9 @@
 #include <any>
 #include <cmath>
 #include <cstring>
+#include <set>
 
+#include "seqkv/codec/registry.hpp"
 #include "seqkv/codec/tokens/token_codec.hpp"
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/float_formats.hpp"
@@ -360,4 +362,160 @@ TEST(TokenCodec, DraftResidualDesyncAndCorruptionAreErrors) {
     auto cut = e;
     cut.payloads[1].resize(cut.payloads[1].size() - 40);
     EXPECT_THROW(decode_all(codec, d.view, cut), format_error);
+}
+
+namespace {
+std::shared_ptr<const any_chunk_codec> stored_codec(const format::codec_config& c) {
+    return std::make_shared<const any_chunk_codec>(make_codec(c));
+}
+tokens::token_codec lossless_hybrid(std::shared_ptr<const model::language_model> m, tokens::hybrid_cost cost, unsigned threads = 1) {
+    return tokens::token_codec(std::move(m), tokens::mode::hybrid, threads, 0, stored_codec(lossless_config()), cost);
+}
+std::vector<tokens::hybrid_choice> choices_of(const encoded& e) {
+    std::vector<tokens::hybrid_choice> c;
+    for (const auto& p : e.payloads) c.push_back(*tokens::hybrid_choice_of(p));
+    return c;
+}
+tokens::hybrid_cost cost_of(float bandwidth, float compute) {
+    tokens::hybrid_cost c;
+    c.bandwidth = bandwidth, c.compute = compute;
+    return c;
+}
+}  // namespace
+
+// Hybrid (bit-exact): every choice restores the input bit for bit; free bandwidth stores every
+// chunk, a slow link with free compute codes every chunk as the draft's residual; in between the
+// choice is per chunk, and — the context being the restored KV whatever a chunk chose — each
+// chunk's payload is exactly the one the all-stored or all-residual run made for it. The set of
+// residual chunks only grows as compute gets cheaper; threads never change the bytes.
+TEST(TokenHybrid, EveryChoiceRestoresTheInputAndTheCostModelDecidesPerChunk) {
+    const dump d("py311-textwrap.safetensors");
+    const std::uint64_t n = 200, chunk = 40;
+    const auto draft = tiny_draft(reference::weight_format::int12);
+    auto run = [&](tokens::hybrid_cost cost, unsigned threads = 1) {
+        const auto codec = lossless_hybrid(draft, cost, threads);
+        auto e = encode_all(codec, d.view, d.ids, n, chunk);
+        expect_restored(d.view, e, decode_all(codec, d.view, e));
+        return e;
+    };
+    const auto stored = run(cost_of(INFINITY, 1e9f));
+    const auto residual = run(cost_of(1e3f, INFINITY));
+    for (auto c : choices_of(stored)) EXPECT_EQ(c, tokens::hybrid_choice::stored);
+    for (auto c : choices_of(residual)) EXPECT_EQ(c, tokens::hybrid_choice::residual);
+    EXPECT_LT(total_bytes(residual) * 2, total_bytes(stored));  // the draft predicts far better
+
+    // Sweep the decoder's compute on a slow link: per-chunk choices, nested as compute gets cheaper.
+    std::vector<bool> previous(n / chunk, false);
+    bool mixed = false;
+    for (double log_compute = 4; log_compute <= 12; log_compute += 0.25) {
+        const auto e = run(cost_of(1e5f, float(std::pow(10.0, log_compute))));
+        const auto c = choices_of(e);
+        std::size_t model_chunks = 0;
+        for (std::size_t i = 0; i < c.size(); ++i) {
+            const bool model = c[i] != tokens::hybrid_choice::stored;
+            EXPECT_TRUE(!previous[i] || model) << "chunk " << i << " went back to stored at 10^" << log_compute << " FLOP/s";
+            previous[i] = model;
+            model_chunks += model;
+            EXPECT_TRUE(e.payloads[i] == (model ? residual : stored).payloads[i]) << "chunk " << i << " at 10^" << log_compute;
+        }
+        if (model_chunks > 0 && model_chunks < c.size()) {
+            mixed = true;
+            EXPECT_TRUE(encode_all(lossless_hybrid(draft, cost_of(1e5f, float(std::pow(10.0, log_compute))), 3), d.view, d.ids, n, chunk)
+                            .payloads == e.payloads);
+            // Decoded under another model: a residual chunk's recompute differs, raised, never returned.
+            EXPECT_THROW(decode_all(lossless_hybrid(tiny_draft(reference::weight_format::int8), cost_of(1e5f, 1e9f)), d.view, e),
+                         checksum_error);
+        }
+    }
+    EXPECT_TRUE(mixed) << "no compute in the sweep splits the chunks";
+    for (auto v : previous) EXPECT_TRUE(v);  // at 10^12 FLOP/s every chunk runs the model
+
+    // KV the model computes the way an engine with a bf16 cache does (each chunk attends to the
+    // bf16 KV of the chunks before it: what the hybrid's context holds too): the residual is zero,
+    // so every chunk is ids + recompute alone.
+    const auto ref = tiny();
+    auto s = ref->session(1);
+    auto own = chunk_buffer::for_layout(ref->kv_shape(), 80);
+    for (std::uint64_t b = 0; b < 80; b += 40) {
+        const auto part_ids = std::span(d.ids).subspan(b, 40);
+        s->extend(part_ids, {});
+        auto part = chunk_buffer::for_layout(ref->kv_shape(), 40);
+        s->kv(b, b + 40, part);
+        s->assign_kv(b, part_ids, part);
+        for (std::uint32_t l = 0; l < own.layout.layers; ++l)
+            for (auto kind : {kv_kind::key, kv_kind::value}) {
+                const auto src = part.block(l, kind);
+                auto dst = own.block(l, kind);
+                const std::size_t row = 40 * own.layout.head_dim * 2;
+                for (std::uint32_t h = 0; h < own.layout.kv_heads; ++h)
+                    std::copy_n(src.begin() + std::ptrdiff_t(h * row), row, dst.begin() + std::ptrdiff_t(h * 2 * row + (b / 40) * row));
+            }
+    }
+    const kv_cache_view v = view_of(own);
+    const auto codec = lossless_hybrid(ref, cost_of(1e3f, INFINITY));
+    const auto e = encode_all(codec, v, d.ids, 80, 40);
+    expect_restored(v, e, decode_all(codec, v, e));
+    for (std::size_t i = 0; i < e.payloads.size(); ++i) {
+        EXPECT_EQ(*tokens::hybrid_choice_of(e.payloads[i]), tokens::hybrid_choice::recompute);
+        EXPECT_EQ(e.payloads[i].size(), 1 + 1 + 4 + 8 + 8 + 4 + tokens::token_stream_bytes(e.payloads[i]) + 1);
+    }
+}
+
+TEST(TokenHybrid, CorruptionAndBadSettingsAreErrors) {
+    const dump d("gpl3.safetensors");
+    const auto codec = lossless_hybrid(tiny_draft(reference::weight_format::int12), cost_of(1e3f, INFINITY));
+    const auto e = encode_all(codec, d.view, d.ids, 96, 48);
+    const std::size_t choice_at = 1 + 1 + 4 + 8 + 8 + 4 + tokens::token_stream_bytes(e.payloads[1]);
+    for (std::size_t pos : {std::size_t(0), std::size_t(1), std::size_t(3), choice_at}) {
+        auto bad = e;
+        bad.payloads[1][pos] ^= 0x21;
+        EXPECT_THROW(decode_all(codec, d.view, bad), format_error) << "byte " << pos;
+    }
+    auto cut = e;
+    cut.payloads[1].resize(cut.payloads[1].size() - 40);
+    EXPECT_THROW(decode_all(codec, d.view, cut), format_error);
+    auto recompute = e;  // a residual chunk relabelled as recompute: bytes follow that it cannot have
+    recompute.payloads[1][choice_at] = 2;
+    EXPECT_THROW(decode_all(codec, d.view, recompute), format_error);
+    const auto draft = tiny_draft(reference::weight_format::int12);
+    EXPECT_THROW(tokens::token_codec(draft, tokens::mode::hybrid, 1, 0), usage_error);  // no stored codec
+    EXPECT_THROW(tokens::token_codec(draft, tokens::mode::residual, 1, 0, stored_codec(lossless_config())), usage_error);
+    EXPECT_THROW(tokens::token_codec(draft, tokens::mode::hybrid, 1, 0, stored_codec(lossless_config()), cost_of(0, 1)), usage_error);
+    EXPECT_THROW(tokens::token_codec(draft, tokens::mode::hybrid, 1, 0, stored_codec(lossless_config()), cost_of(1, NAN)), usage_error);
+}
+
+// Hybrid within a bound: stored chunks go through the error-bounded lossy codec, the others
+// through the quantized residual; every element within the bound plus half a bf16 step either
+// way, a mix of choices on the way, the same bytes on 1 and 3 threads.
+TEST(TokenHybrid, BoundedHybridStaysWithinItsBoundWhateverEachChunkChose) {
+    const dump d("gpl3.safetensors");
+    const std::uint64_t n = 240, chunk = 40;
+    const float bound = 0.005f;
+    lossy_model_info info;
+    info.head_dim = d.view.layout.head_dim;
+    lossy_config lc = lossy_preset("abs:1", info);
+    lc.error_bound = bound;
+    const auto stored = stored_codec(lossy_codec_config(lc));
+    const auto draft = tiny_draft(reference::weight_format::int8);
+    std::set<tokens::hybrid_choice> seen;
+    for (double log_compute = 6; log_compute <= 10; log_compute += 1) {
+        const auto cost = cost_of(1e5f, float(std::pow(10.0, log_compute)));
+        const tokens::token_codec codec(draft, tokens::mode::hybrid_bounded, 1, bound, stored, cost);
+        const auto e = encode_all(codec, d.view, d.ids, n, chunk);
+        for (auto c : choices_of(e)) seen.insert(c);
+        const tokens::token_codec codec3(draft, tokens::mode::hybrid_bounded, 3, bound, stored, cost);
+        EXPECT_TRUE(encode_all(codec3, d.view, d.ids, n, chunk).payloads == e.payloads);
+        double worst = 0;
+        for_each_block(d.view, e, decode_all(codec, d.view, e),
+                       [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
+                           for (std::size_t i = 0; i < want.size(); i += 2) {
+                               const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8));
+                               const double y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
+                               worst = std::max(worst, std::fabs(x - y) - (double(bound) + std::max(std::fabs(x), std::fabs(y)) / 256));
+                           }
+                       });
+        EXPECT_LE(worst, 0.0) << "10^" << log_compute << " FLOP/s";
+    }
+    EXPECT_TRUE(seen.count(tokens::hybrid_choice::stored) &&
+                (seen.count(tokens::hybrid_choice::residual) || seen.count(tokens::hybrid_choice::recompute)));
 }

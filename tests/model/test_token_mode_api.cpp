@@ -144,3 +144,65 @@ TEST(TokenModeApi, DraftPresetsRoundTripThroughTheContainer) {
     bad.params.pop_back();  // a bounded mode without its bound
     EXPECT_THROW(make_codec(bad, ob.resources), format_error);
 }
+
+// The hybrid presets through the container: per chunk stored / residual by the cost model given in
+// preset_inputs; bit-exact (`hybrid`) or within the bound (`hybrid-abs:B`); ranges decode from the
+// one keyframe; the file's parameters record the costs (the description says them); malformed
+// parameters are format errors.
+TEST(TokenModeApi, HybridPresetsRoundTripThroughTheContainer) {
+    const auto file = io::safetensors_file::load(data_dir / "kv" / "gpl3.safetensors");
+    const kv_cache_view view = io::kv_view(file);
+    const auto ids = *io::token_ids_of(file, view.layout.tokens);
+    const std::shared_ptr<const model::language_model> draft =
+        reference::llama_model::load(data_dir / "tiny-llama", dtype::bf16, reference::weight_format::int12);
+    preset_inputs in;
+    in.model = draft;
+    in.chunk_tokens = 128;
+    in.threads = 2;
+    in.cost.bandwidth = 1e5f;  // a slow link and a decoder computing at 10^9 FLOP/s: chunks split by cost
+    in.cost.compute = 1e9f;
+    const auto o = preset("hybrid", {}, in);
+    EXPECT_NE(describe_codec(o.codec).find("hybrid"), std::string::npos) << describe_codec(o.codec);
+    EXPECT_NE(describe_codec(o.codec).find("0.1 MB/s"), std::string::npos) << describe_codec(o.codec);
+    const auto skv = compress(view, o, ids);
+    const auto all = decompress(skv, 0, std::nullopt, o.resources, 1);
+    EXPECT_EQ(all.token_ids, ids);
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(all.block_bytes());
+            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
+            const auto got = all.block(l, kind);
+            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
+        }
+    const auto part = decompress(skv, 200, 450, o.resources);
+    EXPECT_EQ(part.token_ids, std::vector<std::int32_t>(ids.begin() + 200, ids.begin() + 450));
+    const auto lossless = compress(view, preset("lossless", {}, {}), ids);
+    EXPECT_LT(skv.size(), lossless.size());  // never worse than storing every chunk (the cost model's bytes term)
+
+    const auto ob = preset("hybrid-abs:0.05", {}, in);
+    const auto lossy = compress(view, ob, ids);
+    const auto back = decompress(lossy, 0, std::nullopt, ob.resources);
+    double worst = 0;
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(back.block_bytes());
+            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
+            const auto got = back.block(l, kind);
+            for (std::size_t i = 0; i < want.size(); i += 2) {
+                const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8)), y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
+                worst = std::max(worst, std::fabs(x - y) - (0.05 + std::max(std::fabs(x), std::fabs(y)) / 256));
+            }
+        }
+    EXPECT_LE(worst, 0.0);
+    EXPECT_THROW(preset("hybrid-abs:-1", {}, in), usage_error);
+    in.cost.compute = 0;
+    EXPECT_THROW(preset("hybrid", {}, in), usage_error);
+    for (std::size_t cut : {std::size_t(1), std::size_t(3), std::size_t(30)}) {  // costs / stored codec cut short
+        auto bad = o.codec;
+        bad.params.resize(bad.params.size() - cut);
+        EXPECT_THROW(make_codec(bad, o.resources), format_error) << cut;
+    }
+    auto wrong_family = o.codec;  // hybrid (bit-exact) naming a lossy stored codec
+    wrong_family.params[9 + 16] = 2;
+    EXPECT_THROW(make_codec(wrong_family, o.resources), format_error);
+}

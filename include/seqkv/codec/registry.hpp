@@ -42,17 +42,35 @@ inline format::codec_config lossy_codec_config(const lossy_config& c) {
 }
 
 /// Configuration of token mode under a model (the file names the model as its model_weights
-/// resource): params = u8 mode | u64 the model's content hash | [mode residual_bounded] f32 bound
-/// (little-endian). `bound` is residual_bounded's alone (finite, > 0).
-inline format::codec_config tokens_config(tokens::mode m, const model::language_model& model, float bound = 0) {
-    require_usage(m == tokens::mode::residual_bounded ? (std::isfinite(bound) && bound > 0) : bound == 0,
-                  "tokens_config: a bound (finite, > 0) is residual_bounded's alone");
+/// resource): params = u8 mode | u64 the model's content hash | [bounded modes 3, 5] f32 bound |
+/// [hybrid modes 4, 5] f32 bandwidth, compute, stored_decode, residual_decode (tokens::hybrid_cost)
+/// | u16 the stored codec's family | its params (the rest); little-endian. `bound` is the bounded
+/// modes' alone (finite, > 0); `stored` the hybrid modes' alone: a lossless configuration for
+/// hybrid, a lossy one for hybrid_bounded (the error-bounded quantizer with the same bound:
+/// tokens_hybrid_config builds both).
+inline format::codec_config tokens_config(tokens::mode m, const model::language_model& model, float bound = 0,
+                                          const format::codec_config* stored = nullptr, const tokens::hybrid_cost& cost = {}) {
+    require_usage(tokens::is_bounded(m) ? (std::isfinite(bound) && bound > 0) : bound == 0,
+                  "tokens_config: a bound (finite, > 0) is the bounded modes' alone");
+    require_usage(std::uint8_t(m) <= 5, "tokens_config: unknown mode");
+    require_usage(tokens::is_hybrid(m) == (stored != nullptr), "tokens_config: a stored codec is the hybrid modes' alone (and they need one)");
     format::codec_config c{static_cast<std::uint16_t>(codec_family::tokens), {static_cast<std::uint8_t>(m)}};
     const std::uint64_t h = model.content_hash();
     for (int i = 0; i < 8; ++i) c.params.push_back(static_cast<std::uint8_t>(h >> (8 * i)));
-    if (m == tokens::mode::residual_bounded) {
-        const auto b = std::bit_cast<std::uint32_t>(bound);
+    auto put_f32 = [&c](float v) {
+        const auto b = std::bit_cast<std::uint32_t>(v);
         for (int i = 0; i < 4; ++i) c.params.push_back(static_cast<std::uint8_t>(b >> (8 * i)));
+    };
+    if (tokens::is_bounded(m)) put_f32(bound);
+    if (stored) {
+        require_usage(cost.valid(), "tokens_config: hybrid costs must be > 0");
+        const auto family = static_cast<codec_family>(stored->codec_id);
+        require_usage(m == tokens::mode::hybrid ? family == codec_family::lossless : family == codec_family::lossy,
+                      "tokens_config: hybrid stores chunks with the lossless codec, hybrid_bounded with a lossy one");
+        for (float v : {cost.bandwidth, cost.compute, cost.stored_decode, cost.residual_decode}) put_f32(v);
+        c.params.push_back(static_cast<std::uint8_t>(stored->codec_id));
+        c.params.push_back(static_cast<std::uint8_t>(stored->codec_id >> 8));
+        c.params.insert(c.params.end(), stored->params.begin(), stored->params.end());
     }
     return c;
 }
@@ -70,27 +88,54 @@ namespace detail {
 struct tokens_params {
     tokens::mode mode;
     std::uint64_t model_hash;
-    float bound;  // residual_bounded only
+    float bound;                          // bounded modes only
+    tokens::hybrid_cost cost;             // hybrid modes only
+    format::codec_config stored;          // hybrid modes only
 };
 inline tokens_params parse_tokens_config(const format::codec_config& config) {
-    const bool bounded = !config.params.empty() && config.params[0] == std::uint8_t(tokens::mode::residual_bounded);
-    if (config.params.size() != (bounded ? 13u : 9u) || config.params[0] > 3) throw format_error("token codec: bad parameters");
+    const auto& p = config.params;
+    if (p.empty() || p[0] > 5) throw format_error("token codec: bad parameters");
+    const auto m = static_cast<tokens::mode>(p[0]);
+    const std::size_t fixed = 9 + (tokens::is_bounded(m) ? 4 : 0);
+    if (tokens::is_hybrid(m) ? p.size() < fixed + 16 + 2 : p.size() != fixed) throw format_error("token codec: bad parameters");
     std::uint64_t h = 0;
-    for (int i = 0; i < 8; ++i) h |= std::uint64_t(config.params[1 + i]) << (8 * i);
-    float bound = 0;
-    if (bounded) {
+    for (int i = 0; i < 8; ++i) h |= std::uint64_t(p[1 + i]) << (8 * i);
+    auto f32_at = [&p](std::size_t at) {
         std::uint32_t b = 0;
-        for (int i = 0; i < 4; ++i) b |= std::uint32_t(config.params[9 + i]) << (8 * i);
-        bound = std::bit_cast<float>(b);
-        if (!(std::isfinite(bound) && bound > 0)) throw format_error("token codec: bad bound");
+        for (int i = 0; i < 4; ++i) b |= std::uint32_t(p[at + i]) << (8 * i);
+        return std::bit_cast<float>(b);
+    };
+    tokens_params out{m, h, 0, {}, {}};
+    if (tokens::is_bounded(m)) {
+        out.bound = f32_at(9);
+        if (!(std::isfinite(out.bound) && out.bound > 0)) throw format_error("token codec: bad bound");
     }
-    return {static_cast<tokens::mode>(config.params[0]), h, bound};
+    if (tokens::is_hybrid(m)) {
+        out.cost = {f32_at(fixed), f32_at(fixed + 4), f32_at(fixed + 8), f32_at(fixed + 12)};
+        if (!out.cost.valid()) throw format_error("token codec: bad hybrid costs");
+        out.stored.codec_id = std::uint16_t(p[fixed + 16] | (p[fixed + 17] << 8));
+        const auto family = static_cast<codec_family>(out.stored.codec_id);
+        if (m == tokens::mode::hybrid ? family != codec_family::lossless : family != codec_family::lossy)
+            throw format_error("token codec: bad stored codec");
+        out.stored.params.assign(p.begin() + std::ptrdiff_t(fixed + 18), p.end());
+    }
+    return out;
 }
 inline std::string describe_tokens_mode(const tokens_params& p) {
     switch (p.mode) {
         case tokens::mode::tokens: return "tokens (KV recomputed by the model)";
         case tokens::mode::corrected: return "tokens + correction (bit-exact)";
         case tokens::mode::residual: return "draft residual (ids + batched recompute + residual; bit-exact)";
+        case tokens::mode::hybrid:
+        case tokens::mode::hybrid_bounded: {
+            std::ostringstream s;
+            s.imbue(std::locale::classic());
+            s << "hybrid " << (p.mode == tokens::mode::hybrid ? "(bit-exact)" : "within ") ;
+            if (p.mode == tokens::mode::hybrid_bounded) s << p.bound;
+            s << ": per chunk the cheapest of stored, draft residual, recompute at " << p.cost.bandwidth / 1e6 << " MB/s, "
+              << p.cost.compute / 1e9 << " GFLOP/s";
+            return s.str();
+        }
         default: {
             std::ostringstream s;
             s.imbue(std::locale::classic());
@@ -169,8 +214,16 @@ any_chunk_codec make_codec(const format::codec_config& config, const resource_pr
             if (model->content_hash() != p.model_hash) throw resource_error("token codec: the provider's model has another content hash");
             need.name = model->name();
             const unsigned threads = executor ? unsigned(executor->threads()) : 1u;
-            auto codec = any_chunk_codec::wrap(tokens::token_codec(std::move(model), p.mode, threads, p.bound), describe_codec(config));
-            codec.resources = {need};
+            std::shared_ptr<const any_chunk_codec> stored;
+            std::vector<resource_ref> needs{need};
+            if (tokens::is_hybrid(p.mode)) {  // lossless or lossy (checked by the parser): never nested token mode
+                auto inner = make_codec<Backend>(p.stored, resources, executor);
+                needs.insert(needs.end(), inner.resources.begin(), inner.resources.end());
+                stored = std::make_shared<const any_chunk_codec>(std::move(inner));
+            }
+            auto codec = any_chunk_codec::wrap(tokens::token_codec(std::move(model), p.mode, threads, p.bound, std::move(stored), p.cost),
+                                               describe_codec(config));
+            codec.resources = std::move(needs);
             return codec;
         }
         default:

@@ -84,6 +84,18 @@ public:
     virtual void kv(std::uint64_t begin, std::uint64_t end, chunk_buffer& out) const = 0;
     /// Forgets the context (keeps allocations).
     virtual void reset() = 0;
+    /// Seeds the context with given KV instead of the model's own: tokens [begin, begin + n) of the
+    /// context (n = tokens.size() = kv.layout.tokens, begin <= length()) take kv's values, converted
+    /// exactly to the session's precision; positions beyond length() are appended without a forward
+    /// pass. Later forward passes attend to these values; no next-token table follows the seeded
+    /// tokens (a session that codes ids under its tables must extend, not seed). What token mode's
+    /// hybrid uses so a chunk stored without the model still enters the model's context, and so the
+    /// context is the restored KV on both ends whatever each chunk chose. Sessions that cannot be
+    /// seeded throw usage_error (the default).
+    virtual void assign_kv(std::uint64_t begin, std::span<const std::int32_t> tokens, const chunk_buffer& kv) {
+        (void)begin, (void)tokens, (void)kv;
+        throw usage_error("model session: this model cannot be seeded with KV");
+    }
 };
 
 /// A model that makes sessions; what a token-mode file names as its model_weights resource.
@@ -98,6 +110,14 @@ public:
     virtual std::string name() const = 0;
     /// A new empty session whose forward passes use up to `threads` threads (0: every core).
     virtual std::unique_ptr<model_session> session(unsigned threads = 1) const = 0;
+    /// Floating-point or integer multiply-adds ×2 of one batched forward pass over context
+    /// positions [begin, end) after `begin` tokens, without next-token tables: what a decoder pays
+    /// to recompute those positions (token mode's cost model divides it by the decoder's FLOP/s).
+    /// 0 when unknown.
+    virtual double forward_flops(std::uint64_t begin, std::uint64_t end) const {
+        (void)begin, (void)end;
+        return 0;
+    }
 };
 
 /// A source of next-token distributions over a growing context.

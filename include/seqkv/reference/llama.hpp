@@ -362,6 +362,13 @@ public:
         const double per_layer = d * (q + 2 * kv) + q * d + 3.0 * d * c.ffn_hidden + 2.0 * double(context) * q;
         return 2.0 * (c.n_layers * per_layer + (logits ? d * c.vocab_size : 0.0));
     }
+    /// Σ flops_per_token over positions [begin, end) (context p + 1 at position p), no logits.
+    double forward_flops(std::uint64_t begin, std::uint64_t end) const override {
+        if (end <= begin) return 0;
+        const auto& c = config_;
+        const double n = double(end - begin), contexts = (double(end) * double(end + 1) - double(begin) * double(begin + 1)) / 2;
+        return n * flops_per_token(0, false) + 2.0 * c.n_layers * 2.0 * contexts * double(c.n_heads) * c.head_dim;
+    }
 
 private:
     friend class llama_session;
@@ -446,6 +453,30 @@ public:
                     for (std::uint64_t t = begin; t < end; ++t)
                         for (std::size_t d = 0; d < D; ++d, o += es) store(src[(t * KH + h) * D + d], want.type, dst.data() + o);
             }
+    }
+
+    void assign_kv(std::uint64_t begin, std::span<const std::int32_t> tokens, const chunk_buffer& kv) override {
+        const auto& c = m_->config_;
+        const std::uint64_t n = tokens.size();
+        kv_layout want = m_->kv_shape();
+        want.tokens = n;
+        want.type = kv.layout.type;
+        require_usage(begin <= length_ && kv.layout == want && kv.bytes.size() == want.total_bytes() && is_kv_float(want.type),
+                      "reference model: assign_kv range or layout (the model's shape, begin <= length)");
+        for (auto t : tokens) require_usage(t >= 0 && std::uint32_t(t) < c.vocab_size, "reference model: token id outside the vocabulary");
+        const std::size_t D = c.head_dim, KH = c.n_kv_heads, row = KH * D;
+        const std::uint64_t end = std::max<std::uint64_t>(length_, begin + n);
+        for (std::uint32_t l = 0; l < c.n_layers; ++l)
+            for (int kind = 0; kind < 2; ++kind) {
+                auto& dst = kind == 0 ? k_[l] : v_[l];
+                dst.resize(end * row);
+                const auto src = kv.block(l, kind == 0 ? kv_kind::key : kv_kind::value);
+                std::size_t i = 0;
+                for (std::size_t h = 0; h < KH; ++h)
+                    for (std::uint64_t t = 0; t < n; ++t)
+                        for (std::size_t d = 0; d < D; ++d) dst[((begin + t) * KH + h) * D + d] = load_as_float(src.data(), want.type, i++);
+            }
+        length_ = end;
     }
 
     /// The fp32 K (kind 0) or V (kind 1) cache of one layer, [token][kv_head][head_dim].

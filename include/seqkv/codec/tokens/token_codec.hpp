@@ -11,7 +11,14 @@
 //               the chunk in one batched pass, and the input is restored bit for bit from the coded
 //               residual against the model's KV;
 //   residual_bounded   the same with the residual quantized: every element within `bound` of the
-//               input (plus the rounding of the reconstruction to the cache's dtype), finite input only.
+//               input (plus the rounding of the reconstruction to the cache's dtype), finite input only;
+//   hybrid, hybrid_bounded   per chunk, the cheaper for the decoder under a cost model (hybrid_cost:
+//               the bytes it loads at the user's bandwidth + the model's FLOPs at the user's compute +
+//               the coders' decode speed) of: the chunk stored by a model-free codec (lossless, or the
+//               lossy error-bounded one with the same bound), the residual against the model's KV
+//               (modes 2 / 3), or plain recompute (the residual is zero). After every chunk both ends
+//               seed the session with the chunk's restored KV (model_session::assign_kv), so the
+//               context is the same whatever each chunk chose, and a stored chunk costs no forward pass.
 // Chunks are dependent: the model session (the whole context's KV) is the carry, so a file has one
 // keyframe, at token 0. A desync — another model, another machine that computes other bits — is
 // detected per chunk by content hashes of the decoded token ids and of the recomputed KV, and
@@ -19,18 +26,20 @@
 //
 // Payload (little-endian): u8 version (1) | u8 mode | u32 tokens |
 // u64 content_hash64(token ids, i32) | u64 content_hash64(recomputed KV, chunk_buffer bytes) |
-// u32 token-stream bytes | token stream | [modes 1-3] correction stream (the rest).
+// u32 token-stream bytes | token stream | [modes 1-3] correction stream (the rest) |
+// [modes 4-5] u8 choice (0 stored: the stored codec's payload follows; 1 residual: the correction
+// stream follows; 2 recompute: nothing follows). A stored chunk's KV hash is 0 (no model ran).
 //
 // Token stream, modes 0 and 1: the sequence's first token (position 0) uniform over the vocabulary;
 // every later token t under the model's table after tokens < t, coded in two steps so that the
 // range coder never sees a total above 2^16 (its precision loss stays below 0.006 bits per step):
 // the block b = t / 256 under the block sums of the table, then t within its block; both tables
-// rescaled to a 2^16 total by integer arithmetic (each entry >= 1). Modes 2 and 3: every token
+// rescaled to a 2^16 total by integer arithmetic (each entry >= 1). Modes 2-5: every token
 // uniform over the vocabulary.
 //
 // Correction stream, per (layer, K/V) block in chunk_buffer order, one integer per element, zigzagged
-// to zz: modes 1-2: d = ord(input) − ord(model) (ord: the monotone map of float bits to unsigned,
-// modulo 2^bits); mode 3: q = the integer whose reconstruction lies nearest the input (q = 0: the
+// to zz: modes 1, 2, 4: d = ord(input) − ord(model) (ord: the monotone map of float bits to unsigned,
+// modulo 2^bits); modes 3, 5: q = the integer whose reconstruction lies nearest the input (q = 0: the
 // model's value, bit for bit; else to_dtype(float(double(model) + q · 2·bound))), among
 // q0 = round((input − model) / 2·bound) and q0 ± 1, ties to the smaller |q|; or the escape
 // zz = 2^32 − 1 followed by the input's raw bits where |q0| > 2^29 (or the model's value is not
@@ -47,6 +56,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -54,8 +64,10 @@
 
 #include "seqkv/coding/adaptive_model.hpp"
 #include "seqkv/coding/range_coder.hpp"
+#include "seqkv/core/any_codec.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/chunk.hpp"
+#include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/exact.hpp"
 #include "seqkv/core/float_formats.hpp"
@@ -74,10 +86,44 @@ enum class mode : std::uint8_t {
     corrected = 1,         ///< the input KV, bit for bit (tokens + a coded correction)
     residual = 2,          ///< the input KV, bit for bit (plain ids + batched recompute + residual)
     residual_bounded = 3,  ///< the input KV within a bound (plain ids + batched recompute + quantized residual)
+    hybrid = 4,            ///< the input KV, bit for bit: per chunk stored, residual or recompute, by cost
+    hybrid_bounded = 5,    ///< the input KV within a bound: per chunk stored (error-bounded), residual or recompute
 };
 
 /// True for the modes whose ids are coded under the model's tables (decoded token by token).
 constexpr bool codes_under_model(mode m) { return m == mode::tokens || m == mode::corrected; }
+/// True for the modes whose output is within a bound rather than bit-exact / the model's own.
+constexpr bool is_bounded(mode m) { return m == mode::residual_bounded || m == mode::hybrid_bounded; }
+/// True for the modes that choose per chunk.
+constexpr bool is_hybrid(mode m) { return m == mode::hybrid || m == mode::hybrid_bounded; }
+
+/// What a hybrid chunk chose (its payload's choice byte).
+enum class hybrid_choice : std::uint8_t {
+    stored = 0,     ///< the model-free codec's payload: no forward pass at decode
+    residual = 1,   ///< ids + the model's recompute + the coded residual
+    recompute = 2,  ///< ids + the model's recompute (the input is the model's KV after the restore)
+};
+
+/// The decoder's costs the hybrid modes weigh (the encoder's choice; recorded in the file's codec
+/// parameters for `seqkv info`, not needed to decode). A chunk's time = payload bytes / bandwidth
+/// + (model kinds) forward_flops / compute + KV bytes / the decode speed of the coder it uses.
+/// Every field > 0 (inf allowed: free). Defaults: a 100 MB/s link, and this project's measured
+/// speeds on one core of the 2-core Xeon VM (docs/TOKEN_MODE.md "Hybrid").
+struct hybrid_cost {
+    float bandwidth = 100e6f;       ///< bytes/s the decoder reads payloads at (storage or network)
+    float compute = 30e9f;          ///< FLOP/s of the decoder's model (language_model::forward_flops per second)
+    float stored_decode = 500e6f;   ///< KV bytes/s the stored codec decodes at
+    float residual_decode = 60e6f;  ///< KV bytes/s the residual coder decodes at (besides the model)
+
+    bool valid() const {
+        auto ok = [](float v) { return v > 0 && !std::isnan(v); };
+        return ok(bandwidth) && ok(compute) && ok(stored_decode) && ok(residual_decode);
+    }
+    /// Seconds to load `payload` bytes and decode `kv` bytes at `speed` after `flops` of model work.
+    double seconds(double payload, double flops, double kv, double speed) const {
+        return payload / double(bandwidth) + flops / double(compute) + (kv > 0 ? kv / double(speed) : 0.0);
+    }
+};
 
 namespace detail {
 
@@ -288,6 +334,20 @@ inline std::uint32_t token_stream_bytes(std::span<const std::uint8_t> payload) {
     return load_le32(payload.data() + length_at);
 }
 
+/// The choice byte of a hybrid payload (modes 4-5), or nothing for the other modes. Throws
+/// format_error for a payload too short for its header or choice.
+inline std::optional<hybrid_choice> hybrid_choice_of(std::span<const std::uint8_t> payload) {
+    byte_reader r(payload, "token chunk");
+    (void)r.get<std::uint8_t>();
+    const auto m = r.get<std::uint8_t>();
+    if (!is_hybrid(mode(m))) return std::nullopt;
+    (void)r.get<std::uint32_t>(), (void)r.get<std::uint64_t>(), (void)r.get<std::uint64_t>();
+    (void)r.get_bytes(r.get<std::uint32_t>());
+    const auto c = r.get<std::uint8_t>();
+    if (c > 2) throw format_error("token codec: unknown hybrid choice");
+    return hybrid_choice(c);
+}
+
 /// Token-mode chunk codec over a language model (ChunkCodec, dependent chunks).
 class token_codec {
 public:
@@ -295,14 +355,21 @@ public:
     static constexpr bool codes_token_ids = true;  // the container stores no ids; decode returns them in out.token_ids
     static constexpr bool whole_context = true;    // one keyframe, at token 0
 
-    /// `bound`: mode residual_bounded's largest |input − output| (before the output's rounding to
-    /// the cache's dtype); finite and > 0 there, 0 otherwise.
-    token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1, float bound = 0)
-        : model_(std::move(model)), mode_(m), threads_(threads), bound_(bound) {
+    /// `bound`: the bounded modes' largest |input − output| (before the output's rounding to the
+    /// cache's dtype); finite and > 0 there, 0 otherwise. The hybrid modes take the model-free codec
+    /// a chunk may be stored with (independent chunks; the lossy one within the same bound for
+    /// hybrid_bounded) and the cost model that chooses.
+    token_codec(std::shared_ptr<const model::language_model> model, mode m, unsigned threads = 1, float bound = 0,
+                std::shared_ptr<const any_chunk_codec> stored = nullptr, hybrid_cost cost = {})
+        : model_(std::move(model)), mode_(m), threads_(threads), bound_(bound), stored_(std::move(stored)), cost_(cost) {
         require_usage(model_ != nullptr, "token codec: no model");
-        require_usage(std::uint8_t(m) <= 3, "token codec: unknown mode");
-        require_usage(m == mode::residual_bounded ? (std::isfinite(bound) && bound > 0) : bound == 0,
-                      "token codec: a bound (finite, > 0) is residual_bounded's alone");
+        require_usage(std::uint8_t(m) <= 5, "token codec: unknown mode");
+        require_usage(is_bounded(m) ? (std::isfinite(bound) && bound > 0) : bound == 0,
+                      "token codec: a bound (finite, > 0) is the bounded modes' alone");
+        require_usage(is_hybrid(m) == (stored_ != nullptr), "token codec: a stored codec is the hybrid modes' alone (and they need one)");
+        require_usage(!stored_ || (!stored_->dependent_chunks && !stored_->codes_token_ids),
+                      "token codec: the hybrid's stored codec must code independent chunks of KV");
+        require_usage(cost_.valid(), "token codec: hybrid costs must be > 0");
     }
 
     byte_vector encode(const chunk_input& in) const {
@@ -318,6 +385,7 @@ public:
             range_encoder enc(tokens_bytes);
             for (const auto t : ids) encode_first(enc, t);
             enc.finish();
+            if (is_hybrid(mode_)) return encode_hybrid(in, session, tokens_bytes);
             session.extend(ids, {});  // one batched pass, no tables
         } else {
             range_encoder enc(tokens_bytes);
@@ -348,15 +416,7 @@ public:
         chunk_buffer ours = chunk_buffer::for_layout(in.cache->layout, in.token_count());
         session.kv(session.length() - in.token_count(), session.length(), ours);
 
-        byte_vector out;
-        byte_writer w(out);
-        w.put<std::uint8_t>(1);
-        w.put<std::uint8_t>(std::uint8_t(mode_));
-        w.put<std::uint32_t>(std::uint32_t(in.token_count()));
-        w.put<std::uint64_t>(ids_hash(ids));
-        w.put<std::uint64_t>(content_hash64(ours.bytes));
-        w.put<std::uint32_t>(std::uint32_t(tokens_bytes.size()));
-        w.put_bytes(tokens_bytes);
+        byte_vector out = header(ids, content_hash64(ours.bytes), tokens_bytes);
         if (mode_ != mode::tokens) encode_correction(in, ours, out);
         return out;
     }
@@ -371,6 +431,13 @@ public:
         (void)r.get<std::uint64_t>(), (void)r.get<std::uint64_t>();
         (void)r.get_bytes(r.get<std::uint32_t>());
         if (mode_ == mode::tokens && !r.at_end()) throw format_error("token codec: trailing bytes");
+        if (is_hybrid(mode_)) {
+            const auto c = r.get<std::uint8_t>();
+            if (c > 2) throw format_error("token codec: unknown hybrid choice");
+            const auto rest = payload.subspan(r.position());
+            if (hybrid_choice(c) == hybrid_choice::recompute && !rest.empty()) throw format_error("token codec: trailing bytes after a recompute chunk");
+            if (hybrid_choice(c) == hybrid_choice::stored && stored_->check_payload) stored_->check_payload(rest, L);
+        }
     }
 
     void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
@@ -393,6 +460,7 @@ public:
             for (std::uint32_t i = 0; i < n; ++i) ids[i] = decode_first(dec);
             if (dec.overrun_bytes() > 3) throw format_error("token codec: token stream truncated");
             if (ids_hash(ids) != want_ids) throw checksum_error("token codec: decoded token ids differ from the encoder's (corrupt stream)");
+            if (is_hybrid(mode_)) return decode_hybrid(payload.subspan(r.position()), in, session, want_kv, std::move(ids), out);
             session.extend(ids, {});  // the decoder's price: one batched pass
         } else {
             range_decoder dec(token_stream);
@@ -425,8 +493,100 @@ public:
     const model::language_model& model() const { return *model_; }
     enum mode coding_mode() const { return mode_; }
     float bound() const { return bound_; }
+    const hybrid_cost& cost() const { return cost_; }
 
 private:
+    byte_vector header(std::span<const std::int32_t> ids, std::uint64_t kv_hash, const byte_vector& tokens_bytes) const {
+        byte_vector out;
+        byte_writer w(out);
+        w.put<std::uint8_t>(1);
+        w.put<std::uint8_t>(std::uint8_t(mode_));
+        w.put<std::uint32_t>(std::uint32_t(ids.size()));
+        w.put<std::uint64_t>(ids_hash(ids));
+        w.put<std::uint64_t>(kv_hash);
+        w.put<std::uint32_t>(std::uint32_t(tokens_bytes.size()));
+        w.put_bytes(tokens_bytes);
+        return out;
+    }
+
+    /// The stored codec's view of the chunk (no carry; the ids as the decoder will have them).
+    static chunk_input stored_input(const chunk_input& in, std::span<const std::int32_t> ids) {
+        chunk_input s = in;
+        s.carry = nullptr;
+        s.token_ids = ids;
+        return s;
+    }
+
+    /// Modes 4-5 (see the file comment): the stored candidate first; the model runs only when its
+    /// compute alone leaves it a chance. The session ends holding the chunk's restored KV.
+    byte_vector encode_hybrid(const chunk_input& in, model::model_session& session, const byte_vector& tokens_bytes) const {
+        const auto& layout = in.cache->layout;
+        const auto ids = in.token_ids;
+        const std::uint64_t n = in.token_count(), p0 = session.length();
+        chunk_buffer input = copy_tokens(*in.cache, in.begin, in.end, layout.layers, layout.type);
+        const double kv_bytes = double(input.bytes.size());
+        const double common = double(header_bytes + tokens_bytes.size() + 1);
+        const byte_vector stored = stored_->encode(stored_input(in, ids));
+        const double t_stored = cost_.seconds(common + double(stored.size()), 0, kv_bytes, cost_.stored_decode);
+        const double flops = model_->forward_flops(p0, p0 + n);
+        hybrid_choice choice = hybrid_choice::stored;
+        std::uint64_t kv_hash = 0;
+        byte_vector residual;
+        chunk_buffer restored;
+        if (cost_.seconds(common, flops, 0, 1) < t_stored) {
+            session.extend(ids, {});
+            chunk_buffer ours = chunk_buffer::for_layout(layout, n);
+            session.kv(p0, p0 + n, ours);
+            encode_correction(in, ours, residual);
+            restored = ours;
+            if (is_bounded(mode_)) decode_correction(residual, restored);
+            else restored.bytes = input.bytes;
+            const bool zero = restored.bytes == ours.bytes;
+            const double t_model = zero ? cost_.seconds(common, flops, 0, 1)
+                                        : cost_.seconds(common + double(residual.size()), flops, kv_bytes, cost_.residual_decode);
+            if (t_model < t_stored) {
+                choice = zero ? hybrid_choice::recompute : hybrid_choice::residual;
+                kv_hash = content_hash64(ours.bytes);
+            }
+        }
+        if (choice == hybrid_choice::stored) {
+            if (is_bounded(mode_)) {  // closed loop: the context gets what the decoder will have
+                restored = chunk_buffer::for_layout(layout, n);
+                stored_->decode(stored, stored_input(in, ids), restored);
+            } else {
+                restored = std::move(input);
+            }
+        }
+        session.assign_kv(p0, ids, restored);
+        byte_vector out = header(ids, kv_hash, tokens_bytes);
+        out.push_back(std::uint8_t(choice));
+        if (choice == hybrid_choice::stored) out.insert(out.end(), stored.begin(), stored.end());
+        if (choice == hybrid_choice::residual) out.insert(out.end(), residual.begin(), residual.end());
+        return out;
+    }
+
+    void decode_hybrid(std::span<const std::uint8_t> rest, const chunk_input& in, model::model_session& session, std::uint64_t want_kv,
+                       std::vector<std::int32_t> ids, chunk_buffer& out) const {
+        byte_reader r(rest, "token chunk");
+        const auto c = r.get<std::uint8_t>();
+        if (c > 2) throw format_error("token codec: unknown hybrid choice");
+        const auto body = rest.subspan(1);
+        const std::uint64_t p0 = session.length(), n = ids.size();
+        if (hybrid_choice(c) == hybrid_choice::stored) {
+            stored_->decode(body, stored_input(in, ids), out);
+        } else {
+            session.extend(ids, {});  // the decoder's price: one batched pass
+            session.kv(p0, p0 + n, out);
+            if (content_hash64(out.bytes) != want_kv)
+                throw checksum_error("token codec: the recomputed KV differs from the encoder's (another model or other arithmetic: desync)");
+            if (hybrid_choice(c) == hybrid_choice::residual) decode_correction(body, out);
+            else if (!body.empty()) throw format_error("token codec: trailing bytes after a recompute chunk");
+        }
+        session.assign_kv(p0, ids, out);
+        out.token_ids = std::move(ids);
+    }
+
+    static constexpr std::size_t header_bytes = 1 + 1 + 4 + 8 + 8 + 4;
     static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
         return content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * 4});
     }
@@ -489,7 +649,7 @@ private:
                 for (std::size_t i = 0, e = 0; i < block.size(); i += es, ++e) {
                     const std::uint32_t x = detail::load_bits(&block[i], width), p = detail::load_bits(&mine[i], width);
                     if constexpr (std::is_same_v<Coder, detail::residual_coder>) {
-                        if (mode_ == mode::residual_bounded) {
+                        if (is_bounded(mode_)) {
                             encode_bounded(enc, coder, e, x, p, layout.type);
                             continue;
                         }
@@ -545,7 +705,7 @@ private:
                 for (std::size_t i = 0, e = 0; i < blk.size(); i += es, ++e) {
                     const std::uint32_t zz = coder.decode(dec, e);
                     if constexpr (std::is_same_v<Coder, detail::residual_coder>) {
-                        if (mode_ == mode::residual_bounded) {
+                        if (is_bounded(mode_)) {
                             std::uint32_t bits = 0;
                             if (zz == detail::escape_zz)
                                 for (unsigned b = 0; b < width; b += 16) bits |= dec.decode_raw_bits(16) << b;
@@ -567,6 +727,8 @@ private:
     mode mode_;
     unsigned threads_;
     float bound_ = 0;
+    std::shared_ptr<const any_chunk_codec> stored_;
+    hybrid_cost cost_;
 };
 
 }  // namespace seqkv::tokens
