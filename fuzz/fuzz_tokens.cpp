@@ -2,7 +2,10 @@
 // reached past the checksums that stop almost every mutated .skv in fuzz_skv.
 //
 // Byte 0: mode (bit 0: tokens / corrected, or with bit 5 set: residual / residual_bounded under the
-// model's int8 draft, bound 0.05), action (bits 1-2), KV dtype (bits 3-4: bf16, f16, f32);
+// model's int8 draft, bound 0.05; bits 5 and 6 set: hybrid / hybrid_bounded, their stored codec the
+// lossless one / the error-bounded lossy one at 0.05, bit 7 picking the costs: 0 a slow link and
+// free compute (the draft's residual), 1 a free link and slow compute (stored)), action (bits 1-2),
+// KV dtype (bits 3-4: bf16, f16, f32);
 // byte 1: the chunk's token count n (1..8); bytes 2..2+2n: its token ids (16-bit little-endian,
 // mod the vocabulary);
 // the rest: the fuzzer's bytes. The harness encodes a valid chunk of those ids with the real
@@ -15,7 +18,8 @@
 //   action 1: the token stream is replaced by the fuzzer's bytes (length prefix recomputed): the
 //             model-driven range decode runs token by token on garbage;
 //   action 2: the correction stream is replaced (corrected / residual modes; in tokens mode the
-//             bytes are appended and must be refused as trailing bytes): the correction decoder
+//             bytes are appended and must be refused as trailing bytes; in the hybrid modes the
+//             choice byte and what follows it): the correction decoder (or the stored codec's)
 //             runs past both hashes on garbage;
 //   action 3: the fuzzer's bytes are the whole payload (framing, version, mode, counts).
 // Every decode must return or throw a seqkv::error (check_payload runs first, as in the reader).
@@ -26,6 +30,7 @@
 #include <filesystem>
 
 #include "fuzz_support.hpp"
+#include "seqkv/codec/registry.hpp"
 #include "seqkv/codec/tokens/token_codec.hpp"
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/reference/llama.hpp"
@@ -45,6 +50,18 @@ const std::shared_ptr<const model::language_model>& tiny_int8_draft() {
     return m;
 }
 
+/// The hybrid modes' stored codecs: lossless, and the error-bounded lossy codec at 0.05.
+std::shared_ptr<const any_chunk_codec> stored_codec(tokens::mode m) {
+    static const auto lossless = std::make_shared<const any_chunk_codec>(make_codec(lossless_config()));
+    static const auto lossy = [] {
+        lossy_model_info info;
+        info.head_dim = tiny()->kv_shape().head_dim;
+        lossy_config c = lossy_preset("abs:0.05", info);
+        return std::make_shared<const any_chunk_codec>(make_codec(lossy_codec_config(c)));
+    }();
+    return m == tokens::mode::hybrid ? lossless : m == tokens::mode::hybrid_bounded ? lossy : nullptr;
+}
+
 /// The decode under a fresh carry, as a reader does for the chunk at token 0.
 void decode(const tokens::token_codec& codec, std::span<const std::uint8_t> payload, const kv_layout& L, chunk_buffer& out) {
     std::any carry;
@@ -59,9 +76,11 @@ void decode(const tokens::token_codec& codec, std::span<const std::uint8_t> payl
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 3) return 0;
-    const auto mode = tokens::mode((data[0] & 1) | ((data[0] >> 5) & 1) << 1);
-    const bool corrected = mode != tokens::mode::tokens;  // a correction stream follows the ids
-    const bool any_bits = mode == tokens::mode::corrected || mode == tokens::mode::residual;
+    const bool hybrid = (data[0] & 0x60) == 0x60;
+    const auto mode = tokens::mode(((data[0] & 1) | ((data[0] >> 5) & 1) << 1) + (hybrid ? 2 : 0));
+    const bool corrected = mode != tokens::mode::tokens;  // a correction stream (or the hybrid's choice) follows the ids
+    const bool any_bits = mode == tokens::mode::corrected || mode == tokens::mode::residual || mode == tokens::mode::hybrid;
+    const bool bounded = tokens::is_bounded(mode);
     const int action = (data[0] >> 1) & 3;
     const dtype types[] = {dtype::bf16, dtype::f16, dtype::f32, dtype::bf16};
     const dtype type = types[(data[0] >> 3) & 3];
@@ -72,7 +91,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<std::int32_t> ids(n);  // two bytes each: every block of the vocabulary's split table
     for (std::uint32_t i = 0; i < n; ++i) ids[i] = std::int32_t(load_le16(data + 2 + 2 * i) % vocab);
     const std::span<const std::uint8_t> rest(data + 2 + 2 * n, size - 2 - 2 * n);
-    const tokens::token_codec codec(model, mode, 1, mode == tokens::mode::residual_bounded ? 0.05f : 0.0f);
+    tokens::hybrid_cost cost;
+    if (data[0] & 0x80) cost.bandwidth = INFINITY, cost.compute = 1;
+    else cost.bandwidth = 1, cost.compute = INFINITY;
+    const tokens::token_codec codec(model, mode, 1, bounded ? 0.05f : 0.0f, stored_codec(mode), cost);
 
     // The model's KV of the ids in the chosen dtype: the cache the engine would hand over.
     kv_layout L = model->kv_shape();
@@ -87,7 +109,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t es = width / 8;
     if (action == 0 && any_bits)
         for (std::size_t i = 0; i < rest.size() && i < cache.bytes.size(); ++i) cache.bytes[i] ^= rest[i];
-    if (action == 0 && mode == tokens::mode::residual_bounded)  // finite values moved by up to ±128 steps of their dtype
+    if (action == 0 && bounded)  // finite values moved by up to ±128 steps of their dtype
         for (std::size_t i = 0; i < rest.size() && (i + 1) * es <= cache.bytes.size(); ++i) {
             const std::uint32_t bits = tokens::detail::load_bits(&cache.bytes[i * es], width);
             const std::uint32_t mask = width == 32 ? ~0u : (1u << width) - 1;
@@ -117,7 +139,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 std::abort();
             }
             if (out.token_ids != ids) std::abort();
-            if (mode == tokens::mode::residual_bounded) {  // every element within bound + half a dtype step
+            if (bounded) {  // every element within bound + half a dtype step
                 for (std::size_t i = 0; (i + 1) * es <= cache.bytes.size(); ++i) {
                     const std::uint32_t a = tokens::detail::load_bits(&cache.bytes[i * es], width), b = tokens::detail::load_bits(&out.bytes[i * es], width);
                     const double x = tokens::detail::value_of(a, type), y = tokens::detail::value_of(b, type);

@@ -122,12 +122,15 @@ int main(int argc, char** argv) {
         }
     }
 
-    // fuzz_tokens: [mode bit 0 | action << 1 | dtype << 3 | mode bit 1 << 5][n - 1][n 16-bit ids][fuzzer bytes]
-    // (see fuzz_tokens.cpp).
-    for (std::uint8_t mode = 0; mode < 4; ++mode)
+    // fuzz_tokens: [mode bit 0 | action << 1 | dtype << 3 | mode bit 1 << 5 | hybrid << 6 | stored costs << 7][n - 1]
+    // [n 16-bit ids][fuzzer bytes] (see fuzz_tokens.cpp). Modes 4-5 (hybrid) with the residual-favouring
+    // costs as m4 / m5, with the stored-favouring ones as m6 / m7.
+    for (std::uint8_t mode = 0; mode < 8; ++mode)
         for (std::uint8_t action = 0; action < 4; ++action)
             for (std::uint8_t type = 0; type < (action == 0 ? 3 : 1); ++type) {
-                byte_vector in{std::uint8_t((mode & 1) | action << 1 | type << 3 | (mode >> 1) << 5), 5};
+                const std::uint8_t m = mode < 4 ? mode : std::uint8_t(2 + (mode & 1));  // the hybrids set mode bit 1 too
+                const std::uint8_t hybrid = mode >= 4 ? 1 : 0, stored_costs = mode >= 6 ? 1 : 0;
+                byte_vector in{std::uint8_t((m & 1) | action << 1 | type << 3 | (m >> 1) << 5 | hybrid << 6 | stored_costs << 7), 5};
                 for (std::uint16_t i = 0; i < 6; ++i) {
                     const std::uint16_t id = std::uint16_t(i * 173 + 5);  // spread over the tiny model's 1024 tokens
                     in.push_back(std::uint8_t(id)), in.push_back(std::uint8_t(id >> 8));

@@ -202,6 +202,40 @@ TEST(Cli, DraftPresetsNameTheDraftAndRestoreTheCache) {
     fs::remove_all(dir);
 }
 
+// The hybrid preset: --bandwidth / --compute decide per chunk; `info` shows the choices; the
+// decompressed cache is the input, bit for bit, whatever was chosen.
+TEST(Cli, HybridPresetChoosesByTheGivenCostsAndInfoShowsTheChoices) {
+    const auto dir = scratch();
+    const auto model = fs::path(SEQKV_DATA_DIR) / "tiny-llama";
+    const auto skv = dir / "h.skv", back = dir / "h.safetensors";
+    const std::string base = "compress " + fixture.string() + " -o " + skv.string() + " --preset hybrid --chunk 128 --model " +
+                             model.string() + " --model-weights int12";
+    // A slow link and a fast decoder: the draft's residual everywhere. A fast link and a slow decoder: stored.
+    for (const auto& [flags, choice] : {std::pair<std::string, std::string>{" --bandwidth 0.01 --compute 100000", "residual"},
+                                        std::pair<std::string, std::string>{" --bandwidth 10000 --compute 0.001", "stored"}}) {
+        auto r = run(base + flags + " --json");
+        ASSERT_EQ(r.status, 0) << r.out;
+        EXPECT_TRUE(nlohmann::json::parse(r.out)["quality"]["bit_exact"].get<bool>());
+        r = run("info " + skv.string() + " --json");
+        ASSERT_EQ(r.status, 0) << r.out;
+        const auto j = nlohmann::json::parse(r.out);
+        ASSERT_TRUE(j.contains("hybrid_choices")) << r.out;
+        for (const auto& c : j["hybrid_choices"]) EXPECT_EQ(c.get<std::string>(), choice) << flags;
+        r = run("info " + skv.string());
+        EXPECT_NE(r.out.find("hybrid choices: "), std::string::npos) << r.out;
+        r = run("decompress " + skv.string() + " -o " + back.string() + " --model " + model.string() + " --model-weights int12");
+        ASSERT_EQ(r.status, 0) << r.out;
+        const auto a = safetensors_file::load(fixture), c = safetensors_file::load(back);
+        for (const char* name : {"layer.0.k", "layer.1.v", "tokens"}) {
+            const auto &x = a.at(name).bytes, &y = c.at(name).bytes;
+            EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << name << flags;
+        }
+    }
+    auto r = run(base + " --bandwidth 0");
+    EXPECT_EQ(r.status, 1) << r.out;  // not a positive number
+    fs::remove_all(dir);
+}
+
 // `seqkv bench`: seqkv presets and the peers on the same KV bytes, every round trip checked.
 TEST(Cli, BenchComparesPresetsAndPeersOnTheSameBytes) {
     auto r = run("bench " + fixture.string() + " --preset lossless --preset kivi4 --codecs seqkv:lossless,seqkv:kivi4,zstd-3,lz4"

@@ -98,7 +98,7 @@ inline nlohmann::json run_bench(const std::vector<std::string>& paths, const ben
             const std::string name = "seqkv:" + preset;
             if (!selected(name)) continue;
             compress_options o = options_for_preset(preset, 0, file, s.flags);
-            const bool lossless = o.codec.codec_id == 1 || preset == "tokens-exact" || preset == "draft";  // codec 1: lossless
+            const bool lossless = o.codec.codec_id == 1 || preset == "tokens-exact" || preset == "draft" || preset == "hybrid";  // codec 1: lossless
             for (unsigned threads : all == 1 ? std::vector<unsigned>{1} : std::vector<unsigned>{1, all}) {
                 o.threads = threads;
                 byte_vector skv;

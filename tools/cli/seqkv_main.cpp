@@ -122,6 +122,20 @@ json info_json(std::span<const std::uint8_t> skv) {
                              {"description", seqkv::describe(r)}});
     }
     j["resources"] = resources;
+    // Token mode's hybrid: what each chunk chose (stored / residual / recompute).
+    if (reader.header().codec.codec_id == std::uint16_t(seqkv::codec_family::tokens)) {
+        json choices = json::array();
+        for (std::size_t i = 0; i < reader.chunks().size(); ++i) {
+            if (reader.chunks()[i].external()) {
+                choices.push_back(nullptr);
+                continue;
+            }
+            const auto c = seqkv::tokens::hybrid_choice_of(reader.record(i).payload);
+            if (!c) break;
+            choices.push_back(*c == seqkv::tokens::hybrid_choice::stored ? "stored" : *c == seqkv::tokens::hybrid_choice::residual ? "residual" : "recompute");
+        }
+        if (!choices.empty()) j["hybrid_choices"] = choices;
+    }
     j["checksums_ok"] = true;  // check_chunk_records above and the reader's own checks passed
     if (auto stats = reader.find_attachment(seqkv::cli::stats_attachment))
         j["quality"] = json::parse(stats->begin(), stats->end(), nullptr, false);
@@ -146,6 +160,17 @@ std::string info_text(const json& j) {
              std::to_string(j["keyframe_interval"].get<unsigned>()) + " chunks), " +
              std::to_string(j["external_chunks"].get<std::size_t>()) + " with the payload stored elsewhere\n";
     for (const auto& r : j["resources"]) s += "needs " + r["description"].get<std::string>() + "\n";
+    if (j.contains("hybrid_choices")) {
+        std::size_t n[3] = {0, 0, 0};
+        std::string list;
+        for (const auto& c : j["hybrid_choices"]) {
+            const std::string v = c.is_string() ? c.get<std::string>() : "external";
+            n[v == "stored" ? 0 : v == "residual" ? 1 : 2] += v != "external";
+            list += (list.empty() ? "" : " ") + v;
+        }
+        s += "hybrid choices: " + std::to_string(n[0]) + " stored, " + std::to_string(n[1]) + " residual, " + std::to_string(n[2]) +
+             " recompute" + (j["hybrid_choices"].size() <= 32 ? " (" + list + ")" : std::string(" (per chunk: --json)")) + "\n";
+    }
     if (j.contains("quality") && j["quality"].is_object()) s += "quality: " + j["quality"].dump() + "\n";
     s += "checksums: OK (preamble, index, every chunk record and attachment)\n";
     if (j.contains("verified")) s += "verified: OK, decoded " + j["verified"].get<std::string>() + "\n";
@@ -334,6 +359,7 @@ int main(int argc, char** argv) {
     bench->add_option("--model", bench_set.flags.model_path, "model of the tokens and draft presets")->check(CLI::ExistingPath);
     bench->add_option("--model-weights", bench_set.flags.model_weights, "how --model computes: f32 (default), int12 or int8 (drafts)")
         ->check(CLI::IsMember({"f32", "int8", "int12"}));
+    seqkv::cli::add_cost_flags(*bench, bench_set.flags);
     std::string bench_svg;
     bench->add_option("--svg", bench_svg, "also draw the results: ratio against encode and decode MB/s (SVG file)");
     bench->add_flag("--json", as_json, "machine-readable output");

@@ -35,7 +35,9 @@ inline std::string preset_help() {
            "kivi2 | kivi4 | turbo2 | turbo2.5 | turbo3 | turbo3.5 | turbo4 | int8 | fp8 | "
            "tokens | tokens-exact (token mode: ids coded under --model, KV recomputed; -exact adds the correction to the input) | "
            "draft | draft-abs:<abs> (ids + KV recomputed by --model in one batch + the coded residual: bit-exact, or within <abs>; "
-           "--model-weights int12|int8 makes --model a cheaper draft)";
+           "--model-weights int12|int8 makes --model a cheaper draft) | "
+           "hybrid | hybrid-abs:<abs> (per chunk: stored by the lossless / error-bounded codec, the draft's residual or "
+           "recompute, whichever the decoder loads fastest at --bandwidth and --compute)";
 }
 
 /// Explicit lossy settings and shared side information given on the command line.
@@ -45,6 +47,8 @@ struct lossy_flags {
     std::string model_path;            // --model: the reference model of the tokens presets
     std::string model_weights = "f32";  // --model-weights: f32 (the reference model), int12 or int8 (its drafts)
     unsigned threads = 0;              // --threads: codec threads (0: every core; the bytes never depend on it)
+    double bandwidth_mb = 0;           // --bandwidth: hybrid presets, the decoder's MB/s (0: the library's default)
+    double compute_gflops = 0;         // --compute: hybrid presets, the decoder's GFLOP/s for the model (0: default)
 };
 
 /// Registers `--threads N` (0, the default: every core).
@@ -63,6 +67,18 @@ inline void add_model_flag(CLI::App& app, lossy_flags& flags) {
         ->check(CLI::IsMember({"f32", "int8", "int12"}));
 }
 
+/// Registers `--bandwidth MB/s` and `--compute GFLOP/s` (the hybrid presets' cost model).
+inline void add_cost_flags(CLI::App& app, lossy_flags& flags) {
+    const tokens::hybrid_cost d;
+    app.add_option("--bandwidth", flags.bandwidth_mb,
+                   "hybrid presets: MB/s the decoder reads the file at (storage or network; default " + std::to_string(int(d.bandwidth / 1e6)) + ")")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--compute", flags.compute_gflops,
+                   "hybrid presets: GFLOP/s the decoder runs the model at (default " + std::to_string(int(d.compute / 1e9)) +
+                       ": one core of the machine in docs/TOKEN_MODE.md; a GPU: 1e5)")
+        ->check(CLI::PositiveNumber);
+}
+
 /// Registers `--lossy KEY=VALUE` (repeatable) and `--table FILE` on a subcommand.
 inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
     app.add_option("--lossy", flags.options,
@@ -72,6 +88,7 @@ inline void add_lossy_flags(CLI::App& app, lossy_flags& flags) {
         ->check(CLI::ExistingFile);
     add_threads_flag(app, flags);
     add_model_flag(app, flags);
+    add_cost_flags(app, flags);
 }
 
 
@@ -108,6 +125,8 @@ inline compress_options options_for_preset(const std::string& name, std::uint32_
     in.options = flags.options;
     in.chunk_tokens = chunk;
     in.threads = flags.threads;
+    if (flags.bandwidth_mb > 0) in.cost.bandwidth = float(flags.bandwidth_mb * 1e6);
+    if (flags.compute_gflops > 0) in.cost.compute = float(flags.compute_gflops * 1e9);
     return preset(name, m, in);
 }
 

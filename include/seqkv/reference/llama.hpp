@@ -455,6 +455,16 @@ public:
             }
     }
 
+    /// Drops the context's tokens from position n on (n <= length()): what-if continuations (the
+    /// bench's expected-KV predictor tries candidates and takes them back).
+    void truncate(std::uint64_t n) {
+        require_usage(n <= length_, "reference model: truncate past the context");
+        const std::size_t row = std::size_t(m_->config_.n_kv_heads) * m_->config_.head_dim;
+        for (auto& k : k_) k.resize(n * row);
+        for (auto& v : v_) v.resize(n * row);
+        length_ = n;
+    }
+
     void assign_kv(std::uint64_t begin, std::span<const std::int32_t> tokens, const chunk_buffer& kv) override {
         const auto& c = m_->config_;
         const std::uint64_t n = tokens.size();
