@@ -92,11 +92,11 @@ run_result round_trip(const tokens::token_codec& codec, const kv_cache_view& vie
 /// The cost model's decode time of coded chunks (from their sizes and choices): what the hybrid's
 /// encoder minimized, chunk by chunk.
 double predicted_seconds(const run_result& r, const model::language_model& m, const tokens::hybrid_cost& cost, std::uint64_t chunk,
-                         double kv_bytes_per_token) {
+                         std::uint64_t tokens, double kv_bytes_per_token) {
     double t = 0;
     for (std::size_t i = 0; i < r.payloads.size(); ++i) {
         const auto c = *tokens::hybrid_choice_of(r.payloads[i]);
-        const std::uint64_t b = i * chunk, n = r.decoded.empty() ? chunk : r.decoded[i].layout.tokens;
+        const std::uint64_t b = i * chunk, n = std::min(chunk, tokens - b);
         const double kv = kv_bytes_per_token * double(n);
         if (c == tokens::hybrid_choice::stored) t += cost.seconds(double(r.payloads[i].size()), 0, kv, cost.stored_decode);
         else
@@ -315,6 +315,7 @@ int main(int argc, char** argv) {
             return c;
         };
         if (expected_k > 0) {
+            if (expected_k > m->vocab_size()) throw usage_error("--expected-kv: more candidates than the vocabulary");
             auto own_kv = [&](const reference::llama_model& dm) {
                 auto s = dm.session(threads);
                 s->extend(ids, {});
@@ -372,12 +373,12 @@ int main(int argc, char** argv) {
                     const auto r = round_trip(codec_for(k), view, ids, chunk, compute == double(cpu.compute));
                     unsigned counts[3] = {0, 0, 0};
                     for (const auto& p : r.payloads) ++counts[int(*tokens::hybrid_choice_of(p))];
-                    const double t = predicted_seconds(r, *m12, k, chunk, per_token);
+                    const double t = predicted_seconds(r, *m12, k, chunk, n, per_token);
                     std::printf("    %6.0f MB/s: %u stored / %u residual / %u recompute, ratio %.2fx; predicted decode %.3f s "
                                 "(all stored %.3f s, all residual %.3f s)",
                                 bw / 1e6, counts[0], counts[1], counts[2], raw / double(r.bytes), t,
-                                predicted_seconds(all_stored, *m12, k, chunk, per_token),
-                                predicted_seconds(all_residual, *m12, k, chunk, per_token));
+                                predicted_seconds(all_stored, *m12, k, chunk, n, per_token),
+                                predicted_seconds(all_residual, *m12, k, chunk, n, per_token));
                     if (compute == double(cpu.compute))
                         std::printf("; measured %.3f s (decode %.3f s + transfer %.3f s)", r.decode_s + double(r.bytes) / bw, r.decode_s,
                                     double(r.bytes) / bw);

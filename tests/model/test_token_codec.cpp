@@ -64,7 +64,7 @@ std::vector<chunk_buffer> decode_all(const tokens::token_codec& codec, const kv_
     std::any carry;
     for (std::size_t i = 0; i < e.payloads.size(); ++i) {
         const auto [b, end] = e.ranges[i];
-        chunk_input in{&view, b, end, {}, {}, nullptr, &carry, 0};
+        chunk_input in{nullptr, b, end, {}, {}, nullptr, &carry, 0};  // as a reader: no cache at decode
         auto buf = chunk_buffer::for_layout(view.layout, end - b);
         codec.decode(e.payloads[i], in, buf);
         out.push_back(std::move(buf));
@@ -477,6 +477,9 @@ TEST(TokenHybrid, CorruptionAndBadSettingsAreErrors) {
     auto recompute = e;  // a residual chunk relabelled as recompute: bytes follow that it cannot have
     recompute.payloads[1][choice_at] = 2;
     EXPECT_THROW(decode_all(codec, d.view, recompute), format_error);
+    auto stored = e;  // relabelled as stored: the residual is no lossless payload (or not this KV)
+    stored.payloads[1][choice_at] = 0;
+    EXPECT_THROW(decode_all(codec, d.view, stored), error);
     const auto draft = tiny_draft(reference::weight_format::int12);
     EXPECT_THROW(tokens::token_codec(draft, tokens::mode::hybrid, 1, 0), usage_error);  // no stored codec
     EXPECT_THROW(tokens::token_codec(draft, tokens::mode::residual, 1, 0, stored_codec(lossless_config())), usage_error);
@@ -518,4 +521,37 @@ TEST(TokenHybrid, BoundedHybridStaysWithinItsBoundWhateverEachChunkChose) {
     }
     EXPECT_TRUE(seen.count(tokens::hybrid_choice::stored) &&
                 (seen.count(tokens::hybrid_choice::residual) || seen.count(tokens::hybrid_choice::recompute)));
+
+    // The closed loop across choices: chunks stored by the lossy codec seed the context that later
+    // residual chunks are predicted from (costs switched chunk by chunk on one carry, as a pattern).
+    const tokens::token_codec as_stored(draft, tokens::mode::hybrid_bounded, 1, bound, stored, cost_of(INFINITY, 1));
+    const tokens::token_codec as_residual(draft, tokens::mode::hybrid_bounded, 1, bound, stored, cost_of(1, INFINITY));
+    for (const std::string pattern : {"SRSRRS", "SSRRRR", "RSSRSR"}) {
+        encoded e;
+        std::any carry;
+        for (std::size_t i = 0; i < pattern.size(); ++i) {
+            const std::uint64_t b = i * chunk;
+            chunk_input in{&d.view, b, b + chunk, std::span(d.ids).subspan(b, chunk), {}, nullptr, &carry, 0};
+            e.payloads.push_back((pattern[i] == 'S' ? as_stored : as_residual).encode(in));
+            e.ranges.emplace_back(b, b + chunk);
+            EXPECT_EQ(*tokens::hybrid_choice_of(e.payloads.back()) == tokens::hybrid_choice::stored, pattern[i] == 'S') << pattern << " " << i;
+        }
+        double worst = 0;
+        for_each_block(d.view, e, decode_all(as_stored, d.view, e),
+                       [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
+                           for (std::size_t i = 0; i < want.size(); i += 2) {
+                               const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8));
+                               const double y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
+                               worst = std::max(worst, std::fabs(x - y) - (double(bound) + std::max(std::fabs(x), std::fabs(y)) / 256));
+                           }
+                       });
+        EXPECT_LE(worst, 0.0) << pattern;
+    }
+    // Only the error-bounded codec at an absolute bound <= the file's may store chunks.
+    lossy_config loose = lc;
+    loose.error_bound = 2 * bound;
+    for (const auto& bad : {lossy_config(lossy_preset("kivi2", info)), loose}) {
+        const auto c = lossy_codec_config(bad);
+        EXPECT_THROW(tokens_config(tokens::mode::hybrid_bounded, *draft, bound, &c), usage_error);
+    }
 }

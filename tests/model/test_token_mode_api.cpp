@@ -197,7 +197,7 @@ TEST(TokenModeApi, HybridPresetsRoundTripThroughTheContainer) {
     EXPECT_THROW(preset("hybrid-abs:-1", {}, in), usage_error);
     in.cost.compute = 0;
     EXPECT_THROW(preset("hybrid", {}, in), usage_error);
-    for (std::size_t cut : {std::size_t(1), std::size_t(3), std::size_t(30)}) {  // costs / stored codec cut short
+    for (std::size_t cut : {1, 3, 4, 10, 20, 30}) {  // stored codec params, their family, the costs cut short
         auto bad = o.codec;
         bad.params.resize(bad.params.size() - cut);
         EXPECT_THROW(make_codec(bad, o.resources), format_error) << cut;
@@ -205,4 +205,12 @@ TEST(TokenModeApi, HybridPresetsRoundTripThroughTheContainer) {
     auto wrong_family = o.codec;  // hybrid (bit-exact) naming a lossy stored codec
     wrong_family.params[9 + 16] = 2;
     EXPECT_THROW(make_codec(wrong_family, o.resources), format_error);
+    auto loose = ob.codec;  // hybrid-abs:0.05 whose stored codec's bound (f32 at the end of its params) is 0.1
+    lossy_config lc = lossy_config::from_bytes(std::vector<std::uint8_t>(loose.params.begin() + 9 + 4 + 18, loose.params.end()));
+    ASSERT_EQ(lc.error_bound, 0.05f);
+    lc.error_bound = 0.1f;
+    const auto lp = lc.to_bytes();
+    loose.params.resize(9 + 4 + 18);
+    loose.params.insert(loose.params.end(), lp.begin(), lp.end());
+    EXPECT_THROW(make_codec(loose, ob.resources), format_error);
 }

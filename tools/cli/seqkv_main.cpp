@@ -123,7 +123,8 @@ json info_json(std::span<const std::uint8_t> skv) {
     }
     j["resources"] = resources;
     // Token mode's hybrid: what each chunk chose (stored / residual / recompute).
-    if (reader.header().codec.codec_id == std::uint16_t(seqkv::codec_family::tokens)) {
+    if (reader.header().codec.codec_id == std::uint16_t(seqkv::codec_family::tokens) &&
+        seqkv::tokens::is_hybrid(seqkv::detail::parse_tokens_config(reader.header().codec).mode)) {
         json choices = json::array();
         for (std::size_t i = 0; i < reader.chunks().size(); ++i) {
             if (reader.chunks()[i].external()) {

@@ -41,6 +41,19 @@ inline format::codec_config lossy_codec_config(const lossy_config& c) {
     return {static_cast<std::uint16_t>(codec_family::lossy), c.to_bytes()};
 }
 
+namespace detail {
+/// True when a stored codec configuration fits a hybrid mode: lossless for hybrid; for
+/// hybrid_bounded the lossy error-bounded quantizer with an absolute bound <= the file's bound (so
+/// a stored chunk keeps the file's guarantee).
+inline bool hybrid_stored_fits(tokens::mode m, float bound, const format::codec_config& stored) {
+    const auto family = static_cast<codec_family>(stored.codec_id);
+    if (m == tokens::mode::hybrid) return family == codec_family::lossless;
+    if (family != codec_family::lossy) return false;
+    const lossy_config c = lossy_config::from_bytes(stored.params);  // format_error when malformed
+    return c.quantizer == lossy_quantizer::error_bounded && !c.relative_bound && c.error_bound <= bound;
+}
+}  // namespace detail
+
 /// Configuration of token mode under a model (the file names the model as its model_weights
 /// resource): params = u8 mode | u64 the model's content hash | [bounded modes 3, 5] f32 bound |
 /// [hybrid modes 4, 5] f32 bandwidth, compute, stored_decode, residual_decode (tokens::hybrid_cost)
@@ -64,9 +77,8 @@ inline format::codec_config tokens_config(tokens::mode m, const model::language_
     if (tokens::is_bounded(m)) put_f32(bound);
     if (stored) {
         require_usage(cost.valid(), "tokens_config: hybrid costs must be > 0");
-        const auto family = static_cast<codec_family>(stored->codec_id);
-        require_usage(m == tokens::mode::hybrid ? family == codec_family::lossless : family == codec_family::lossy,
-                      "tokens_config: hybrid stores chunks with the lossless codec, hybrid_bounded with a lossy one");
+        require_usage(detail::hybrid_stored_fits(m, bound, *stored), "tokens_config: hybrid stores chunks with the lossless codec, hybrid_bounded with the lossy "
+                            "error-bounded one at an absolute bound <= the file's");
         for (float v : {cost.bandwidth, cost.compute, cost.stored_decode, cost.residual_decode}) put_f32(v);
         c.params.push_back(static_cast<std::uint8_t>(stored->codec_id));
         c.params.push_back(static_cast<std::uint8_t>(stored->codec_id >> 8));
@@ -114,10 +126,8 @@ inline tokens_params parse_tokens_config(const format::codec_config& config) {
         out.cost = {f32_at(fixed), f32_at(fixed + 4), f32_at(fixed + 8), f32_at(fixed + 12)};
         if (!out.cost.valid()) throw format_error("token codec: bad hybrid costs");
         out.stored.codec_id = std::uint16_t(p[fixed + 16] | (p[fixed + 17] << 8));
-        const auto family = static_cast<codec_family>(out.stored.codec_id);
-        if (m == tokens::mode::hybrid ? family != codec_family::lossless : family != codec_family::lossy)
-            throw format_error("token codec: bad stored codec");
         out.stored.params.assign(p.begin() + std::ptrdiff_t(fixed + 18), p.end());
+        if (!hybrid_stored_fits(m, out.bound, out.stored)) throw format_error("token codec: bad stored codec");
     }
     return out;
 }

@@ -113,7 +113,7 @@ public:
     /// Floating-point or integer multiply-adds ×2 of one batched forward pass over context
     /// positions [begin, end) after `begin` tokens, without next-token tables: what a decoder pays
     /// to recompute those positions (token mode's cost model divides it by the decoder's FLOP/s).
-    /// 0 when unknown.
+    /// 0 when unknown (the hybrid's cost model then counts the model's compute as free).
     virtual double forward_flops(std::uint64_t begin, std::uint64_t end) const {
         (void)begin, (void)end;
         return 0;

@@ -471,8 +471,9 @@ public:
         kv_layout want = m_->kv_shape();
         want.tokens = n;
         want.type = kv.layout.type;
-        require_usage(begin <= length_ && kv.layout == want && kv.bytes.size() == want.total_bytes() && is_kv_float(want.type),
-                      "reference model: assign_kv range or layout (the model's shape, begin <= length)");
+        require_usage(begin <= length_ && kv.layout == want && kv.bytes.size() == want.total_bytes() &&
+                          (want.type == dtype::bf16 || want.type == dtype::f16 || want.type == dtype::f32),
+                      "reference model: assign_kv range or layout (the model's shape, bf16 / f16 / f32, begin <= length)");
         for (auto t : tokens) require_usage(t >= 0 && std::uint32_t(t) < c.vocab_size, "reference model: token id outside the vocabulary");
         const std::size_t D = c.head_dim, KH = c.n_kv_heads, row = KH * D;
         const std::uint64_t end = std::max<std::uint64_t>(length_, begin + n);

@@ -28,7 +28,8 @@
 // u64 content_hash64(token ids, i32) | u64 content_hash64(recomputed KV, chunk_buffer bytes) |
 // u32 token-stream bytes | token stream | [modes 1-3] correction stream (the rest) |
 // [modes 4-5] u8 choice (0 stored: the stored codec's payload follows; 1 residual: the correction
-// stream follows; 2 recompute: nothing follows). A stored chunk's KV hash is 0 (no model ran).
+// stream follows; 2 recompute: nothing follows). A stored chunk's KV hash is that of its restored KV
+// (what seeds the context: checked after the stored codec's decode).
 //
 // Token stream, modes 0 and 1: the sequence's first token (position 0) uniform over the vocabulary;
 // every later token t under the model's table after tokens < t, coded in two steps so that the
@@ -556,6 +557,7 @@ private:
             } else {
                 restored = std::move(input);
             }
+            kv_hash = content_hash64(restored.bytes);
         }
         session.assign_kv(p0, ids, restored);
         byte_vector out = header(ids, kv_hash, tokens_bytes);
@@ -574,6 +576,8 @@ private:
         const std::uint64_t p0 = session.length(), n = ids.size();
         if (hybrid_choice(c) == hybrid_choice::stored) {
             stored_->decode(body, stored_input(in, ids), out);
+            if (content_hash64(out.bytes) != want_kv)
+                throw checksum_error("token codec: a stored chunk decodes to other KV than the encoder's (corrupt payload or another stored codec)");
         } else {
             session.extend(ids, {});  // the decoder's price: one batched pass
             session.kv(p0, p0 + n, out);
