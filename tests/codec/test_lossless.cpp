@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "seqkv/preset.hpp"
 #include "seqkv/seqkv.hpp"
 
 namespace {
@@ -105,6 +106,95 @@ TEST(Lossless, RangeDecodeEqualsSliceOfFullDecode) {
                                       std::bit_cast<std::uint32_t>(full.view(l, kind).at(h, t, c)));
     }
     EXPECT_THROW(decompress(file, 100, 151), usage_error);
+}
+
+// decode_into: a chunk decoded straight into rows of a larger buffer (head stride > the chunk's
+// tokens) equals the staged decode, same-token references (XOR, copy, RoPE rotation: they read
+// earlier rows through the stride) included; rows outside the chunk are never written; a reused
+// buffer full of garbage decodes to the same bytes.
+TEST(Lossless, DecodeIntoRowsOfALargerBufferEqualsTheStagedDecode) {
+    const kv_layout layout{2, 3, 16, 96, dtype::bf16};
+    auto cache = random_cache(layout, 9);
+    std::vector<std::int32_t> ids(layout.tokens);
+    const std::size_t row = 16 * 2;
+    for (std::uint64_t t = 0; t < layout.tokens; ++t) {
+        ids[t] = std::int32_t(t % 12);
+        if (t >= 12 && t % 3 == 0)  // exact repeats of the token 12 back: copy / XOR references
+            for (auto* kv : {&cache.k, &cache.v})
+                for (auto& b : *kv)
+                    for (std::uint32_t h = 0; h < layout.kv_heads; ++h)
+                        std::copy_n(b.begin() + std::ptrdiff_t((h * layout.tokens + t - 12) * row), row,
+                                    b.begin() + std::ptrdiff_t((h * layout.tokens + t) * row));
+    }
+    for (const bool rope : {false, true}) {
+        model_params m;
+        m.head_dim = 16;
+        m.rope_theta = rope ? 10000.0 : 0.0;
+        compress_options o = preset("lossless", m);
+        o.chunk_tokens = 32;
+        const auto file = compress(cache.view(), o, ids);
+        const auto full = decompress(file);
+        expect_equals_cache(full, cache, 0, layout.tokens);
+
+        format::stream_reader reader(file);
+        const auto codec = make_codec(reader.header().codec);
+        ASSERT_TRUE(codec.decode_into);
+        chunk_buffer reused = full;
+        std::fill(reused.bytes.begin(), reused.bytes.end(), std::uint8_t(0xAB));
+        reader.decode_into(reused, codec, 0, layout.tokens);
+        EXPECT_TRUE(reused.bytes == full.bytes);
+        reader.decode_into(reused, codec, 32, 64);  // shrinks, keeps the allocation
+        expect_equals_cache(reused, cache, 32, 64);
+
+        chunk_buffer big = chunk_buffer::for_layout(layout, 100);
+        std::fill(big.bytes.begin(), big.bytes.end(), std::uint8_t(0xCD));
+        const auto rec = reader.record(1);  // tokens 32..63 into rows 40..71
+        codec.decode_into(rec.payload, chunk_input{nullptr, 32, 64, rec.token_ids, rec.nll, nullptr, nullptr},
+                          chunk_destination::rows_of(big, 40, 32));
+        for (std::uint32_t l = 0; l < layout.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
+                const auto& src = kind == kv_kind::key ? cache.k[l] : cache.v[l];
+                const auto blk = big.block(l, kind);
+                for (std::uint32_t h = 0; h < layout.kv_heads; ++h)
+                    for (std::uint64_t t = 0; t < 100; ++t) {
+                        const auto got = blk.subspan((h * 100 + t) * row, row);
+                        if (t >= 40 && t < 72)
+                            EXPECT_TRUE(std::equal(got.begin(), got.end(), src.begin() + std::ptrdiff_t((h * layout.tokens + t - 8) * row)))
+                                << "rope " << rope << " layer " << l << " head " << h << " row " << t;
+                        else
+                            EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](std::uint8_t b) { return b == 0xCD; }))
+                                << "row " << t << " written";
+                    }
+            }
+    }
+}
+
+// The plane-join kernels (scalar, SSE2, AVX2 where the CPU has it) write the same bytes for every
+// length around their vector widths, every byte value, with and without the XOR operand.
+TEST(Lossless, JoinKernelsWriteTheScalarBytes) {
+    std::mt19937 rng(3);
+    std::vector<std::uint8_t> a(300), b(300), x(600);
+    for (auto* v : {&a, &b, &x})
+        for (auto& e : *v) e = std::uint8_t(rng());
+    for (int i = 0; i < 256; ++i) a[i] = std::uint8_t(i), b[i] = std::uint8_t(255 - i);  // every byte in both planes
+    const auto kernels = lossless::detail::join_row2_kernels();
+    EXPECT_GE(kernels.size(), 2u);  // x86-64: scalar and SSE2 at least
+    for (std::size_t m : {0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 256})
+        for (std::size_t off : {0, 1, 3})
+            for (const bool with_x : {false, true}) {
+                std::vector<std::uint8_t> want(2 * m + 8, 0xEE);
+                kernels[0](a.data() + off, b.data() + off, with_x ? x.data() + off : nullptr, want.data() + 1, m);
+                for (std::size_t k = 1; k < kernels.size(); ++k) {
+                    std::vector<std::uint8_t> got(2 * m + 8, 0xEE);
+                    kernels[k](a.data() + off, b.data() + off, with_x ? x.data() + off : nullptr, got.data() + 1, m);
+                    EXPECT_EQ(got, want) << "kernel " << k << " m " << m << " offset " << off << " xor " << with_x;
+                }
+                for (std::size_t c = 0; c < m; ++c) {  // and join2 itself, element by element
+                    std::uint16_t v = lossless::detail::join2(a[off + c], b[off + c]);
+                    if (with_x) v ^= std::uint16_t(x[off + 2 * c] | x[off + 2 * c + 1] << 8);
+                    ASSERT_EQ(want[1 + 2 * c] | want[2 + 2 * c] << 8, v) << c;
+                }
+            }
 }
 
 TEST(Lossless, TokenByTokenStreamingEqualsBulk) {

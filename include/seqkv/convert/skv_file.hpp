@@ -301,10 +301,11 @@ void decompress_to_safetensors_at(std::span<const std::uint8_t> skv, WriteAt&& w
     const kv_layout L = reader.layout();
     const std::uint64_t n = end - begin;
     const std::size_t row = std::size_t(L.head_dim) * dtype_size(L.type);
+    chunk_buffer part;  // one buffer for every chunk: its pages are touched once
     for (const auto& c : reader.chunks()) {
         const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
         if (lo >= hi) continue;
-        const chunk_buffer part = reader.decode(codec, lo, hi, resources);  // this chunk only
+        reader.decode_into(part, codec, lo, hi, resources);  // this chunk only
         for (std::uint32_t l = 0; l < L.layers; ++l)
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 const std::uint64_t base = plan.data_offsets[2 * std::size_t(l) + std::size_t(kind)];

@@ -26,6 +26,9 @@ struct any_chunk_codec {
     /// record a decode needs before it allocates the decoded KV (a short or garbled payload that
     /// claims gigabytes fails there, not after the allocation).
     std::function<void(std::span<const std::uint8_t>, const kv_layout&)> check_payload;
+    /// Optional: decode straight into rows of a larger buffer (chunk_destination), as `decode` but
+    /// without a staging chunk_buffer; a reader uses it for chunks wholly inside the decoded range.
+    std::function<void(std::span<const std::uint8_t>, const chunk_input&, const chunk_destination&)> decode_into;
 
     /// Wraps a concrete codec (copied into shared state).
     template <ChunkCodec C>
@@ -36,10 +39,18 @@ struct any_chunk_codec {
                     shared->decode(payload, in, out);
                 },
                 std::move(description), has_dependent_chunks<C>(), seqkv::codes_token_ids<C>(), seqkv::whole_context<C>(), {},
-                check_of(shared)};
+                check_of(shared), decode_into_of(shared)};
     }
 
 private:
+    template <class C>
+    static std::function<void(std::span<const std::uint8_t>, const chunk_input&, const chunk_destination&)> decode_into_of(
+        const std::shared_ptr<const C>& c) {
+        if constexpr (requires(std::span<const std::uint8_t> p, const chunk_input& in, const chunk_destination& d) { c->decode_into(p, in, d); })
+            return [c](std::span<const std::uint8_t> p, const chunk_input& in, const chunk_destination& d) { c->decode_into(p, in, d); };
+        else
+            return {};
+    }
     template <class C>
     static std::function<void(std::span<const std::uint8_t>, const kv_layout&)> check_of(const std::shared_ptr<const C>& c) {
         if constexpr (requires(std::span<const std::uint8_t> p, const kv_layout& l) { c->check_payload(p, l); })

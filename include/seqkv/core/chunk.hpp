@@ -67,6 +67,32 @@ struct chunk_buffer {
     }
 };
 
+/// Where a chunk decodes to without a staging copy: the rows of a larger buffer. Block (layer, kind)
+/// starts at blocks[2 · layer + kind]; head h, chunk token t, channel c is element
+/// (h · head_stride + t) · head_dim + c there (head_stride >= layout.tokens: a chunk_buffer of more
+/// tokens, at the chunk's first token). Codecs that can write such rows offer decode_into.
+struct chunk_destination {
+    kv_layout layout;                    // the chunk's shape (tokens = the chunk's)
+    std::vector<std::uint8_t*> blocks;   // 2 · layers
+    std::uint64_t head_stride = 0;       // tokens from one head's rows to the next's
+
+    /// Rows [first, first + tokens) of every block of `out` (first + tokens <= out.layout.tokens).
+    static chunk_destination rows_of(chunk_buffer& out, std::uint64_t first, std::uint64_t tokens) {
+        require_usage(first + tokens <= out.layout.tokens, "chunk_destination: rows outside the buffer");
+        chunk_destination d{out.layout, {}, out.layout.tokens};
+        d.layout.tokens = tokens;
+        const std::size_t row = std::size_t(out.layout.head_dim) * dtype_size(out.layout.type);
+        for (std::uint32_t l = 0; l < out.layout.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value}) d.blocks.push_back(out.block(l, kind).data() + first * row);
+        return d;
+    }
+    /// Bytes from a block's first element to the end of its last row.
+    std::size_t block_extent() const {
+        if (layout.tokens == 0 || layout.kv_heads == 0) return 0;
+        return ((std::size_t(layout.kv_heads) - 1) * head_stride + layout.tokens) * layout.head_dim * dtype_size(layout.type);
+    }
+};
+
 /// Copies the elements of tokens [begin, end) of one cache tensor into a contiguous
 /// [heads, end - begin, head_dim] block (any source strides).
 inline void gather_block(const kv_tensor_view& src, std::uint64_t begin, std::uint64_t end, std::span<std::uint8_t> dst) {

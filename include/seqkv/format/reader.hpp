@@ -80,10 +80,24 @@ public:
     /// keyframe at or before the range with one carry; chunks before the range decode into scratch.
     chunk_buffer decode(const any_chunk_codec& codec, std::uint64_t begin = 0,
                         std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {}) const {
+        chunk_buffer out;
+        decode_into(out, codec, begin, end_opt, resources);
+        return out;
+    }
+
+    /// decode() into `out`, reusing its allocation (a caller decoding chunk after chunk touches
+    /// its pages once). Chunks wholly inside the range decode straight into out's rows when the
+    /// codec offers decode_into; the others through a staging chunk.
+    void decode_into(chunk_buffer& out, const any_chunk_codec& codec, std::uint64_t begin = 0,
+                     std::optional<std::uint64_t> end_opt = std::nullopt, const resource_provider& resources = {}) const {
         const std::uint64_t end = end_opt.value_or(tokens_);
         require_usage(begin <= end && end <= tokens_, "decode: token range outside the stream");
         require_resources(resources, codec.resources);
-        if (begin == end) return chunk_buffer::for_layout(header_.layout, 0);
+        out.token_ids.clear();
+        if (begin == end) {
+            out = chunk_buffer::for_layout(header_.layout, 0);
+            return;
+        }
         const auto first = std::partition_point(chunks_.begin(), chunks_.end(),
                                                 [&](const chunk_entry& c) { return c.first_token + c.tokens <= begin; });
         const std::size_t a = std::size_t(first - chunks_.begin());
@@ -110,16 +124,22 @@ public:
             throw limit_error("decode: " + std::to_string((end - begin) + largest_chunk) + " tokens of " +
                               std::to_string(token_bytes) + " bytes exceed the reader's max_decode_bytes (" +
                               std::to_string(limits_.max_decode_bytes) + ")");
-        chunk_buffer out = chunk_buffer::for_layout(header_.layout, end - begin);
+        out.layout = header_.layout;
+        out.layout.tokens = end - begin;
+        out.bytes.resize(out.layout.total_bytes());  // every row is written below
         const std::size_t es = dtype_size(header_.layout.type), row = std::size_t(header_.layout.head_dim) * es;
         std::any carry;
         for (std::size_t i = start; i < start + records.size(); ++i) {
             const auto& c = chunks_[i];
             chunk_record& rec = records[i - start];
             if (!c.dependent()) carry.reset();
-            chunk_buffer part = chunk_buffer::for_layout(header_.layout, c.tokens);
             chunk_input in{nullptr, c.first_token, c.first_token + c.tokens, rec.token_ids, rec.nll, &resources,
                            codec.dependent_chunks ? &carry : nullptr};
+            if (i >= a && codec.decode_into && c.first_token >= begin && c.first_token + c.tokens <= end) {
+                codec.decode_into(rec.payload, in, chunk_destination::rows_of(out, c.first_token - begin, c.tokens));
+                continue;
+            }
+            chunk_buffer part = chunk_buffer::for_layout(header_.layout, c.tokens);
             codec.decode(rec.payload, in, part);
             if (i < a) continue;  // replayed only for the carry
             const std::uint64_t lo = std::max(begin, c.first_token), hi = std::min(end, c.first_token + c.tokens);
@@ -138,7 +158,6 @@ public:
                                     dst.data() + (std::size_t(h) * (end - begin) + (lo - begin)) * row);
                 }
         }
-        return out;
     }
 
     /// Token ids of every token as stored in the chunk records (empty if the stream has none).

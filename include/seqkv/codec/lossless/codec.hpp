@@ -23,7 +23,12 @@ public:
     byte_vector encode(const chunk_input& in) const;
 
     /// Decodes a payload into out (sized for the chunk by the caller).
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        require_usage(out.bytes.size() == out.layout.total_bytes(), "lossless_codec: buffer does not match its layout");
+        decode_into(payload, in, chunk_destination::rows_of(out, 0, out.layout.tokens));
+    }
+    /// Decodes a payload into rows of a larger buffer (every row of the chunk written).
+    void decode_into(std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const;
     /// Framing only: one length-prefixed block per (layer, K/V), each at least a block header
     /// (predictor, classes, transforms, and a mode + length per byte plane), filling the payload.
     void check_payload(std::span<const std::uint8_t> payload, const kv_layout& L) const {
@@ -65,9 +70,10 @@ byte_vector lossless_codec<Backend>::encode(const chunk_input& in) const {
 }
 
 template <backend::Backend Backend>
-void lossless_codec<Backend>::decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+void lossless_codec<Backend>::decode_into(std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const {
     const kv_layout& L = out.layout;
-    require_usage(L.tokens == in.token_count(), "lossless_codec: buffer does not match the chunk");
+    require_usage(L.tokens == in.token_count() && out.blocks.size() == 2 * std::size_t(L.layers) && out.head_stride >= L.tokens,
+                  "lossless_codec: destination does not match the chunk");
     const lossless::block_shape shape{L.kv_heads, L.tokens, L.head_dim};
     if (!in.token_ids.empty() && in.token_ids.size() != shape.tokens) throw format_error("lossless chunk: token id count");
     const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
@@ -76,8 +82,9 @@ void lossless_codec<Backend>::decode(std::span<const std::uint8_t> payload, cons
     for (auto& b : blocks) b = r.get_bytes(r.get<std::uint32_t>());
     if (!r.at_end()) throw format_error("lossless chunk: trailing bytes");
     const auto path = backend::rans_decode_path<Backend>();
+    const std::size_t extent = out.block_extent();
     executor_->run(blocks.size(), [&](std::size_t i) {
-        lossless::decode_block(blocks[i], L.type, shape, out.block(std::uint32_t(i / 2), kv_kind(i % 2)), path, refs);
+        lossless::decode_block(blocks[i], L.type, shape, std::span<std::uint8_t>(out.blocks[i], extent), path, refs, out.head_stride);
     });
 }
 

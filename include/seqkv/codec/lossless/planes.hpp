@@ -246,15 +246,20 @@ inline byte_vector encode_block(std::span<const std::uint8_t> raw, dtype t, cons
 /// Decodes a block written by encode_block into out (raw little-endian elements of type t),
 /// with the chunk's reference tokens. Throws format_error on any inconsistency; never reads
 /// outside `coded`.
+/// head_stride (0: s.tokens): tokens from one head's rows to the next's in out, which then spans
+/// ((heads − 1) · head_stride + tokens) rows (rows of a larger buffer; the others are not touched).
 inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const block_shape& s, std::span<std::uint8_t> out,
-                         coding::rans::decode_path path, const token_references& refs) {
+                         coding::rans::decode_path path, const token_references& refs, std::uint64_t head_stride = 0) {
     const std::size_t es = dtype_size(t);
+    if (head_stride == 0) head_stride = s.tokens;
     require_usage(is_kv_float(t), "lossless: not a KV float dtype");
-    require_usage(out.size() == s.elements() * es, "lossless: output size does not match the block shape");
+    require_usage(head_stride >= s.tokens, "lossless: head stride below the block's tokens");
+    const std::size_t rows = s.heads == 0 || s.tokens == 0 ? 0 : (std::size_t(s.heads) - 1) * head_stride + s.tokens;
+    require_usage(out.size() == rows * s.head_dim * es, "lossless: output size does not match the block shape");
     require_usage(refs.tokens() == s.tokens, "lossless: references for a different token count");
-    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, t);
-    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, t);
-    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, t);
+    if (es == 1) return detail::decode_typed<std::uint8_t>(coded, s, out, path, refs, t, head_stride);
+    if (es == 2) return detail::decode_typed<std::uint16_t>(coded, s, out, path, refs, t, head_stride);
+    detail::decode_typed<std::uint32_t>(coded, s, out, path, refs, t, head_stride);
 }
 
 /// Decodes one block; token_ids and rope must be the ones given at encoding (or empty if none were).

@@ -18,6 +18,79 @@ inline void copy_row(std::uint8_t* dst, const std::uint8_t* src, std::size_t byt
     std::memcpy(dst + bytes - 16, src + bytes - 16, 16);
 }
 
+/// Joins m 16-bit elements from planes a (byte 0) and b (byte 1) — join2 — XORs them with the m
+/// little-endian 16-bit values at x when x is set (the reference row or the sign map), and writes
+/// them little-endian at dst. dst must not overlap a, b or x. Pure bit operations: the scalar, SSE2
+/// and AVX2 versions write the same bytes (test Lossless.JoinKernelsWriteTheScalarBytes).
+/// Intrinsics, not xsimd: xsimd 8.1 fixes its ISA at compile time (no run-time dispatch).
+inline void join_row2_scalar(const std::uint8_t* a, const std::uint8_t* b, const std::uint8_t* x, std::uint8_t* dst, std::size_t m) {
+    for (std::size_t c = 0; c < m; ++c) {
+        std::uint16_t v = join2(a[c], b[c]);
+        if (x) v = std::uint16_t(v ^ (x[2 * c] | (x[2 * c + 1] << 8)));
+        dst[2 * c] = std::uint8_t(v), dst[2 * c + 1] = std::uint8_t(v >> 8);
+    }
+}
+#if SEQKV_X86_AVX2_KERNELS
+/// 16 elements: w = b | a << 8 per lane, then join2's bit moves: (w >> 1) & 0x7F80 is a << 7,
+/// (w << 8) & 0x8000 is b's top bit, w & 0x7F b's low bits.
+inline __m128i join2_lanes(__m128i w) {
+    return _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(w, 1), _mm_set1_epi16(0x7F80)),
+                                     _mm_and_si128(_mm_slli_epi16(w, 8), _mm_set1_epi16(std::int16_t(-32768)))),
+                        _mm_and_si128(w, _mm_set1_epi16(0x7F)));
+}
+inline void join_row2_sse2(const std::uint8_t* a, const std::uint8_t* b, const std::uint8_t* x, std::uint8_t* dst, std::size_t m) {
+    std::size_t c = 0;
+    for (; c + 16 <= m; c += 16) {
+        const __m128i A = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + c));
+        const __m128i B = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + c));
+        __m128i lo = join2_lanes(_mm_unpacklo_epi8(B, A)), hi = join2_lanes(_mm_unpackhi_epi8(B, A));
+        if (x) {
+            lo = _mm_xor_si128(lo, _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * c)));
+            hi = _mm_xor_si128(hi, _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * c + 16)));
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * c), lo);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * c + 16), hi);
+    }
+    join_row2_scalar(a + c, b + c, x ? x + 2 * c : nullptr, dst + 2 * c, m - c);
+}
+__attribute__((target("avx2"))) inline __m256i join2_lanes_avx2(__m256i w) {
+    return _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w, 1), _mm256_set1_epi16(0x7F80)),
+                                           _mm256_and_si256(_mm256_slli_epi16(w, 8), _mm256_set1_epi16(std::int16_t(-32768)))),
+                           _mm256_and_si256(w, _mm256_set1_epi16(0x7F)));
+}
+__attribute__((target("avx2"))) inline void join_row2_avx2(const std::uint8_t* a, const std::uint8_t* b, const std::uint8_t* x,
+                                                           std::uint8_t* dst, std::size_t m) {
+    std::size_t c = 0;
+    for (; c + 32 <= m; c += 32) {
+        // unpack works within 128-bit lanes: permute so lo holds elements 0-15 and hi 16-31.
+        const __m256i A = _mm256_permute4x64_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c)), 0xD8);
+        const __m256i B = _mm256_permute4x64_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + c)), 0xD8);
+        __m256i lo = join2_lanes_avx2(_mm256_unpacklo_epi8(B, A)), hi = join2_lanes_avx2(_mm256_unpackhi_epi8(B, A));
+        if (x) {
+            lo = _mm256_xor_si256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 2 * c)));
+            hi = _mm256_xor_si256(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 2 * c + 32)));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * c), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * c + 32), hi);
+    }
+    join_row2_sse2(a + c, b + c, x ? x + 2 * c : nullptr, dst + 2 * c, m - c);
+}
+#endif
+using join_row2_fn = void (*)(const std::uint8_t*, const std::uint8_t*, const std::uint8_t*, std::uint8_t*, std::size_t);
+/// The join kernels this build and CPU can run, scalar first (for tests), the fastest last.
+inline std::vector<join_row2_fn> join_row2_kernels() {
+    std::vector<join_row2_fn> k{&join_row2_scalar};
+#if SEQKV_X86_AVX2_KERNELS
+    k.push_back(&join_row2_sse2);
+    if (cpu_has_avx2()) k.push_back(&join_row2_avx2);
+#endif
+    return k;
+}
+inline join_row2_fn best_join_row2() {
+    static const join_row2_fn best = join_row2_kernels().back();
+    return best;
+}
+
 /// Decoded rotated section of predictor 5 (consumed row by row in storage order).
 template <class U>
 struct rotated_rows {
@@ -48,21 +121,23 @@ struct rotated_rows {
     }
 };
 
-/// Joins planes (coded elements only), undoes sign map and predictor, writes every row of out.
-/// Rows flagged in `copied` are copies of their reference row, or rotated rows when rot is given.
+/// Joins planes (coded elements only), undoes sign map and predictor, writes every row of out
+/// (head h's token t at row h · head_stride + t). Rows flagged in `copied` are copies of their
+/// reference row, or rotated rows when rot is given.
 template <class U>
 void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<const U> flip, const block_shape& s,
                  std::span<const std::uint64_t> ref, bool xor_ref, std::span<const std::uint8_t> copied, std::uint8_t* out,
-                 rotated_rows<U>* rot = nullptr) {
+                 std::uint64_t head_stride, rotated_rows<U>* rot = nullptr) {
     const std::size_t D = s.head_dim;
     U row[256];
     std::size_t k = 0;  // next coded element
+    [[maybe_unused]] const join_row2_fn join_row2 = sizeof(U) == 2 ? best_join_row2() : nullptr;
     for (std::uint32_t h = 0; h < s.heads; ++h) {
         const U* f = flip.empty() ? nullptr : flip.data() + std::size_t(h) * D;
         for (std::uint64_t t = 0; t < s.tokens; ++t) {
-            const std::size_t base = (std::size_t(h) * s.tokens + t) * D;
+            const std::size_t base = (std::size_t(h) * head_stride + t) * D;
             const bool has_ref = !ref.empty() && ref[t] != no_reference;
-            const std::size_t ref_base = has_ref ? (std::size_t(h) * s.tokens + ref[t]) * D : 0;
+            const std::size_t ref_base = has_ref ? (std::size_t(h) * head_stride + ref[t]) * D : 0;
             if (!copied.empty() && copied[std::size_t(h) * s.tokens + t]) {
                 if (rot) rot->decode_row(t, out + ref_base * sizeof(U), out + base * sizeof(U), D);
                 else copy_row(out + base * sizeof(U), out + ref_base * sizeof(U), D * sizeof(U));  // earlier row: no overlap
@@ -71,10 +146,15 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
             const bool xor_row = xor_ref && has_ref;
             for (std::size_t c0 = 0; c0 < D; c0 += 256, k += 256) {
                 const std::size_t m = std::min<std::size_t>(256, D - c0), i0 = base + c0;
+                if constexpr (sizeof(U) == 2) {  // fused: join, XOR, store
+                    const std::uint8_t* x = xor_row ? out + (ref_base + c0) * 2
+                                            : f     ? reinterpret_cast<const std::uint8_t*>(f + c0)
+                                                    : nullptr;
+                    join_row2(plane[0] + k, plane[1] + k, x, out + i0 * 2, m);
+                    continue;
+                }
                 if constexpr (sizeof(U) == 1) {
                     for (std::size_t c = 0; c < m; ++c) row[c] = plane[0][k + c];
-                } else if constexpr (sizeof(U) == 2) {
-                    for (std::size_t c = 0; c < m; ++c) row[c] = join2(plane[0][k + c], plane[1][k + c]);
                 } else {
                     for (std::size_t c = 0; c < m; ++c) row[c] = join4(plane[0][k + c], plane[1][k + c], plane[2][k + c], plane[3][k + c]);
                 }
@@ -92,7 +172,7 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
 
 template <class U>
 void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std::span<std::uint8_t> out,
-                  coding::rans::decode_path path, const token_references& refs, dtype type) {
+                  coding::rans::decode_path path, const token_references& refs, dtype type, std::uint64_t head_stride) {
     constexpr std::size_t P = sizeof(U);
     const std::uint64_t n = s.elements(), C = s.channels();
     byte_reader r(coded, "lossless block");
@@ -208,7 +288,7 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         rot.predict = rope::fast_predictor<U>(type, refs.rope()->style, path != coding::rans::decode_path::scalar);
     }
     if (!r.at_end()) throw format_error("lossless block: trailing bytes");
-    join_planes<U>(plane, flip, s, ref, !copy, copied, out.data(), rotate ? &rot : nullptr);
+    join_planes<U>(plane, flip, s, ref, !copy, copied, out.data(), head_stride, rotate ? &rot : nullptr);
 }
 
 }  // namespace detail
