@@ -43,6 +43,13 @@ TEST(Checksum, TheHardwarePathEqualsThePortableOne) {
             ASSERT_EQ(seqkv::detail::crc32c_update_sse42(0xDEADBEEFu, s), seqkv::detail::crc32c_update_portable(0xDEADBEEFu, s));
         }
     EXPECT_EQ(seqkv::detail::crc32c_update_sse42(0, data), seqkv::detail::crc32c_update_portable(0, data));
+    // Around the three-lane blocks (3 × 4096 bytes) and their joins, at every alignment.
+    const std::size_t block = 3 * seqkv::detail::crc32c_lane;
+    for (std::size_t n : {block - 1, block, block + 1, block + 7, 2 * block - 8, 2 * block, 2 * block + 13, 5 * block + 3})
+        for (std::size_t offset : {0, 1, 5}) {
+            const auto s = std::span<const std::uint8_t>(data).subspan(offset, n);
+            ASSERT_EQ(seqkv::detail::crc32c_update_sse42(0x1234567u, s), seqkv::detail::crc32c_update_portable(0x1234567u, s)) << n;
+        }
     const auto half = seqkv::detail::crc32c_update_sse42(0, std::span<const std::uint8_t>(data).first(777));
     EXPECT_EQ(seqkv::detail::crc32c_update_portable(half, std::span<const std::uint8_t>(data).subspan(777)),
               seqkv::crc32c(data));

@@ -17,11 +17,15 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <vector>
 
 #include "seqkv/coding/frequency_table.hpp"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 
@@ -181,26 +185,51 @@ public:
                           "decode_table_set: byte tables need P <= 12 and <= 256 symbols");
         const std::uint64_t entry_count = std::uint64_t{tables.size()} << precision_bits_;
         if (entry_count > max_decode_table_entries) throw limit_error("rANS decode tables too large");
-        entries_.assign(entry_count, 0);
+        // Every entry of a usable context is written below (its frequencies sum to 2^P); only the
+        // unused contexts' entries are zeroed, not the whole set first.
+        entries_ = std::make_unique_for_overwrite<std::uint32_t[]>(entry_count + fill_width);  // + the fill's overrun
         if (!byte_symbols) symbols_.assign(entry_count + 2, 0);  // +2: 32-bit gathers read one past
         usable_.assign(tables.size(), 0);
         for (std::size_t c = 0; c < tables.size(); ++c) {
             const frequency_table& t = tables[c];
             require_usage(t.precision_bits() == precision_bits_, "decode_table_set: tables differ in precision");
-            if (t.empty()) continue;
+            std::uint32_t* entry = entries_.get() + (c << precision_bits_);
+            if (t.empty()) {
+                std::fill_n(entry, std::size_t{1} << precision_bits_, 0u);
+                continue;
+            }
             usable_[c] = 1;
-            std::uint32_t* entry = entries_.data() + (c << precision_bits_);
+            std::uint32_t covered = 0;
             for (std::uint32_t s = 0; s < t.alphabet_size(); ++s) {
                 const std::uint32_t f = t.frequency(s), cum = t.cumulative(s);
-                for (std::uint32_t bias = 0; bias < f; ++bias) {
-                    if constexpr (byte_symbols)
-                        entry[cum + bias] = (s << 24) | ((f - 1) << 12) | bias;
-                    else {
+                covered += f;
+                if constexpr (byte_symbols) {
+                    // base + bias (bias < 2^12 in the low bits), fill_width entries at a time (vectorized):
+                    // the overrun past cum + f lands in the next symbol's or context's entries, written
+                    // after this (cumulative frequencies and contexts go up), or in the padding.
+                    const std::uint32_t base = (s << 24) | ((f - 1) << 12);
+#if defined(__SSE2__)
+                    __m128i v = _mm_add_epi32(_mm_set1_epi32(std::int32_t(base)), _mm_setr_epi32(0, 1, 2, 3));
+                    const __m128i four = _mm_set1_epi32(4);
+                    for (std::uint32_t b0 = 0; b0 < f; b0 += fill_width) {
+                        _mm_storeu_si128(reinterpret_cast<__m128i*>(entry + cum + b0), v);
+                        v = _mm_add_epi32(v, four);
+                        _mm_storeu_si128(reinterpret_cast<__m128i*>(entry + cum + b0 + 4), v);
+                        v = _mm_add_epi32(v, four);
+                    }
+#else
+                    for (std::uint32_t b0 = 0; b0 < f; b0 += fill_width)
+                        for (std::uint32_t j = 0; j < fill_width; ++j) entry[cum + b0 + j] = base + b0 + j;
+#endif
+                } else {
+                    for (std::uint32_t bias = 0; bias < f; ++bias) {
                         entry[cum + bias] = ((f - 1) << 16) | bias;
                         symbols_[(c << precision_bits_) + cum + bias] = static_cast<std::uint16_t>(s);
                     }
                 }
             }
+            if (covered != (std::uint32_t{1} << precision_bits_))  // a table not normalized: what was left stays defined
+                std::fill(entry + std::min<std::uint32_t>(covered, std::uint32_t{1} << precision_bits_), entry + (std::size_t{1} << precision_bits_), 0u);
         }
     }
 
@@ -208,12 +237,13 @@ public:
     std::size_t context_count() const { return usable_.size(); }
     /// True if context c has a nonempty table.
     bool usable(std::uint32_t c) const { return c < usable_.size() && usable_[c]; }
-    const std::uint32_t* entries() const { return entries_.data(); }
+    const std::uint32_t* entries() const { return entries_.get(); }
     const std::uint16_t* symbols() const { return symbols_.data(); }
 
 private:
     unsigned precision_bits_ = 0;
-    std::vector<std::uint32_t> entries_;
+    static constexpr std::uint32_t fill_width = 8;
+    std::unique_ptr<std::uint32_t[]> entries_;
     std::vector<std::uint16_t> symbols_;
     std::vector<std::uint8_t> usable_;
 };

@@ -216,8 +216,10 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         if (C % 8 != 0 && (bits.back() >> (C % 8)) != 0) throw format_error("lossless block: sign map padding not zero");
     }
     std::array<const std::uint8_t*, 4> plane{};
-    std::array<std::vector<std::uint8_t>, P> decoded;
-    std::vector<std::uint8_t> class_ctx, exp_ctx;
+    // Scratch the decoders overwrite in full: allocated, not zero-filled (a block's planes are as
+    // large as its output; zeroing them cost as much as zeroing the output again).
+    std::array<std::unique_ptr<std::uint8_t[]>, P> decoded;
+    std::unique_ptr<std::uint8_t[]> class_ctx, exp_ctx;
     for (std::size_t p = 0; p < P; ++p) {
         const auto mode = r.get<std::uint8_t>();
         if (mode > static_cast<std::uint8_t>(plane_context::stored) ||
@@ -233,26 +235,26 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
         }
         std::span<const std::uint8_t> ctx;
         if (mode == static_cast<std::uint8_t>(plane_context::channel_class)) {
-            if (class_ctx.empty() && m > 0) {
-                class_ctx.resize(m);
+            if (!class_ctx && m > 0) {
+                class_ctx = std::make_unique_for_overwrite<std::uint8_t[]>(m);
                 const std::size_t D = s.head_dim;
                 std::size_t k = 0;
                 for (std::uint32_t h = 0; h < s.heads; ++h)
                     for (std::uint64_t t = 0; t < s.tokens; ++t)
                         if (!copy || !copied[std::size_t(h) * s.tokens + t])
-                            std::memcpy(class_ctx.data() + k, cls.data() + std::size_t(h) * D, D), k += D;
+                            std::memcpy(class_ctx.get() + k, cls.data() + std::size_t(h) * D, D), k += D;
             }
-            ctx = class_ctx;
+            ctx = {class_ctx.get(), class_ctx ? m : 0};
         } else if (mode == static_cast<std::uint8_t>(plane_context::exponent)) {
-            if (exp_ctx.empty() && m > 0) {
-                exp_ctx.resize(m);
+            if (!exp_ctx && m > 0) {
+                exp_ctx = std::make_unique_for_overwrite<std::uint8_t[]>(m);
                 for (std::size_t i = 0; i < m; ++i) exp_ctx[i] = exponent_bucket(plane[0][i]);
             }
-            ctx = exp_ctx;
+            ctx = {exp_ctx.get(), exp_ctx ? m : 0};
         }
-        decoded[p].resize(m);
-        coding::decode_bytes(bytes, ctx, decoded[p], path);
-        plane[p] = decoded[p].data();
+        decoded[p] = std::make_unique_for_overwrite<std::uint8_t[]>(m);
+        coding::decode_bytes(bytes, ctx, {decoded[p].get(), m}, path);
+        plane[p] = decoded[p].get();
     }
     rotated_rows<U> rot;
     std::vector<std::uint8_t> rot_symbols;
