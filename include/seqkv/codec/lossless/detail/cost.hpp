@@ -11,14 +11,19 @@
 
 namespace seqkv::lossless::cost {
 
-/// c * log2(c) for small counts from a table, larger ones computed.
-inline double count_log2_count(std::uint64_t c) {
+/// Counts below this come from the table (c · log2 c, 0 at 0).
+inline constexpr std::uint32_t count_log2_table_size = std::uint32_t{1} << 16;
+inline const double* count_log2_table() {
     static const std::vector<double> table = [] {
-        std::vector<double> t(std::size_t{1} << 16);
+        std::vector<double> t(count_log2_table_size);
         for (std::size_t i = 1; i < t.size(); ++i) t[i] = double(i) * std::log2(double(i));
         return t;
     }();
-    return c < table.size() ? table[c] : double(c) * std::log2(double(c));
+    return table.data();
+}
+/// c * log2(c) for small counts from a table, larger ones computed.
+inline double count_log2_count(std::uint64_t c) {
+    return c < count_log2_table_size ? count_log2_table()[c] : double(c) * std::log2(double(c));
 }
 
 /// Fixed bytes of a coded rANS byte block beyond its tables: kind, precision, varints, 32 lane states.
@@ -32,14 +37,28 @@ inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet
     std::uint64_t total = 0;
     double sum_clogc = 0;
     std::uint32_t used = 0, wide = 0;
-    for (std::uint32_t s = 0; s < alphabet; ++s) {
-        const std::uint32_t c = counts[s];
+    // Four partial sums (a single one chains every addition's latency), table lookups inline
+    // (0 for an empty symbol), the rare counts past the table computed after the pass.
+    const double* table = count_log2_table();
+    double part[4] = {0, 0, 0, 0};
+    std::uint32_t large[4][64];
+    std::uint32_t n_large[4] = {0, 0, 0, 0};
+    auto add = [&](std::uint32_t lane, std::uint32_t c) {
         total += c;
-        if (c) {
-            ++used;
-            sum_clogc += count_log2_count(c);
+        used += c != 0;
+        const bool small = c < count_log2_table_size;
+        part[lane] += table[small ? c : 0];
+        if (!small) {
+            if (n_large[lane] < 64) large[lane][n_large[lane]++] = c;
+            else part[lane] += count_log2_count(c);
         }
-    }
+    };
+    std::uint32_t s = 0;
+    for (; s + 4 <= alphabet; s += 4) add(0, counts[s]), add(1, counts[s + 1]), add(2, counts[s + 2]), add(3, counts[s + 3]);
+    for (; s < alphabet; ++s) add(0, counts[s]);
+    for (std::uint32_t lane = 0; lane < 4; ++lane)
+        for (std::uint32_t i = 0; i < n_large[lane]; ++i) part[lane] += count_log2_count(large[lane][i]);
+    sum_clogc = (part[0] + part[1]) + (part[2] + part[3]);
     if (total == 0) return 8.0;
     for (std::uint32_t s = 0; s < alphabet; ++s)
         if (counts[s] && std::uint64_t(counts[s]) * 4096 > std::uint64_t(129) * total) ++wide;

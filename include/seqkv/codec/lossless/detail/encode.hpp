@@ -187,11 +187,15 @@ struct plane_plan {
 template <class U>
 inline std::vector<std::uint32_t> rank_groups(const std::uint32_t* hist0, std::uint32_t groups) {
     std::vector<std::uint64_t> sum(groups, 0), count(groups, 0);
-    for (std::uint32_t g = 0; g < groups; ++g)
+    for (std::uint32_t g = 0; g < groups; ++g) {
+        std::uint64_t s = 0, c = 0;  // in registers: summing into sum[g] / count[g] chains every step through memory
+        const std::uint32_t* h = hist0 + std::size_t(g) * 256;
         for (std::uint32_t b = 0; b < 256; ++b) {
-            sum[g] += std::uint64_t(hist0[g * 256 + b]) * class_key<U>(static_cast<std::uint8_t>(b));
-            count[g] += hist0[g * 256 + b];
+            s += std::uint64_t(h[b]) * class_key<U>(static_cast<std::uint8_t>(b));
+            c += h[b];
         }
+        sum[g] = s, count[g] = c;
+    }
     std::vector<std::uint32_t> order(groups);
     std::iota(order.begin(), order.end(), 0u);
     // Compare means sum/count by cross-multiplication (integers only: the choice is deterministic).
@@ -251,7 +255,11 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
     plane_plan best;
     best.bits = 1e300;
     std::array<std::uint32_t, 256> merged{};
+    unsigned worse = 0;  // candidates in a row that did not beat the best
     for (std::uint32_t k : candidates) {
+        // The cost over k falls, then rises (more classes: sharper tables, more table bytes): after
+        // two candidates past the minimum the larger ones (the most expensive to estimate) are skipped.
+        if (worse >= 2) break;
         plane_plan plan;
         plan.classes = k;
         plan.bits = k > 1 ? 8.0 * double(channels) : 0.0;
@@ -273,7 +281,8 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
             plan.mode[p] = mode;
             plan.bits += bits;
         }
-        if (plan.bits < best.bits) best = std::move(plan);
+        if (plan.bits < best.bits) best = std::move(plan), worse = 0;
+        else ++worse;
     }
     best.class_of_group.resize(groups);
     for (std::uint32_t g = 0; g < groups; ++g)
