@@ -376,6 +376,19 @@ std::vector<tokens::hybrid_choice> choices_of(const encoded& e) {
     for (const auto& p : e.payloads) c.push_back(*tokens::hybrid_choice_of(p));
     return c;
 }
+/// The largest |input − output| − (bound + half a bf16 step at the input or the output, i.e.
+/// max(|x|, |y|) / 256) over every element of bf16 chunks: <= 0 when the bound holds everywhere.
+double bf16_bound_excess(const kv_cache_view& view, const encoded& e, const std::vector<chunk_buffer>& out, float bound) {
+    double worst = 0;
+    for_each_block(view, e, out, [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
+        for (std::size_t i = 0; i < want.size(); i += 2) {
+            const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8));
+            const double y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
+            worst = std::max(worst, std::fabs(x - y) - (double(bound) + std::max(std::fabs(x), std::fabs(y)) / 256));
+        }
+    });
+    return worst;
+}
 tokens::hybrid_cost cost_of(float bandwidth, float compute) {
     tokens::hybrid_cost c;
     c.bandwidth = bandwidth, c.compute = compute;
@@ -508,16 +521,7 @@ TEST(TokenHybrid, BoundedHybridStaysWithinItsBoundWhateverEachChunkChose) {
         for (auto c : choices_of(e)) seen.insert(c);
         const tokens::token_codec codec3(draft, tokens::mode::hybrid_bounded, 3, bound, stored, cost);
         EXPECT_TRUE(encode_all(codec3, d.view, d.ids, n, chunk).payloads == e.payloads);
-        double worst = 0;
-        for_each_block(d.view, e, decode_all(codec, d.view, e),
-                       [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
-                           for (std::size_t i = 0; i < want.size(); i += 2) {
-                               const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8));
-                               const double y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
-                               worst = std::max(worst, std::fabs(x - y) - (double(bound) + std::max(std::fabs(x), std::fabs(y)) / 256));
-                           }
-                       });
-        EXPECT_LE(worst, 0.0) << "10^" << log_compute << " FLOP/s";
+        EXPECT_LE(bf16_bound_excess(d.view, e, decode_all(codec, d.view, e), bound), 0.0) << "10^" << log_compute << " FLOP/s";
     }
     EXPECT_TRUE(seen.count(tokens::hybrid_choice::stored) &&
                 (seen.count(tokens::hybrid_choice::residual) || seen.count(tokens::hybrid_choice::recompute)));
@@ -536,16 +540,7 @@ TEST(TokenHybrid, BoundedHybridStaysWithinItsBoundWhateverEachChunkChose) {
             e.ranges.emplace_back(b, b + chunk);
             EXPECT_EQ(*tokens::hybrid_choice_of(e.payloads.back()) == tokens::hybrid_choice::stored, pattern[i] == 'S') << pattern << " " << i;
         }
-        double worst = 0;
-        for_each_block(d.view, e, decode_all(as_stored, d.view, e),
-                       [&](std::size_t, std::uint32_t, std::span<const std::uint8_t> want, std::span<const std::uint8_t> got) {
-                           for (std::size_t i = 0; i < want.size(); i += 2) {
-                               const double x = bf16_to_float(std::uint16_t(want[i] | want[i + 1] << 8));
-                               const double y = bf16_to_float(std::uint16_t(got[i] | got[i + 1] << 8));
-                               worst = std::max(worst, std::fabs(x - y) - (double(bound) + std::max(std::fabs(x), std::fabs(y)) / 256));
-                           }
-                       });
-        EXPECT_LE(worst, 0.0) << pattern;
+        EXPECT_LE(bf16_bound_excess(d.view, e, decode_all(as_stored, d.view, e), bound), 0.0) << pattern;
     }
     // Only the error-bounded codec at an absolute bound <= the file's may store chunks.
     lossy_config loose = lc;

@@ -17,6 +17,17 @@ namespace {
 using seqkv_test::data_dir;
 std::shared_ptr<const model::language_model> tiny() { return seqkv_test::tiny_model(); }
 
+/// Every block of `all` (the whole cache decoded) equals the cache's, bit for bit.
+void expect_whole_cache(const kv_cache_view& view, const chunk_buffer& all) {
+    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
+        for (auto kind : {kv_kind::key, kv_kind::value}) {
+            std::vector<std::uint8_t> want(all.block_bytes());
+            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
+            const auto got = all.block(l, kind);
+            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
+        }
+}
+
 }  // namespace
 
 TEST(TokenModeApi, CorrectedFileRestoresTheCacheAndTheIdsAndDecodesRanges) {
@@ -107,13 +118,7 @@ TEST(TokenModeApi, DraftPresetsRoundTripThroughTheContainer) {
     EXPECT_EQ(reader.header().resources[0].content_hash, draft->content_hash());
     const auto all = decompress(skv, 0, std::nullopt, o.resources, 1);
     EXPECT_EQ(all.token_ids, ids);
-    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-        for (auto kind : {kv_kind::key, kv_kind::value}) {
-            std::vector<std::uint8_t> want(all.block_bytes());
-            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
-            const auto got = all.block(l, kind);
-            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
-        }
+    expect_whole_cache(view, all);
     const auto part = decompress(skv, 250, 420, o.resources);
     EXPECT_EQ(part.token_ids, std::vector<std::int32_t>(ids.begin() + 250, ids.begin() + 420));
     resource_provider reference_only;
@@ -167,13 +172,7 @@ TEST(TokenModeApi, HybridPresetsRoundTripThroughTheContainer) {
     const auto skv = compress(view, o, ids);
     const auto all = decompress(skv, 0, std::nullopt, o.resources, 1);
     EXPECT_EQ(all.token_ids, ids);
-    for (std::uint32_t l = 0; l < view.layout.layers; ++l)
-        for (auto kind : {kv_kind::key, kv_kind::value}) {
-            std::vector<std::uint8_t> want(all.block_bytes());
-            gather_block(view.tensor(l, kind), 0, view.layout.tokens, want);
-            const auto got = all.block(l, kind);
-            EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "layer " << l;
-        }
+    expect_whole_cache(view, all);
     const auto part = decompress(skv, 200, 450, o.resources);
     EXPECT_EQ(part.token_ids, std::vector<std::int32_t>(ids.begin() + 200, ids.begin() + 450));
     const auto lossless = compress(view, preset("lossless", {}, {}), ids);

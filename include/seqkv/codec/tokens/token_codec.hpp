@@ -325,13 +325,23 @@ struct carry_state {
     std::vector<std::uint32_t> next;
 };
 
+/// Bytes of a payload's fixed header: version, mode, tokens, two hashes, the token stream's length.
+inline constexpr std::size_t header_bytes = 1 + 1 + 4 + 8 + 8 + 4;
+
+/// A hybrid payload's choice byte (format_error past the last choice).
+inline hybrid_choice read_choice(byte_reader& r) {
+    const auto c = r.get<std::uint8_t>();
+    if (c > std::uint8_t(hybrid_choice::recompute)) throw format_error("token codec: unknown hybrid choice");
+    return hybrid_choice(c);
+}
+
 }  // namespace detail
 
 /// Bytes of a payload's token stream (its u32 length field): what the ids cost, headers and the
 /// correction excluded. Throws format_error for a payload too short to hold the header.
 inline std::uint32_t token_stream_bytes(std::span<const std::uint8_t> payload) {
-    constexpr std::size_t length_at = 1 + 1 + 4 + 8 + 8;  // version, mode, tokens, two hashes
-    if (payload.size() < length_at + 4) throw format_error("token codec: payload shorter than its header");
+    constexpr std::size_t length_at = detail::header_bytes - 4;
+    if (payload.size() < detail::header_bytes) throw format_error("token codec: payload shorter than its header");
     return load_le32(payload.data() + length_at);
 }
 
@@ -344,9 +354,7 @@ inline std::optional<hybrid_choice> hybrid_choice_of(std::span<const std::uint8_
     if (!is_hybrid(mode(m))) return std::nullopt;
     (void)r.get<std::uint32_t>(), (void)r.get<std::uint64_t>(), (void)r.get<std::uint64_t>();
     (void)r.get_bytes(r.get<std::uint32_t>());
-    const auto c = r.get<std::uint8_t>();
-    if (c > 2) throw format_error("token codec: unknown hybrid choice");
-    return hybrid_choice(c);
+    return detail::read_choice(r);
 }
 
 /// Token-mode chunk codec over a language model (ChunkCodec, dependent chunks).
@@ -433,11 +441,10 @@ public:
         (void)r.get_bytes(r.get<std::uint32_t>());
         if (mode_ == mode::tokens && !r.at_end()) throw format_error("token codec: trailing bytes");
         if (is_hybrid(mode_)) {
-            const auto c = r.get<std::uint8_t>();
-            if (c > 2) throw format_error("token codec: unknown hybrid choice");
+            const auto c = detail::read_choice(r);
             const auto rest = payload.subspan(r.position());
-            if (hybrid_choice(c) == hybrid_choice::recompute && !rest.empty()) throw format_error("token codec: trailing bytes after a recompute chunk");
-            if (hybrid_choice(c) == hybrid_choice::stored && stored_->check_payload) stored_->check_payload(rest, L);
+            if (c == hybrid_choice::recompute && !rest.empty()) throw format_error("token codec: trailing bytes after a recompute chunk");
+            if (c == hybrid_choice::stored && stored_->check_payload) stored_->check_payload(rest, L);
         }
     }
 
@@ -526,23 +533,24 @@ private:
         const std::uint64_t n = in.token_count(), p0 = session.length();
         chunk_buffer input = copy_tokens(*in.cache, in.begin, in.end, layout.layers, layout.type);
         const double kv_bytes = double(input.bytes.size());
-        const double common = double(header_bytes + tokens_bytes.size() + 1);
+        const double common = double(detail::header_bytes + tokens_bytes.size() + 1);
         const byte_vector stored = stored_->encode(stored_input(in, ids));
         const double t_stored = cost_.seconds(common + double(stored.size()), 0, kv_bytes, cost_.stored_decode);
         const double flops = model_->forward_flops(p0, p0 + n);
         hybrid_choice choice = hybrid_choice::stored;
         std::uint64_t kv_hash = 0;
         byte_vector residual;
-        chunk_buffer restored;
+        chunk_buffer restored;  // bounded: the residual's reconstruction (the model ran), else the stored codec's
         if (cost_.seconds(common, flops, 0, 1) < t_stored) {
             session.extend(ids, {});
             chunk_buffer ours = chunk_buffer::for_layout(layout, n);
             session.kv(p0, p0 + n, ours);
             encode_correction(in, ours, residual);
-            restored = ours;
-            if (is_bounded(mode_)) decode_correction(residual, restored);
-            else restored.bytes = input.bytes;
-            const bool zero = restored.bytes == ours.bytes;
+            if (is_bounded(mode_)) {
+                restored = ours;
+                decode_correction(residual, restored);
+            }
+            const bool zero = (is_bounded(mode_) ? restored.bytes : input.bytes) == ours.bytes;
             const double t_model = zero ? cost_.seconds(common, flops, 0, 1)
                                         : cost_.seconds(common + double(residual.size()), flops, kv_bytes, cost_.residual_decode);
             if (t_model < t_stored) {
@@ -550,15 +558,13 @@ private:
                 kv_hash = content_hash64(ours.bytes);
             }
         }
-        if (choice == hybrid_choice::stored) {
-            if (is_bounded(mode_)) {  // closed loop: the context gets what the decoder will have
-                restored = chunk_buffer::for_layout(layout, n);
-                stored_->decode(stored, stored_input(in, ids), restored);
-            } else {
-                restored = std::move(input);
-            }
-            kv_hash = content_hash64(restored.bytes);
+        if (!is_bounded(mode_)) {
+            restored = std::move(input);  // bit-exact: every choice restores the input
+        } else if (choice == hybrid_choice::stored) {  // closed loop: the context gets what the decoder will have
+            restored = chunk_buffer::for_layout(layout, n);
+            stored_->decode(stored, stored_input(in, ids), restored);
         }
+        if (choice == hybrid_choice::stored) kv_hash = content_hash64(restored.bytes);
         session.assign_kv(p0, ids, restored);
         byte_vector out = header(ids, kv_hash, tokens_bytes);
         out.push_back(std::uint8_t(choice));
@@ -570,11 +576,10 @@ private:
     void decode_hybrid(std::span<const std::uint8_t> rest, const chunk_input& in, model::model_session& session, std::uint64_t want_kv,
                        std::vector<std::int32_t> ids, chunk_buffer& out) const {
         byte_reader r(rest, "token chunk");
-        const auto c = r.get<std::uint8_t>();
-        if (c > 2) throw format_error("token codec: unknown hybrid choice");
-        const auto body = rest.subspan(1);
+        const auto c = detail::read_choice(r);
+        const auto body = rest.subspan(r.position());
         const std::uint64_t p0 = session.length(), n = ids.size();
-        if (hybrid_choice(c) == hybrid_choice::stored) {
+        if (c == hybrid_choice::stored) {
             stored_->decode(body, stored_input(in, ids), out);
             if (content_hash64(out.bytes) != want_kv)
                 throw checksum_error("token codec: a stored chunk decodes to other KV than the encoder's (corrupt payload or another stored codec)");
@@ -583,14 +588,13 @@ private:
             session.kv(p0, p0 + n, out);
             if (content_hash64(out.bytes) != want_kv)
                 throw checksum_error("token codec: the recomputed KV differs from the encoder's (another model or other arithmetic: desync)");
-            if (hybrid_choice(c) == hybrid_choice::residual) decode_correction(body, out);
+            if (c == hybrid_choice::residual) decode_correction(body, out);
             else if (!body.empty()) throw format_error("token codec: trailing bytes after a recompute chunk");
         }
         session.assign_kv(p0, ids, out);
         out.token_ids = std::move(ids);
     }
 
-    static constexpr std::size_t header_bytes = 1 + 1 + 4 + 8 + 8 + 4;
     static std::uint64_t ids_hash(std::span<const std::int32_t> ids) {
         return content_hash64({reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * 4});
     }
