@@ -9,6 +9,7 @@
 # the model packages are not installed: no PyPI), and the middle ground: the reference model or
 # its int12 / int8 drafts recomputing the KV in one batch with the residual coded (seqkv_bench_tokens
 # --only-draft: ratio, exactness, encode/decode speed).
+# Lossy presets (KIVI, int8, fp8, TurboQuant, error-bounded, seqkv-*) follow, through `seqkv bench`.
 # Usage: bench/speed_report.sh [BUILD_DIR]   (a build with -DSEQKV_BUILD_BENCH=ON: default build/bench)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,23 @@ for model in tiny smollm2; do
   echo; echo "== $model =="
   SEQKV_KV_FILES="$files" "$bench" --benchmark_min_time=0.3 2>/dev/null | sed -n '/^Lossless summary/,/^BF16 *seqkv-lossless-c512 [0-9.]* \//p'
 done
+# Lossy presets on the same dumps: `seqkv bench` (the CLI's compress / decompress of the whole
+# dump, 1 thread and every core, wall clock; ratio against the bf16 bytes; the presets' own chunks).
+cli="$build/tools/seqkv"
+if [ -x "$cli" ]; then
+  lossy_presets="kivi2 kivi4 int8 fp8 turbo3 turbo2.5 abs:0.05 bound:0.01 seqkv-step:0.5 seqkv-2bit"
+  args=(); codecs=""
+  for p in $lossy_presets; do args+=(--preset "$p"); codecs="$codecs${codecs:+,}seqkv:$p"; done
+  for model in tiny smollm2; do
+    if [ $model = tiny ]; then files=("$root/data/kv/gpl3.safetensors" "$root/data/kv/py311-textwrap.safetensors")
+    else files=("$root/data/kv/smollm2-gpl3.safetensors" "$root/data/kv/smollm2-py311-textwrap.safetensors"); fi
+    echo; echo "== lossy presets, $model =="
+    "$cli" bench "${args[@]}" --codecs "$codecs" --seconds 0.3 "${files[@]}"
+  done
+else
+  echo; echo "skipped the lossy rows: no $cli"
+fi
+
 echo; echo "== recompute instead (SmolLM2-135M prefill of the smollm2-gpl3 dump's tokens) =="
 py=$("$root/scripts/setup-models.sh" 2>/dev/null | tail -1 || echo SKIP)
 if [[ -z $py || $py == SKIP ]]; then

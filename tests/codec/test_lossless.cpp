@@ -197,6 +197,31 @@ TEST(Lossless, JoinKernelsWriteTheScalarBytes) {
             }
 }
 
+TEST(Lossless, Fp8JoinKernelsWriteTheScalarBytes) {
+    std::mt19937 rng(4);
+    std::vector<std::uint8_t> a(300), x(300);
+    for (auto* v : {&a, &x})
+        for (auto& e : *v) e = std::uint8_t(rng());
+    for (int i = 0; i < 256; ++i) a[i] = std::uint8_t(i);  // every byte value
+    const auto kernels = lossless::detail::join_row1_kernels();
+    EXPECT_GE(kernels.size(), 2u);  // x86-64: scalar and SSE2 at least
+    for (std::size_t m : {0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 256})
+        for (std::size_t off : {0, 1, 3})
+            for (const bool with_x : {false, true}) {
+                std::vector<std::uint8_t> want(m + 8, 0xEE);
+                kernels[0](a.data() + off, with_x ? x.data() + off : nullptr, want.data() + 1, m);
+                for (std::size_t c = 0; c < m; ++c)
+                    ASSERT_EQ(want[1 + c], std::uint8_t(with_x ? a[off + c] ^ x[off + c] : a[off + c])) << c;
+                EXPECT_EQ(want[0], 0xEE);
+                EXPECT_EQ(want[m + 1], 0xEE);
+                for (std::size_t k = 1; k < kernels.size(); ++k) {
+                    std::vector<std::uint8_t> got(m + 8, 0xEE);
+                    kernels[k](a.data() + off, with_x ? x.data() + off : nullptr, got.data() + 1, m);
+                    EXPECT_EQ(got, want) << "kernel " << k << " m " << m << " offset " << off << " xor " << with_x;
+                }
+            }
+}
+
 TEST(Lossless, TokenByTokenStreamingEqualsBulk) {
     const auto cache = random_cache({2, 2, 8, 70, dtype::f16}, 9);
     const auto view = cache.view();

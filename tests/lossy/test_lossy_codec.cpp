@@ -2,7 +2,9 @@
 // quantizer × predictor, determinism, config serialization, presets, corrupt input, metrics.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 
 #include "seqkv/codec/lossy/presets.hpp"
@@ -113,6 +115,39 @@ TEST(LossyCodec, DecodeEqualsEncoderReconstructionForEveryComposition) {
     }
 }
 
+// The decoder runs stages as tasks (every (layer, K/V) at once when the predictor never reads the
+// previous layer, one layer's K and V at a time otherwise) and writes straight into rows of a
+// larger buffer: on 3 threads and into the middle rows of a 70-token buffer it writes the serial
+// decoder's bytes, and leaves the rows outside the chunk untouched.
+TEST(LossyCodec, ThreadedDecodeIntoRowsEqualsSerialDecode) {
+    const synthetic_cache s;
+    const auto pool = std::make_shared<backend::thread_pool>(3);
+    for (const auto& config : all_configs(s)) {
+        SCOPED_TRACE(describe(config));
+        const lossy_runtime_codec serial(config), threaded(config, nullptr, pool);
+        chunk_buffer reference;
+        const byte_vector payload = round_trip_chunk(serial, s, 17, 60, &reference);
+        EXPECT_EQ(threaded.encode({&s.view, 17, 60, std::span(s.ids).subspan(17, 43), std::span(s.nll).subspan(17, 43)}), payload);
+        chunk_input side{nullptr, 17, 60, std::span(s.ids).subspan(17, 43), std::span(s.nll).subspan(17, 43)};
+        chunk_buffer big = chunk_buffer::for_layout(s.layout, 70);
+        std::fill(big.bytes.begin(), big.bytes.end(), std::uint8_t(0xA5));
+        threaded.decode_into(payload, side, chunk_destination::rows_of(big, 20, 43));
+        const std::size_t row = std::size_t(s.layout.head_dim) * dtype_size(s.layout.type);
+        for (std::uint32_t l = 0; l < s.layout.layers; ++l)
+            for (kv_kind kind : {kv_kind::key, kv_kind::value})
+                for (std::uint32_t h = 0; h < s.layout.kv_heads; ++h)
+                    for (std::uint64_t t = 0; t < 70; ++t) {
+                        const std::uint8_t* got = big.block(l, kind).data() + (h * 70 + t) * row;
+                        if (t >= 20 && t < 63) {
+                            const std::uint8_t* want = reference.block(l, kind).data() + (h * 43 + (t - 20)) * row;
+                            ASSERT_TRUE(std::equal(got, got + row, want)) << "layer " << l << " head " << h << " token " << t;
+                        } else {
+                            ASSERT_TRUE(std::all_of(got, got + row, [](std::uint8_t b) { return b == 0xA5; })) << "row " << t << " written";
+                        }
+                    }
+    }
+}
+
 TEST(LossyCodec, LosslessAndErrorBoundGuarantees) {
     const synthetic_cache s;
     chunk_buffer out;
@@ -192,6 +227,62 @@ TEST(LossyCodec, CorruptPayloadNeverCrashes) {
             }
         }
     }
+}
+
+// symbol_reader::get_row (the packed fast path: one alphabet, byte-aligned splits, 7-byte refills)
+// reads exactly what get() reads one symbol at a time, and fails the same way on bad streams.
+TEST(LossySymbols, PackedRowsReadWhatGetReads) {
+    std::mt19937 rng(7);
+    for (std::uint32_t alphabet : {2u, 3u, 4u, 5u, 15u, 16u, 17u, 255u, 256u, 1023u, 1024u}) {
+        for (bool mixed : {false, true}) {  // mixed: contexts of different alphabets (the slow path)
+            const std::vector<std::uint32_t> alphabets = mixed ? std::vector<std::uint32_t>{alphabet, 7u} : std::vector<std::uint32_t>{alphabet, alphabet};
+            std::vector<std::vector<std::uint16_t>> rows;
+            std::vector<std::vector<std::uint32_t>> contexts;
+            byte_vector bytes;
+            lossy::symbol_writer w(lossy::symbol_coding::packed, bytes);
+            w.set_models(alphabets);
+            for (int r = 0; r < 40; ++r) {
+                const std::size_t n = 1 + rng() % 70;
+                rows.emplace_back(n), contexts.emplace_back(n);
+                for (std::size_t j = 0; j < n; ++j) {
+                    contexts.back()[j] = std::uint32_t(rng() % 2);
+                    rows.back()[j] = std::uint16_t(rng() % alphabets[contexts.back()[j]]);
+                    w.put(rows.back()[j], contexts.back()[j]);
+                }
+            }
+            w.finish();
+            auto read_all = [&](std::span<const std::uint8_t> stream, bool by_rows) {
+                lossy::symbol_reader reader(lossy::symbol_coding::packed, stream);
+                reader.set_models(alphabets);
+                for (std::size_t r = 0; r < rows.size(); ++r) {
+                    std::vector<std::uint16_t> got(rows[r].size());
+                    if (by_rows && r % 3 != 2) {
+                        reader.get_row(contexts[r], 0, got);
+                    } else {
+                        for (std::size_t j = 0; j < got.size(); ++j) got[j] = reader.get(contexts[r][j]);
+                    }
+                    EXPECT_EQ(got, rows[r]) << "alphabet " << alphabet << " row " << r;
+                }
+                reader.finish();
+            };
+            read_all(bytes, false);
+            read_all(bytes, true);
+            byte_vector cut(bytes.begin(), bytes.end() - 1), longer = bytes;
+            longer.push_back(0);
+            for (bool by_rows : {false, true}) {
+                EXPECT_THROW(read_all(cut, by_rows), format_error) << alphabet;
+                EXPECT_THROW(read_all(longer, by_rows), format_error) << alphabet;
+            }
+        }
+    }
+    // A symbol at or past its alphabet (255 for the 255-symbol alphabet of 8 bits) is a format_error.
+    const std::vector<std::uint32_t> alphabets{255u};
+    const byte_vector bad{1, 2, 255, 4};
+    lossy::symbol_reader reader(lossy::symbol_coding::packed, bad);
+    reader.set_models(alphabets);
+    std::vector<std::uint16_t> row(4);
+    const std::vector<std::uint32_t> zero(4, 0);
+    EXPECT_THROW(reader.get_row(zero, 0, row), format_error);
 }
 
 TEST(LossyCodec, ExpectedKvTableBuildHashAndUse) {

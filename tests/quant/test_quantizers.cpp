@@ -3,7 +3,10 @@
 // determinism across runs, and each model's own error guarantee.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <random>
 
@@ -230,5 +233,40 @@ TEST(QuantHelpers, FastBf16RoundingMatchesCore) {
         const float v = std::bit_cast<float>(u);
         const float a = quant::round_to_bf16(v), b = bf16_to_float(float_to_bf16(v));
         ASSERT_EQ(std::bit_cast<std::uint32_t>(a), std::bit_cast<std::uint32_t>(b)) << std::hex << u;
+    }
+}
+
+// The SSE2 butterflies of walsh_hadamard (stages of half >= 4) give the scalar loop's bits, for
+// every size 1..1024 and values of mixed magnitude (where a reordered sum would round differently).
+TEST(QuantHelpers, HadamardStagesGiveTheScalarBits) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> n(0, 1);
+    for (std::uint32_t size = 1; size <= 1024; size *= 2) {
+        std::vector<float> v(size), reference;
+        for (auto& x : v) x = n(rng) * std::ldexp(1.0f, int(rng() % 40) - 20);
+        reference = v;
+        for (std::size_t half = 1; half < size; half <<= 1)  // the textbook loop
+            for (std::size_t i = 0; i < size; i += 2 * half)
+                for (std::size_t j = i; j < i + half; ++j) {
+                    const float a = reference[j], b = reference[j + half];
+                    reference[j] = a + b, reference[j + half] = a - b;
+                }
+        quant::walsh_hadamard(v);
+        for (std::uint32_t i = 0; i < size; ++i)
+            ASSERT_EQ(std::bit_cast<std::uint32_t>(v[i]), std::bit_cast<std::uint32_t>(reference[i])) << size << " " << i;
+    }
+}
+
+// round_clamped is nearbyint(clamp(r, 0, top)) in the default rounding mode (ties to even).
+TEST(QuantHelpers, RoundClampedIsNearbyint) {
+    std::mt19937 rng(9);
+    for (float top : {1.0f, 3.0f, 15.0f, 255.0f}) {
+        for (int i = 0; i < 200000; ++i) {
+            const float r = i < 64 ? float(i) * 0.25f - 4.0f : std::uniform_real_distribution<float>(-2 * top, 2 * top)(rng);
+            const float expected = std::clamp(std::nearbyint(r), 0.0f, top);
+            ASSERT_EQ(quant::round_clamped(r, top), expected) << r << " " << top;
+        }
+        for (float r : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), 1e30f, -1e30f})
+            EXPECT_EQ(quant::round_clamped(r, top), std::clamp(std::nearbyint(r), 0.0f, top));
     }
 }

@@ -353,7 +353,9 @@ int main(int argc, char** argv) {
     bench->add_option("--preset", bench_set.presets, "seqkv preset(s) to measure (repeatable; default lossless)")->expected(1)->take_all();
     bench->add_option("--codecs", bench_set.codecs,
                       "only these rows, comma-separated: seqkv:<preset>, zstd-3, zstd-19, lz4, blosc-zstd-byteshuffle, blosc-zstd-bitshuffle")
-        ->delimiter(',');
+        ->delimiter(',')
+        ->expected(1)
+        ->take_all();  // one argument per --codecs: the input files after it stay inputs
     bench->add_option("--threads", bench_set.threads, "threads of the second seqkv row (default 0: every core; 1: one row)");
     bench->add_option("--seconds", bench_set.seconds, "least wall-clock seconds per measurement (default 0.3)")->check(CLI::Range(0.0, 3600.0));
     bench->add_option("--table", bench_set.flags.table_path, "expected-KV table for presets that use one")->check(CLI::ExistingFile);

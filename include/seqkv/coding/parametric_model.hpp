@@ -149,6 +149,35 @@ inline double code_length_bits(std::span<const std::uint64_t> counts, const freq
     return bits;
 }
 
+namespace detail {
+/// A parametric table and each symbol's code length under it (precision - log2 frequency).
+struct parametric_entry {
+    frequency_table table;
+    std::vector<double> bits;
+};
+/// Per-thread memo for encoders: fit_parametric tries ~7 scales of 3 families for every context,
+/// and the contexts of a stream share their centres and scales, so most tables repeat. Bounded
+/// (cleared when full); a reference stays valid until the thread's next call.
+inline const parametric_entry& cached_parametric(const parametric_model_params& p) {
+    thread_local std::map<parametric_model_params, parametric_entry> cache;
+    auto it = cache.find(p);
+    if (it != cache.end()) return it->second;
+    if (cache.size() >= 256) cache.clear();  // <= ~4 MB a thread with 1024-symbol alphabets
+    parametric_entry e{parametric_table(p), {}};
+    e.bits.resize(p.alphabet_size);
+    for (std::uint32_t s = 0; s < p.alphabet_size; ++s)  // every parametric frequency is >= 1
+        e.bits[s] = e.table.precision_bits() - std::log2(static_cast<double>(e.table.frequency(s)));
+    return cache.emplace(p, std::move(e)).first->second;
+}
+/// code_length_bits(counts, table) from the cached lengths: the same terms summed in the same order.
+inline double code_length_bits(std::span<const std::uint64_t> counts, const parametric_entry& e) {
+    double bits = 0;
+    for (std::size_t s = 0; s < counts.size(); ++s)
+        if (counts[s] != 0) bits += static_cast<double>(counts[s]) * e.bits[s];
+    return bits;
+}
+}  // namespace detail
+
 /// Encoder-side fit: picks the scale index minimizing the histogram's code length for the given
 /// family, center and precision (moment estimate, then a local search). Returns params and bits.
 inline std::pair<parametric_model_params, double> fit_parametric(parametric_family family, std::span<const std::uint64_t> counts,
@@ -175,7 +204,7 @@ inline std::pair<parametric_model_params, double> fit_parametric(parametric_fami
     for (int i = guess - 3; i <= guess + 3; ++i) {
         if (i < 0 || i >= static_cast<int>(parametric_scale_count)) continue;
         p.scale_index = static_cast<std::uint32_t>(i);
-        const double bits = code_length_bits(counts, parametric_table(p));
+        const double bits = detail::code_length_bits(counts, detail::cached_parametric(p));
         if (bits < best_bits) {
             best_bits = bits;
             best = p;

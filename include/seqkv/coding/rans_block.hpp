@@ -90,7 +90,7 @@ inline frequency_table choose_table(std::span<const std::uint64_t> counts, unsig
             put_varint(writer, 2 * (std::uint64_t{best.scale_index} * parametric_family_count +
                                     static_cast<unsigned>(best.family)) + 1);
             put_varint(writer, best.center);
-            return parametric_table(best);
+            return detail::cached_parametric(best).table;
         }
     }
     put_varint(writer, 2 * std::uint64_t{used});

@@ -57,14 +57,20 @@ public:
     explicit store_error(const std::string& message) : error("store error: " + message) {}
 };
 
+namespace detail {
+// Out of line and cold, so the checks below inline into hot loops as one test and branch.
+[[noreturn, gnu::noinline, gnu::cold]] inline void throw_format(const char* message) { throw format_error(message); }
+[[noreturn, gnu::noinline, gnu::cold]] inline void throw_usage(const char* message) { throw usage_error(message); }
+}  // namespace detail
+
 /// Throws format_error(message) unless condition holds; for validating untrusted input.
 inline void require_format(bool condition, const char* message) {
-    if (!condition) throw format_error(message);
+    if (!condition) [[unlikely]] detail::throw_format(message);
 }
 
 /// Throws usage_error(message) unless condition holds; for validating caller arguments.
 inline void require_usage(bool condition, const char* message) {
-    if (!condition) throw usage_error(message);
+    if (!condition) [[unlikely]] detail::throw_usage(message);
 }
 
 /// An error's message without the prefixes its classes add ("seqkv: ", then "format error: ",

@@ -1,6 +1,8 @@
 // KV cache layout description and non-owning views over engine memory.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -65,6 +67,31 @@ struct kv_tensor_view {
     /// Element (h, t, c) as fp32 (exact for every KV float type).
     float at(std::uint32_t h, std::uint64_t t, std::uint32_t c) const {
         return load_as_float(element(h, t, c), type, 0);
+    }
+    /// Elements (h, t, 0 .. out.size()) as fp32, exactly as at() reads them, the dtype's branch
+    /// and the channel stride taken once for the row.
+    void load_row(std::uint32_t h, std::uint64_t t, std::span<float> out) const {
+        const std::uint8_t* p = element(h, t, 0);
+        if (type == dtype::bf16 && strides.channel == 1) {
+            for (std::size_t c = 0; c < out.size(); ++c)
+                out[c] = std::bit_cast<float>(std::uint32_t(p[2 * c] | (p[2 * c + 1] << 8)) << 16);
+            return;
+        }
+        const std::int64_t step = strides.channel * std::int64_t(dtype_size(type));
+        for (std::size_t c = 0; c < out.size(); ++c) out[c] = load_as_float(p + std::int64_t(c) * step, type, 0);
+    }
+    /// True when every element (h, t, 0 .. count) is finite (no NaN, no ±Inf).
+    bool row_finite(std::uint32_t h, std::uint64_t t, std::uint32_t count) const {
+        const std::uint8_t* p = element(h, t, 0);
+        if (type == dtype::bf16 && strides.channel == 1) {
+            bool finite = true;
+            for (std::size_t c = 0; c < count; ++c) finite &= (p[2 * c + 1] & 0x7f) != 0x7f || (p[2 * c] & 0x80) == 0;
+            return finite;
+        }
+        const std::int64_t step = strides.channel * std::int64_t(dtype_size(type));
+        for (std::size_t c = 0; c < count; ++c)
+            if (!std::isfinite(load_as_float(p + std::int64_t(c) * step, type, 0))) return false;
+        return true;
     }
     /// True when the tensor is the contiguous [heads, tokens, head_dim] layout.
     bool is_head_major_contiguous() const {

@@ -130,6 +130,10 @@ class rope_domain {
 public:
     using params = typename Inner::params;
     static constexpr std::uint32_t context_classes = Inner::context_classes;
+    static constexpr bool uses_previous_layer = [] {
+        if constexpr (requires { Inner::uses_previous_layer; }) return bool(Inner::uses_previous_layer);
+        else return true;
+    }();
 
     explicit rope_domain(Inner inner = Inner{}) : inner_(std::move(inner)) {}
 

@@ -77,6 +77,14 @@ public:
     }
     void dequantize_row(const params& p, row_hint, std::span<const float> pred, std::span<const std::uint16_t> symbols,
                         byte_reader& side, std::span<float> recon) const {
+        bool escapes = false;
+        for (std::uint32_t c = 0; c < p.shape.cols; ++c) escapes |= symbols[c] == escape_symbol;
+        if (!escapes) {  // the common row: levels only, the dtype's branch outside the loop
+            const float step = 2 * p.bound;
+            round_row(p.shape.output_type, recon.first(p.shape.cols),
+                      [&](std::size_t c) { return pred[c] + unfused_mul(float(unzigzag(symbols[c])), step); });
+            return;
+        }
         for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
             if (symbols[c] == escape_symbol) {
                 const float v = std::bit_cast<float>(side.get<std::uint32_t>());

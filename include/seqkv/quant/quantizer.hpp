@@ -53,7 +53,7 @@ struct row_hint {
 
 /// v rounded to bf16 (nearest even; NaN stays NaN), as fp32: the same bits as
 /// bf16_to_float(float_to_bf16(v)), branch-light for the hot loops.
-inline float round_to_bf16(float v) {
+[[gnu::always_inline]] inline float round_to_bf16(float v) {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(v);
     const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
     const std::uint32_t nan = (u & 0xffff0000u) | ((u & 0x007f0000u) == 0 ? 0x00400000u : 0u);  // quiet, payload kept
@@ -70,6 +70,28 @@ inline float round_to_dtype(float v, dtype t) {
         case dtype::f8_e5m2: return fp8_e5m2_to_float(float_to_fp8_e5m2(v));
         default: throw usage_error("round_to_dtype: not a KV float dtype");
     }
+}
+
+/// out[c] = round_to_dtype(value(c), t) for every c, with the type's branch outside the loop.
+template <class F>
+inline void round_row(dtype t, std::span<float> out, F&& value) {
+    if (t == dtype::bf16) {
+        for (std::size_t c = 0; c < out.size(); ++c) out[c] = round_to_bf16(value(c));
+    } else {
+        for (std::size_t c = 0; c < out.size(); ++c) out[c] = round_to_dtype(value(c), t);
+    }
+}
+
+/// nearbyint(clamp(r, 0, top)) for r not NaN and an integer top < 2^22, without a libm call: adding
+/// and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even, as nearbyint does in the
+/// default rounding mode (an fp32 in [2^23, 2^24) has no fraction bits).
+inline float round_clamped(float r, float top) {
+    const float v = std::min(std::max(r, 0.0f), top);
+#ifdef __FAST_MATH__  // reassociation would fold (v + C) - C into v: the library call instead
+    return std::nearbyint(v);
+#else
+    return (v + 0x1.8p23f) - 0x1.8p23f;
+#endif
 }
 
 /// Writes a float as its fp16 bit pattern (side information) and returns the value the decoder reads back.

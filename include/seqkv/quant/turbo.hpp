@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 
@@ -101,9 +102,12 @@ public:
     void quantize_row(const params& p, row_hint, std::span<const float> x, std::span<const float> pred,
                       std::span<std::uint16_t> symbols, byte_writer& side, std::span<float> recon) const {
         std::uint32_t s = 0;
-        std::vector<float> norms, residual_norms;
-        for (const auto& part : p.parts) {
-            std::vector<float> u(part.padded, 0.0f);
+        std::array<float, 2> norms{}, residual_norms{};  // one per part (at most 2)
+        row_scratch scratch;
+        for (std::size_t k = 0; k < p.parts.size(); ++k) {
+            const part& part = p.parts[k];
+            const auto u = scratch.take(0, part.padded), y = scratch.take(1, part.padded);
+            std::fill(u.begin(), u.end(), 0.0f);
             double norm2 = 0;
             for (std::size_t i = 0; i < part.channels.size(); ++i) {
                 const float r = x[part.channels[i]] - pred[part.channels[i]];
@@ -111,76 +115,101 @@ public:
                 norm2 += double(u[i]) * u[i];
             }
             const double norm = std::sqrt(norm2);
-            norms.push_back(put_half(side, float(norm)));
+            norms[k] = put_half(side, float(norm));
             const lloyd_max_codebook book(part.mse_bits);
             const double to_unit_variance = norm > 0 ? 1.0 / norm : 0.0;  // ||y||^2 = P norm^2 over P coordinates
-            std::vector<float> y(u);
+            std::copy(u.begin(), u.end(), y.begin());
             part.rotation.forward(y);  // ||y|| = sqrt(P) * norm
             for (std::uint32_t i = 0; i < part.padded; ++i)
                 symbols[s + i] = static_cast<std::uint16_t>(book.nearest(float(y[i] * to_unit_variance)));
             if (qjl_) {
                 // Unit-domain residual e = u/norm - û, signs of its second rotation, and ||e||.
-                std::vector<float> unit_hat = mse_unit(part, book, symbols.subspan(s, part.padded));
-                std::vector<float> e(part.padded);
+                const auto unit_hat = scratch.take(2, part.padded), e = scratch.take(3, part.padded);
+                mse_unit(part, book, symbols.subspan(s, part.padded), unit_hat);
                 double e2 = 0;
                 for (std::uint32_t i = 0; i < part.padded; ++i) {
                     e[i] = float(norm > 0 ? u[i] / norm : 0.0) - unit_hat[i];
                     e2 += double(e[i]) * e[i];
                 }
-                residual_norms.push_back(put_half(side, float(std::sqrt(e2))));
+                residual_norms[k] = put_half(side, float(std::sqrt(e2)));
                 part.qjl_rotation.forward(e);
                 for (std::uint32_t i = 0; i < part.padded; ++i) symbols[s + part.padded + i] = e[i] < 0 ? 1 : 0;
             }
             s += part.padded * (qjl_ ? 2 : 1);
         }
-        reconstruct(p, pred, symbols, norms, residual_norms, recon);  // exactly as the decoder will
+        reconstruct(p, pred, symbols, norms, residual_norms, recon, scratch);  // exactly as the decoder will
     }
     void dequantize_row(const params& p, row_hint, std::span<const float> pred, std::span<const std::uint16_t> symbols,
                         byte_reader& side, std::span<float> recon) const {
-        std::vector<float> norms, residual_norms;
+        std::array<float, 2> norms{}, residual_norms{};
         for (std::size_t k = 0; k < p.parts.size(); ++k) {
-            norms.push_back(get_half(side));
-            if (qjl_) residual_norms.push_back(get_half(side));
+            norms[k] = get_half(side);
+            if (qjl_) residual_norms[k] = get_half(side);
         }
-        reconstruct(p, pred, symbols, norms, residual_norms, recon);
+        row_scratch scratch;
+        reconstruct(p, pred, symbols, norms, residual_norms, recon, scratch);
     }
 
 private:
+    // A row's working vectors (4 slots of up to `padded` floats): on the stack up to 256
+    // coordinates per slot (head_dim <= 256), on the heap beyond — no allocation per row.
+    class row_scratch {
+    public:
+        std::span<float> take(std::size_t slot, std::uint32_t n) {
+            if (n <= local_size) return std::span(local_).subspan(slot * local_size, n);
+            if (heap_.size() < 4 * std::size_t(n)) heap_.resize(4 * std::size_t(n));
+            return std::span(heap_).subspan(slot * n, n);
+        }
+
+    private:
+        static constexpr std::size_t local_size = 256;
+        std::array<float, 4 * local_size> local_;
+        std::vector<float> heap_;
+    };
+
     void reconstruct(const params& p, std::span<const float> pred, std::span<const std::uint16_t> symbols,
-                     const std::vector<float>& norms, const std::vector<float>& residual_norms, std::span<float> recon) const {
+                     const std::array<float, 2>& norms, const std::array<float, 2>& residual_norms, std::span<float> recon,
+                     row_scratch& scratch) const {
         std::uint32_t s = 0;
         for (std::size_t k = 0; k < p.parts.size(); ++k) {
             const part& part = p.parts[k];
             const float norm = norms[k];
             const lloyd_max_codebook book(part.mse_bits);
-            std::vector<float> unit_hat = mse_unit(part, book, symbols.subspan(s, part.padded));
+            const auto unit_hat = scratch.take(2, part.padded);
+            mse_unit(part, book, symbols.subspan(s, part.padded), unit_hat);
             if (qjl_) {
                 const float e_norm = residual_norms[k];
-                std::vector<float> signs(part.padded);
+                const auto signs = scratch.take(3, part.padded);
                 for (std::uint32_t i = 0; i < part.padded; ++i) signs[i] = symbols[s + part.padded + i] ? -1.0f : 1.0f;
                 part.qjl_rotation.inverse(signs);  // s ⊙ H sign / P
                 // E[S^T sign(S e)] = m sqrt(2/pi) e/||e|| for m = P rows of ±1: scale by sqrt(pi/2) ||e||.
                 const float gain = unfused_mul(1.2533141373155003f, e_norm);
                 for (std::uint32_t i = 0; i < part.padded; ++i) unit_hat[i] += unfused_mul(gain, signs[i]);
             }
-            for (std::size_t i = 0; i < part.channels.size(); ++i) {
-                const std::uint32_t c = part.channels[i];
-                recon[c] = round_to_dtype(pred[c] + unfused_mul(norm, unit_hat[i]), p.shape.output_type);
+            if (p.shape.output_type == dtype::bf16) {
+                for (std::size_t i = 0; i < part.channels.size(); ++i) {
+                    const std::uint32_t c = part.channels[i];
+                    recon[c] = round_to_bf16(pred[c] + unfused_mul(norm, unit_hat[i]));
+                }
+            } else {
+                for (std::size_t i = 0; i < part.channels.size(); ++i) {
+                    const std::uint32_t c = part.channels[i];
+                    recon[c] = round_to_dtype(pred[c] + unfused_mul(norm, unit_hat[i]), p.shape.output_type);
+                }
             }
             s += part.padded * (qjl_ ? 2 : 1);
         }
     }
-
-    // Unit vector estimate from codebook indices: s ⊙ H ŷ / P.
-    static std::vector<float> mse_unit(const part& part, const lloyd_max_codebook& book,
-                                       std::span<const std::uint16_t> indices) {
-        std::vector<float> y(part.padded);
+    // Unit vector estimate from codebook indices into y: s ⊙ H ŷ / P.
+    static void mse_unit(const part& part, const lloyd_max_codebook& book, std::span<const std::uint16_t> indices,
+                         std::span<float> y) {
+        std::uint16_t largest = 0;
         for (std::uint32_t i = 0; i < part.padded; ++i) {
-            if (indices[i] >= book.size()) throw format_error("turbo: codebook index out of range");
-            y[i] = book.level(indices[i]);
+            largest = std::max(largest, indices[i]);
+            y[i] = book.level(std::min<std::uint32_t>(indices[i], book.size() - 1));
         }
+        if (largest >= book.size()) throw format_error("turbo: codebook index out of range");
         part.rotation.inverse(y);  // levels estimate H(s ⊙ u)/norm, so this is the unit vector
-        return y;
     }
     params make_params(const block_shape& shape, std::vector<bool> outlier) const {
         params p{shape, std::move(outlier), {}};

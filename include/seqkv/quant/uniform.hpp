@@ -199,52 +199,65 @@ public:
     std::uint32_t symbol_context(const params&, std::uint32_t index) const { return channel_contexts_ ? index : 0; }
     std::uint32_t context_alphabet(const params&, std::uint32_t) const { return levels() + 1; }
 
+    // Reconstruction: pred + (lo + q * scale). q is an integer <= 255 (8 significant bits) and scale
+    // an fp16 value (11), so q * scale is exact in fp32: a fused multiply-add gives the same bits,
+    // and the product needs no unfused_mul guard (which would keep these loops from vectorizing).
     void quantize_row(const params& p, row_hint hint, std::span<const float> x, std::span<const float> pred,
                       std::span<std::uint16_t> symbols, byte_writer& side, std::span<float> recon) const {
-        std::vector<float> mins, scales;
+        const std::uint32_t cols = p.shape.cols;
+        const float top = float(levels());
+        auto code = [&](std::uint32_t c0, std::uint32_t c1, const float* lo, const float* scale, std::size_t step) {
+            for (std::uint32_t c = c0; c < c1; ++c) {
+                const float l = lo[step * c], s = scale[step * c];
+                const float r = (x[c] - pred[c] - l) / s;
+                const float q = s > 0 && !std::isnan(r) ? round_clamped(r, top) : 0.0f;
+                symbols[c] = static_cast<std::uint16_t>(q);
+            }
+            round_row(p.shape.output_type, recon.subspan(c0, c1 - c0), [&](std::size_t i) {
+                const std::size_t c = c0 + i;
+                return pred[c] + (lo[step * c] + float(symbols[c]) * scale[step * c]);
+            });
+        };
         if (p.axis == scale_axis::per_token) {
-            for (std::uint32_t c0 = 0; c0 < p.shape.cols; c0 += group_) {
+            for (std::uint32_t c0 = 0; c0 < cols; c0 += group_) {
+                const std::uint32_t c1 = std::min(cols, c0 + group_);
                 float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-                for (std::uint32_t c = c0; c < std::min(p.shape.cols, c0 + group_); ++c) {
+                for (std::uint32_t c = c0; c < c1; ++c) {
                     const float r = x[c] - pred[c];
                     if (std::isfinite(r)) lo = std::min(lo, r), hi = std::max(hi, r);
                 }
                 if (!(lo <= hi)) lo = hi = 0;
-                mins.push_back(put_half(side, lo));
-                scales.push_back(put_half(side, (hi - lo) / float(levels())));
+                const float l = put_half(side, lo), s = put_half(side, (hi - lo) / top);
+                // the group's (lo, scale) broadcast: step 0 reads element 0 for every c
+                const float lo_at[1] = {l}, scale_at[1] = {s};
+                code(c0, c1, lo_at, scale_at, 0);
             }
-        }
-        for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
-            const auto [lo, scale] = group_scale(p, hint.row, c, mins, scales);
-            const float r = (x[c] - pred[c] - lo) / scale;
-            const float q = scale > 0 && !std::isnan(r) ? std::clamp(std::nearbyint(r), 0.0f, float(levels())) : 0.0f;
-            symbols[c] = static_cast<std::uint16_t>(q);
-            recon[c] = round_to_dtype(pred[c] + (lo + unfused_mul(q, scale)), p.shape.output_type);
+        } else {
+            const std::size_t base = std::size_t(hint.row / group_) * cols;
+            code(0, cols, p.mins.data() + base, p.scales.data() + base, 1);
         }
     }
     void dequantize_row(const params& p, row_hint hint, std::span<const float> pred,
                         std::span<const std::uint16_t> symbols, byte_reader& side, std::span<float> recon) const {
-        std::vector<float> mins, scales;
-        if (p.axis == scale_axis::per_token)
-            for (std::uint32_t c0 = 0; c0 < p.shape.cols; c0 += group_) {
-                mins.push_back(get_half(side));
-                scales.push_back(get_half(side));
+        const std::uint32_t cols = p.shape.cols;
+        if (p.axis == scale_axis::per_token) {
+            for (std::uint32_t c0 = 0; c0 < cols; c0 += group_) {
+                const std::uint32_t c1 = std::min(cols, c0 + group_);
+                const float lo = get_half(side), scale = get_half(side);
+                round_row(p.shape.output_type, recon.subspan(c0, c1 - c0),
+                          [&](std::size_t i) { return pred[c0 + i] + (lo + float(symbols[c0 + i]) * scale); });
             }
-        for (std::uint32_t c = 0; c < p.shape.cols; ++c) {
-            const auto [lo, scale] = group_scale(p, hint.row, c, mins, scales);
-            recon[c] = round_to_dtype(pred[c] + (lo + unfused_mul(float(symbols[c]), scale)), p.shape.output_type);
+        } else {
+            const std::size_t base = std::size_t(hint.row / group_) * cols;
+            const float *lo = p.mins.data() + base, *scale = p.scales.data() + base;
+            round_row(p.shape.output_type, recon.first(cols),
+                      [&](std::size_t c) { return pred[c] + (lo[c] + float(symbols[c]) * scale[c]); });
         }
     }
 
 private:
     std::uint32_t levels() const { return (1u << bits_) - 1; }
     scale_axis axis_for(const block_shape& s) const { return s.kind == kv_kind::key ? key_axis_ : value_axis_; }
-    std::pair<float, float> group_scale(const params& p, std::uint32_t row, std::uint32_t c, const std::vector<float>& mins,
-                                        const std::vector<float>& scales) const {
-        if (p.axis == scale_axis::per_token) return {mins[c / group_], scales[c / group_]};
-        const std::size_t i = std::size_t(row / group_) * p.shape.cols + c;
-        return {p.mins[i], p.scales[i]};
-    }
 
     unsigned bits_;
     std::uint32_t group_;

@@ -120,16 +120,20 @@ public:
     /// known ahead when `ahead`, else predict()'s); per-row side bytes go to row_side.
     void encode_rows(block& b, std::uint32_t t0, std::uint32_t t1, byte_writer& row_side, bool ahead) const {
         const std::uint32_t cols = b.ctx.cols, n_sym = std::uint32_t(b.row_symbols.size());
+        if (t0 == 0) {  // the whole block's symbols at once (token-major schedules call row by row)
+            b.symbols.reserve(std::size_t(b.ctx.rows) * n_sym);
+            b.contexts.reserve(std::size_t(b.ctx.rows) * n_sym);
+        }
         for (std::uint32_t t = t0; t < t1; ++t) {
             const std::uint32_t cls = predict_row(b, t);
             const std::uint32_t coded = ahead ? b.row_classes[t] : cls;
             auto rec = b.recon.subspan(std::size_t(t) * cols, cols);
             quantizer_->quantize_row(b.qparams, {t, b.shifts[t]}, b.original.subspan(std::size_t(t) * cols, cols), b.prediction,
                                      b.row_symbols, row_side, rec);
-            for (std::uint32_t j = 0; j < n_sym; ++j) {
-                b.symbols.push_back(b.row_symbols[j]);
-                b.contexts.push_back(std::uint16_t(b.symbol_context[j] + coded));
-            }
+            b.symbols.insert(b.symbols.end(), b.row_symbols.begin(), b.row_symbols.end());
+            const std::size_t at = b.contexts.size();
+            b.contexts.resize(at + n_sym);
+            for (std::uint32_t j = 0; j < n_sym; ++j) b.contexts[at + j] = std::uint16_t(b.symbol_context[j] + coded);
             b.predictor->observe(t, rec);
         }
     }
@@ -155,7 +159,10 @@ public:
         const std::uint32_t cols = b.ctx.cols, n_sym = std::uint32_t(b.row_symbols.size());
         for (std::uint32_t t = t0; t < t1; ++t) {
             const std::uint32_t cls = predict_row(b, t);
-            for (std::uint32_t j = 0; j < n_sym; ++j) b.row_symbols[j] = reader.get(b.symbol_context[j] + cls);
+            if constexpr (requires { reader.get_row(b.symbol_context, cls, std::span<std::uint16_t>(b.row_symbols)); })
+                reader.get_row(b.symbol_context, cls, b.row_symbols);
+            else
+                for (std::uint32_t j = 0; j < n_sym; ++j) b.row_symbols[j] = reader.get(b.symbol_context[j] + cls);
             auto rec = b.recon.subspan(std::size_t(t) * cols, cols);
             quantizer_->dequantize_row(b.qparams, {t, b.shifts[t]}, b.prediction, b.row_symbols, side, rec);
             b.predictor->observe(t, rec);

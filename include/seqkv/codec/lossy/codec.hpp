@@ -18,6 +18,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,13 +49,15 @@ inline void require_finite(const kv_cache_view& cache, std::uint64_t begin, std:
         for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
             const kv_tensor_view& v = kind == kv_kind::key ? cache.keys.at(layer) : cache.values.at(layer);
             for (std::uint32_t h = 0; h < l.kv_heads; ++h)
-                for (std::uint64_t t = begin; t < end; ++t)
-                    for (std::uint32_t c = 0; c < l.head_dim; ++c)
+                for (std::uint64_t t = begin; t < end; ++t) {
+                    if (v.row_finite(h, t, l.head_dim)) continue;
+                    for (std::uint32_t c = 0; c < l.head_dim; ++c)  // names the first non-finite element
                         if (!std::isfinite(v.at(h, t, c)))
                             throw usage_error("lossy codec: non-finite value (NaN or Inf) at layer " + std::to_string(layer) +
                                               (kind == kv_kind::key ? " K" : " V") + " head " + std::to_string(h) +
                                               " token " + std::to_string(position_base + t) + " channel " + std::to_string(c) +
                                               "; lossy presets code finite values only (use the lossless codec)");
+                }
         }
 }
 }  // namespace detail
@@ -92,7 +95,12 @@ public:
     /// Same, also writing the decoder's exact reconstruction into *recon (if not null).
     byte_vector encode(const chunk_input& in, chunk_buffer* recon) const;
     /// Decodes a payload into out (sized for the chunk by the caller); format_error on corruption.
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        require_usage(out.bytes.size() == out.layout.total_bytes(), "lossy codec: output buffer not sized for the chunk");
+        decode_into(payload, in, chunk_destination::rows_of(out, 0, out.layout.tokens));
+    }
+    /// Same, straight into rows of a larger buffer (no staging chunk).
+    void decode_into(std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const;
 
     const Q& quantizer() const { return quantizer_; }
 
@@ -112,26 +120,36 @@ private:
         std::uint32_t slots;
         std::vector<float> recon;
         std::vector<float> rope_cos, rope_sin;  // [rows][head_dim / 2] when keys are predicted pre-RoPE
-        chunk_state(const kv_layout& l, std::uint32_t r)
+        // slots_needed false: the caller keeps its own reconstructions (decode_stages with independent layers).
+        chunk_state(const kv_layout& l, std::uint32_t r, bool slots_needed = true)
             : layout(l), rows(r), slots(std::max<std::uint32_t>(1, S::token_major ? l.layers : std::min<std::uint32_t>(l.layers, 2))),
-              recon(std::size_t(slots) * 2 * l.kv_heads * r * l.head_dim) {}
+              recon(slots_needed ? std::size_t(slots) * 2 * l.kv_heads * r * l.head_dim : 0) {}
         std::span<float> block_recon(std::uint32_t l, kv_kind kind, std::uint32_t h) {
             const std::size_t n = std::size_t(rows) * layout.head_dim;
             return std::span(recon).subspan(((std::size_t(l % slots) * 2 + std::size_t(kind)) * layout.kv_heads + h) * n, n);
         }
         void store(std::uint32_t l, kv_kind kind, chunk_buffer& out) {
-            auto dst = out.block(l, kind);
-            const std::size_t n = std::size_t(rows) * layout.head_dim;
+            store_heads(out.block(l, kind).data(), rows, [&](std::uint32_t h) { return block_recon(l, kind, h); });
+        }
+        void store(std::uint32_t l, kv_kind kind, const chunk_destination& out) {
+            store_heads(out.blocks[2 * std::size_t(l) + std::size_t(kind)], out.head_stride,
+                        [&](std::uint32_t h) { return block_recon(l, kind, h); });
+        }
+        // Head h's reconstruction (recon_of(h): rows × head_dim floats) goes to dst + h · head_stride rows.
+        template <class ReconOf>
+        void store_heads(std::uint8_t* dst, std::uint64_t head_stride, ReconOf&& recon_of) const {
+            const std::size_t n = std::size_t(rows) * layout.head_dim, es = dtype_size(layout.type);
             for (std::uint32_t h = 0; h < layout.kv_heads; ++h) {
-                auto src = block_recon(l, kind, h);
+                std::span<const float> src = recon_of(h);
+                std::uint8_t* d = dst + std::size_t(h) * head_stride * layout.head_dim * es;
                 if (layout.type == dtype::bf16) {  // reconstructions are bf16-exact: keep the high half
-                    std::uint8_t* d = dst.data() + 2 * h * n;
                     for (std::size_t i = 0; i < n; ++i) {
-                        const std::uint32_t u = std::bit_cast<std::uint32_t>(src[i]) >> 16;
-                        d[2 * i] = std::uint8_t(u), d[2 * i + 1] = std::uint8_t(u >> 8);
+                        const auto u = std::uint16_t(std::bit_cast<std::uint32_t>(src[i]) >> 16);
+                        if constexpr (std::endian::native == std::endian::little) std::memcpy(d + 2 * i, &u, 2);
+                        else d[2 * i] = std::uint8_t(u), d[2 * i + 1] = std::uint8_t(u >> 8);
                     }
                 } else {
-                    for (std::size_t i = 0; i < n; ++i) store_from_float(dst.data(), layout.type, h * n + i, src[i]);
+                    for (std::size_t i = 0; i < n; ++i) store_from_float(d, layout.type, i, src[i]);
                 }
             }
         }
@@ -148,19 +166,21 @@ private:
         std::vector<std::uint16_t> decoded;                      // decoder, block coders
     };
 
+    // own: the block's reconstruction buffer when the caller keeps one per stage (layers decoded
+    // independently: no previous layer), else the chunk state's slot.
     void setup_block(block& b, const chunk_input& in, chunk_state& state, std::uint32_t l, kv_kind kind, std::uint32_t h,
-                     std::span<const std::int32_t> shifts) const {
+                     std::span<const std::int32_t> shifts, std::span<float> own = {}) const {
         const kv_layout& L = state.layout;
         predict::block_context& ctx = b.ctx;
         ctx.layer = l, ctx.kind = kind, ctx.head = h, ctx.rows = state.rows, ctx.cols = L.head_dim;
         ctx.first_position = in.first_position();
         if (in.token_ids.size() == state.rows) ctx.token_ids = in.token_ids;
-        if (l > 0) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);
+        if (l > 0 && own.empty()) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);
         ctx.table = options_.table;
         ctx.rope = options_.rope;
         ctx.rope_cos = state.rope_cos, ctx.rope_sin = state.rope_sin;
         b.shape = quant::block_shape{state.rows, L.head_dim, L.type, kind};
-        b.recon = state.block_recon(l, kind, h);
+        b.recon = own.empty() ? state.block_recon(l, kind, h) : own;
         b.shifts = shifts;
     }
 
@@ -244,11 +264,75 @@ private:
     byte_reader read_stage(byte_reader& reader, const worker_type& worker, stage& st) const {
         st.side_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
         st.symbol_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
+        return read_params(worker, st);
+    }
+    byte_reader read_params(const worker_type& worker, stage& st) const {
         byte_reader side(st.side_bytes, "lossy side stream");
         for (block& b : st.blocks) worker.read_params(b, side);
         if constexpr (ahead)
             for (block& b : st.blocks) worker.compute_row_classes(b);
         return side;
+    }
+
+    // Predictors that never read the previous layer's reconstruction make every (layer, K/V) stage
+    // independent of the others.
+    static constexpr bool layers_independent = [] {
+        if constexpr (requires { P::uses_previous_layer; }) return !bool(P::uses_previous_layer);
+        else return false;
+    }();
+
+    // Decoder, per-head schedules: the stages' byte ranges are found in order (two varints each),
+    // then each stage — params, symbols, closed loop, store — is one task. Independent layers: every
+    // stage of the chunk at once, each task with its own reconstruction buffer (a thread's scratch,
+    // reused); otherwise one layer's K and V at a time in the chunk state's two layer slots.
+    void decode_stages(byte_reader& reader, const chunk_input& in, const chunk_destination& out, chunk_state& state,
+                       std::span<const std::int32_t> shifts, const worker_type& worker, backend::thread_pool& executor) const {
+        const kv_layout& layout = state.layout;
+        const std::uint32_t heads = layout.kv_heads, rows = state.rows, stage_count = 2 * layout.layers;
+        std::vector<stage> stages(stage_count);
+        for (std::uint32_t s = 0; s < stage_count; ++s) {
+            stages[s].layer = s / 2, stages[s].kind = kv_kind(s % 2);
+            stages[s].side_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
+            stages[s].symbol_bytes = reader.get_bytes(coding::get_varint(reader, reader.remaining()));
+        }
+        const std::size_t block_size = std::size_t(rows) * layout.head_dim;
+        auto run = [&](stage& st) {
+            std::vector<block> blocks(heads);
+            st.blocks = blocks;
+            std::span<float> own;
+            if constexpr (layers_independent) {
+                thread_local std::vector<float> scratch;
+                if (scratch.size() < block_size * heads) scratch.resize(block_size * heads);
+                own = std::span(scratch).first(block_size * heads);
+            }
+            for (std::uint32_t h = 0; h < heads; ++h)
+                setup_block(blocks[h], in, state, st.layer, st.kind, h, shifts, own.empty() ? own : own.subspan(h * block_size, block_size));
+            byte_reader side = read_params(worker, st);
+            if constexpr (ahead) {
+                decode_stage_symbols(worker, st);
+                for (block& b : blocks) {
+                    worker.start(b, true);
+                    worker.decode_rows(b, 0, rows, side);
+                }
+            } else {
+                symbol_reader symbols(Coder::id, st.symbol_bytes);
+                for (block& b : blocks) {
+                    worker.start(b);
+                    symbols.set_models(b.alphabets);
+                    worker.decode_rows(b, 0, rows, side, symbols);
+                }
+                symbols.finish();
+            }
+            require_format(side.at_end(), "lossy chunk: trailing side bytes");
+            std::uint8_t* dst = out.blocks[2 * std::size_t(st.layer) + std::size_t(st.kind)];
+            state.store_heads(dst, out.head_stride, [&](std::uint32_t h) { return std::span<const float>(blocks[h].recon); });
+            st.blocks = {}, st.decoded = {};  // the symbols of a finished stage are not kept
+        };
+        if constexpr (layers_independent) {
+            executor.run(stage_count, [&](std::size_t s) { run(stages[s]); });
+        } else {
+            for (std::uint32_t l = 0; l < layout.layers; ++l) executor.run(2, [&](std::size_t k) { run(stages[2 * l + k]); });
+        }
     }
 
     Q quantizer_;
@@ -295,8 +379,7 @@ byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& i
             setup_block(b, in, state, st.layer, st.kind, h, shifts);
             auto orig = std::span(originals).subspan(i * block_size, block_size);
             const kv_tensor_view& src = in.cache->tensor(st.layer, st.kind);
-            for (std::uint32_t t = 0; t < rows; ++t)
-                for (std::uint32_t c = 0; c < cols; ++c) orig[std::size_t(t) * cols + c] = src.at(h, in.begin + t, c);
+            for (std::uint32_t t = 0; t < rows; ++t) src.load_row(h, in.begin + t, orig.subspan(std::size_t(t) * cols, cols));
             b.original = orig;
             worker.plan(b);
             if constexpr (ahead) worker.compute_row_classes(b);
@@ -323,64 +406,39 @@ byte_vector closed_loop_codec<Q, P, Coder, S, B, R>::encode(const chunk_input& i
 
 template <quant::Quantizer Q, predict::ResidualPredictor P, SymbolCoder Coder, Schedule S, backend::Backend B, predict::RatePolicy R>
     requires(!S::token_major || Coder::contexts_known_ahead)
-void closed_loop_codec<Q, P, Coder, S, B, R>::decode(std::span<const std::uint8_t> payload, const chunk_input& in,
-                                                     chunk_buffer& out) const {
+void closed_loop_codec<Q, P, Coder, S, B, R>::decode_into(std::span<const std::uint8_t> payload, const chunk_input& in,
+                                                          const chunk_destination& out) const {
     const kv_layout layout = out.layout;
     const auto rows = std::uint32_t(layout.tokens);
     const std::uint32_t heads = layout.kv_heads;
-    require_usage(out.bytes.size() == layout.total_bytes(), "lossy codec: output buffer not sized for the chunk");
-    chunk_state state(layout, rows);
+    require_usage(out.blocks.size() == 2 * std::size_t(layout.layers) && out.head_stride >= layout.tokens,
+                  "lossy codec: destination not shaped for the chunk");
+    chunk_state state(layout, rows, S::token_major || !layers_independent);
     cache_angles(state, in.first_position());
     const std::vector<std::int32_t> shifts = row_shifts(in, rows);
     const worker_type worker(quantizer_, predictor_);
     backend::thread_pool& executor = *options_.executor;
     byte_reader reader(payload, "lossy chunk");
     require_format(reader.get<std::uint8_t>() == payload_version, "lossy chunk: unknown payload version");
-    const std::uint32_t stage_layers = S::token_major ? layout.layers : 1;
-    const std::uint32_t stage_count = 2 * stage_layers, block_count = stage_count * heads;
-    std::vector<block> blocks(block_count);
-    std::vector<stage> stages(stage_count);
-    std::vector<byte_reader> sides;
-    for (std::uint32_t first = 0; first < layout.layers; first += stage_layers) {
-        sides.clear();
+    if constexpr (!S::token_major) {
+        decode_stages(reader, in, out, state, shifts, worker, executor);
+    } else {  // every stage of the chunk at once: blocks are visited row-interleaved across layers
+        const std::uint32_t stage_count = 2 * layout.layers, block_count = stage_count * heads;
+        std::vector<block> blocks(block_count);
+        std::vector<stage> stages(stage_count);
+        std::vector<byte_reader> sides;
         for (std::uint32_t s = 0; s < stage_count; ++s) {
             stage& st = stages[s];
-            st = stage{};
-            st.layer = first + s / 2, st.kind = kv_kind(s % 2);
+            st.layer = s / 2, st.kind = kv_kind(s % 2);
             st.blocks = std::span(blocks).subspan(std::size_t(s) * heads, heads);
-            for (std::uint32_t h = 0; h < heads; ++h) {
-                st.blocks[h] = block{};
-                setup_block(st.blocks[h], in, state, st.layer, st.kind, h, shifts);
-            }
+            for (std::uint32_t h = 0; h < heads; ++h) setup_block(st.blocks[h], in, state, st.layer, st.kind, h, shifts);
             sides.push_back(read_stage(reader, worker, st));
         }
-        if constexpr (S::token_major) {
-            executor.run(stage_count, [&](std::size_t s) { decode_stage_symbols(worker, stages[s]); });
-            for (block& b : blocks) worker.start(b, true);
-            S::visit(block_count, rows, [&](std::uint32_t i, std::uint32_t t0, std::uint32_t t1) {
-                worker.decode_rows(blocks[i], t0, t1, sides[i / heads]);
-            });
-        } else {
-            // Stages (K and V) are independent; heads within one share the per-row side stream.
-            executor.run(stage_count, [&](std::size_t s) {
-                stage& st = stages[s];
-                if constexpr (ahead) {
-                    decode_stage_symbols(worker, st);
-                    for (block& b : st.blocks) {
-                        worker.start(b, true);
-                        worker.decode_rows(b, 0, rows, sides[s]);
-                    }
-                } else {
-                    symbol_reader symbols(Coder::id, st.symbol_bytes);
-                    for (block& b : st.blocks) {
-                        worker.start(b);
-                        symbols.set_models(b.alphabets);
-                        worker.decode_rows(b, 0, rows, sides[s], symbols);
-                    }
-                    symbols.finish();
-                }
-            });
-        }
+        executor.run(stage_count, [&](std::size_t s) { decode_stage_symbols(worker, stages[s]); });
+        for (block& b : blocks) worker.start(b, true);
+        S::visit(block_count, rows, [&](std::uint32_t i, std::uint32_t t0, std::uint32_t t1) {
+            worker.decode_rows(blocks[i], t0, t1, sides[i / heads]);
+        });
         for (std::uint32_t s = 0; s < stage_count; ++s) {
             require_format(sides[s].at_end(), "lossy chunk: trailing side bytes");
             state.store(stages[s].layer, stages[s].kind, out);

@@ -57,7 +57,12 @@ public:
     byte_vector encode(const chunk_input& in) const { return encode(in, nullptr); }
     /// Encodes and (if recon) writes the exact reconstruction the decoder will produce.
     byte_vector encode(const chunk_input& in, chunk_buffer* recon) const;
-    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    void decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+        require_usage(out.bytes.size() == out.layout.total_bytes(), "lossy codec: output buffer not sized for the chunk");
+        decode_into(payload, in, chunk_destination::rows_of(out, 0, out.layout.tokens));
+    }
+    /// Same, straight into rows of a larger buffer (the container's reader uses it: no staging chunk).
+    void decode_into(std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const;
     /// Framing only: flags (+ step), the payload version, then per (layer, K/V) a varint-length
     /// side stream and a varint-length symbol stream, filling the payload exactly.
     void check_payload(std::span<const std::uint8_t> payload, const kv_layout& L) const {
@@ -87,7 +92,7 @@ private:
     template <class Coder>
     byte_vector encode_with(float relative_step, const chunk_input& in, chunk_buffer* recon) const;
     template <class Coder>
-    void decode_with(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const;
+    void decode_with(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const;
     byte_vector encode_step(float relative_step, const chunk_input& in, chunk_buffer* recon) const {
         switch (config_.coding) {
             case symbol_coding::packed: return encode_with<packed_symbols>(relative_step, in, recon);
@@ -96,7 +101,7 @@ private:
         }
         throw usage_error("lossy codec: unknown symbol coding");
     }
-    void decode_step(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+    void decode_step(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const {
         switch (config_.coding) {
             case symbol_coding::packed: return decode_with<packed_symbols>(relative_step, payload, in, out);
             case symbol_coding::adaptive: return decode_with<adaptive_range_symbols>(relative_step, payload, in, out);
@@ -188,7 +193,7 @@ byte_vector runtime_codec<Backend>::encode(const chunk_input& in, chunk_buffer* 
 }
 
 template <backend::Backend Backend>
-void runtime_codec<Backend>::decode(std::span<const std::uint8_t> payload, const chunk_input& in, chunk_buffer& out) const {
+void runtime_codec<Backend>::decode_into(std::span<const std::uint8_t> payload, const chunk_input& in, const chunk_destination& out) const {
     byte_reader r(payload, "lossy chunk");
     const auto flags = r.get<std::uint8_t>();
     require_format(flags <= 1, "lossy chunk: unknown flags");
@@ -213,9 +218,9 @@ byte_vector runtime_codec<Backend>::encode_with(float relative_step, const chunk
 template <backend::Backend Backend>
 template <class Coder>
 void runtime_codec<Backend>::decode_with(float relative_step, std::span<const std::uint8_t> payload, const chunk_input& in,
-                                         chunk_buffer& out) const {
+                                         const chunk_destination& out) const {
     auto decode = [&](const auto& c) {
-        c.decode(payload, in, out);
+        c.decode_into(payload, in, out);
         return 0;
     };
     visit_coder<Coder, int>(relative_step, decode);
@@ -226,7 +231,7 @@ void runtime_codec<Backend>::decode_with(float relative_step, std::span<const st
 #define SEQKV_LOSSY_RUNTIME_CODER(EXTERN, Backend, Coder)                                                              \
     EXTERN template byte_vector runtime_codec<Backend>::encode_with<Coder>(float, const chunk_input&, chunk_buffer*) const; \
     EXTERN template void runtime_codec<Backend>::decode_with<Coder>(float, std::span<const std::uint8_t>, const chunk_input&, \
-                                                                    chunk_buffer&) const;
+                                                                    const chunk_destination&) const;
 SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, packed_symbols)
 SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, adaptive_range_symbols)
 SEQKV_LOSSY_RUNTIME_CODER(extern, backend::simd, grouped_rans_symbols<true>)

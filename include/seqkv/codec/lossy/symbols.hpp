@@ -209,6 +209,59 @@ public:
         models_.clear();
         if (mode_ == symbol_coding::adaptive)
             for (auto a : alphabets_) models_.emplace_back(a);
+        // Packed rows take a fast path when every context has one alphabet (KIVI, int8, fp8 ...).
+        same_alphabet_ = !alphabets_.empty() && std::all_of(alphabets_.begin(), alphabets_.end(),
+                                                            [&](std::uint32_t a) { return a == alphabets_[0]; });
+        same_bits_ = same_alphabet_ ? quant::bits_for_alphabet(alphabets_[0]) : 0;
+    }
+    /// out.size() symbols under contexts[j] + cls, the same as get() called for each in order.
+    void get_row(std::span<const std::uint32_t> contexts, std::uint32_t cls, std::span<std::uint16_t> out) {
+        if (mode_ != symbol_coding::packed || !same_alphabet_ || same_bits_ == 0) {
+            for (std::size_t j = 0; j < out.size(); ++j) out[j] = get(contexts[j] + cls);
+            return;
+        }
+        for (auto c : contexts) require_usage(c + cls < alphabets_.size(), "symbol_reader: context out of range");
+        // One alphabet: the symbols are a plain bit stream of `bits` each, refilled 7 bytes at a time.
+        const unsigned bits = same_bits_;
+        const std::uint32_t alphabet = alphabets_[0];
+        const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
+        std::uint32_t largest = 0;
+        std::size_t j = 0;
+        if (8 % bits == 0 && bit_count_ % 8 == 0) {
+            // Byte-aligned symbols of 1, 2, 4 or 8 bits: the bytes the buffer holds go back to the
+            // stream, and whole bytes are split in place (8 / bits symbols each, low bits first).
+            position_ -= bit_count_ / 8;
+            bit_buffer_ = 0, bit_count_ = 0;
+            const std::size_t per_byte = 8 / bits;
+            const std::size_t whole = std::min(out.size() / per_byte, bytes_.size() - position_);
+            const std::uint8_t* in = bytes_.data() + position_;
+            std::uint8_t top = 0;
+            if (bits == 8) {
+                for (std::size_t i = 0; i < whole; ++i) out[i] = in[i], top = std::max(top, in[i]);
+            } else {
+                for (std::size_t i = 0; i < whole; ++i)
+                    for (std::size_t k = 0; k < per_byte; ++k) {
+                        const auto v = std::uint8_t((in[i] >> (k * bits)) & mask);
+                        out[i * per_byte + k] = v, top = std::max(top, v);
+                    }
+            }
+            position_ += whole, j = whole * per_byte, largest = top;
+        }
+        for (auto& o : out.subspan(j)) {
+            if (bit_count_ < bits) {
+                while (bit_count_ <= 56 && position_ < bytes_.size()) {
+                    bit_buffer_ |= std::uint64_t(bytes_[position_++]) << bit_count_;
+                    bit_count_ += 8;
+                }
+                if (bit_count_ < bits) throw format_error("lossy packed symbol stream truncated");
+            }
+            const auto symbol = std::uint32_t(bit_buffer_ & mask);
+            bit_buffer_ >>= bits;
+            bit_count_ -= bits;
+            largest = std::max(largest, symbol);
+            o = std::uint16_t(symbol);
+        }
+        if (largest >= alphabet) throw format_error("lossy packed symbol out of range");
     }
     std::uint16_t get(std::uint32_t context) {
         require_usage(context < alphabets_.size(), "symbol_reader: context out of range");
@@ -232,7 +285,7 @@ public:
     void finish() const {
         if (mode_ == symbol_coding::adaptive) {
             if (range_.overrun_bytes() > 3) throw format_error("lossy symbol stream truncated");
-        } else if (position_ != bytes_.size()) {
+        } else if (position_ != bytes_.size() || bit_count_ >= 8) {  // get_row reads ahead: whole bytes left = trailing
             throw format_error("lossy packed symbol stream has trailing bytes");
         }
     }
@@ -246,6 +299,8 @@ private:
     std::uint64_t bit_buffer_ = 0;
     unsigned bit_count_ = 0;
     std::size_t position_ = 0;
+    bool same_alphabet_ = false;
+    unsigned same_bits_ = 0;
 };
 
 }  // namespace seqkv::lossy

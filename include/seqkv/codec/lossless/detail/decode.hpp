@@ -76,20 +76,62 @@ __attribute__((target("avx2"))) inline void join_row2_avx2(const std::uint8_t* a
     join_row2_sse2(a + c, b + c, x ? x + 2 * c : nullptr, dst + 2 * c, m - c);
 }
 #endif
-using join_row2_fn = void (*)(const std::uint8_t*, const std::uint8_t*, const std::uint8_t*, std::uint8_t*, std::size_t);
-/// The join kernels this build and CPU can run, scalar first (for tests), the fastest last.
-inline std::vector<join_row2_fn> join_row2_kernels() {
-    std::vector<join_row2_fn> k{&join_row2_scalar};
-#if SEQKV_X86_AVX2_KERNELS
-    k.push_back(&join_row2_sse2);
-    if (cpu_has_avx2()) k.push_back(&join_row2_avx2);
-#endif
+/// Kernels this build and CPU can run, scalar first (for tests), the fastest last: SSE2 on every
+/// x86-64, AVX2 where the CPU has it (null: not in this build).
+template <class Fn>
+inline std::vector<Fn> kernel_list(Fn scalar, Fn sse2, Fn avx2) {
+    std::vector<Fn> k{scalar};
+    if (sse2) k.push_back(sse2);
+    if (avx2 && cpu_has_avx2()) k.push_back(avx2);
     return k;
 }
+#if SEQKV_X86_AVX2_KERNELS
+#define SEQKV_KERNELS(name) kernel_list(&name##_scalar, &name##_sse2, &name##_avx2)
+#else
+#define SEQKV_KERNELS(name) kernel_list<decltype(&name##_scalar)>(&name##_scalar, nullptr, nullptr)
+#endif
+
+using join_row2_fn = void (*)(const std::uint8_t*, const std::uint8_t*, const std::uint8_t*, std::uint8_t*, std::size_t);
+inline std::vector<join_row2_fn> join_row2_kernels() { return SEQKV_KERNELS(join_row2); }
 inline join_row2_fn best_join_row2() {
     static const join_row2_fn best = join_row2_kernels().back();
     return best;
 }
+
+/// One-byte elements (fp8): writes the m bytes of plane a, XORed with the m bytes at x when x is
+/// set (the reference row or the sign map), at dst — the fp8 twin of join_row2 (dst must not
+/// overlap a or x). Scalar, SSE2 and AVX2 write the same bytes (test Lossless.Fp8JoinKernelsWriteTheScalarBytes).
+inline void join_row1_scalar(const std::uint8_t* a, const std::uint8_t* x, std::uint8_t* dst, std::size_t m) {
+    for (std::size_t c = 0; c < m; ++c) dst[c] = std::uint8_t(x ? a[c] ^ x[c] : a[c]);
+}
+#if SEQKV_X86_AVX2_KERNELS
+inline void join_row1_sse2(const std::uint8_t* a, const std::uint8_t* x, std::uint8_t* dst, std::size_t m) {
+    std::size_t c = 0;
+    for (; c + 16 <= m; c += 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + c));
+        if (x) v = _mm_xor_si128(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c), v);
+    }
+    join_row1_scalar(a + c, x ? x + c : nullptr, dst + c, m - c);
+}
+__attribute__((target("avx2"))) inline void join_row1_avx2(const std::uint8_t* a, const std::uint8_t* x, std::uint8_t* dst,
+                                                           std::size_t m) {
+    std::size_t c = 0;
+    for (; c + 32 <= m; c += 32) {
+        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c));
+        if (x) v = _mm256_xor_si256(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), v);
+    }
+    join_row1_sse2(a + c, x ? x + c : nullptr, dst + c, m - c);
+}
+#endif
+using join_row1_fn = void (*)(const std::uint8_t*, const std::uint8_t*, std::uint8_t*, std::size_t);
+inline std::vector<join_row1_fn> join_row1_kernels() { return SEQKV_KERNELS(join_row1); }
+inline join_row1_fn best_join_row1() {
+    static const join_row1_fn best = join_row1_kernels().back();
+    return best;
+}
+#undef SEQKV_KERNELS
 
 /// Decoded rotated section of predictor 5 (consumed row by row in storage order).
 template <class U>
@@ -129,9 +171,10 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
                  std::span<const std::uint64_t> ref, bool xor_ref, std::span<const std::uint8_t> copied, std::uint8_t* out,
                  std::uint64_t head_stride, rotated_rows<U>* rot = nullptr) {
     const std::size_t D = s.head_dim;
-    U row[256];
+    [[maybe_unused]] U row[256];
     std::size_t k = 0;  // next coded element
     [[maybe_unused]] const join_row2_fn join_row2 = sizeof(U) == 2 ? best_join_row2() : nullptr;
+    [[maybe_unused]] const join_row1_fn join_row1 = sizeof(U) == 1 ? best_join_row1() : nullptr;
     for (std::uint32_t h = 0; h < s.heads; ++h) {
         const U* f = flip.empty() ? nullptr : flip.data() + std::size_t(h) * D;
         for (std::uint64_t t = 0; t < s.tokens; ++t) {
@@ -146,15 +189,13 @@ void join_planes(const std::array<const std::uint8_t*, 4>& plane, std::span<cons
             const bool xor_row = xor_ref && has_ref;
             for (std::size_t c0 = 0; c0 < D; c0 += 256, k += 256) {
                 const std::size_t m = std::min<std::size_t>(256, D - c0), i0 = base + c0;
-                if constexpr (sizeof(U) == 2) {  // fused: join, XOR, store
-                    const std::uint8_t* x = xor_row ? out + (ref_base + c0) * 2
+                if constexpr (sizeof(U) <= 2) {  // fused: join, XOR, store
+                    const std::uint8_t* x = xor_row ? out + (ref_base + c0) * sizeof(U)
                                             : f     ? reinterpret_cast<const std::uint8_t*>(f + c0)
                                                     : nullptr;
-                    join_row2(plane[0] + k, plane[1] + k, x, out + i0 * 2, m);
+                    if constexpr (sizeof(U) == 2) join_row2(plane[0] + k, plane[1] + k, x, out + i0 * 2, m);
+                    else join_row1(plane[0] + k, x, out + i0, m);
                     continue;
-                }
-                if constexpr (sizeof(U) == 1) {
-                    for (std::size_t c = 0; c < m; ++c) row[c] = plane[0][k + c];
                 } else {
                     for (std::size_t c = 0; c < m; ++c) row[c] = join4(plane[0][k + c], plane[1][k + c], plane[2][k + c], plane[3][k + c]);
                 }
