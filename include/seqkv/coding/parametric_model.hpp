@@ -155,14 +155,17 @@ struct parametric_entry {
     frequency_table table;
     std::vector<double> bits;
 };
-/// Per-thread memo for encoders: fit_parametric tries ~7 scales of 3 families for every context,
-/// and the contexts of a stream share their centres and scales, so most tables repeat. Bounded
-/// (cleared when full); a reference stays valid until the thread's next call.
+/// Per-thread memo: fit_parametric tries ~7 scales of 3 families for every context, and the
+/// contexts of a stream share their centres and scales, so most tables repeat (decoders too).
+/// Bounded by the symbols it holds (2^18: ~4 MB a thread; cleared when full, whatever parameters
+/// a file names); a reference stays valid until the thread's next call.
 inline const parametric_entry& cached_parametric(const parametric_model_params& p) {
     thread_local std::map<parametric_model_params, parametric_entry> cache;
+    thread_local std::size_t symbols = 0;
     auto it = cache.find(p);
     if (it != cache.end()) return it->second;
-    if (cache.size() >= 256) cache.clear();  // <= ~4 MB a thread with 1024-symbol alphabets
+    if (symbols + p.alphabet_size > (std::size_t{1} << 18)) cache.clear(), symbols = 0;
+    symbols += p.alphabet_size;
     parametric_entry e{parametric_table(p), {}};
     e.bits.resize(p.alphabet_size);
     for (std::uint32_t s = 0; s < p.alphabet_size; ++s)  // every parametric frequency is >= 1
@@ -213,12 +216,13 @@ inline std::pair<parametric_model_params, double> fit_parametric(parametric_fami
     return {best, best_bits};
 }
 
-/// Memoizes parametric tables (decoders see the same few parameter sets over and over).
+/// Memoizes parametric tables (decoders see the same few parameter sets over and over); a table
+/// missing here comes from the thread's memo (detail::cached_parametric) before it is built.
 class parametric_table_cache {
 public:
     const frequency_table& get(const parametric_model_params& p) {
         auto it = tables_.find(p);
-        if (it == tables_.end()) it = tables_.emplace(p, parametric_table(p)).first;
+        if (it == tables_.end()) it = tables_.emplace(p, detail::cached_parametric(p).table).first;
         return it->second;
     }
     std::size_t size() const { return tables_.size(); }

@@ -7,16 +7,30 @@
 
 namespace seqkv {
 
-/// a*b rounded to fp32 and never fused into a following add (the volatile store forbids
-/// contraction), so `unfused_mul(a, b) + c` gives the same bits with or without FMA hardware.
+/// a*b rounded to fp32 and never fused into a following add, so `unfused_mul(a, b) + c` gives the
+/// same bits with or without FMA hardware. On x86 with SSE math the product passes through an
+/// empty asm statement (an opaque SSE register: the compiler cannot see a multiply to fuse, and
+/// nothing goes through memory); elsewhere through a volatile store.
 inline float unfused_mul(float a, float b) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE_MATH__)
+    float product = a * b;
+    __asm__("" : "+x"(product));
+    return product;
+#else
     volatile float product = a * b;
     return product;
+#endif
 }
 /// Double-precision twin of unfused_mul.
 inline double unfused_mul(double a, double b) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2_MATH__)
+    double product = a * b;
+    __asm__("" : "+x"(product));
+    return product;
+#else
     volatile double product = a * b;
     return product;
+#endif
 }
 
 /// Interleaves signed integers into unsigned: 0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...

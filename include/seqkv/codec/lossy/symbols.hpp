@@ -209,21 +209,23 @@ public:
         models_.clear();
         if (mode_ == symbol_coding::adaptive)
             for (auto a : alphabets_) models_.emplace_back(a);
-        // Packed rows take a fast path when every context has one alphabet (KIVI, int8, fp8 ...).
-        same_alphabet_ = !alphabets_.empty() && std::all_of(alphabets_.begin(), alphabets_.end(),
-                                                            [&](std::uint32_t a) { return a == alphabets_[0]; });
-        same_bits_ = same_alphabet_ ? quant::bits_for_alphabet(alphabets_[0]) : 0;
     }
     /// out.size() symbols under contexts[j] + cls, the same as get() called for each in order.
     void get_row(std::span<const std::uint32_t> contexts, std::uint32_t cls, std::span<std::uint16_t> out) {
-        if (mode_ != symbol_coding::packed || !same_alphabet_ || same_bits_ == 0) {
+        // Packed rows whose symbols share one alphabet (KIVI, int8, fp8, TurboQuant without QJL ...)
+        // take the fast path.
+        bool same = mode_ == symbol_coding::packed && !out.empty() && contexts.size() >= out.size();
+        for (std::size_t j = 0; same && j < out.size(); ++j) {
+            require_usage(contexts[j] + cls < alphabets_.size(), "symbol_reader: context out of range");
+            same = alphabets_[contexts[j] + cls] == alphabets_[contexts[0] + cls];
+        }
+        const std::uint32_t alphabet = same ? alphabets_[contexts[0] + cls] : 0;
+        if (!same || alphabet <= 1) {
             for (std::size_t j = 0; j < out.size(); ++j) out[j] = get(contexts[j] + cls);
             return;
         }
-        for (auto c : contexts) require_usage(c + cls < alphabets_.size(), "symbol_reader: context out of range");
         // One alphabet: the symbols are a plain bit stream of `bits` each, refilled 7 bytes at a time.
-        const unsigned bits = same_bits_;
-        const std::uint32_t alphabet = alphabets_[0];
+        const unsigned bits = quant::bits_for_alphabet(alphabet);
         const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
         std::uint32_t largest = 0;
         std::size_t j = 0;
@@ -299,8 +301,6 @@ private:
     std::uint64_t bit_buffer_ = 0;
     unsigned bit_count_ = 0;
     std::size_t position_ = 0;
-    bool same_alphabet_ = false;
-    unsigned same_bits_ = 0;
 };
 
 }  // namespace seqkv::lossy
