@@ -150,27 +150,36 @@ inline double code_length_bits(std::span<const std::uint64_t> counts, const freq
 }
 
 namespace detail {
-/// A parametric table and each symbol's code length under it (precision - log2 frequency).
+/// A parametric table and each symbol's code length under it (precision - log2 frequency; filled
+/// on the first encoder lookup).
 struct parametric_entry {
     frequency_table table;
     std::vector<double> bits;
 };
 /// Per-thread memo: fit_parametric tries ~7 scales of 3 families for every context, and the
 /// contexts of a stream share their centres and scales, so most tables repeat (decoders too).
-/// Bounded by the symbols it holds (2^18: ~4 MB a thread; cleared when full, whatever parameters
-/// a file names); a reference stays valid until the thread's next call.
-inline const parametric_entry& cached_parametric(const parametric_model_params& p) {
+/// Bounded whatever parameters a file names: each entry is charged its symbols plus 64 for the
+/// map node and the vectors' headers, and the memo is cleared past 2^18 (a few MB a thread). A
+/// reference stays valid until the thread's next call.
+inline parametric_entry& cached_parametric(const parametric_model_params& p) {
     thread_local std::map<parametric_model_params, parametric_entry> cache;
-    thread_local std::size_t symbols = 0;
+    thread_local std::size_t charged = 0;
     auto it = cache.find(p);
     if (it != cache.end()) return it->second;
-    if (symbols + p.alphabet_size > (std::size_t{1} << 18)) cache.clear(), symbols = 0;
-    symbols += p.alphabet_size;
-    parametric_entry e{parametric_table(p), {}};
-    e.bits.resize(p.alphabet_size);
-    for (std::uint32_t s = 0; s < p.alphabet_size; ++s)  // every parametric frequency is >= 1
-        e.bits[s] = e.table.precision_bits() - std::log2(static_cast<double>(e.table.frequency(s)));
-    return cache.emplace(p, std::move(e)).first->second;
+    const std::size_t cost = std::size_t(p.alphabet_size) + 64;
+    if (charged + cost > (std::size_t{1} << 18)) cache.clear(), charged = 0;
+    charged += cost;
+    return cache.emplace(p, parametric_entry{parametric_table(p), {}}).first->second;
+}
+/// The memo's entry with its code lengths (encoders).
+inline const parametric_entry& cached_parametric_lengths(const parametric_model_params& p) {
+    parametric_entry& e = cached_parametric(p);
+    if (e.bits.empty()) {
+        e.bits.resize(p.alphabet_size);
+        for (std::uint32_t s = 0; s < p.alphabet_size; ++s)  // every parametric frequency is >= 1
+            e.bits[s] = e.table.precision_bits() - std::log2(static_cast<double>(e.table.frequency(s)));
+    }
+    return e;
 }
 /// code_length_bits(counts, table) from the cached lengths: the same terms summed in the same order.
 inline double code_length_bits(std::span<const std::uint64_t> counts, const parametric_entry& e) {
@@ -207,7 +216,7 @@ inline std::pair<parametric_model_params, double> fit_parametric(parametric_fami
     for (int i = guess - 3; i <= guess + 3; ++i) {
         if (i < 0 || i >= static_cast<int>(parametric_scale_count)) continue;
         p.scale_index = static_cast<std::uint32_t>(i);
-        const double bits = detail::code_length_bits(counts, detail::cached_parametric(p));
+        const double bits = detail::code_length_bits(counts, detail::cached_parametric_lengths(p));
         if (bits < best_bits) {
             best_bits = bits;
             best = p;

@@ -19,6 +19,7 @@ public:
         std::vector<float> gain, offset;
     };
     static constexpr std::uint32_t context_classes = 2;
+    static constexpr bool uses_previous_layer = false;
 
     params fit(const block_context& ctx, std::span<const float> x) const {
         params p{std::vector<float>(ctx.cols, 0.0f), std::vector<float>(ctx.cols, 0.0f)};
@@ -85,6 +86,7 @@ class anchor_delta {
 public:
     using params = no_params;
     static constexpr std::uint32_t context_classes = 2;
+    static constexpr bool uses_previous_layer = false;
 
     explicit anchor_delta(std::uint32_t interval = 16) : interval_(interval) {
         require_usage(interval >= 1, "anchor_delta: interval must be >= 1");

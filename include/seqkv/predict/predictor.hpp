@@ -95,6 +95,7 @@ class previous_token {
 public:
     using params = no_params;
     static constexpr std::uint32_t context_classes = 2;
+    static constexpr bool uses_previous_layer = false;
     params fit(const block_context&, std::span<const float>) const { return {}; }
     void write_params(const params&, byte_writer&) const {}
     params read_params(const block_context&, byte_reader&) const { return {}; }

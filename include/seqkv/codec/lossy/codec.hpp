@@ -175,7 +175,7 @@ private:
         ctx.layer = l, ctx.kind = kind, ctx.head = h, ctx.rows = state.rows, ctx.cols = L.head_dim;
         ctx.first_position = in.first_position();
         if (in.token_ids.size() == state.rows) ctx.token_ids = in.token_ids;
-        if (l > 0 && own.empty()) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);
+        if (l > 0 && !layers_independent) ctx.previous_layer_recon = state.block_recon(l - 1, kind, h);  // encoder and decoder alike
         ctx.table = options_.table;
         ctx.rope = options_.rope;
         ctx.rope_cos = state.rope_cos, ctx.rope_sin = state.rope_sin;

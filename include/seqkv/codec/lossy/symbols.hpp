@@ -214,7 +214,8 @@ public:
     void get_row(std::span<const std::uint32_t> contexts, std::uint32_t cls, std::span<std::uint16_t> out) {
         // Packed rows whose symbols share one alphabet (KIVI, int8, fp8, TurboQuant without QJL ...)
         // take the fast path.
-        bool same = mode_ == symbol_coding::packed && !out.empty() && contexts.size() >= out.size();
+        require_usage(contexts.size() >= out.size(), "symbol_reader: fewer contexts than symbols");
+        bool same = mode_ == symbol_coding::packed && !out.empty();
         for (std::size_t j = 0; same && j < out.size(); ++j) {
             require_usage(contexts[j] + cls < alphabets_.size(), "symbol_reader: context out of range");
             same = alphabets_[contexts[j] + cls] == alphabets_[contexts[0] + cls];
