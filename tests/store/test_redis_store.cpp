@@ -313,11 +313,30 @@ protected:
         migrate_key(store->key_name(m.key), m.from, m.to);
         return m;
     }
-    /// Finishes the move: every node learns that `to` serves slot.
+    /// Finishes the move: every node learns that `to` serves slot — `to` first (it bumps its config
+    /// epoch, so a heartbeat of the old owner still in flight cannot take the slot back), then the
+    /// others, as Redis's resharding procedure does; then waits (at most 5 s) until every node
+    /// answers for the slot as `to`'s (the owner serves it, the others redirect there), so a client
+    /// never sees the nodes disagree.
     void end_migration(int slot, std::size_t to) {
+        const std::string at = std::to_string(slot);
+        command(cluster->node(to).port(), {"CLUSTER", "SETSLOT", at, "NODE", cluster->node_id(to)});
         for (std::size_t n = 0; n < cluster->size(); ++n)
-            command(cluster->node(n).port(), {"CLUSTER", "SETSLOT", std::to_string(slot), "NODE", cluster->node_id(to)});
+            if (n != to) command(cluster->node(n).port(), {"CLUSTER", "SETSLOT", at, "NODE", cluster->node_id(to)});
+        const std::string probe = chunk_key_name_in_slot(slot), owner = ":" + std::to_string(cluster->node(to).port());
+        for (int attempt = 0; attempt < 100; ++attempt) {
+            bool agreed = true;
+            for (std::size_t n = 0; n < cluster->size(); ++n) {
+                const auto r = command(cluster->node(n).port(), {"EXISTS", probe});
+                agreed = agreed && (n == to ? r->type == REDIS_REPLY_INTEGER
+                                            : r->type == REDIS_REPLY_ERROR && reply_text(r).ends_with(owner));
+            }
+            if (agreed) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
     }
+    /// A key name of this store that hashes to slot.
+    std::string chunk_key_name_in_slot(int slot) { return store->key_name(chunk_key(chunk_in_slot(slot, 99))); }
     store_test::temp_dir tmp;
     std::unique_ptr<store_test::redis_cluster> cluster;
     std::unique_ptr<redis_chunk_store> store;
