@@ -66,6 +66,37 @@ inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet
     return scale * (count_log2_count(total) - sum_clogc) + table_bits;
 }
 
+/// histogram_bits of a 256-symbol histogram from its possibly nonzero entries only: counts[j] is
+/// the count of symbol symbols[j] (symbols ascending, every other symbol's count 0). Returns the
+/// same double as histogram_bits of the full histogram: every symbol adds into the partial sum of
+/// lane symbol % 4 in the same order (the skipped symbols add +0.0), and the integer totals match.
+inline double histogram_bits_sparse(const std::uint32_t* counts, const std::uint8_t* symbols, std::uint32_t n, double scale = 1.0) {
+    std::uint64_t total = 0;
+    std::uint32_t used = 0, wide = 0;
+    const double* table = count_log2_table();
+    double part[4] = {0, 0, 0, 0};
+    std::uint32_t large[4][64];
+    std::uint32_t n_large[4] = {0, 0, 0, 0};
+    for (std::uint32_t j = 0; j < n; ++j) {
+        const std::uint32_t c = counts[j], lane = symbols[j] & 3u;
+        total += c;
+        used += c != 0;
+        const bool small = c < count_log2_table_size;
+        part[lane] += table[small ? c : 0];
+        if (!small) {
+            if (n_large[lane] < 64) large[lane][n_large[lane]++] = c;
+            else part[lane] += count_log2_count(c);
+        }
+    }
+    for (std::uint32_t lane = 0; lane < 4; ++lane)
+        for (std::uint32_t i = 0; i < n_large[lane]; ++i) part[lane] += count_log2_count(large[lane][i]);
+    const double sum_clogc = (part[0] + part[1]) + (part[2] + part[3]);
+    if (total == 0) return 8.0;
+    for (std::uint32_t j = 0; j < n; ++j) wide += counts[j] && std::uint64_t(counts[j]) * 4096 > std::uint64_t(129) * total;
+    const double table_bits = 8.0 * (1 + (used > 63) + 2.0 * used + wide);
+    return scale * (count_log2_count(total) - sum_clogc) + table_bits;
+}
+
 /// Entropy in bits of a binary split (n0 zeros, n1 ones), no side information.
 inline double binary_bits(std::uint64_t n0, std::uint64_t n1) {
     return count_log2_count(n0 + n1) - count_log2_count(n0) - count_log2_count(n1);

@@ -149,26 +149,30 @@ inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const b
             if (has_ref) ++hz[rotated_symbol<U>(z[row * D + c])];
         }
     }
-    auto costs = [](const std::uint32_t* h, std::vector<double>& out) {
+    // Code-length tables, flat: c0 per group (plane 0), cp per plane >= 1, cz of a rotated symbol
+    // with its escape's full width added (the same sums as adding it per element).
+    auto costs = [](const std::uint32_t* h, double* out) {
         std::uint64_t total = 0;
         for (int b = 0; b < 256; ++b) total += h[b];
-        out.assign(256, 0);
-        for (int b = 0; b < 256; ++b) out[b] = std::log2(double(total + 1) / (double(h[b]) + 0.5));
+        const double unused = std::log2(double(total + 1) / 0.5);  // the value of every empty bin, computed once
+        for (int b = 0; b < 256; ++b) out[b] = h[b] ? std::log2(double(total + 1) / (double(h[b]) + 0.5)) : unused;
     };
-    std::vector<std::vector<double>> c0(groups), cp(P), cz(1);
-    for (std::uint32_t g = 0; g < groups; ++g) costs(h0.data() + std::size_t(g) * 256, c0[g]);
-    for (std::size_t q = 1; q < P; ++q) costs(hp.data() + q * 256, cp[q]);
-    costs(hz.data(), cz[0]);
+    std::vector<double> c0(std::size_t(groups) * 256), cp(P * 256), cz(256);
+    for (std::uint32_t g = 0; g < groups; ++g) costs(h0.data() + std::size_t(g) * 256, c0.data() + std::size_t(g) * 256);
+    for (std::size_t q = 1; q < P; ++q) costs(hp.data() + q * 256, cp.data() + q * 256);
+    costs(hz.data(), cz.data());
+    cz[255] = cz[255] + 8.0 * P;
     std::vector<std::uint8_t> rotate(rows, 0);
     for (std::size_t row = 0; row < rows; ++row) {
         if (ref[row % s.tokens] == no_reference || !sampled(row)) continue;
+        const std::uint16_t* g = group_of.data() + (row / s.tokens) * D;
+        const U* zr = z.data() + row * D;
         double raw = 0, rot = 0;
         for (std::size_t c = 0; c < D; ++c) {
-            const U u = load<U>(src, row * D + c), zz = z[row * D + c];
-            raw += c0[group_of[(row / s.tokens) * D + c]][plane_byte<U, 0>(u)];
-            for (std::size_t q = 1; q < P; ++q) raw += cp[q][plane_byte<U>(u, q)];
-            const std::uint8_t sym = rotated_symbol<U>(zz);
-            rot += cz[0][sym] + (sym == 255 ? 8.0 * P : 0.0);
+            const U u = load<U>(src, row * D + c);
+            raw += c0[std::size_t(g[c]) * 256 + plane_byte<U, 0>(u)];
+            for (std::size_t q = 1; q < P; ++q) raw += cp[q * 256 + plane_byte<U>(u, q)];
+            rot += cz[rotated_symbol<U>(zr[c])];
         }
         rotate[row] = rot < raw;
     }
@@ -183,16 +187,20 @@ struct plane_plan {
     double bits = 0;
 };
 
-/// Ranks groups by mean class key of their plane-0 histogram (ascending).
+/// Ranks groups by mean class key of their plane-0 histogram (ascending). symbols: the plane-0
+/// bytes any group counts (the others are 0 in every group).
 template <class U>
-inline std::vector<std::uint32_t> rank_groups(const std::uint32_t* hist0, std::uint32_t groups) {
+inline std::vector<std::uint32_t> rank_groups(const std::uint32_t* hist0, std::uint32_t groups, std::span<const std::uint8_t> symbols) {
     std::vector<std::uint64_t> sum(groups, 0), count(groups, 0);
+    std::uint32_t key[256];
+    for (std::size_t j = 0; j < symbols.size(); ++j) key[j] = class_key<U>(symbols[j]);
     for (std::uint32_t g = 0; g < groups; ++g) {
         std::uint64_t s = 0, c = 0;  // in registers: summing into sum[g] / count[g] chains every step through memory
         const std::uint32_t* h = hist0 + std::size_t(g) * 256;
-        for (std::uint32_t b = 0; b < 256; ++b) {
-            s += std::uint64_t(h[b]) * class_key<U>(static_cast<std::uint8_t>(b));
-            c += h[b];
+        for (std::size_t j = 0; j < symbols.size(); ++j) {
+            const std::uint32_t n = h[symbols[j]];
+            s += std::uint64_t(n) * key[j];
+            c += n;
         }
         sum[g] = s, count[g] = c;
     }
@@ -217,7 +225,20 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
                               std::uint32_t groups, std::uint64_t channels, std::uint64_t n, const plane_options& o,
                               double scale = 1.0) {
     const std::size_t P = hist.size();
-    const auto rank = rank_groups<U>(hist[0], groups);
+    // The symbols each plane uses in any group: the estimates below visit only those (a plane-0
+    // histogram of real KV holds a few dozen exponents), with the same bits as the full histograms.
+    std::array<std::array<std::uint8_t, 256>, 4> used{};
+    std::array<std::uint32_t, 4> n_used{};
+    for (std::size_t p = 0; p < P; ++p) {
+        std::uint32_t any[256] = {};
+        for (std::uint32_t g = 0; g < groups; ++g) {
+            const std::uint32_t* __restrict h = hist[p] + std::size_t(g) * 256;
+            for (std::size_t b = 0; b < 256; ++b) any[b] |= h[b];
+        }
+        for (std::uint32_t b = 0; b < 256; ++b)
+            if (any[b]) used[p][n_used[p]++] = static_cast<std::uint8_t>(b);
+    }
+    const auto rank = rank_groups<U>(hist[0], groups, std::span<const std::uint8_t>(used[0].data(), n_used[0]));
     std::vector<std::uint32_t> order(groups);
     for (std::uint32_t g = 0; g < groups; ++g) order[rank[g]] = g;
     const std::uint32_t most = std::max<std::uint32_t>(1, std::min<std::uint32_t>(o.max_channel_classes, groups));
@@ -231,25 +252,36 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
     auto pick = [&](double coded_bits, plane_context mode, double& best, plane_context& best_mode) {
         if (coded_bits < best && coded_bits < coded_limit) best = coded_bits, best_mode = mode;
     };
-    // Prefix sums over ranked groups of every plane (row r: groups of rank < r), and the
-    // context-independent alternatives of planes >= 1: one table (the last row), exponent buckets.
+    // Prefix sums over ranked groups of every plane's used symbols (row r: groups of rank < r), and
+    // the context-independent alternatives of planes >= 1: one table (the last row), exponent buckets.
     std::vector<std::unique_ptr<std::uint32_t[]>> cum(P);
     std::array<double, 4> none_bits{}, exp_bits{};
     for (std::size_t p = 0; p < P; ++p) {
-        cum[p] = std::make_unique_for_overwrite<std::uint32_t[]>(std::size_t(groups + 1) * 256);
+        const std::size_t nu = n_used[p];
+        const std::uint8_t* sym = used[p].data();
+        cum[p] = std::make_unique_for_overwrite<std::uint32_t[]>(std::size_t(groups + 1) * nu);
         std::uint32_t* c = cum[p].get();
-        std::fill_n(c, 256, 0u);
+        std::fill_n(c, nu, 0u);
         for (std::size_t r = 0; r < groups; ++r) {
             const std::uint32_t* __restrict h = hist[p] + std::size_t(order[r]) * 256;
-            const std::uint32_t* __restrict prev = c + r * 256;
-            std::uint32_t* __restrict next = c + (r + 1) * 256;
-            for (std::size_t b = 0; b < 256; ++b) next[b] = prev[b] + h[b];
+            const std::uint32_t* __restrict prev = c + r * nu;
+            std::uint32_t* __restrict next = c + (r + 1) * nu;
+            if (nu == 256) {
+                for (std::size_t b = 0; b < 256; ++b) next[b] = prev[b] + h[b];
+            } else {
+                for (std::size_t j = 0; j < nu; ++j) next[j] = prev[j] + h[sym[j]];
+            }
         }
-        none_bits[p] = cost::histogram_bits(c + std::size_t(groups) * 256, 256, scale) + cost::rans_block_overhead_bits;
+        none_bits[p] = cost::histogram_bits_sparse(c + std::size_t(groups) * nu, sym, std::uint32_t(nu), scale) +
+                       cost::rans_block_overhead_bits;
         exp_bits[p] = 1e300;
         if (p > 0 && p < exp.size() && exp[p]) {
             exp_bits[p] = cost::rans_block_overhead_bits;
-            for (std::uint32_t e = 0; e < exponent_buckets; ++e) exp_bits[p] += cost::histogram_bits(exp[p] + e * 256, 256, scale);
+            std::uint32_t bucket[256];
+            for (std::uint32_t e = 0; e < exponent_buckets; ++e) {  // a bucket counts a subset of the plane's symbols
+                for (std::size_t j = 0; j < nu; ++j) bucket[j] = exp[p][e * 256 + sym[j]];
+                exp_bits[p] += cost::histogram_bits_sparse(bucket, sym, std::uint32_t(nu), scale);
+            }
         }
     }
     plane_plan best;
@@ -267,10 +299,11 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
             double class_bits = cost::rans_block_overhead_bits;
             if (k > 1) {
                 const std::uint32_t* c = cum[p].get();
+                const std::size_t nu = n_used[p];
                 for (std::uint32_t cl = 0; cl < k; ++cl) {  // class cl: ranks [ceil(cl g / k), ceil((cl + 1) g / k))
                     const std::size_t lo = (std::uint64_t(cl) * groups + k - 1) / k, hi = (std::uint64_t(cl + 1) * groups + k - 1) / k;
-                    for (std::uint32_t b = 0; b < 256; ++b) merged[b] = c[hi * 256 + b] - c[lo * 256 + b];
-                    class_bits += cost::histogram_bits(merged.data(), 256, scale);
+                    for (std::size_t j = 0; j < nu; ++j) merged[j] = c[hi * nu + j] - c[lo * nu + j];
+                    class_bits += cost::histogram_bits_sparse(merged.data(), used[p].data(), std::uint32_t(nu), scale);
                 }
             }
             double bits = stored_bits;
@@ -354,7 +387,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     bit_predictor pred = bit_predictor::none;
     // Per channel: set sign bits and count of elements coded without an XOR reference (on the
     // predictor search's sample when it ran on one: a majority per channel needs no more).
-    std::vector<std::uint32_t> signs(C, 0), unref(C, 0), best_signs, best_unref;
+    std::vector<std::uint32_t> signs(C, 0), unref(C, 0);
     std::vector<std::uint8_t> copied, best_copied;  // rows copied (predictor 4) or rotated (predictor 5)
     std::vector<U> rot_z;                           // rotated residuals (predictor 5 tried)
     double sign_scale = 1.0;                        // signs/unref count a 1/sign_scale sample
@@ -372,7 +405,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         const auto search_groups = stride == 1 ? groups : static_cast<std::uint32_t>(std::min<std::uint64_t>(C, 16));
         const std::vector<std::uint16_t> search_group_of = stride == 1 ? group_of : rank_channels<U>(src, s, search_groups, stride);
         double best_bits = 1e300;
-        std::vector<std::uint32_t> hist0(std::size_t(search_groups) * 256), histp(P * 256);
+        std::vector<std::uint32_t> hist0(std::size_t(search_groups) * 256), histp(P * 256), none_hist0, none_histp;
         for (bit_predictor p : preds) {
             const bool rotate = p == bit_predictor::rotate_same_token;
             const bool copy = p == bit_predictor::copy_same_token || rotate;
@@ -386,19 +419,28 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             }
             std::uint64_t m = std::uint64_t(s.heads) * sampled_tokens * s.head_dim;  // sampled coded elements
             for (std::size_t row = 0; row < copied.size(); ++row) m -= copied[row] && sampled_row(row) ? s.head_dim : 0;
-            std::fill(hist0.begin(), hist0.end(), 0u);
-            std::fill(histp.begin(), histp.end(), 0u);
-            std::fill(signs.begin(), signs.end(), 0u);
-            std::fill(unref.begin(), unref.end(), 0u);
-            for_each_residual<U>(
-                src, s, refs.get(p), !copy, copied, {},
-                [&](std::size_t ch, std::size_t, U r, bool has_ref) {
-                    ++hist0[std::size_t(search_group_of[ch]) * 256 + plane_byte<U, 0>(r)];
-                    if constexpr (P > 1) ++histp[256 + plane_byte<U, 1>(r)];
-                    if constexpr (P > 2) ++histp[512 + plane_byte<U, 2>(r)], ++histp[768 + plane_byte<U, 3>(r)];
-                    if (!has_ref) signs[ch] += (r & sign_bit<U>) != 0, ++unref[ch];
-                },
-                stride);
+            // The loop's arrays as local pointers (captured by value): stores through them cannot
+            // make the compiler reload the vectors' data pointers every element.
+            const auto count = [h0 = hist0.data(), hp = histp.data(), gof = search_group_of.data()](std::size_t ch, U r, std::uint32_t d) {
+                h0[std::size_t(gof[ch]) * 256 + plane_byte<U, 0>(r)] += d;
+                if constexpr (P > 1) hp[256 + plane_byte<U, 1>(r)] += d;
+                if constexpr (P > 2) hp[512 + plane_byte<U, 2>(r)] += d, hp[768 + plane_byte<U, 3>(r)] += d;
+            };
+            if (copy) {
+                // Copy and rotate code the other rows as they are: predictor none's counts (the
+                // first one tried) less the copied or rotated sampled rows, the same integers as a pass.
+                hist0 = none_hist0, histp = none_histp;
+                for (std::size_t row = 0; row < copied.size(); ++row)
+                    if (copied[row] && sampled_row(row))
+                        for (std::size_t c = 0, ch = (row / s.tokens) * s.head_dim; c < s.head_dim; ++c)
+                            count(ch + c, load<U>(src, row * s.head_dim + c), ~std::uint32_t{0});  // - 1 (mod 2^32)
+            } else {
+                std::fill(hist0.begin(), hist0.end(), 0u);
+                std::fill(histp.begin(), histp.end(), 0u);
+                for_each_residual<U>(
+                    src, s, refs.get(p), true, {}, {}, [&count](std::size_t ch, std::size_t, U r, bool) { count(ch, r, 1); }, stride);
+                if (p == bit_predictor::none) none_hist0 = hist0, none_histp = histp;
+            }
             // The copy bitmap is paid in full; planes >= 1 were counted in one group.
             double bits = copy ? double(copied.size()) : 0.0;
             if (rotate) {
@@ -420,11 +462,17 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             }
             for (std::size_t q = 1; q < P; ++q)
                 bits += std::min(cost::histogram_bits(histp.data() + q * 256, 256, scale), 8.0 * double(m) * scale);
-            if (bits < best_bits) best_bits = bits, pred = p, best_signs = signs, best_unref = unref, best_copied = copied;
+            if (bits < best_bits) best_bits = bits, pred = p, best_copied = copied;
         }
-        signs = std::move(best_signs);
-        unref = std::move(best_unref);
         copied = std::move(best_copied);
+        // Signs of the chosen predictor's elements coded without an XOR reference, on the sample.
+        const bool chosen_copy = pred == bit_predictor::copy_same_token || pred == bit_predictor::rotate_same_token;
+        for_each_residual<U>(
+            src, s, refs.get(pred), !chosen_copy, copied, {},
+            [sg = signs.data(), un = unref.data()](std::size_t ch, std::size_t, U r, bool has_ref) {
+                if (!has_ref) sg[ch] += (r & sign_bit<U>) != 0, ++un[ch];
+            },
+            stride);
         sign_scale = scale;
         if (pred == bit_predictor::rotate_same_token && stride > 1) {  // the sample chose it: rows of every token now
             const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
@@ -457,21 +505,27 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     std::vector<std::vector<std::uint8_t>> plane(P, std::vector<std::uint8_t>(m));
     std::vector<std::vector<std::uint32_t>> hist(P, std::vector<std::uint32_t>(std::size_t(groups) * 256, 0));
     std::vector<std::vector<std::uint32_t>> exp(P, std::vector<std::uint32_t>(P > 1 ? exponent_buckets * 256 : 0, 0));
-    for_each_residual<U>(src, s, ref, !copy, copied, flip, [&](std::size_t ch, std::size_t i, U r, bool) {
-        const std::size_t g = std::size_t(group_of[ch]) * 256;
-        const std::uint8_t b0 = plane_byte<U, 0>(r);
-        plane[0][i] = b0;
-        ++hist[0][g + b0];
-        if constexpr (P > 1) {
-            const std::size_t e = std::size_t(exponent_bucket(b0)) * 256;
-            for (std::size_t q = 1; q < P; ++q) {
-                const std::uint8_t b = plane_byte<U>(r, q);
-                plane[q][i] = b;
-                ++hist[q][g + b];
-                ++exp[q][e + b];
+    {
+        std::array<std::uint8_t*, P> pl{};
+        std::array<std::uint32_t*, P> hs{}, ex{};
+        for (std::size_t q = 0; q < P; ++q) pl[q] = plane[q].data(), hs[q] = hist[q].data(), ex[q] = exp[q].data();
+        // Local pointer copies (captured by value): the byte stores cannot alias them.
+        for_each_residual<U>(src, s, ref, !copy, copied, flip, [pl, hs, ex, gof = group_of.data()](std::size_t ch, std::size_t i, U r, bool) {
+            const std::size_t g = std::size_t(gof[ch]) * 256;
+            const std::uint8_t b0 = plane_byte<U, 0>(r);
+            pl[0][i] = b0;
+            ++hs[0][g + b0];
+            if constexpr (P > 1) {
+                const std::size_t e = std::size_t(exponent_bucket(b0)) * 256;
+                for (std::size_t q = 1; q < P; ++q) {
+                    const std::uint8_t b = plane_byte<U>(r, q);
+                    pl[q][i] = b;
+                    ++hs[q][g + b];
+                    ++ex[q][e + b];
+                }
             }
-        }
-    });
+        });
+    }
     std::array<const std::uint32_t*, P> hist_of{}, exp_of{};
     for (std::size_t q = 0; q < P; ++q) hist_of[q] = hist[q].data(), exp_of[q] = q > 0 ? exp[q].data() : nullptr;
     const plane_plan plan = plan_planes<U>(hist_of, exp_of, groups, C, m, o);
