@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <any>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -100,6 +101,11 @@ inline void gather_block(const kv_tensor_view& src, std::uint64_t begin, std::ui
     const std::uint64_t n = end - begin;
     require_usage(dst.size() == std::size_t(src.heads) * n * src.head_dim * es, "gather_block: size mismatch");
     std::size_t o = 0;
+    if (src.strides.channel == 1 && src.strides.token == std::int64_t(src.head_dim)) {  // a head's rows are contiguous
+        const std::size_t head_bytes = std::size_t(n) * src.head_dim * es;
+        for (std::uint32_t h = 0; h < src.heads && n > 0; ++h, o += head_bytes) std::memcpy(dst.data() + o, src.element(h, begin, 0), head_bytes);
+        return;
+    }
     for (std::uint32_t h = 0; h < src.heads; ++h)
         for (std::uint64_t t = begin; t < end; ++t) {
             if (src.strides.channel == 1) {

@@ -220,6 +220,7 @@ private:
             if (options_.external_payloads(hash, payload)) flags |= chunk_external;
         }
         byte_vector record;
+        record.reserve(64 + 8 * std::size_t(staged_) + payload.size());  // header, ids, nll, payload, CRC: no regrowth
         append_chunk_record(record, tokens_written_, staged_, flags,
                             header_.has_token_ids ? in.token_ids : std::span<const std::int32_t>{}, in.nll, payload, hash);
         chunks_.push_back({offset_, tokens_written_, staged_, static_cast<std::uint32_t>(record.size()), flags});

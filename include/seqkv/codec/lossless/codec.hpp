@@ -55,12 +55,25 @@ byte_vector lossless_codec<Backend>::encode(const chunk_input& in) const {
     require_usage(in.token_ids.empty() || in.token_ids.size() == shape.tokens, "lossless_codec: one token id per token");
     const lossless::token_references refs(shape.tokens, in.token_ids, options_.rope);
     std::vector<byte_vector> coded(2 * std::size_t(L.layers));
+    const std::size_t block_bytes = shape.elements() * dtype_size(L.type);
     executor_->run(coded.size(), [&](std::size_t i) {  // block i = layer i / 2, K (even) or V (odd)
-        byte_vector block(shape.elements() * dtype_size(L.type));
-        gather_block(in.cache->tensor(std::uint32_t(i / 2), kv_kind(i % 2)), in.begin, in.end, block);
-        coded[i] = lossless::encode_block(block, L.type, shape, options_, refs);
+        const kv_tensor_view& t = in.cache->tensor(std::uint32_t(i / 2), kv_kind(i % 2));
+        // A block the cache already holds as [heads, tokens, head_dim] (a full chunk of the stream
+        // writer's staging buffer) is coded where it is; any other is gathered first.
+        if (shape.elements() == 0 || (t.strides.channel == 1 && t.strides.token == std::int64_t(shape.head_dim) &&
+                                      (shape.heads == 1 || t.strides.head == std::int64_t(shape.tokens * shape.head_dim)))) {
+            const std::uint8_t* first = shape.elements() == 0 ? nullptr : t.element(0, in.begin, 0);
+            coded[i] = lossless::encode_block(std::span<const std::uint8_t>(first, block_bytes), L.type, shape, options_, refs);
+            return;
+        }
+        const auto block = std::make_unique_for_overwrite<std::uint8_t[]>(block_bytes);
+        gather_block(t, in.begin, in.end, std::span<std::uint8_t>(block.get(), block_bytes));
+        coded[i] = lossless::encode_block(std::span<const std::uint8_t>(block.get(), block_bytes), L.type, shape, options_, refs);
     });
+    std::size_t total = 0;
+    for (const auto& c : coded) total += 4 + c.size();
     byte_vector out;
+    out.reserve(total);
     byte_writer w(out);
     for (const auto& c : coded) {
         w.put<std::uint32_t>(static_cast<std::uint32_t>(c.size()));

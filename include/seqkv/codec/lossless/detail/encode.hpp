@@ -530,8 +530,13 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     for (std::size_t q = 0; q < P; ++q) hist_of[q] = hist[q].data(), exp_of[q] = q > 0 ? exp[q].data() : nullptr;
     const plane_plan plan = plan_planes<U>(hist_of, exp_of, groups, C, m, o);
 
-    // 4. Write the block.
+    // 4. Write the block (into its final buffer: room for every plane stored, which coding never exceeds).
     byte_vector out;
+    {
+        std::size_t bound = 16 + copied.size() / 8 + 2 * C + P * (5 + m);
+        if (rotate) bound += 9 + (n - m) * (1 + P);
+        out.reserve(bound);
+    }
     byte_writer w(out);
     w.put<std::uint8_t>(static_cast<std::uint8_t>(pred));
     if (copy) {
