@@ -23,6 +23,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -115,9 +116,13 @@ inline frequency_table read_table(byte_reader& reader, std::uint32_t alphabet_si
     return cache.get(p);
 }
 
+/// known_counts (empty: counted here): context_count x alphabet_size counts of (context, symbol)
+/// pairs the caller already holds; they must be the symbols' exact counts (their sum is checked,
+/// a symbol counted 0 is refused by the encoder).
 template <class Symbol, class Context>
 byte_vector encode_rans_block(rans_block_kind kind, std::span<const Symbol> symbols, std::span<const Context> contexts,
-                              std::uint32_t alphabet_size, std::uint32_t context_count, rans_block_options options) {
+                              std::uint32_t alphabet_size, std::uint32_t context_count, rans_block_options options,
+                              std::span<const std::uint32_t> known_counts = {}) {
     const bool bytes = kind == rans_block_kind::byte_symbols;
     require_usage(alphabet_size >= 1 && alphabet_size <= (bytes ? 256u : max_alphabet_size),
                   "encode_block: alphabet_size out of range");
@@ -128,11 +133,28 @@ byte_vector encode_rans_block(rans_block_kind kind, std::span<const Symbol> symb
         throw limit_error("encode_block: context_count * alphabet_size too large");
 
     std::vector<std::uint64_t> counts(std::size_t{context_count} * alphabet_size, 0);
-    for (std::size_t i = 0; i < symbols.size(); ++i) {
-        const std::uint32_t c = rans::context_at(contexts, i);
-        require_usage(symbols[i] < alphabet_size, "encode_block: symbol outside alphabet");
-        require_usage(c < context_count, "encode_block: context out of range");
-        ++counts[std::size_t{c} * alphabet_size + symbols[i]];
+    if (!known_counts.empty()) {
+        require_usage(known_counts.size() == counts.size(), "encode_block: counts do not match the tables");
+        std::uint64_t total = 0;
+        for (std::size_t k = 0; k < counts.size(); ++k) total += counts[k] = known_counts[k];
+        require_usage(total == symbols.size(), "encode_block: counts do not add up to the symbols");
+        if (!contexts.empty()) {  // the range checks the counting loop makes (counts name only valid pairs)
+            std::uint32_t largest = 0;
+            for (const auto c : contexts) largest = std::max<std::uint32_t>(largest, c);
+            require_usage(largest < context_count, "encode_block: context out of range");
+        }
+        if (alphabet_size <= std::numeric_limits<Symbol>::max()) {
+            std::uint32_t largest = 0;
+            for (const auto v : symbols) largest = std::max<std::uint32_t>(largest, v);
+            require_usage(largest < alphabet_size, "encode_block: symbol outside alphabet");
+        }
+    } else {
+        for (std::size_t i = 0; i < symbols.size(); ++i) {
+            const std::uint32_t c = rans::context_at(contexts, i);
+            require_usage(symbols[i] < alphabet_size, "encode_block: symbol outside alphabet");
+            require_usage(c < context_count, "encode_block: context out of range");
+            ++counts[std::size_t{c} * alphabet_size + symbols[i]];
+        }
     }
     std::uint32_t most_distinct = 1;
     for (std::uint32_t c = 0; c < context_count; ++c) {
@@ -269,6 +291,14 @@ inline void decode_block(std::span<const std::uint8_t> bytes, std::span<const st
 inline byte_vector encode_bytes(std::span<const std::uint8_t> symbols, std::span<const std::uint8_t> contexts = {},
                                 std::uint32_t context_count = 1, rans_block_options options = {}) {
     return detail::encode_rans_block(rans_block_kind::byte_symbols, symbols, contexts, 256, context_count, options);
+}
+/// encode_bytes when the caller already holds the counts: counts[context * 256 + symbol] of every
+/// (context, symbol) pair of the input, exactly (usage_error when they do not add up to the symbols
+/// or name a symbol 0 times that occurs). Same bytes as encode_bytes.
+inline byte_vector encode_bytes_counted(std::span<const std::uint8_t> symbols, std::span<const std::uint8_t> contexts,
+                                        std::uint32_t context_count, std::span<const std::uint32_t> counts,
+                                        rans_block_options options = {}) {
+    return detail::encode_rans_block(rans_block_kind::byte_symbols, symbols, contexts, 256, context_count, options, counts);
 }
 /// Decodes an encode_bytes block into out (out.size() = symbol count).
 inline void decode_bytes(std::span<const std::uint8_t> bytes, std::span<const std::uint8_t> contexts,

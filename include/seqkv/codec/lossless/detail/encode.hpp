@@ -347,8 +347,8 @@ inline void write_rotated(byte_writer& w, const block_shape& s, const std::vecto
         for (std::uint32_t k = 0; k < classes; ++k) class_bits += cost::histogram_bits(by_class.data() + std::size_t(k) * 256);
     }
     plane_context mode = class_bits < cost::histogram_bits(pooled.data()) ? plane_context::channel_class : plane_context::none;
-    byte_vector coded = coding::encode_bytes(symbols, mode == plane_context::none ? std::span<const std::uint8_t>{} : ctx,
-                                             mode == plane_context::none ? 1 : classes);
+    byte_vector coded = mode == plane_context::none ? coding::encode_bytes_counted(symbols, {}, 1, pooled)
+                                                    : coding::encode_bytes_counted(symbols, ctx, classes, by_class);
     if (!symbols.empty() && coded.size() >= symbols.size()) mode = plane_context::stored;
     const auto& bytes = mode == plane_context::stored ? symbols : coded;
     w.put<std::uint8_t>(static_cast<std::uint8_t>(mode));
@@ -406,6 +406,22 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         const std::vector<std::uint16_t> search_group_of = stride == 1 ? group_of : rank_channels<U>(src, s, search_groups, stride);
         double best_bits = 1e300;
         std::vector<std::uint32_t> hist0(std::size_t(search_groups) * 256), histp(P * 256), none_hist0, none_histp;
+        // xor_same_or_previous codes each row as xor_same or xor_previous_token does: when all three
+        // are tried, those two passes count the rows with and without a same-id reference apart
+        // (row masks: rows to skip) and the third predictor's counts are a sum, not a pass.
+        const bool split = std::count(preds.begin(), preds.end(), bit_predictor::xor_previous_token) &&
+                           std::count(preds.begin(), preds.end(), bit_predictor::xor_same_or_previous);
+        std::vector<std::uint8_t> with_same, without_same;
+        std::vector<std::uint32_t> previous_part0, previous_partp, same_part0, same_partp;
+        if (split) {
+            const auto same = refs.get(bit_predictor::xor_same_token);
+            with_same.resize(std::size_t(s.heads) * s.tokens);
+            without_same.resize(with_same.size());
+            for (std::size_t row = 0; row < with_same.size(); ++row) {
+                with_same[row] = same[row % s.tokens] != no_reference;
+                without_same[row] = !with_same[row];
+            }
+        }
         for (bit_predictor p : preds) {
             const bool rotate = p == bit_predictor::rotate_same_token;
             const bool copy = p == bit_predictor::copy_same_token || rotate;
@@ -434,11 +450,29 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
                     if (copied[row] && sampled_row(row))
                         for (std::size_t c = 0, ch = (row / s.tokens) * s.head_dim; c < s.head_dim; ++c)
                             count(ch + c, load<U>(src, row * s.head_dim + c), ~std::uint32_t{0});  // - 1 (mod 2^32)
+            } else if (p == bit_predictor::xor_same_or_previous && split) {
+                // Rows with a same-id reference code as under xor_same, the others as under
+                // xor_previous_token: the sum of the two parts counted in those passes.
+                for (std::size_t i = 0; i < hist0.size(); ++i) hist0[i] = same_part0[i] + previous_part0[i];
+                for (std::size_t i = 0; i < histp.size(); ++i) histp[i] = same_partp[i] + previous_partp[i];
             } else {
                 std::fill(hist0.begin(), hist0.end(), 0u);
                 std::fill(histp.begin(), histp.end(), 0u);
-                for_each_residual<U>(
-                    src, s, refs.get(p), true, {}, {}, [&count](std::size_t ch, std::size_t, U r, bool) { count(ch, r, 1); }, stride);
+                const auto pass = [&](std::span<const std::uint8_t> skip) {
+                    for_each_residual<U>(
+                        src, s, refs.get(p), true, skip, {}, [&count](std::size_t ch, std::size_t, U r, bool) { count(ch, r, 1); }, stride);
+                };
+                if (split && p == bit_predictor::xor_previous_token) {  // first the rows without a same-id reference
+                    pass(with_same);
+                    previous_part0 = hist0, previous_partp = histp;
+                    pass(without_same);
+                } else if (split && p == bit_predictor::xor_same_token) {  // first the rows with one
+                    pass(without_same);
+                    same_part0 = hist0, same_partp = histp;
+                    pass(with_same);
+                } else {
+                    pass({});
+                }
                 if (p == bit_predictor::none) none_hist0 = hist0, none_histp = histp;
             }
             // The copy bitmap is paid in full; planes >= 1 were counted in one group.
@@ -559,6 +593,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         w.put_bytes(bits);
     }
     std::vector<std::uint8_t> ctx;
+    std::vector<std::uint32_t> class_counts;
     for (std::size_t p = 0; p < P; ++p) {
         plane_context mode = plan.mode[p];
         byte_vector coded;
@@ -577,7 +612,22 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             }
             const std::uint32_t contexts =
                 mode == plane_context::channel_class ? plan.classes : mode == plane_context::exponent ? exponent_buckets : 1;
-            coded = coding::encode_bytes(plane[p], mode == plane_context::none ? std::span<const std::uint8_t>{} : ctx, contexts);
+            // The coder's counts from the histograms of step 3 (the same integers it would count):
+            // groups summed by class (one class for none); the exponent buckets as they are.
+            std::span<const std::uint32_t> counts;
+            if (mode == plane_context::exponent) {
+                counts = exp[p];
+            } else {
+                class_counts.assign(std::size_t(contexts) * 256, 0u);
+                for (std::uint32_t g = 0; g < groups; ++g) {
+                    std::uint32_t* __restrict to = class_counts.data() + (mode == plane_context::none ? 0 : std::size_t(plan.class_of_group[g]) * 256);
+                    const std::uint32_t* __restrict from = hist[p].data() + std::size_t(g) * 256;
+                    for (std::size_t b = 0; b < 256; ++b) to[b] += from[b];
+                }
+                counts = class_counts;
+            }
+            coded = coding::encode_bytes_counted(plane[p], mode == plane_context::none ? std::span<const std::uint8_t>{} : ctx,
+                                                 contexts, counts);
             if (m > 0 && coded.size() >= m) mode = plane_context::stored;  // the estimate was wrong: never expand
         }
         w.put<std::uint8_t>(static_cast<std::uint8_t>(mode));
