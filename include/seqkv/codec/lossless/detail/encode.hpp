@@ -50,14 +50,13 @@ inline std::vector<std::uint8_t> copied_rows(const std::uint8_t* src, const bloc
 template <class U>
 inline std::uint8_t rotated_symbol(U z) { return z < 255 ? static_cast<std::uint8_t>(z) : std::uint8_t{255}; }
 
-/// Residuals z (rope::residual against the rotated reference row) of every row with a reference,
-/// [row][channel] over all rows (rows without a reference stay 0).
+/// Residuals z (rope::residual against the rotated reference row) of every visited row with a
+/// reference into z ([row][channel] over all rows; the entries of other rows are not written).
 template <class U>
-inline std::vector<U> rotated_residuals(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
-                                        const rope::rotation_table& rot, rope::row_predictor<U> predict,
-                                        std::uint64_t token_stride = 1) {
+inline void rotated_residuals(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
+                              const rope::rotation_table& rot, rope::row_predictor<U> predict, std::span<U> z,
+                              std::uint64_t token_stride = 1) {
     const std::size_t D = s.head_dim;
-    std::vector<U> z(s.elements(), 0);
     U row[256], pred[256], cur[256];
     for (std::uint32_t h = 0; h < s.heads; ++h)
         for (std::uint64_t t = 0; t < s.tokens; t += token_stride) {
@@ -68,7 +67,6 @@ inline std::vector<U> rotated_residuals(const std::uint8_t* src, const block_sha
             predict(row, D, rot.cos(t), pred);
             for (std::size_t c = 0; c < D; ++c) z[base + c] = rope::residual<U>(cur[c], pred[c]);
         }
-    return z;
 }
 
 /// Cheap test before trying predictor 5 on a block: on a sample of referenced rows (about one in
@@ -133,7 +131,7 @@ inline std::vector<std::uint16_t> rank_channels(const std::uint8_t* src, const b
 /// token_stride > 1: only the sampled tokens' rows are counted and decided (z holds only theirs).
 template <class U>
 inline std::vector<std::uint8_t> rows_to_rotate(const std::uint8_t* src, const block_shape& s, std::span<const std::uint64_t> ref,
-                                                const std::vector<U>& z, std::span<const std::uint16_t> group_of, std::uint32_t groups,
+                                                std::span<const U> z, std::span<const std::uint16_t> group_of, std::uint32_t groups,
                                                 std::uint64_t token_stride = 1) {
     constexpr std::size_t P = sizeof(U);
     const std::size_t D = s.head_dim, rows = std::size_t(s.heads) * s.tokens;
@@ -325,7 +323,7 @@ inline plane_plan plan_planes(std::span<const std::uint32_t* const> hist, std::s
 
 /// The rotated section of predictor 5: symbols of the rotated rows (mode, length, bytes), then escapes.
 template <class U>
-inline void write_rotated(byte_writer& w, const block_shape& s, const std::vector<std::uint8_t>& rotated, const std::vector<U>& z,
+inline void write_rotated(byte_writer& w, const block_shape& s, const std::vector<std::uint8_t>& rotated, std::span<const U> z,
                           const std::vector<std::uint8_t>& cls, std::uint32_t classes) {
     const std::size_t D = s.head_dim;
     std::vector<std::uint8_t> symbols, ctx;
@@ -389,7 +387,8 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     // predictor search's sample when it ran on one: a majority per channel needs no more).
     std::vector<std::uint32_t> signs(C, 0), unref(C, 0);
     std::vector<std::uint8_t> copied, best_copied;  // rows copied (predictor 4) or rotated (predictor 5)
-    std::vector<U> rot_z;                           // rotated residuals (predictor 5 tried)
+    std::unique_ptr<U[]> rot_z_buffer;             // rotated residuals (predictor 5 tried): rows with a reference only
+    std::span<U> rot_z;
     double sign_scale = 1.0;                        // signs/unref count a 1/sign_scale sample
     if (preds.size() > 1) {
         // The search runs on every stride-th token (automatic: about 64 tokens per head, at most
@@ -428,7 +427,9 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             if (rotate) {
                 const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
                 if (!rotation_may_pay<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, best_bits / double(n))) continue;
-                rot_z = rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, stride);
+                rot_z_buffer = std::make_unique_for_overwrite<U[]>(n);
+                rot_z = std::span<U>(rot_z_buffer.get(), n);
+                rotated_residuals<U>(src, s, refs.get(p), refs.rotations(s.head_dim), predict, rot_z, stride);
                 copied = rows_to_rotate<U>(src, s, refs.get(p), rot_z, search_group_of, search_groups, stride);
             } else {
                 copied = copy ? copied_rows(src, s, refs.get(p), P) : std::vector<std::uint8_t>{};
@@ -510,7 +511,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         sign_scale = scale;
         if (pred == bit_predictor::rotate_same_token && stride > 1) {  // the sample chose it: rows of every token now
             const auto predict = rope::fast_predictor<U>(type, refs.rope()->style);
-            rot_z = rotated_residuals<U>(src, s, refs.get(pred), refs.rotations(s.head_dim), predict);
+            rotated_residuals<U>(src, s, refs.get(pred), refs.rotations(s.head_dim), predict, rot_z);
             copied = rows_to_rotate<U>(src, s, refs.get(pred), rot_z, search_group_of, search_groups);
         }
     } else {
@@ -536,7 +537,9 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     // 3. Residual planes and their histograms by group and by exponent bucket; then the plan.
     const bool rotate = pred == bit_predictor::rotate_same_token;
     const bool copy = pred == bit_predictor::copy_same_token || rotate;
-    std::vector<std::vector<std::uint8_t>> plane(P, std::vector<std::uint8_t>(m));
+    std::array<std::unique_ptr<std::uint8_t[]>, P> plane_buffer;  // every byte is written below: no zero-fill
+    std::array<std::span<std::uint8_t>, P> plane;
+    for (std::size_t q = 0; q < P; ++q) plane_buffer[q] = std::make_unique_for_overwrite<std::uint8_t[]>(m), plane[q] = {plane_buffer[q].get(), m};
     std::vector<std::vector<std::uint32_t>> hist(P, std::vector<std::uint32_t>(std::size_t(groups) * 256, 0));
     std::vector<std::vector<std::uint32_t>> exp(P, std::vector<std::uint32_t>(P > 1 ? exponent_buckets * 256 : 0, 0));
     {
@@ -631,7 +634,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             if (m > 0 && coded.size() >= m) mode = plane_context::stored;  // the estimate was wrong: never expand
         }
         w.put<std::uint8_t>(static_cast<std::uint8_t>(mode));
-        const auto& bytes = mode == plane_context::stored ? plane[p] : coded;
+        const auto bytes = mode == plane_context::stored ? std::span<const std::uint8_t>(plane[p]) : std::span<const std::uint8_t>(coded);
         w.put<std::uint32_t>(static_cast<std::uint32_t>(bytes.size()));
         w.put_bytes(bytes);
     }
