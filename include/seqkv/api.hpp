@@ -70,7 +70,7 @@ template <backend::Backend Backend = backend::simd>
 byte_vector compress(const kv_cache_view& cache, const compress_options& options = {},
                      std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
     return write_stream<Backend>(cache.layout, options, !token_ids.empty(), !nll.empty(), [&](format::stream_writer& w) {
-        w.append(cache, 0, cache.layout.tokens, token_ids, nll);
+        w.append(cache, 0, cache.layout.tokens, token_ids, nll, /*last=*/true);
     });
 }
 

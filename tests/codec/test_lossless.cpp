@@ -222,6 +222,30 @@ TEST(Lossless, Fp8JoinKernelsWriteTheScalarBytes) {
             }
 }
 
+// The plan's estimates visit only a histogram's nonzero symbols; they must be the same doubles as
+// the full histogram's (the encoder's choices, hence its bytes, depend on them).
+TEST(Lossless, SparseHistogramBitsAreTheFullHistogramsBits) {
+    std::mt19937_64 rng(11);
+    for (int trial = 0; trial < 2000; ++trial) {
+        std::uint32_t full[256] = {};
+        const int used = trial % 5 == 0 ? 256 : 1 + int(rng() % 40);
+        for (int k = 0; k < used; ++k) {
+            const std::uint32_t b = used == 256 ? std::uint32_t(k) : std::uint32_t(rng() % 256);
+            full[b] = trial % 7 == 0 && k < 70 ? 65536 + std::uint32_t(rng() % 1000000) : std::uint32_t(rng() % (trial % 3 ? 300 : 5));
+        }
+        std::uint32_t counts[256];
+        std::uint8_t symbols[256];
+        std::uint32_t n = 0;
+        for (std::uint32_t b = 0; b < 256; ++b)
+            if (full[b] || rng() % 4 == 0) counts[n] = full[b], symbols[n++] = static_cast<std::uint8_t>(b);  // zeros may be listed
+        for (const double scale : {1.0, 8.0, 3.7}) {
+            const double want = lossless::cost::histogram_bits(full, 256, scale);
+            const double got = lossless::cost::histogram_bits_sparse(counts, symbols, n, scale);
+            ASSERT_EQ(std::bit_cast<std::uint64_t>(want), std::bit_cast<std::uint64_t>(got)) << "trial " << trial << " scale " << scale;
+        }
+    }
+}
+
 TEST(Lossless, TokenByTokenStreamingEqualsBulk) {
     const auto cache = random_cache({2, 2, 8, 70, dtype::f16}, 9);
     const auto view = cache.view();

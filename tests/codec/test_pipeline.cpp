@@ -209,6 +209,41 @@ TEST(Pipeline, EncoderPayloadsMatchTheVersion1Vectors) {
     EXPECT_GE(checked, 8);
 }
 
+// compress() codes whole chunks (and, as its last append, the short final one) straight from the
+// caller's cache; a writer fed in small pieces stages every chunk. Every codec must write the same
+// file either way (same sequence positions, ids and nll), at chunk sizes that split the 96 tokens
+// into whole chunks and a short last one.
+TEST(Pipeline, WriterCodesFromTheCacheOrItsStagingWithTheSameBytes) {
+    const fixture f;
+    for (const auto& [name, config] : configs()) {
+        compress_options o;
+        o.codec = config;
+        o.chunk_tokens = 40;
+        const byte_vector direct = compress(f.cache, o, f.ids, f.nll);
+        const byte_vector staged = write_stream(f.cache.layout, o, true, true, [&](format::stream_writer& w) {
+            for (std::uint64_t t = 0; t < fixture::tokens; t += 7) {
+                const std::uint64_t e = std::min<std::uint64_t>(fixture::tokens, t + 7);
+                w.append(f.cache, t, e, std::span(f.ids).subspan(t, e - t), std::span(f.nll).subspan(t, e - t));
+            }
+        });
+        EXPECT_EQ(direct, staged) << name;
+        // Whole chunks from the cache, the short last one staged (no `last` flag): the same file too.
+        const byte_vector mixed = write_stream(f.cache.layout, o, true, true, [&](format::stream_writer& w) {
+            w.append(f.cache, 0, fixture::tokens, f.ids, f.nll);
+        });
+        EXPECT_EQ(direct, mixed) << name;
+    }
+    // After a short last chunk nothing more may be appended.
+    compress_options o;
+    o.chunk_tokens = 40;
+    EXPECT_THROW(write_stream(f.cache.layout, o, true, true,
+                              [&](format::stream_writer& w) {
+                                  w.append(f.cache, 0, 50, std::span(f.ids).first(50), std::span(f.nll).first(50), /*last=*/true);
+                                  w.append(f.cache, 50, 60, std::span(f.ids).subspan(50, 10), std::span(f.nll).subspan(50, 10));
+                              }),
+                 usage_error);
+}
+
 // The stream writer stages each chunk in a buffer of its own; the codec must still see the tokens'
 // sequence positions (pre-RoPE key prediction rotates by them), or the decoder — which knows the
 // chunk's first token — predicts differently from the encoder. (Version-1 writers passed

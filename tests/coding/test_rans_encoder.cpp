@@ -92,3 +92,31 @@ TEST(RansEncoder, ZeroFrequencySymbolIsAUsageError) {
     EXPECT_THROW(rans::encode(std::span<const std::uint16_t>(too_big), std::span<const std::uint16_t>(), std::span<const frequency_table>(tables)),
                  seqkv::usage_error);
 }
+
+TEST(RansEncoder, CountedBlocksEqualCountedHereAndRefuseWrongCounts) {
+    std::mt19937_64 rng(5);
+    for (std::uint32_t contexts : {1u, 3u, 24u}) {
+        std::vector<std::uint8_t> symbols(50000), ctx(contexts > 1 ? symbols.size() : 0);
+        std::vector<std::uint32_t> counts(std::size_t(contexts) * 256, 0);
+        for (std::size_t i = 0; i < symbols.size(); ++i) {
+            symbols[i] = rng() % 7 == 0 ? static_cast<std::uint8_t>(rng()) : static_cast<std::uint8_t>(rng() % 5);
+            const std::uint32_t c = contexts > 1 ? static_cast<std::uint32_t>(rng() % contexts) : 0;
+            if (contexts > 1) ctx[i] = static_cast<std::uint8_t>(c);
+            ++counts[std::size_t(c) * 256 + symbols[i]];
+        }
+        EXPECT_EQ(encode_bytes_counted(symbols, ctx, contexts, counts), encode_bytes(symbols, ctx, contexts)) << contexts;
+        auto short_by_one = counts;
+        --short_by_one[std::size_t(contexts > 1 ? ctx[0] : 0) * 256 + symbols[0]];
+        EXPECT_THROW(encode_bytes_counted(symbols, ctx, contexts, short_by_one), seqkv::usage_error);  // do not add up
+        auto moved = counts;  // adds up, but names a symbol that occurs zero times
+        const std::size_t cell = std::size_t(contexts > 1 ? ctx[0] : 0) * 256 + symbols[0];
+        moved[cell + (symbols[0] == 255 ? -1 : 1)] += moved[cell], moved[cell] = 0;
+        EXPECT_THROW(encode_bytes_counted(symbols, ctx, contexts, moved), seqkv::usage_error);
+        EXPECT_THROW(encode_bytes_counted(symbols, ctx, contexts, std::span(counts).first(counts.size() - 1)), seqkv::usage_error);
+        if (contexts > 1) {
+            auto bad_ctx = ctx;
+            bad_ctx[1] = static_cast<std::uint8_t>(contexts);
+            EXPECT_THROW(encode_bytes_counted(symbols, bad_ctx, contexts, counts), seqkv::usage_error);
+        }
+    }
+}

@@ -140,12 +140,13 @@ void compress_safetensors_to(const safetensors_file& file, const compress_option
             sink(b);
         },
         p, std::move(codec), writer_options_for(options));
-    // A chunk at a time (the same bytes as one append), so progress can be reported.
-    const std::uint64_t step = std::max<std::uint64_t>(1, options.chunk_tokens);
+    // A chunk at a time (the same bytes as one append), so progress can be reported; every chunk,
+    // the short last one included, is coded straight from the (mapped) file, never staged.
+    const std::uint64_t step = std::max<std::uint64_t>(1, writer.header().chunk_tokens);
     for (std::uint64_t t = 0; t < T; t += step) {
         const std::uint64_t e = std::min(T, t + step);
         writer.append(cache, t, e, use_tokens ? std::span<const std::int32_t>(ids).subspan(t, e - t) : std::span<const std::int32_t>{},
-                      keep_nll ? std::span<const float>(nll).subspan(t, e - t) : std::span<const float>{});
+                      keep_nll ? std::span<const float>(nll).subspan(t, e - t) : std::span<const float>{}, /*last=*/e == T);
         if (progress) progress(e, T);
     }
     byte_vector extras;

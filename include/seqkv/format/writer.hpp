@@ -58,7 +58,6 @@ public:
                               r.name.size() <= limits.max_resource_name_bytes,
                           "stream_writer: resource kind or name length out of range");
         header_.layout.tokens = 0;
-        staging_ = chunk_buffer::for_layout(header_.layout, header_.chunk_tokens);
         const byte_vector body = encode_preamble(header_);
         byte_vector out(file_magic, file_magic + 8);
         byte_writer w(out);
@@ -75,7 +74,7 @@ public:
                       std::span<const std::span<const std::uint8_t>> values, std::int32_t token_id = 0,
                       float nll = 0.0f) {
         require_usage(!finished_, "stream_writer: append after finish");
-        require_usage(!ended_short_, "stream_writer: append after a short external chunk");
+        require_usage(!ended_short_, "stream_writer: append after a short (last) chunk");
         const auto& L = header_.layout;
         const std::size_t es = dtype_size(L.type), row = std::size_t(L.head_dim) * es;
         require_usage(keys.size() == L.layers && values.size() == L.layers, "append_token: one K and V per layer");
@@ -83,7 +82,7 @@ public:
             for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                 const auto src = kind == kv_kind::key ? keys[l] : values[l];
                 require_usage(src.size() == L.kv_heads * row, "append_token: wrong number of bytes for a layer");
-                auto block = staging_.block(l, kind);
+                auto block = staging().block(l, kind);
                 for (std::uint32_t h = 0; h < L.kv_heads; ++h)
                     std::copy_n(src.data() + h * row, row,
                                 block.data() + (std::size_t(h) * header_.chunk_tokens + staged_) * row);
@@ -94,10 +93,13 @@ public:
     }
 
     /// Appends tokens [begin, end) of a cache (any strides); ids / nll cover the same range or are empty.
+    /// Whole chunks at a chunk boundary are coded straight from the cache; the rest is staged.
+    /// last: no tokens follow (finish() comes next), so a short final chunk is coded from the
+    /// cache too, without staging.
     void append(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end,
-                std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}) {
+                std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}, bool last = false) {
         require_usage(!finished_, "stream_writer: append after finish");
-        require_usage(!ended_short_, "stream_writer: append after a short external chunk");
+        require_usage(!ended_short_, "stream_writer: append after a short (last) chunk");
         cache.validate();
         require_usage(cache.layout.layers == header_.layout.layers && cache.layout.kv_heads == header_.layout.kv_heads &&
                           cache.layout.head_dim == header_.layout.head_dim && cache.layout.type == header_.layout.type,
@@ -107,12 +109,23 @@ public:
         require_usage(nll.empty() || nll.size() == end - begin, "stream_writer: nll size");
         const auto& L = header_.layout;
         const std::size_t es = dtype_size(L.type), row = std::size_t(L.head_dim) * es;
+        const bool ids_given = !token_ids.empty() || !(header_.has_token_ids || codec_reads_ids_);
+        const bool nll_given = !nll.empty() || !header_.has_nll;
         for (std::uint64_t t = begin; t < end;) {
+            if (staged_ == 0 && (end - t >= header_.chunk_tokens || last) && ids_given && nll_given) {
+                // A whole chunk (or the last one) at a chunk boundary: coded from the caller's cache, no staging copy.
+                const std::uint64_t n = std::min<std::uint64_t>(end - t, header_.chunk_tokens);
+                encode_chunk(cache, t, t + n, token_ids.empty() ? token_ids : token_ids.subspan(t - begin, n),
+                             nll.empty() ? nll : nll.subspan(t - begin, n));
+                t += n;
+                ended_short_ = n < header_.chunk_tokens;
+                continue;
+            }
             const std::uint64_t n = std::min<std::uint64_t>(end - t, header_.chunk_tokens - staged_);
             for (std::uint32_t l = 0; l < L.layers; ++l)
                 for (kv_kind kind : {kv_kind::key, kv_kind::value}) {
                     const auto& src = cache.tensor(l, kind);
-                    auto block = staging_.block(l, kind);
+                    auto block = staging().block(l, kind);
                     for (std::uint32_t h = 0; h < L.kv_heads; ++h) {
                         std::span<std::uint8_t> dst(block.data() + (std::size_t(h) * header_.chunk_tokens + staged_) * row,
                                                     std::size_t(n) * row);
@@ -190,27 +203,41 @@ private:
         sink_(bytes);
         offset_ += bytes.size();
     }
+    /// The staging buffer, allocated when first needed (a caller appending whole chunks never needs it).
+    chunk_buffer& staging() {
+        if (staging_.bytes.empty()) staging_ = chunk_buffer::for_layout(header_.layout, header_.chunk_tokens);
+        return staging_;
+    }
     void flush() {
         kv_cache_view view;
         view.layout = header_.layout;
         view.layout.tokens = staged_;
         const auto strides = kv_strides::head_major(header_.chunk_tokens, header_.layout.head_dim);
         for (std::uint32_t l = 0; l < header_.layout.layers; ++l) {
-            view.keys.push_back({staging_.block(l, kv_kind::key).data(), view.layout.type, view.layout.kv_heads, staged_,
+            view.keys.push_back({staging().block(l, kv_kind::key).data(), view.layout.type, view.layout.kv_heads, staged_,
                                  view.layout.head_dim, strides});
-            view.values.push_back({staging_.block(l, kv_kind::value).data(), view.layout.type, view.layout.kv_heads,
+            view.values.push_back({staging().block(l, kv_kind::value).data(), view.layout.type, view.layout.kv_heads,
                                    staged_, view.layout.head_dim, strides});
         }
+        const std::uint32_t tokens = staged_;
+        encode_chunk(view, 0, tokens, header_.has_token_ids || codec_reads_ids_ ? std::span<const std::int32_t>(ids_) : std::span<const std::int32_t>{},
+                     header_.has_nll ? std::span<const float>(nll_) : std::span<const float>{});
+        staged_ = 0;
+        ids_.clear();
+        nll_.clear();
+    }
+    /// Codes tokens [begin, end) of view as the next chunk (ids / nll: as the preamble and codec take them) and emits its record.
+    void encode_chunk(const kv_cache_view& view, std::uint64_t begin, std::uint64_t end, std::span<const std::int32_t> ids,
+                      std::span<const float> nll) {
+        const auto staged = static_cast<std::uint32_t>(end - begin);
         std::uint8_t flags = 0;
         if (codec_.dependent_chunks) {
             if (chunks_.size() % header_.keyframe_interval == 0) carry_.reset();
             else flags |= chunk_dependent;
         }
-        chunk_input in{&view, 0, staged_,
-                       header_.has_token_ids || codec_reads_ids_ ? std::span<const std::int32_t>(ids_) : std::span<const std::int32_t>{},
-                       header_.has_nll ? std::span<const float>(nll_) : std::span<const float>{}, options_.resources,
-                       codec_.dependent_chunks ? &carry_ : nullptr};
-        in.position_base = tokens_written_;  // the staging buffer's token 0 is the chunk's first token
+        chunk_input in{&view, begin, end, header_.has_token_ids || codec_reads_ids_ ? ids : std::span<const std::int32_t>{},
+                       header_.has_nll ? nll : std::span<const float>{}, options_.resources, codec_.dependent_chunks ? &carry_ : nullptr};
+        in.position_base = tokens_written_ - begin;  // token `begin` is the chunk's first (mod 2^64: only base + t is used)
         const byte_vector payload = codec_.encode(in);
         require_usage(payload.size() <= std::numeric_limits<std::uint32_t>::max() - (1u << 24),
                       "stream_writer: chunk payload over 4 GiB");
@@ -220,15 +247,12 @@ private:
             if (options_.external_payloads(hash, payload)) flags |= chunk_external;
         }
         byte_vector record;
-        record.reserve(64 + 8 * std::size_t(staged_) + payload.size());  // header, ids, nll, payload, CRC: no regrowth
-        append_chunk_record(record, tokens_written_, staged_, flags,
+        record.reserve(64 + 8 * std::size_t(staged) + payload.size());  // header, ids, nll, payload, CRC: no regrowth
+        append_chunk_record(record, tokens_written_, staged, flags,
                             header_.has_token_ids ? in.token_ids : std::span<const std::int32_t>{}, in.nll, payload, hash);
-        chunks_.push_back({offset_, tokens_written_, staged_, static_cast<std::uint32_t>(record.size()), flags});
+        chunks_.push_back({offset_, tokens_written_, staged, static_cast<std::uint32_t>(record.size()), flags});
         emit(record);
-        tokens_written_ += staged_;
-        staged_ = 0;
-        ids_.clear();
-        nll_.clear();
+        tokens_written_ += staged;
     }
 
     byte_sink sink_;
@@ -246,7 +270,7 @@ private:
     std::uint64_t tokens_written_ = 0;
     bool finished_ = false;
     bool codec_reads_ids_ = false;  // codes_token_ids: ids go to the codec, not into the records
-    bool ended_short_ = false;  // append_external wrote a chunk shorter than chunk_tokens
+    bool ended_short_ = false;  // append_external or append(last) wrote a chunk shorter than chunk_tokens
 };
 
 }  // namespace seqkv::format
