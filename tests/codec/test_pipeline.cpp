@@ -233,9 +233,17 @@ TEST(Pipeline, WriterCodesFromTheCacheOrItsStagingWithTheSameBytes) {
         });
         EXPECT_EQ(direct, mixed) << name;
     }
-    // After a short last chunk nothing more may be appended.
+    // After a short last chunk nothing more may be appended (an empty append is still no-op).
     compress_options o;
     o.chunk_tokens = 40;
+    EXPECT_EQ(write_stream(f.cache.layout, o, true, true,
+                           [&](format::stream_writer& w) {
+                               w.append(f.cache, 0, 50, std::span(f.ids).first(50), std::span(f.nll).first(50), /*last=*/true);
+                               w.append(f.cache, 50, 50);
+                           }),
+              write_stream(f.cache.layout, o, true, true, [&](format::stream_writer& w) {
+                  w.append(f.cache, 0, 50, std::span(f.ids).first(50), std::span(f.nll).first(50));
+              }));
     EXPECT_THROW(write_stream(f.cache.layout, o, true, true,
                               [&](format::stream_writer& w) {
                                   w.append(f.cache, 0, 50, std::span(f.ids).first(50), std::span(f.nll).first(50), /*last=*/true);

@@ -3,7 +3,9 @@
 // bits on any machine (with or without FMA hardware, at any -ffp-contract setting).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 namespace seqkv {
 
@@ -30,6 +32,19 @@ inline double unfused_mul(double a, double b) {
 #else
     volatile double product = a * b;
     return product;
+#endif
+}
+
+/// out[i] = a[i] * b, each rounded to fp32 and never fused into a later add — unfused_mul over a
+/// whole array, but the loop vectorises: the products are stored, then an empty asm with a memory
+/// clobber makes the compiler forget what the stored values are (a later `out[i] + c` reloads an
+/// opaque fp32 value and cannot fuse). Elsewhere through unfused_mul per element. out may alias a.
+inline void unfused_scale(std::span<const float> a, float b, std::span<float> out) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = a[i] * b;
+    __asm__ __volatile__("" : : "r"(out.data()) : "memory");
+#else
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = unfused_mul(a[i], b);
 #endif
 }
 

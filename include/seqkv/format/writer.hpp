@@ -99,7 +99,7 @@ public:
     void append(const kv_cache_view& cache, std::uint64_t begin, std::uint64_t end,
                 std::span<const std::int32_t> token_ids = {}, std::span<const float> nll = {}, bool last = false) {
         require_usage(!finished_, "stream_writer: append after finish");
-        require_usage(!ended_short_, "stream_writer: append after a short (last) chunk");
+        require_usage(!ended_short_ || begin == end, "stream_writer: append after a short (last) chunk");
         cache.validate();
         require_usage(cache.layout.layers == header_.layout.layers && cache.layout.kv_heads == header_.layout.kv_heads &&
                           cache.layout.head_dim == header_.layout.head_dim && cache.layout.type == header_.layout.type,

@@ -33,7 +33,23 @@ constexpr std::uint32_t next_power_of_two(std::uint32_t n) {
 /// a + b and a - b as the scalar loop, so the bits do not depend on the path.
 inline void walsh_hadamard(std::span<float> v) {
     const std::size_t n = v.size();
-    for (std::size_t half = 1; half < n; half <<= 1) {
+    std::size_t first = 1;
+#if SEQKV_X86_AVX2_KERNELS && defined(__x86_64__)
+    if (n >= 4) {  // stages half = 1 and 2 in one register per four elements (shuffles, then the same adds / subtracts)
+        float* d = v.data();
+        for (std::size_t i = 0; i < n; i += 4) {
+            const __m128 x = _mm_loadu_ps(d + i);                                // a b c d
+            const __m128 e = _mm_shuffle_ps(x, x, _MM_SHUFFLE(2, 0, 2, 0));      // a c a c
+            const __m128 o = _mm_shuffle_ps(x, x, _MM_SHUFFLE(3, 1, 3, 1));      // b d b d
+            __m128 y = _mm_shuffle_ps(_mm_add_ps(e, o), _mm_sub_ps(e, o), _MM_SHUFFLE(1, 0, 1, 0));  // a+b c+d a-b c-d
+            y = _mm_shuffle_ps(y, y, _MM_SHUFFLE(3, 1, 2, 0));                  // a+b a-b c+d c-d
+            const __m128 lo = _mm_movelh_ps(y, y), hi = _mm_movehl_ps(y, y);   // y0 y1 y0 y1 / y2 y3 y2 y3
+            _mm_storeu_ps(d + i, _mm_shuffle_ps(_mm_add_ps(lo, hi), _mm_sub_ps(lo, hi), _MM_SHUFFLE(1, 0, 1, 0)));
+        }
+        first = 4;
+    }
+#endif
+    for (std::size_t half = first; half < n; half <<= 1) {
 #if SEQKV_X86_AVX2_KERNELS && defined(__x86_64__)  // x86-64 float math is SSE (no x87 excess precision)
         if (half >= 4) {
             float* d = v.data();
@@ -70,14 +86,24 @@ public:
     std::uint32_t size() const { return static_cast<std::uint32_t>(signs_.size()); }
     /// v <- H (s ⊙ v); ||v|| grows by sqrt(P).
     void forward(std::span<float> v) const {
-        for (std::size_t i = 0; i < v.size(); ++i) v[i] *= signs_[i];
+        std::size_t i = 0;
+#if SEQKV_X86_AVX2_KERNELS && defined(__x86_64__)
+        for (; i + 4 <= v.size(); i += 4) _mm_storeu_ps(v.data() + i, _mm_mul_ps(_mm_loadu_ps(v.data() + i), _mm_loadu_ps(signs_.data() + i)));
+#endif
+        for (; i < v.size(); ++i) v[i] *= signs_[i];
         walsh_hadamard(v);
     }
     /// v <- s ⊙ (H v) / P, the exact inverse of forward (up to fp32 rounding of the sums).
     void inverse(std::span<float> v) const {
         walsh_hadamard(v);
         const float inv = 1.0f / float(v.size());  // power of two: exact
-        for (std::size_t i = 0; i < v.size(); ++i) v[i] = v[i] * signs_[i] * inv;
+        std::size_t i = 0;
+#if SEQKV_X86_AVX2_KERNELS && defined(__x86_64__)  // (v * s) * inv per lane, as below
+        const __m128 scale = _mm_set1_ps(inv);
+        for (; i + 4 <= v.size(); i += 4)
+            _mm_storeu_ps(v.data() + i, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(v.data() + i), _mm_loadu_ps(signs_.data() + i)), scale));
+#endif
+        for (; i < v.size(); ++i) v[i] = v[i] * signs_[i] * inv;
     }
 
 private:

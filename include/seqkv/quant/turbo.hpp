@@ -184,17 +184,20 @@ private:
                 part.qjl_rotation.inverse(signs);  // s ⊙ H sign / P
                 // E[S^T sign(S e)] = m sqrt(2/pi) e/||e|| for m = P rows of ±1: scale by sqrt(pi/2) ||e||.
                 const float gain = unfused_mul(1.2533141373155003f, e_norm);
-                for (std::uint32_t i = 0; i < part.padded; ++i) unit_hat[i] += unfused_mul(gain, signs[i]);
+                unfused_scale(signs, gain, signs);  // the products rounded to fp32 before the adds, as unfused_mul
+                for (std::uint32_t i = 0; i < part.padded; ++i) unit_hat[i] += signs[i];
             }
+            const auto scaled = unit_hat.first(part.channels.size());
+            unfused_scale(scaled, norm, scaled);  // norm * unit_hat, never fused into the add below
             if (p.shape.output_type == dtype::bf16) {
                 for (std::size_t i = 0; i < part.channels.size(); ++i) {
                     const std::uint32_t c = part.channels[i];
-                    recon[c] = round_to_bf16(pred[c] + unfused_mul(norm, unit_hat[i]));
+                    recon[c] = round_to_bf16(pred[c] + scaled[i]);
                 }
             } else {
                 for (std::size_t i = 0; i < part.channels.size(); ++i) {
                     const std::uint32_t c = part.channels[i];
-                    recon[c] = round_to_dtype(pred[c] + unfused_mul(norm, unit_hat[i]), p.shape.output_type);
+                    recon[c] = round_to_dtype(pred[c] + scaled[i], p.shape.output_type);
                 }
             }
             s += part.padded * (qjl_ ? 2 : 1);

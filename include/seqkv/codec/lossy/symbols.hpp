@@ -212,20 +212,60 @@ public:
     }
     /// out.size() symbols under contexts[j] + cls, the same as get() called for each in order.
     void get_row(std::span<const std::uint32_t> contexts, std::uint32_t cls, std::span<std::uint16_t> out) {
-        // Packed rows whose symbols share one alphabet (KIVI, int8, fp8, TurboQuant without QJL ...)
-        // take the fast path.
         require_usage(contexts.size() >= out.size(), "symbol_reader: fewer contexts than symbols");
-        bool same = mode_ == symbol_coding::packed && !out.empty();
-        for (std::size_t j = 0; same && j < out.size(); ++j) {
-            require_usage(contexts[j] + cls < alphabets_.size(), "symbol_reader: context out of range");
-            same = alphabets_[contexts[j] + cls] == alphabets_[contexts[0] + cls];
-        }
-        const std::uint32_t alphabet = same ? alphabets_[contexts[0] + cls] : 0;
-        if (!same || alphabet <= 1) {
+        if (mode_ != symbol_coding::packed) {
             for (std::size_t j = 0; j < out.size(); ++j) out[j] = get(contexts[j] + cls);
             return;
         }
-        // One alphabet: the symbols are a plain bit stream of `bits` each, refilled 7 bytes at a time.
+        // Packed rows: each run of symbols that share an alphabet (a whole KIVI / int8 / fp8 row;
+        // TurboQuant's codebook indices, then its QJL signs) is read as one plain bit stream.
+        for (std::size_t j = 0; j < out.size();) {
+            require_usage(contexts[j] + cls < alphabets_.size(), "symbol_reader: context out of range");
+            const std::uint32_t alphabet = alphabets_[contexts[j] + cls];
+            std::size_t k = j + 1;
+            for (; k < out.size(); ++k) {
+                require_usage(contexts[k] + cls < alphabets_.size(), "symbol_reader: context out of range");
+                if (alphabets_[contexts[k] + cls] != alphabet) break;
+            }
+            if (alphabet <= 1) {
+                for (std::size_t i = j; i < k; ++i) out[i] = get(contexts[i] + cls);
+            } else {
+                get_run(alphabet, out.subspan(j, k - j));
+            }
+            j = k;
+        }
+    }
+    std::uint16_t get(std::uint32_t context) {
+        require_usage(context < alphabets_.size(), "symbol_reader: context out of range");
+        if (mode_ == symbol_coding::adaptive) {
+            if (range_.overrun_bytes() > 8) throw format_error("lossy symbol stream truncated");
+            return static_cast<std::uint16_t>(coding::decode_symbol(range_, models_[context]));
+        }
+        const unsigned bits = quant::bits_for_alphabet(alphabets_[context]);
+        while (bit_count_ < bits) {
+            if (position_ >= bytes_.size()) throw format_error("lossy packed symbol stream truncated");
+            bit_buffer_ |= std::uint64_t(bytes_[position_++]) << bit_count_;
+            bit_count_ += 8;
+        }
+        const auto symbol = static_cast<std::uint32_t>(bit_buffer_ & ((std::uint64_t(1) << bits) - 1));
+        bit_buffer_ >>= bits;
+        bit_count_ -= bits;
+        if (symbol >= alphabets_[context]) throw format_error("lossy packed symbol out of range");
+        return static_cast<std::uint16_t>(symbol);
+    }
+    /// Checks that the stream was consumed consistently.
+    void finish() const {
+        if (mode_ == symbol_coding::adaptive) {
+            if (range_.overrun_bytes() > 3) throw format_error("lossy symbol stream truncated");
+        } else if (position_ != bytes_.size() || bit_count_ >= 8) {  // get_row reads ahead: whole bytes left = trailing
+            throw format_error("lossy packed symbol stream has trailing bytes");
+        }
+    }
+
+private:
+    /// out.size() packed symbols of one alphabet (>= 2): a plain bit stream of `bits` each, refilled
+    /// 7 bytes at a time, or split straight from whole bytes when byte-aligned symbols start on a byte.
+    void get_run(std::uint32_t alphabet, std::span<std::uint16_t> out) {
         const unsigned bits = quant::bits_for_alphabet(alphabet);
         const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
         std::uint32_t largest = 0;
@@ -266,34 +306,7 @@ public:
         }
         if (largest >= alphabet) throw format_error("lossy packed symbol out of range");
     }
-    std::uint16_t get(std::uint32_t context) {
-        require_usage(context < alphabets_.size(), "symbol_reader: context out of range");
-        if (mode_ == symbol_coding::adaptive) {
-            if (range_.overrun_bytes() > 8) throw format_error("lossy symbol stream truncated");
-            return static_cast<std::uint16_t>(coding::decode_symbol(range_, models_[context]));
-        }
-        const unsigned bits = quant::bits_for_alphabet(alphabets_[context]);
-        while (bit_count_ < bits) {
-            if (position_ >= bytes_.size()) throw format_error("lossy packed symbol stream truncated");
-            bit_buffer_ |= std::uint64_t(bytes_[position_++]) << bit_count_;
-            bit_count_ += 8;
-        }
-        const auto symbol = static_cast<std::uint32_t>(bit_buffer_ & ((std::uint64_t(1) << bits) - 1));
-        bit_buffer_ >>= bits;
-        bit_count_ -= bits;
-        if (symbol >= alphabets_[context]) throw format_error("lossy packed symbol out of range");
-        return static_cast<std::uint16_t>(symbol);
-    }
-    /// Checks that the stream was consumed consistently.
-    void finish() const {
-        if (mode_ == symbol_coding::adaptive) {
-            if (range_.overrun_bytes() > 3) throw format_error("lossy symbol stream truncated");
-        } else if (position_ != bytes_.size() || bit_count_ >= 8) {  // get_row reads ahead: whole bytes left = trailing
-            throw format_error("lossy packed symbol stream has trailing bytes");
-        }
-    }
 
-private:
     symbol_coding mode_;
     std::span<const std::uint8_t> bytes_;
     coding::range_decoder range_;

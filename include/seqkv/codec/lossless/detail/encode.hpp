@@ -446,7 +446,8 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
             if (copy) {
                 // Copy and rotate code the other rows as they are: predictor none's counts (the
                 // first one tried) less the copied or rotated sampled rows, the same integers as a pass.
-                hist0 = none_hist0, histp = none_histp;
+                std::copy(none_hist0.begin(), none_hist0.end(), hist0.begin());  // in place: count holds hist0's buffer
+                std::copy(none_histp.begin(), none_histp.end(), histp.begin());
                 for (std::size_t row = 0; row < copied.size(); ++row)
                     if (copied[row] && sampled_row(row))
                         for (std::size_t c = 0, ch = (row / s.tokens) * s.head_dim; c < s.head_dim; ++c)
