@@ -135,9 +135,25 @@ std::vector<codec_fns> codecs() {
                              seqkv::lossless::plane_options o;
                              if (rope) o.rope = d.rope;
                              o.estimate_stride = estimate_stride;
-                             return seqkv::compress(
-                                 d.view(), {.codec = seqkv::lossless_config(o), .chunk_tokens = chunk, .metadata = {}, .resources = {}, .threads = threads},
-                                 ids ? std::span<const std::int32_t>(d.token_ids) : std::span<const std::int32_t>{});
+                             const seqkv::compress_options opts{
+                                 .codec = seqkv::lossless_config(o), .chunk_tokens = chunk, .metadata = {}, .resources = {}, .threads = threads};
+                             const auto id_span = ids ? std::span<const std::int32_t>(d.token_ids) : std::span<const std::int32_t>{};
+                             if (estimate_stride == 0) return seqkv::compress(d.view(), opts, id_span);
+                             // The search stride is an encoder choice the file's codec config does not
+                             // carry (make_codec would drop it): the writer gets this encoder itself.
+                             const auto view = d.view();
+                             seqkv::format::preamble p;
+                             p.layout = view.layout;
+                             seqkv::apply_options(p, opts);
+                             p.has_token_ids = !id_span.empty();
+                             byte_vector out;
+                             seqkv::format::stream_writer w(
+                                 [&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
+                                 seqkv::any_chunk_codec::wrap(seqkv::lossless_codec<>(o, seqkv::executor_for(threads)), "lossless"),
+                                 seqkv::writer_options_for(opts));
+                             w.append(view, 0, view.layout.tokens, id_span, {}, /*last=*/true);
+                             w.finish();
+                             return out;
                          },
                          [=](const dataset&, const byte_vector& z, byte_vector& out) {
                              auto b = scalar ? seqkv::decompress<seqkv::backend::scalar>(z) : seqkv::decompress(z, 0, std::nullopt, {}, threads);
