@@ -549,6 +549,7 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
         for (std::size_t q = 0; q < P; ++q) pl[q] = plane[q].data(), hs[q] = hist[q].data(), ex[q] = exp[q].data();
         // Local pointer copies (captured by value): the byte stores cannot alias them.
         for_each_residual<U>(src, s, ref, !copy, copied, flip, [pl, hs, ex, gof = group_of.data()](std::size_t ch, std::size_t i, U r, bool) {
+            (void)ex;  // one-byte elements have no exponent-bucketed planes
             const std::size_t g = std::size_t(gof[ch]) * 256;
             const std::uint8_t b0 = plane_byte<U, 0>(r);
             pl[0][i] = b0;
