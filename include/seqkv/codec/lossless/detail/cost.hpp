@@ -29,48 +29,12 @@ inline double count_log2_count(std::uint64_t c) {
 /// Fixed bytes of a coded rANS byte block beyond its tables: kind, precision, varints, 32 lane states.
 inline constexpr double rans_block_overhead_bits = 8.0 * (2 + 3 + 1 + 1 + 3 + 4 * 32);
 
-/// Ideal code length in bits of a 256-symbol histogram under its own static table, plus the
-/// estimated table record (varint tag, one gap byte per used symbol, 1-2 frequency bytes).
-/// scale > 1: the histogram counts a sample of 1/scale of the data; its code length is scaled up
-/// (the table record is not).
-inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet = 256, double scale = 1.0) {
-    std::uint64_t total = 0;
-    double sum_clogc = 0;
-    std::uint32_t used = 0, wide = 0;
-    // Four partial sums (a single one chains every addition's latency), table lookups inline
-    // (0 for an empty symbol), the rare counts past the table computed after the pass.
-    const double* table = count_log2_table();
-    double part[4] = {0, 0, 0, 0};
-    std::uint32_t large[4][64];
-    std::uint32_t n_large[4] = {0, 0, 0, 0};
-    auto add = [&](std::uint32_t lane, std::uint32_t c) {
-        total += c;
-        used += c != 0;
-        const bool small = c < count_log2_table_size;
-        part[lane] += table[small ? c : 0];
-        if (!small) {
-            if (n_large[lane] < 64) large[lane][n_large[lane]++] = c;
-            else part[lane] += count_log2_count(c);
-        }
-    };
-    std::uint32_t s = 0;
-    for (; s + 4 <= alphabet; s += 4) add(0, counts[s]), add(1, counts[s + 1]), add(2, counts[s + 2]), add(3, counts[s + 3]);
-    for (; s < alphabet; ++s) add(0, counts[s]);
-    for (std::uint32_t lane = 0; lane < 4; ++lane)
-        for (std::uint32_t i = 0; i < n_large[lane]; ++i) part[lane] += count_log2_count(large[lane][i]);
-    sum_clogc = (part[0] + part[1]) + (part[2] + part[3]);
-    if (total == 0) return 8.0;
-    for (std::uint32_t s = 0; s < alphabet; ++s)
-        if (counts[s] && std::uint64_t(counts[s]) * 4096 > std::uint64_t(129) * total) ++wide;
-    const double table_bits = 8.0 * (1 + (used > 63) + 2.0 * used + wide);
-    return scale * (count_log2_count(total) - sum_clogc) + table_bits;
-}
-
-/// histogram_bits of a 256-symbol histogram from its possibly nonzero entries only: counts[j] is
-/// the count of symbol symbols[j] (symbols ascending, every other symbol's count 0). Returns the
-/// same double as histogram_bits of the full histogram: every symbol adds into the partial sum of
-/// lane symbol % 4 in the same order (the skipped symbols add +0.0), and the integer totals match.
-inline double histogram_bits_sparse(const std::uint32_t* counts, const std::uint8_t* symbols, std::uint32_t n, double scale = 1.0) {
+namespace detail {
+/// The histogram cost of n counts: count(j) is entry j's count, lane(j) the partial sum it adds
+/// into (four partial sums: a single one chains every addition's latency). Table lookups inline
+/// (0 for an empty entry), the rare counts past the table computed after the pass, lane by lane.
+template <class Count, class Lane>
+inline double histogram_bits_of(std::uint32_t n, Count count, Lane lane, double scale) {
     std::uint64_t total = 0;
     std::uint32_t used = 0, wide = 0;
     const double* table = count_log2_table();
@@ -78,23 +42,44 @@ inline double histogram_bits_sparse(const std::uint32_t* counts, const std::uint
     std::uint32_t large[4][64];
     std::uint32_t n_large[4] = {0, 0, 0, 0};
     for (std::uint32_t j = 0; j < n; ++j) {
-        const std::uint32_t c = counts[j], lane = symbols[j] & 3u;
+        const std::uint32_t c = count(j), l = lane(j);
         total += c;
         used += c != 0;
         const bool small = c < count_log2_table_size;
-        part[lane] += table[small ? c : 0];
+        part[l] += table[small ? c : 0];
         if (!small) {
-            if (n_large[lane] < 64) large[lane][n_large[lane]++] = c;
-            else part[lane] += count_log2_count(c);
+            if (n_large[l] < 64) large[l][n_large[l]++] = c;
+            else part[l] += count_log2_count(c);
         }
     }
-    for (std::uint32_t lane = 0; lane < 4; ++lane)
-        for (std::uint32_t i = 0; i < n_large[lane]; ++i) part[lane] += count_log2_count(large[lane][i]);
+    for (std::uint32_t l = 0; l < 4; ++l)
+        for (std::uint32_t i = 0; i < n_large[l]; ++i) part[l] += count_log2_count(large[l][i]);
     const double sum_clogc = (part[0] + part[1]) + (part[2] + part[3]);
     if (total == 0) return 8.0;
-    for (std::uint32_t j = 0; j < n; ++j) wide += counts[j] && std::uint64_t(counts[j]) * 4096 > std::uint64_t(129) * total;
+    for (std::uint32_t j = 0; j < n; ++j) wide += count(j) && std::uint64_t(count(j)) * 4096 > std::uint64_t(129) * total;
     const double table_bits = 8.0 * (1 + (used > 63) + 2.0 * used + wide);
     return scale * (count_log2_count(total) - sum_clogc) + table_bits;
+}
+}  // namespace detail
+
+/// Ideal code length in bits of a 256-symbol histogram under its own static table, plus the
+/// estimated table record (varint tag, one gap byte per used symbol, 1-2 frequency bytes).
+/// scale > 1: the histogram counts a sample of 1/scale of the data; its code length is scaled up
+/// (the table record is not). Symbol s adds into partial sum s % 4 (a tail past the last multiple
+/// of four: sum 0).
+inline double histogram_bits(const std::uint32_t* counts, std::uint32_t alphabet = 256, double scale = 1.0) {
+    const std::uint32_t quads = alphabet & ~3u;
+    return detail::histogram_bits_of(
+        alphabet, [counts](std::uint32_t s) { return counts[s]; }, [quads](std::uint32_t s) { return s < quads ? s & 3u : 0u; }, scale);
+}
+
+/// histogram_bits of a 256-symbol histogram from its possibly nonzero entries only: counts[j] is
+/// the count of symbol symbols[j] (symbols ascending, every other symbol's count 0). Returns the
+/// same double as histogram_bits of the full histogram: every symbol adds into the partial sum of
+/// lane symbol % 4 in the same order (the skipped symbols add +0.0), and the integer totals match.
+inline double histogram_bits_sparse(const std::uint32_t* counts, const std::uint8_t* symbols, std::uint32_t n, double scale = 1.0) {
+    return detail::histogram_bits_of(
+        n, [counts](std::uint32_t j) { return counts[j]; }, [symbols](std::uint32_t j) { return symbols[j] & 3u; }, scale);
 }
 
 /// Entropy in bits of a binary split (n0 zeros, n1 ones), no side information.
