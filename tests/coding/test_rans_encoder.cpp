@@ -120,3 +120,84 @@ TEST(RansEncoder, CountedBlocksEqualCountedHereAndRefuseWrongCounts) {
         }
     }
 }
+
+TEST(RansEncoder, SimdEncoderWritesTheScalarBytes) {
+    // Byte symbols under 1–40 contexts (u8 and u16), precisions 1–12, lengths around the 32-lane
+    // groups, skewed and flat streams, frequency-1 and whole-range symbols: the AVX2 path (where the
+    // CPU has it; else both calls run the scalar path) must give the division encoder's lanes.
+    if (!rans::simd_encode_available()) GTEST_SKIP() << "no AVX2 on this CPU: only the scalar encoder runs";
+    std::mt19937_64 rng(11);
+    for (int trial = 0; trial < 300; ++trial) {
+        const std::uint32_t context_count = trial % 4 == 0 ? 1 : 1 + static_cast<std::uint32_t>(rng() % 40);
+        const std::size_t count = trial % 5 == 0 ? 256 + rng() % 64 : static_cast<std::size_t>(rng() % 30000);
+        const int shape = trial % 3;  // 0: near-constant with rare outliers, 1: a few symbols, 2: uniform bytes
+        std::vector<std::uint8_t> symbols(count);
+        std::vector<std::uint8_t> contexts8(context_count > 1 ? count : 0);
+        std::vector<std::uint16_t> contexts16(contexts8.size());
+        std::vector<std::vector<std::uint64_t>> counts(context_count, std::vector<std::uint64_t>(256, 0));
+        for (std::size_t i = 0; i < count; ++i) {
+            symbols[i] = shape == 0   ? (rng() % 500 == 0 ? static_cast<std::uint8_t>(rng()) : 7)
+                         : shape == 1 ? static_cast<std::uint8_t>(rng() % 4 * 60)
+                                      : static_cast<std::uint8_t>(rng());
+            const std::uint32_t c = context_count > 1 ? static_cast<std::uint32_t>(rng() % context_count) : 0;
+            if (context_count > 1) contexts8[i] = static_cast<std::uint8_t>(c), contexts16[i] = static_cast<std::uint16_t>(c);
+            ++counts[c][symbols[i]];
+        }
+        std::uint32_t most_distinct = 1;
+        for (const auto& row : counts)
+            most_distinct = std::max<std::uint32_t>(most_distinct, static_cast<std::uint32_t>(std::count_if(row.begin(), row.end(), [](auto n) { return n != 0; })));
+        const unsigned least = std::max(1u, static_cast<unsigned>(std::bit_width(most_distinct - 1)));
+        const unsigned precision = std::max<unsigned>(least, trial % 2 == 0 ? 12u : static_cast<unsigned>(rng() % 13));
+        std::vector<frequency_table> tables;
+        for (const auto& row : counts) tables.push_back(frequency_table::from_counts(row, precision));
+        const std::span<const frequency_table> t(tables);
+        const std::span<const std::uint8_t> s(symbols);
+        const auto expected = rans::encode_by_division(s, std::span<const std::uint8_t>(contexts8), t);
+        expect_same_lanes(rans::encode(s, std::span<const std::uint8_t>(contexts8), t, rans::encode_path::simd), expected);
+        expect_same_lanes(rans::encode(s, std::span<const std::uint16_t>(contexts16), t, rans::encode_path::simd), expected);
+        expect_same_lanes(rans::encode_scalar(s, std::span<const std::uint8_t>(contexts8), t), expected);
+    }
+}
+
+TEST(RansEncoder, SimdEncoderRefusesWhatTheScalarOneRefuses) {
+    std::vector<std::uint8_t> symbols(1000, 1), contexts(1000, 0);
+    symbols[500] = 2;  // frequency 0 in the table below, in a whole group
+    const std::vector<frequency_table> tables = {frequency_table::from_frequencies({0, 4095, 0, 1}, 12)};
+    const std::span<const frequency_table> t(tables);
+    for (auto path : {rans::encode_path::scalar, rans::encode_path::simd}) {
+        EXPECT_THROW(rans::encode(std::span<const std::uint8_t>(symbols), std::span<const std::uint8_t>(), t, path), seqkv::usage_error);
+        symbols[500] = 1, symbols[999] = 0;  // in the partial last group
+        EXPECT_THROW(rans::encode(std::span<const std::uint8_t>(symbols), std::span<const std::uint8_t>(), t, path), seqkv::usage_error);
+        symbols[999] = 1, contexts[3] = 1;  // a context without a table
+        EXPECT_THROW(rans::encode(std::span<const std::uint8_t>(symbols), std::span<const std::uint8_t>(contexts), t, path), seqkv::usage_error);
+        contexts[3] = 0, symbols[500] = 2;
+    }
+}
+
+TEST(RansEncoder, DoubleQuotientIsExactForByteTables) {
+    // The AVX2 encoder's floor(x / f): trunc(s · RN(1/f) + RN(2^31 · RN(1/f) + 2^-16)) with
+    // s = x - 2^31, for every f <= 2^12 and states around multiples of f up to 2^32 - 1; checked
+    // fused (as the kernel runs) and with every operation rounded on its own.
+    std::mt19937_64 rng(13);
+    const double two31 = 2147483648.0, nudge = 1.0 / 65536.0;
+    for (std::uint32_t f = 1; f <= 4096; ++f) {
+        const volatile double inverse = 1.0 / double(f);
+        std::vector<std::uint64_t> states = {1, f, (std::uint64_t{f} << 20) - 1, (std::uint64_t{1} << 31) - 1,
+                                             std::uint64_t{1} << 31, (std::uint64_t{1} << 32) - 1};
+        for (int k = 0; k < 40; ++k) {
+            const std::uint64_t multiple = (1 + rng() % ((std::uint64_t{1} << 32) - 1)) / f * f;
+            for (std::uint64_t x : {multiple, multiple - 1, multiple + f - 1}) states.push_back(x);
+        }
+        const double fused_offset = std::fma(two31, inverse, nudge);
+        const volatile double scaled = two31 * inverse;
+        const volatile double offset = scaled + nudge;
+        for (std::uint64_t x : states) {
+            if (x < 1 || x >= (std::uint64_t{1} << 32)) continue;
+            const double s = double(std::int64_t(x) - (std::int64_t{1} << 31));
+            ASSERT_EQ(static_cast<std::int64_t>(std::fma(s, inverse, fused_offset)), std::int64_t(x / f)) << "fused, f " << f << " x " << x;
+            const volatile double product = s * inverse;
+            const volatile double sum = product + offset;
+            ASSERT_EQ(static_cast<std::int64_t>(sum), std::int64_t(x / f)) << "unfused, f " << f << " x " << x;
+        }
+    }
+}

@@ -23,6 +23,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <string>
@@ -138,16 +139,10 @@ byte_vector encode_rans_block(rans_block_kind kind, std::span<const Symbol> symb
         std::uint64_t total = 0;
         for (std::size_t k = 0; k < counts.size(); ++k) total += counts[k] = known_counts[k];
         require_usage(total == symbols.size(), "encode_block: counts do not add up to the symbols");
-        if (!contexts.empty()) {  // the range checks the counting loop makes (counts name only valid pairs)
-            std::uint32_t largest = 0;
-            for (const auto c : contexts) largest = std::max<std::uint32_t>(largest, c);
-            require_usage(largest < context_count, "encode_block: context out of range");
-        }
-        if (alphabet_size <= std::numeric_limits<Symbol>::max()) {
-            std::uint32_t largest = 0;
-            for (const auto v : symbols) largest = std::max<std::uint32_t>(largest, v);
-            require_usage(largest < alphabet_size, "encode_block: symbol outside alphabet");
-        }
+        // the range checks the counting loop makes (counts name only valid pairs)
+        if (!contexts.empty()) require_usage(rans::largest_of(contexts) < context_count, "encode_block: context out of range");
+        if (alphabet_size <= std::numeric_limits<Symbol>::max())
+            require_usage(rans::largest_of(symbols) < alphabet_size, "encode_block: symbol outside alphabet");
     } else {
         for (std::size_t i = 0; i < symbols.size(); ++i) {
             const std::uint32_t c = rans::context_at(contexts, i);
@@ -195,9 +190,14 @@ byte_vector encode_rans_block(rans_block_kind kind, std::span<const Symbol> symb
     for (auto state : lanes.states) writer.put<std::uint32_t>(state);
     const std::size_t word_start = out.size();
     out.resize(word_start + 2 * lanes.words.size());
-    for (std::size_t w = 0; w < lanes.words.size(); ++w) {
-        out[word_start + 2 * w] = static_cast<std::uint8_t>(lanes.words[w]);
-        out[word_start + 2 * w + 1] = static_cast<std::uint8_t>(lanes.words[w] >> 8);
+    std::uint8_t* word_bytes = out.data() + word_start;
+    if constexpr (std::endian::native == std::endian::little) {
+        if (!lanes.words.empty()) std::memcpy(word_bytes, lanes.words.data(), 2 * lanes.words.size());
+    } else {
+        for (std::size_t w = 0; w < lanes.words.size(); ++w) {
+            word_bytes[2 * w] = static_cast<std::uint8_t>(lanes.words[w]);
+            word_bytes[2 * w + 1] = static_cast<std::uint8_t>(lanes.words[w] >> 8);
+        }
     }
     return out;
 }

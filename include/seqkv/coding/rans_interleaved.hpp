@@ -1,6 +1,6 @@
 // Interleaved rANS with static per-context tables: 32 independent 32-bit states, 16-bit
 // renormalization. This header holds the scalar reference encoder and decoder; rans_simd.hpp
-// decodes the same bytes with AVX2.
+// encodes and decodes the same bytes with AVX2.
 //
 // Invariants (L = 2^16, P = precision_bits <= 16):
 //   * every lane state x lies in [L, 2^32) between symbols;
@@ -45,6 +45,26 @@ struct encoded_lanes {
     std::array<std::uint32_t, lane_count> states{};
     std::vector<std::uint16_t> words;
 };
+
+/// The largest element of a symbol or context stream (0 when empty): the encoders' range checks.
+/// Byte streams run sixteen bytes a step on SSE2 (a compiler at -O2 keeps the plain loop scalar).
+template <class T>
+inline std::uint32_t largest_of(std::span<const T> values) {
+    std::uint32_t largest = 0;
+    std::size_t i = 0;
+#if defined(__SSE2__)
+    if constexpr (sizeof(T) == 1) {
+        __m128i m = _mm_setzero_si128();
+        for (; i + 16 <= values.size(); i += 16)
+            m = _mm_max_epu8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(values.data() + i)));
+        alignas(16) std::uint8_t lanes[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(lanes), m);
+        for (const std::uint8_t b : lanes) largest = std::max<std::uint32_t>(largest, b);
+    }
+#endif
+    for (; i < values.size(); ++i) largest = std::max<std::uint32_t>(largest, static_cast<std::uint32_t>(values[i]));
+    return largest;
+}
 
 /// Context of symbol i: contexts[i], or 0 when contexts is empty (single-context block).
 template <class Context>
@@ -118,9 +138,10 @@ inline std::uint32_t encode_step(std::uint32_t x, const encoder_symbol& e) {
 
 /// Encodes symbols with tables[context] (all of equal precision; each symbol must have nonzero
 /// frequency in its context's table, else usage_error). Uses encoder_symbol reciprocals (no
-/// division per symbol) unless the tables hold far more cells than there are symbols.
+/// division per symbol) unless the tables hold far more cells than there are symbols. The
+/// scalar reference; rans_simd.hpp's encode() picks an AVX2 encoder of the same bytes.
 template <class Symbol, class Context>
-encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> contexts,
+encoded_lanes encode_scalar(std::span<const Symbol> symbols, std::span<const Context> contexts,
                      std::span<const frequency_table> tables) {
     require_usage(contexts.empty() || contexts.size() == symbols.size(), "rans::encode: contexts/symbols size mismatch");
     require_usage(!tables.empty(), "rans::encode: no tables");
