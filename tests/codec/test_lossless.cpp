@@ -269,9 +269,12 @@ TEST(Lossless, TokenByTokenStreamingEqualsBulk) {
             }
         std::vector<std::span<const std::uint8_t>> kspan(ks.begin(), ks.end()), vspan(vs.begin(), vs.end());
         w.append_token(kspan, vspan);
+        if (t == 14) {
+            EXPECT_EQ(flushes, 1u);  // the preamble only
+        }
         if (t == 15) {
-            EXPECT_EQ(flushes, 2u);
-        }  // preamble + first full chunk, flushed as soon as it filled
+            EXPECT_GT(flushes, 1u);  // the first full chunk's record (in pieces), emitted as soon as it filled
+        }
     }
     w.finish();
     compress_options o;

@@ -215,6 +215,22 @@ inline stream_head read_stream_head(std::span<const std::uint8_t> file, const co
     return head;
 }
 
+/// The part of a version-2 chunk record before its payload: header, token ids and nll (with
+/// chunk_external in flags the header names the payload's length and content hash instead).
+inline void append_chunk_record_head(byte_vector& out, std::uint64_t first_token, std::uint32_t tokens, std::uint8_t flags,
+                                     std::span<const std::int32_t> token_ids, std::span<const float> nll,
+                                     std::uint32_t payload_len, std::uint64_t payload_hash = 0) {
+    byte_writer w(out);
+    w.put<std::uint32_t>(chunk_magic);
+    w.put<std::uint64_t>(first_token);
+    w.put<std::uint32_t>(tokens);
+    w.put<std::uint8_t>(flags);
+    w.put<std::uint32_t>(payload_len);
+    if (flags & chunk_external) w.put<std::uint64_t>(payload_hash);
+    for (auto id : token_ids) w.put<std::int32_t>(id);
+    for (auto x : nll) w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(x));
+}
+
 /// Serializes a version-2 chunk record: header, token ids, nll and the payload — or, with
 /// chunk_external in flags, only the payload's length and content hash — then CRC-32C of all of it.
 inline void append_chunk_record(byte_vector& out, std::uint64_t first_token, std::uint32_t tokens, std::uint8_t flags,
@@ -222,17 +238,12 @@ inline void append_chunk_record(byte_vector& out, std::uint64_t first_token, std
                                 std::span<const std::uint8_t> payload, std::uint64_t payload_hash = 0,
                                 std::uint32_t external_payload_len = 0) {
     const std::size_t start = out.size();
-    byte_writer w(out);
-    w.put<std::uint32_t>(chunk_magic);
-    w.put<std::uint64_t>(first_token);
-    w.put<std::uint32_t>(tokens);
-    w.put<std::uint8_t>(flags);
     // An external record names its payload's length and hash; the bytes may be absent here
     // (external_payload_len then gives the length).
-    w.put<std::uint32_t>(static_cast<std::uint32_t>((flags & chunk_external) && payload.empty() ? external_payload_len : payload.size()));
-    if (flags & chunk_external) w.put<std::uint64_t>(payload_hash);
-    for (auto id : token_ids) w.put<std::int32_t>(id);
-    for (auto x : nll) w.put<std::uint32_t>(std::bit_cast<std::uint32_t>(x));
+    append_chunk_record_head(out, first_token, tokens, flags, token_ids, nll,
+                             static_cast<std::uint32_t>((flags & chunk_external) && payload.empty() ? external_payload_len : payload.size()),
+                             payload_hash);
+    byte_writer w(out);
     if (!(flags & chunk_external)) w.put_bytes(payload);
     w.put<std::uint32_t>(crc32c(std::span(out).subspan(start)));
 }

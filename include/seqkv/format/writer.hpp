@@ -246,12 +246,20 @@ private:
             hash = content_hash64(payload);
             if (options_.external_payloads(hash, payload)) flags |= chunk_external;
         }
-        byte_vector record;
-        record.reserve(64 + 8 * std::size_t(staged) + payload.size());  // header, ids, nll, payload, CRC: no regrowth
-        append_chunk_record(record, tokens_written_, staged, flags,
-                            header_.has_token_ids ? in.token_ids : std::span<const std::int32_t>{}, in.nll, payload, hash);
-        chunks_.push_back({offset_, tokens_written_, staged, static_cast<std::uint32_t>(record.size()), flags});
-        emit(record);
+        // The record (append_chunk_record's bytes) goes out in three pieces, the payload from where
+        // the codec left it: head (header, ids, nll), payload unless external, CRC of both.
+        byte_vector head;
+        head.reserve(64 + 8 * std::size_t(staged));
+        append_chunk_record_head(head, tokens_written_, staged, flags, header_.has_token_ids ? in.token_ids : std::span<const std::int32_t>{},
+                                 in.nll, static_cast<std::uint32_t>(payload.size()), hash);
+        const std::span<const std::uint8_t> inline_payload =
+            flags & chunk_external ? std::span<const std::uint8_t>{} : std::span<const std::uint8_t>(payload);
+        byte_vector crc;
+        byte_writer(crc).put<std::uint32_t>(crc32c_update(crc32c(head), inline_payload));
+        chunks_.push_back({offset_, tokens_written_, staged, static_cast<std::uint32_t>(head.size() + inline_payload.size() + 4), flags});
+        emit(head);
+        if (!inline_payload.empty()) emit(inline_payload);
+        emit(crc);
         tokens_written_ += staged;
     }
 

@@ -541,8 +541,10 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
     std::array<std::unique_ptr<std::uint8_t[]>, P> plane_buffer;  // every byte is written below: no zero-fill
     std::array<std::span<std::uint8_t>, P> plane;
     for (std::size_t q = 0; q < P; ++q) plane_buffer[q] = std::make_unique_for_overwrite<std::uint8_t[]>(m), plane[q] = {plane_buffer[q].get(), m};
-    std::vector<std::vector<std::uint32_t>> hist(P, std::vector<std::uint32_t>(std::size_t(groups) * 256, 0));
-    std::vector<std::vector<std::uint32_t>> exp(P, std::vector<std::uint32_t>(P > 1 ? exponent_buckets * 256 : 0, 0));
+    // Plane q's group histograms and (q >= 1) exponent-bucket ones, each its own zeroed vector.
+    const std::size_t hist_size = std::size_t(groups) * 256, exp_size = P > 1 ? exponent_buckets * 256 : 0;
+    std::array<std::vector<std::uint32_t>, P> hist, exp;
+    for (std::size_t q = 0; q < P; ++q) hist[q].resize(hist_size), exp[q].resize(q > 0 ? exp_size : 0);
     {
         std::array<std::uint8_t*, P> pl{};
         std::array<std::uint32_t*, P> hs{}, ex{};
