@@ -172,6 +172,36 @@ TEST(Quantizers, LloydMaxCodebooks) {
     EXPECT_THROW(lloyd_max_codebook(5), usage_error);
 }
 
+TEST(Quantizers, LloydMaxNearestIsTheThresholdScan) {
+    // nearest() counts the thresholds below y; nearest_row() does it four lanes at a time: both must
+    // give the index a scan up the midpoints 0.5 (level i + level i+1) stops at, for random, tiny,
+    // huge, non-finite values and the thresholds themselves (and their neighbours).
+    std::mt19937 rng(17);
+    std::normal_distribution<float> n(0, 1.5f);
+    for (unsigned bits = 1; bits <= 4; ++bits) {
+        const lloyd_max_codebook book(bits);
+        const auto scan = [&](float y) {
+            std::uint32_t i = 0;
+            while (i + 1 < book.size() && y > 0.5f * (book.level(i) + book.level(i + 1))) ++i;
+            return i;
+        };
+        std::vector<float> ys = {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                                 std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(), 1e30f, -1e30f};
+        for (std::uint32_t i = 0; i + 1 < book.size(); ++i) {
+            EXPECT_LT(i == 0 ? -1e30f : book.threshold(i - 1), book.threshold(i));
+            const float t = book.threshold(i);
+            ys.insert(ys.end(), {t, std::nextafter(t, 10.0f), std::nextafter(t, -10.0f)});
+        }
+        for (int k = 0; k < 4000; ++k) ys.push_back(n(rng));
+        for (const float y : ys) ASSERT_EQ(book.nearest(y), scan(y)) << "bits " << bits << " y " << y;
+        for (const double scale : {1.0, 0.37, 3.0e-3}) {
+            std::vector<std::uint16_t> out(ys.size() - 3);  // not a multiple of 4: the scalar tail runs too
+            book.nearest_row(std::span<const float>(ys).first(out.size()), scale, out);
+            for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], scan(float(double(ys[i]) * scale))) << "bits " << bits << " i " << i;
+        }
+    }
+}
+
 TEST(Quantizers, HadamardRotationIsInvertible) {
     const random_hadamard r(64, 42);
     std::vector<float> v(64), w;

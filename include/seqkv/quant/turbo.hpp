@@ -120,8 +120,7 @@ public:
             const double to_unit_variance = norm > 0 ? 1.0 / norm : 0.0;  // ||y||^2 = P norm^2 over P coordinates
             std::copy(u.begin(), u.end(), y.begin());
             part.rotation.forward(y);  // ||y|| = sqrt(P) * norm
-            for (std::uint32_t i = 0; i < part.padded; ++i)
-                symbols[s + i] = static_cast<std::uint16_t>(book.nearest(float(y[i] * to_unit_variance)));
+            book.nearest_row(y, to_unit_variance, symbols.subspan(s, part.padded));
             if (qjl_) {
                 // Unit-domain residual e = u/norm - û, signs of its second rotation, and ||e||.
                 const auto unit_hat = scratch.take(2, part.padded), e = scratch.take(3, part.padded);
