@@ -202,6 +202,23 @@ TEST(Quantizers, LloydMaxNearestIsTheThresholdScan) {
     }
 }
 
+#if defined(__SSE2__)
+TEST(Quantizers, FourLaneBf16RoundingGivesTheScalarBits) {
+    // Every high half-word with low halves around the rounding ties (NaN payloads, infinities,
+    // subnormals, ±0 and the largest finite values included), four lanes at a time.
+    std::vector<std::uint32_t> patterns;
+    for (std::uint32_t hi = 0; hi < 0x10000u; ++hi)
+        for (std::uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu}) patterns.push_back(hi << 16 | lo);
+    for (std::size_t i = 0; i + 4 <= patterns.size(); i += 4) {
+        float in[4], out[4];
+        std::memcpy(in, patterns.data() + i, sizeof in);
+        _mm_storeu_ps(out, round_to_bf16_x4(_mm_loadu_ps(in)));
+        for (int l = 0; l < 4; ++l)
+            ASSERT_EQ(std::bit_cast<std::uint32_t>(out[l]), std::bit_cast<std::uint32_t>(round_to_bf16(in[l]))) << std::hex << patterns[i + l];
+    }
+}
+#endif
+
 TEST(Quantizers, HadamardRotationIsInvertible) {
     const random_hadamard r(64, 42);
     std::vector<float> v(64), w;

@@ -19,6 +19,9 @@
 #include <span>
 #include <string>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
@@ -59,6 +62,21 @@ struct row_hint {
     const std::uint32_t nan = (u & 0xffff0000u) | ((u & 0x007f0000u) == 0 ? 0x00400000u : 0u);  // quiet, payload kept
     return std::bit_cast<float>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
+
+#if defined(__SSE2__)
+/// round_to_bf16 of four lanes (the same bits).
+inline __m128 round_to_bf16_x4(__m128 v) {
+    const __m128i u = _mm_castps_si128(v);
+    const __m128i lsb = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1));
+    const __m128i rounded = _mm_and_si128(_mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), lsb), _mm_set1_epi32(std::int32_t(0xffff0000u)));
+    const __m128i quiet = _mm_and_si128(_mm_cmpeq_epi32(_mm_and_si128(u, _mm_set1_epi32(0x007f0000)), _mm_setzero_si128()),
+                                        _mm_set1_epi32(0x00400000));
+    const __m128i nan = _mm_or_si128(_mm_and_si128(u, _mm_set1_epi32(std::int32_t(0xffff0000u))), quiet);
+    // |u| > 0x7f800000: both sides below 2^31, so the signed compare is the unsigned one
+    const __m128i is_nan = _mm_cmpgt_epi32(_mm_and_si128(u, _mm_set1_epi32(0x7fffffff)), _mm_set1_epi32(0x7f800000));
+    return _mm_castsi128_ps(_mm_or_si128(_mm_and_si128(is_nan, nan), _mm_andnot_si128(is_nan, rounded)));
+}
+#endif
 
 /// v rounded to the nearest value of type t (round to nearest even), returned as fp32.
 inline float round_to_dtype(float v, dtype t) {

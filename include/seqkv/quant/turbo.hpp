@@ -179,17 +179,39 @@ private:
             if (qjl_) {
                 const float e_norm = residual_norms[k];
                 const auto signs = scratch.take(3, part.padded);
-                for (std::uint32_t i = 0; i < part.padded; ++i) signs[i] = symbols[s + part.padded + i] ? -1.0f : 1.0f;
+                std::uint32_t j = 0;
+#if defined(__SSE2__)
+                for (; j + 8 <= part.padded; j += 8) {  // 1.0f where the sign symbol is 0, else -1.0f
+                    const __m128i zero = _mm_cmpeq_epi16(
+                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(symbols.data() + s + part.padded + j)), _mm_setzero_si128());
+                    const __m128 one = _mm_set1_ps(1.0f), minus_one = _mm_set1_ps(-1.0f);
+                    const __m128 lo = _mm_castsi128_ps(_mm_unpacklo_epi16(zero, zero)), hi = _mm_castsi128_ps(_mm_unpackhi_epi16(zero, zero));
+                    _mm_storeu_ps(signs.data() + j, _mm_or_ps(_mm_and_ps(lo, one), _mm_andnot_ps(lo, minus_one)));
+                    _mm_storeu_ps(signs.data() + j + 4, _mm_or_ps(_mm_and_ps(hi, one), _mm_andnot_ps(hi, minus_one)));
+                }
+#endif
+                for (; j < part.padded; ++j) signs[j] = symbols[s + part.padded + j] ? -1.0f : 1.0f;
                 part.qjl_rotation.inverse(signs);  // s ⊙ H sign / P
                 // E[S^T sign(S e)] = m sqrt(2/pi) e/||e|| for m = P rows of ±1: scale by sqrt(pi/2) ||e||.
                 const float gain = unfused_mul(1.2533141373155003f, e_norm);
                 unfused_scale(signs, gain, signs);  // the products rounded to fp32 before the adds, as unfused_mul
-                for (std::uint32_t i = 0; i < part.padded; ++i) unit_hat[i] += signs[i];
+                j = 0;
+#if defined(__SSE2__)
+                for (; j + 4 <= part.padded; j += 4)
+                    _mm_storeu_ps(unit_hat.data() + j, _mm_add_ps(_mm_loadu_ps(unit_hat.data() + j), _mm_loadu_ps(signs.data() + j)));
+#endif
+                for (; j < part.padded; ++j) unit_hat[j] += signs[j];
             }
             const auto scaled = unit_hat.first(part.channels.size());
             unfused_scale(scaled, norm, scaled);  // norm * unit_hat, never fused into the add below
             if (p.shape.output_type == dtype::bf16) {
-                for (std::size_t i = 0; i < part.channels.size(); ++i) {
+                std::size_t i = 0;
+#if defined(__SSE2__)
+                if (part.channels.back() + 1 == part.channels.size())  // ascending channels ending at n - 1: channel i is i
+                    for (; i + 4 <= part.channels.size(); i += 4)
+                        _mm_storeu_ps(recon.data() + i, round_to_bf16_x4(_mm_add_ps(_mm_loadu_ps(pred.data() + i), _mm_loadu_ps(scaled.data() + i))));
+#endif
+                for (; i < part.channels.size(); ++i) {
                     const std::uint32_t c = part.channels[i];
                     recon[c] = round_to_bf16(pred[c] + scaled[i]);
                 }
@@ -205,12 +227,21 @@ private:
     // Unit vector estimate from codebook indices into y: s ⊙ H ŷ / P.
     static void mse_unit(const part& part, const lloyd_max_codebook& book, std::span<const std::uint16_t> indices,
                          std::span<float> y) {
-        std::uint16_t largest = 0;
-        for (std::uint32_t i = 0; i < part.padded; ++i) {
-            largest = std::max(largest, indices[i]);
-            y[i] = book.level(std::min<std::uint32_t>(indices[i], book.size() - 1));
-        }
-        if (largest >= book.size()) throw format_error("turbo: codebook index out of range");
+        // Range check first (eight indices a step on SSE2: any index above size - 1 leaves a
+        // nonzero saturated difference), then the lookups need no clamp.
+        const auto last = static_cast<std::uint16_t>(book.size() - 1);
+        bool in_range = true;
+        std::uint32_t i = 0;
+#if defined(__SSE2__)
+        __m128i over = _mm_setzero_si128();
+        for (; i + 8 <= part.padded; i += 8)
+            over = _mm_or_si128(over, _mm_subs_epu16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices.data() + i)),
+                                                     _mm_set1_epi16(std::int16_t(last))));
+        in_range = _mm_movemask_epi8(_mm_cmpeq_epi8(over, _mm_setzero_si128())) == 0xFFFF;
+#endif
+        for (; i < part.padded; ++i) in_range = in_range && indices[i] <= last;
+        if (!in_range) throw format_error("turbo: codebook index out of range");
+        for (i = 0; i < part.padded; ++i) y[i] = book.level(indices[i]);
         part.rotation.inverse(y);  // levels estimate H(s ⊙ u)/norm, so this is the unit vector
     }
     params make_params(const block_shape& shape, std::vector<bool> outlier) const {
