@@ -58,9 +58,6 @@ byte_vector write_stream(const kv_layout& layout, const compress_options& option
     p.has_nll = has_nll;
     p.metadata = options.metadata;
     byte_vector out;
-    // Room for the cache's raw bytes (the pages are touched only as the file grows): a file no
-    // larger than the cache grows without copying itself.
-    out.reserve(layout.total_bytes() + 4096);
     format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
                                  std::move(codec), writer_options_for(options));
     append(writer);

@@ -50,6 +50,7 @@ struct encoded_lanes {
 /// Byte streams run sixteen bytes a step on SSE2 (a compiler at -O2 keeps the plain loop scalar).
 template <class T>
 inline std::uint32_t largest_of(std::span<const T> values) {
+    static_assert(std::is_unsigned_v<T>, "largest_of: symbols and contexts are unsigned");
     std::uint32_t largest = 0;
     std::size_t i = 0;
 #if defined(__SSE2__)

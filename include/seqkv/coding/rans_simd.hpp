@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 #include "seqkv/coding/rans_interleaved.hpp"
 
@@ -175,7 +176,9 @@ inline const word_gather_table& word_gather() {
 /// x · 2^-53 / f <= 2^-21, and the two roundings of values below 2^32 add at most 2^-22 each: the
 /// sum lies within 2^-20 of x/f + 2^-16. For f <= 2^12 a non-integer x/f lies at least 2^-12 below
 /// the next integer, so the truncation is floor(x / f) exactly, on every machine (a test checks
-/// the formula fused and unfused for every f).
+/// the formula fused and unfused for every f). The quotient fits the int32 conversion: after
+/// renormalisation x < f · 2^(32-P), so q < 2^(32-P) <= 2^31 (a frequency-0 lane gives garbage,
+/// and its block is refused).
 template <class Context>
 struct avx2_encoder {
     const std::uint8_t* symbols;
@@ -290,7 +293,8 @@ template <class Symbol, class Context>
 encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> contexts, std::span<const frequency_table> tables,
                      encode_path path = encode_path::automatic) {
 #if SEQKV_RANS_AVX2_KERNEL
-    if constexpr (sizeof(Symbol) == 1 && sizeof(Context) <= 2) {
+    // (unsigned types only: a signed byte would index the cells below their start)
+    if constexpr (std::is_same_v<Symbol, std::uint8_t> && (std::is_same_v<Context, std::uint8_t> || std::is_same_v<Context, std::uint16_t>)) {
         const std::size_t n = symbols.size();
         // (cells are built per block: not for many tables over few symbols)
         if (path != encode_path::scalar && simd_encode_available() && n >= 8 * lane_count && !tables.empty() &&
