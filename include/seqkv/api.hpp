@@ -1,10 +1,17 @@
 // One-call entry points: compress a cache into a .skv image and decode all of it or a range.
 #pragma once
 
+#include <algorithm>
+#include <limits>
+#include <new>
 #include <optional>
+#include <stdexcept>
 
 #include "seqkv/codec/registry.hpp"
 #include "seqkv/format/stream.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -43,6 +50,34 @@ inline format::writer_options writer_options_for(const compress_options& options
     return {options.external_payloads, options.min_external_payload_bytes, &options.resources};
 }
 
+/// Appends `b` to `out`, a stream of which `done` of `total` tokens are in earlier pieces. When
+/// `out` must grow, it grows to the size its bytes so far project for the whole stream (plus 1/16
+/// and 64 KiB) once a chunk is in, else to the larger of twice its capacity and 9/8 of what it
+/// needs: one big allocation instead of a doubling chain of copies (a chunk's payload arrives as
+/// one piece, its 4-byte CRC right after it), and never a reserve the output does not approach
+/// (a lossy file is a fraction of the cache). Geometric growth (x 5/4 at least) keeps the
+/// appends amortised when the projection falls short.
+inline void append_projected(byte_vector& out, std::span<const std::uint8_t> b, std::uint64_t done, std::uint64_t total) {
+    const std::size_t need = out.size() + b.size();
+    if (need > out.capacity()) {
+        std::size_t grow = std::max(need + need / 8, 2 * out.capacity());
+        if (done > 0 && total > done) {
+            const double projected = double(out.size()) * double(total) / double(done);
+            const double target = projected + projected / 16 + 65536.0;
+            grow = target < double(need) ? need : static_cast<std::size_t>(std::min(target, double(std::numeric_limits<std::size_t>::max() / 2)));
+        }
+        grow = std::max(grow, out.capacity() + out.capacity() / 4);
+        try {
+            out.reserve(std::max(grow, need));
+        } catch (const std::bad_alloc&) {
+            out.reserve(need);  // the projection is a hint: take only what this piece needs
+        } catch (const std::length_error&) {
+            out.reserve(need);
+        }
+    }
+    out.insert(out.end(), b.begin(), b.end());
+}
+
 /// Writes one stream of `layout` under `options`: the preamble, whatever `append(writer)` appends
 /// (token ids / nll stored when has_ids / has_nll), the index. compress() and compress_paged()
 /// (paged.hpp) are this with their own appends.
@@ -58,8 +93,11 @@ byte_vector write_stream(const kv_layout& layout, const compress_options& option
     p.has_nll = has_nll;
     p.metadata = options.metadata;
     byte_vector out;
-    format::stream_writer writer([&](std::span<const std::uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }, p,
-                                 std::move(codec), writer_options_for(options));
+    const format::stream_writer* progress = nullptr;  // set once the writer exists (its preamble is emitted first)
+    format::stream_writer writer(
+        [&](std::span<const std::uint8_t> b) { append_projected(out, b, progress ? progress->tokens() : 0, layout.tokens); }, p,
+        std::move(codec), writer_options_for(options));
+    progress = &writer;
     append(writer);
     writer.finish();
     return out;
@@ -99,3 +137,5 @@ SEQKV_API_INSTANCES(extern, backend::scalar)
 #endif
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "seqkv/api.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -200,3 +203,5 @@ std::vector<std::int32_t> decompress_into(std::span<const std::uint8_t> file, co
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

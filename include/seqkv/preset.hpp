@@ -25,6 +25,9 @@
 #include "seqkv/api.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/codec/registry.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -202,3 +205,5 @@ inline compress_options preset(std::string_view name, const model_params& m = {}
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

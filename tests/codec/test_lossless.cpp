@@ -88,6 +88,41 @@ INSTANTIATE_TEST_SUITE_P(AllKvFloats, LosslessDtypes,
                          ::testing::Values(dtype::bf16, dtype::f16, dtype::f32, dtype::f8_e4m3, dtype::f8_e5m2),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
+// compress() sizes its output from the bytes per token so far: a few allocations, not a
+// doubling chain, and never far past what the file needs.
+TEST(Lossless, CompressOutputGrowsToItsProjectedSize) {
+    byte_vector out;
+    const std::vector<std::uint8_t> preamble(300, 1), record(50'000, 2), index(4'000, 3);
+    int moves = 0;
+    const std::uint8_t* at = nullptr;
+    auto put = [&](std::span<const std::uint8_t> b, std::uint64_t done) {
+        append_projected(out, b, done, 6400);
+        moves += out.data() != at;
+        at = out.data();
+    };
+    put(preamble, 0);
+    for (std::uint64_t chunk = 0; chunk < 50; ++chunk) put(record, chunk * 128);
+    put(index, 6400);
+    EXPECT_EQ(out.size(), 300u + 50u * 50'000u + 4'000u);
+    EXPECT_LE(moves, 4);  // preamble, first record, its projection, maybe one more
+    EXPECT_LE(out.capacity(), out.size() + out.size() / 8 + 65536);
+    // A lossy file much smaller than its cache: the output stays near the file's size.
+    owned_cache cache{{4, 2, 32, 1024, dtype::bf16}, {}, {}};  // finite values (lossy presets take no others)
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::uint32_t l = 0; l < 4; ++l)
+        for (auto* dst : {&cache.k, &cache.v}) {
+            byte_vector b(cache.layout.elements_per_tensor() * 2);
+            for (std::size_t i = 0; i < b.size() / 2; ++i) store_from_float(b.data(), dtype::bf16, i, normal(rng));
+            dst->push_back(std::move(b));
+        }
+    compress_options o = preset("kivi2", model_params{32});
+    o.chunk_tokens = 128;
+    const auto file = compress(cache.view(), o);
+    EXPECT_LT(file.size() * 4, cache.view().layout.total_bytes());
+    EXPECT_LE(file.capacity(), file.size() + file.size() / 4 + 65536);
+}
+
 TEST(Lossless, RangeDecodeEqualsSliceOfFullDecode) {
     const auto cache = random_cache({2, 2, 8, 150, dtype::bf16}, 5);
     compress_options o;

@@ -19,7 +19,82 @@ void expect_valid(const std::vector<std::uint64_t>& counts, const frequency_tabl
     EXPECT_EQ(sum, std::uint64_t{1} << t.precision_bits());
 }
 
+// The normalisation's definition, one greedy step at a time: scale, then hand out the missing
+// units where c / (2f + 1) is largest (ties: lower symbol) or take back the excess where
+// c / (2f - 1) is smallest (ties: higher symbol), re-ranking after every step.
+std::vector<std::uint32_t> greedy_oracle(const std::vector<std::uint64_t>& counts, unsigned precision) {
+    using u128 = unsigned __int128;
+    const std::uint64_t target = std::uint64_t{1} << precision;
+    u128 total = 0;
+    for (auto c : counts) total += c;
+    std::vector<std::uint32_t> f(counts.size(), 0);
+    if (total == 0) return f;
+    std::uint64_t sum = 0;
+    for (std::size_t s = 0; s < counts.size(); ++s)
+        if (counts[s] != 0) sum += f[s] = std::max<std::uint32_t>(1, std::uint32_t(u128{counts[s]} * target / total));
+    auto ratio_less = [&](std::size_t a, std::uint64_t da, std::size_t b, std::uint64_t db) {  // c_a/da < c_b/db
+        return u128{counts[a]} * db < u128{counts[b]} * da;
+    };
+    for (; sum < target; ++sum) {
+        std::size_t best = counts.size();
+        for (std::size_t s = 0; s < counts.size(); ++s)
+            if (counts[s] != 0 && (best == counts.size() || ratio_less(best, 2ull * f[best] + 1, s, 2ull * f[s] + 1))) best = s;
+        ++f[best];
+    }
+    for (; sum > target; --sum) {
+        std::size_t best = counts.size();
+        for (std::size_t s = counts.size(); s-- > 0;)
+            if (f[s] > 1 && (best == counts.size() || ratio_less(s, 2ull * f[s] - 1, best, 2ull * f[best] - 1))) best = s;
+        --f[best];
+    }
+    return f;
+}
+
 }  // namespace
+
+TEST(FrequencyTable, NormalizationIsTheStepByStepGreedy) {
+    // Shapes that give long excess paths (tails of rare symbols each rounded up to 1), ties
+    // (mirror-image counts), huge counts and sparse alphabets, against the one-step-at-a-time
+    // definition (the implementation takes most excess steps in bulk).
+    std::mt19937_64 rng(11);
+    int bulk_cases = 0;
+    for (int trial = 0; trial < 1500; ++trial) {
+        const unsigned precision = 6 + unsigned(rng() % 11);
+        const std::uint32_t alphabet = 2 + std::uint32_t(rng() % std::min<std::uint64_t>(1u << precision, 3000));
+        std::vector<std::uint64_t> counts(alphabet);
+        const int shape = trial % 5;
+        const double decay = 0.5 + 0.49 * std::uniform_real_distribution<double>(0, 1)(rng);
+        const std::uint64_t peak = shape == 3 ? (std::uint64_t{1} << 62) + rng() % 1000 : 1 + rng() % 1'000'000;
+        const std::uint32_t centre = std::uint32_t(rng() % alphabet);
+        for (std::uint32_t s = 0; s < alphabet; ++s) {
+            const std::uint32_t d = s > centre ? s - centre : centre - s;
+            switch (shape) {
+                case 0: counts[s] = std::uint64_t(double(peak) * std::pow(decay, d)) + (rng() % 4 == 0); break;  // laplace-like
+                case 1: counts[s] = std::uint64_t(double(peak) * std::exp(-double(d) * d / (2 + rng() % 50))) + 1; break;
+                case 2: counts[s] = rng() % 8 == 0 ? 1 + rng() % 100 : (rng() % 3 == 0 ? 0 : 1); break;  // sparse
+                case 3: counts[s] = std::uint64_t(double(peak) * std::pow(decay, d)) | 1; break;  // huge
+                default: counts[s] = 1 + (rng() % 2 ? rng() % 5 : 0); counts[s] *= 1 + (d < 3) * 1000; break;
+            }
+        }
+        std::uint64_t used = 0;
+        for (auto c : counts) used += c != 0;
+        if (used == 0) counts[centre] = 1, used = 1;
+        if (used > (1u << precision)) continue;
+        const auto expected = greedy_oracle(counts, precision);
+        const auto got = normalize_counts(counts, precision);
+        ASSERT_EQ(got, expected) << "trial " << trial << " precision " << precision << " alphabet " << alphabet;
+        // Did the bulk step run here? (scaled frequencies as normalize_counts starts from them)
+        unsigned __int128 total = 0;
+        for (auto c : counts) total += c;
+        std::vector<std::uint32_t> scaled(alphabet, 0);
+        std::uint64_t sum = 0;
+        for (std::size_t s = 0; s < counts.size(); ++s)
+            if (counts[s]) sum += scaled[s] = std::max<std::uint32_t>(1, std::uint32_t(counts[s] * ((unsigned __int128)1 << precision) / total));
+        if (sum > (std::uint64_t{1} << precision))
+            bulk_cases += detail::bulk_excess_removal(counts, scaled, sum - (std::uint64_t{1} << precision)) > 0;
+    }
+    EXPECT_GT(bulk_cases, 300);  // the bulk path ran (and was checked) in many trials
+}
 
 TEST(FrequencyTable, NormalizedTablesSumToTotalAndKeepOccurringSymbols) {
     std::mt19937_64 rng(7);

@@ -229,11 +229,12 @@ TEST(LossyCodec, CorruptPayloadNeverCrashes) {
     }
 }
 
-// symbol_reader::get_row (the packed fast path: one alphabet, byte-aligned splits, 7-byte refills)
-// reads exactly what get() reads one symbol at a time, and fails the same way on bad streams.
+// symbol_reader::get_row (the packed fast path: one alphabet, byte-aligned splits, 64-bit word
+// loads at any bit offset, 7-byte refills) reads exactly what get() reads one symbol at a time,
+// and fails the same way on bad streams.
 TEST(LossySymbols, PackedRowsReadWhatGetReads) {
     std::mt19937 rng(7);
-    for (std::uint32_t alphabet : {2u, 3u, 4u, 5u, 15u, 16u, 17u, 255u, 256u, 1023u, 1024u}) {
+    for (std::uint32_t alphabet : {2u, 3u, 4u, 5u, 7u, 15u, 16u, 17u, 33u, 100u, 128u, 255u, 256u, 1023u, 1024u}) {
         for (bool mixed : {false, true}) {  // mixed: contexts of different alphabets (the slow path)
             const std::vector<std::uint32_t> alphabets = mixed ? std::vector<std::uint32_t>{alphabet, 7u} : std::vector<std::uint32_t>{alphabet, alphabet};
             std::vector<std::vector<std::uint16_t>> rows;
@@ -242,7 +243,7 @@ TEST(LossySymbols, PackedRowsReadWhatGetReads) {
             lossy::symbol_writer w(lossy::symbol_coding::packed, bytes);
             w.set_models(alphabets);
             for (int r = 0; r < 40; ++r) {
-                const std::size_t n = 1 + rng() % 70;
+                const std::size_t n = 1 + rng() % (r % 4 == 0 ? 200 : 70);
                 rows.emplace_back(n), contexts.emplace_back(n);
                 for (std::size_t j = 0; j < n; ++j) {
                     contexts.back()[j] = std::uint32_t(rng() % 2);
@@ -283,6 +284,21 @@ TEST(LossySymbols, PackedRowsReadWhatGetReads) {
     std::vector<std::uint16_t> row(4);
     const std::vector<std::uint32_t> zero(4, 0);
     EXPECT_THROW(reader.get_row(zero, 0, row), format_error);
+    // The same for 3-bit symbols of a 5-symbol alphabet read by 64-bit words: a 7 in the middle.
+    for (std::size_t at : {0u, 17u, 39u}) {
+        byte_vector stream;
+        lossy::symbol_writer w(lossy::symbol_coding::packed, stream);
+        const std::vector<std::uint32_t> eight{8u};
+        w.set_models(eight);
+        for (std::size_t j = 0; j < 40; ++j) w.put(j == at ? 7u : std::uint32_t(j % 5), 0);
+        w.finish();
+        lossy::symbol_reader r3(lossy::symbol_coding::packed, stream);
+        const std::vector<std::uint32_t> five{5u};
+        r3.set_models(five);
+        std::vector<std::uint16_t> got(40);
+        const std::vector<std::uint32_t> contexts(40, 0);
+        EXPECT_THROW(r3.get_row(contexts, 0, got), format_error) << at;
+    }
 }
 
 TEST(LossyCodec, ExpectedKvTableBuildHashAndUse) {

@@ -11,6 +11,9 @@
 #include "seqkv/backend/executor.hpp"
 #include "seqkv/coding/rans_simd.hpp"
 #include "seqkv/core/cpu.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::backend {
 
@@ -86,3 +89,5 @@ static_assert(Backend<scalar>);
 static_assert(Backend<simd>);
 
 }  // namespace seqkv::backend
+
+SEQKV_FP_STRICT_END

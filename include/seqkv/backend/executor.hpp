@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::backend {
 
@@ -135,3 +138,5 @@ inline std::shared_ptr<thread_pool> serial_executor() {
 }
 
 }  // namespace seqkv::backend
+
+SEQKV_FP_STRICT_END

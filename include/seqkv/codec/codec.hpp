@@ -20,6 +20,9 @@
 #include "seqkv/codec/lossless/codec.hpp"
 #include "seqkv/codec/lossy/codec.hpp"
 #include "seqkv/coding/entropy_coder.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -55,3 +58,5 @@ using codec = lossy::closed_loop_codec<Quantizer, Predictor, typename detail::sy
                                        Backend, Rate>;
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

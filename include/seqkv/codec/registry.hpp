@@ -9,10 +9,14 @@
 #include <string>
 
 #include "seqkv/core/any_codec.hpp"
+#include "seqkv/core/exact.hpp"
 #include "seqkv/codec/lossless/codec.hpp"
 #include "seqkv/codec/lossy/presets.hpp"
 #include "seqkv/codec/tokens/token_codec.hpp"
 #include "seqkv/format/container.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -185,6 +189,9 @@ inline resource_provider& add_expected_kv_table(resource_provider& r, std::share
 template <backend::Backend Backend = backend::simd>
 any_chunk_codec make_codec(const format::codec_config& config, const resource_provider& resources = {},
                            std::shared_ptr<backend::thread_pool> executor = nullptr) {
+    require_usage(!fp_contraction_active(),
+                  "make_codec: this build fuses floating-point multiply-adds inside seqkv (clang's -ffp-contract=fast "
+                  "ignores seqkv's pragma); build with -ffp-contract=off (the seqkv CMake target's flag) or on");
     switch (static_cast<codec_family>(config.codec_id)) {
         case codec_family::lossless: {
             if ((config.params.size() != 3 && config.params.size() != 12) || config.params[0] == 0 || config.params[1] > 7)
@@ -251,3 +258,5 @@ extern template any_chunk_codec make_codec<backend::scalar>(const format::codec_
 #endif
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -9,6 +9,9 @@
 #include "seqkv/coding/frequency_table.hpp"
 #include "seqkv/coding/range_coder.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -101,3 +104,5 @@ inline std::uint32_t decode_symbol(range_decoder& dec, adaptive_frequency_model&
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

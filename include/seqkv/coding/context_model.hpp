@@ -7,6 +7,9 @@
 #include <string>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -51,3 +54,5 @@ struct kv_context_layout {
 };
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

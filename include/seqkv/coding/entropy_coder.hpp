@@ -11,6 +11,9 @@
 #include "seqkv/coding/range_block.hpp"
 #include "seqkv/coding/rans_block.hpp"
 #include "seqkv/core/bytes.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -63,3 +66,5 @@ static_assert(EntropyCoder<range_adaptive<>>);
 static_assert(EntropyCoder<range_adaptive_fast>);
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <queue>
@@ -13,6 +14,9 @@
 #include "seqkv/coding/varint.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -25,6 +29,78 @@ inline constexpr std::uint32_t max_alphabet_size = 1u << 16;
 /// Frequency precision range: frequencies sum to 2^precision_bits.
 inline constexpr unsigned min_precision_bits = 1;
 inline constexpr unsigned max_precision_bits = 16;
+
+namespace detail {
+/// The first steps of normalize_counts' excess path in bulk: lowers freq (entries > 1 only) by
+/// at most `excess` units in total, exactly as that many greedy steps would, and returns how
+/// many it took (0 when the check below does not pass: the heap then takes every step).
+inline std::uint64_t bulk_excess_removal(std::span<const std::uint64_t> counts, std::span<std::uint32_t> freq,
+                                         std::uint64_t excess) {
+    std::vector<std::uint32_t> cand;
+    std::vector<double> cd, fd;  // the candidates' counts and frequencies
+    double weight = 0, held = 0;
+    for (std::uint32_t s = 0; s < counts.size(); ++s)
+        if (freq[s] > 1) {
+            cand.push_back(s);
+            cd.push_back(static_cast<double>(counts[s]));
+            fd.push_back(freq[s]);
+            weight += cd.back(), held += fd.back();
+        }
+    if (cand.size() < 8 || excess < 16) return 0;  // few steps: the heap alone is as quick
+    // What each candidate keeps at scale mu: max(1, floor(c mu + 1/2)) capped at its f (the cap
+    // first, so the truncation sees at most f < 2^17).
+    auto keep = [](double c, double f, double mu) { return std::max(1.0, std::trunc(std::min(c * mu + 0.5, f))); };
+    auto removed = [&](double mu) {
+        double r = 0;
+        for (std::size_t i = 0; i < cd.size(); ++i) r += fd[i] - keep(cd[i], fd[i], mu);
+        return r;
+    };
+    // removed() falls as mu grows: bracket the smallest mu removing <= excess (lo removes more,
+    // hi at most excess), then close in by interpolation (bisecting when it stalls) until hi
+    // leaves only a few steps to the heap.
+    const double want = static_cast<double>(excess);
+    double hi = held / weight, r_hi = removed(hi);
+    while (r_hi > want) hi *= 2, r_hi = removed(hi);
+    double lo = hi * (held - want) / held, r_lo = removed(lo);
+    while (r_lo <= want) {  // the guess removes too little: it is a better hi
+        hi = lo, r_hi = r_lo;
+        if (r_hi == want || lo < 1e-300) break;
+        lo *= 0.5, r_lo = removed(lo);
+    }
+    for (int i = 0; i < 60 && want - r_hi > 4 && hi - lo > hi * 0x1p-45; ++i) {
+        double mid = lo + (hi - lo) * ((r_lo - want) / (r_lo - r_hi));
+        if (i % 3 == 2 || !(mid > lo && mid < hi)) mid = 0.5 * (lo + hi);  // keep halving the bracket
+        const double r = removed(mid);
+        (r > want ? lo : hi) = mid;
+        (r > want ? r_lo : r_hi) = r;
+    }
+    using u128 = uint128;
+    // Removal (c, d) = cost c / d, symbol s; `a before b` in the greedy's order.
+    auto before = [](std::uint64_t ca, std::uint64_t da, std::uint32_t sa, std::uint64_t cb, std::uint64_t db, std::uint32_t sb) {
+        const u128 lhs = u128{ca} * db, rhs = u128{cb} * da;
+        return lhs != rhs ? lhs < rhs : sa > sb;
+    };
+    std::vector<std::uint32_t> kept(cand.size());
+    std::uint64_t taken = 0;
+    bool any_taken = false, any_left = false;
+    std::uint64_t last_c = 0, last_d = 1, next_c = 0, next_d = 1;  // dearest removal taken, cheapest left
+    std::uint32_t last_s = 0, next_s = 0;
+    for (std::size_t i = 0; i < cand.size(); ++i) {
+        const std::uint32_t s = cand[i], f = freq[s];
+        const auto k = static_cast<std::uint32_t>(keep(cd[i], fd[i], hi));
+        kept[i] = k;
+        taken += f - k;
+        if (k < f && (!any_taken || before(last_c, last_d, last_s, counts[s], 2ull * k + 1, s)))
+            last_c = counts[s], last_d = 2ull * k + 1, last_s = s, any_taken = true;  // removal at f = k + 1
+        if (k > 1 && (!any_left || before(counts[s], 2ull * k - 1, s, next_c, next_d, next_s)))
+            next_c = counts[s], next_d = 2ull * k - 1, next_s = s, any_left = true;   // removal at f = k
+    }
+    if (!any_taken || taken > excess) return 0;
+    if (any_left && !before(last_c, last_d, last_s, next_c, next_d, next_s)) return 0;
+    for (std::size_t i = 0; i < cand.size(); ++i) freq[cand[i]] = kept[i];
+    return taken;
+}
+}  // namespace detail
 
 /// Scales counts to integer frequencies summing to 2^precision_bits; every symbol with a nonzero
 /// count gets frequency >= 1, symbols with zero count get 0. Pure integer arithmetic with a total
@@ -46,9 +122,14 @@ inline std::vector<std::uint32_t> normalize_counts(std::span<const std::uint64_t
     require_usage(used <= target, "normalize_counts: more distinct symbols than 2^precision_bits");
 
     std::uint64_t sum = 0;
+    // c * target / total in 64 bits where it fits (the same quotient, without a 128-bit division).
+    const bool narrow = total <= u128{~std::uint64_t{0}};
+    const std::uint64_t narrow_total = static_cast<std::uint64_t>(total), narrow_count_limit = ~std::uint64_t{0} >> precision_bits;
     for (std::size_t s = 0; s < counts.size(); ++s) {
         if (counts[s] == 0) continue;
-        const auto scaled = static_cast<std::uint64_t>(u128{counts[s]} * target / total);
+        const std::uint64_t scaled = narrow && counts[s] <= narrow_count_limit
+                                         ? (counts[s] << precision_bits) / narrow_total
+                                         : static_cast<std::uint64_t>(u128{counts[s]} * target / total);
         freq[s] = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, scaled));
         sum += freq[s];
     }
@@ -75,6 +156,13 @@ inline std::vector<std::uint32_t> normalize_counts(std::span<const std::uint64_t
             heap.push({best.count, 2ull * freq[best.symbol] + 1, best.symbol});
         }
     } else if (sum > target) {  // take back the excess where it costs the least
+        // The greedy takes the cheapest removal each step (cost c / (2f - 1), ties: higher symbol
+        // first); a symbol's costs rise as its f falls, so its K steps are the K cheapest removals
+        // of all. Most of them are taken in bulk first: every f becomes min(f, max(1, round(c mu)))
+        // for the smallest mu (found in doubles) that removes at most K units, the bulk is kept
+        // only when exact 128-bit comparisons show its dearest removal cheaper than every one
+        // left (so it is the greedy's own first steps), and the heap takes the rest.
+        sum -= detail::bulk_excess_removal(counts, freq, sum - target);
         std::priority_queue<candidate, std::vector<candidate>, decltype(greater_gain)> heap(greater_gain);
         for (std::uint32_t s = 0; s < counts.size(); ++s)
             if (freq[s] > 1) heap.push({counts[s], 2ull * freq[s] - 1, s});
@@ -201,3 +289,5 @@ std::vector<std::uint64_t> histogram(std::span<const Symbol> symbols, std::uint3
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

@@ -15,6 +15,9 @@
 
 #include "seqkv/coding/frequency_table.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -241,3 +244,5 @@ private:
 };
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

@@ -18,6 +18,9 @@
 #include "seqkv/coding/varint.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -98,3 +101,5 @@ void decode_range_block(std::span<const std::uint8_t> bytes, std::span<const std
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

@@ -12,6 +12,9 @@
 #include "seqkv/coding/frequency_table.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -222,3 +225,5 @@ inline std::uint32_t decode_symbol(range_decoder& dec, const static_symbol_looku
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

@@ -36,6 +36,9 @@
 #include "seqkv/coding/varint.hpp"
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -315,3 +318,5 @@ inline rans_block_header inspect_rans_block(std::span<const std::uint8_t> bytes)
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

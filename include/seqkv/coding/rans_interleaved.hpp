@@ -28,6 +28,9 @@
 #endif
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding::rans {
 
@@ -314,3 +317,5 @@ inline void verify_final_state(const decoder_state& state, std::size_t word_byte
 }
 
 }  // namespace seqkv::coding::rans
+
+SEQKV_FP_STRICT_END

@@ -15,7 +15,10 @@
 #include "seqkv/coding/rans_interleaved.hpp"
 
 #include "seqkv/core/cpu.hpp"
+#include "seqkv/core/fp_strict.hpp"
 #define SEQKV_RANS_AVX2_KERNEL SEQKV_X86_AVX2_KERNELS
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding::rans {
 
@@ -343,3 +346,5 @@ encoded_lanes encode(std::span<const Symbol> symbols, std::span<const Context> c
 }
 
 }  // namespace seqkv::coding::rans
+
+SEQKV_FP_STRICT_END

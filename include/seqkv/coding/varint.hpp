@@ -5,6 +5,9 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::coding {
 
@@ -35,3 +38,5 @@ inline std::uint64_t get_varint(byte_reader& in, std::uint64_t max_value = UINT6
 }
 
 }  // namespace seqkv::coding
+
+SEQKV_FP_STRICT_END

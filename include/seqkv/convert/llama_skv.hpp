@@ -16,6 +16,9 @@
 #include "seqkv/codec/lossless/planes.hpp"
 #include "seqkv/io/llama_state.hpp"
 #include "seqkv/convert/skv_file.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io::llama {
 
@@ -412,3 +415,5 @@ state decompress_state(std::span<const std::uint8_t> skv, const resource_provide
 }
 
 }  // namespace seqkv::io::llama
+
+SEQKV_FP_STRICT_END

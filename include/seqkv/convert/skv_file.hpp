@@ -16,6 +16,9 @@
 #include "seqkv/codec/lossless/planes.hpp"
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/io/safetensors.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io {
 
@@ -319,3 +322,5 @@ void decompress_to_safetensors_at(std::span<const std::uint8_t> skv, WriteAt&& w
 }
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

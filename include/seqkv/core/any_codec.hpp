@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "seqkv/core/chunk_codec.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -61,3 +64,5 @@ private:
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -97,3 +100,5 @@ inline std::uint32_t load_le32(const std::uint8_t* p) {
 inline std::uint16_t load_le16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -15,6 +15,10 @@
 #include <nmmintrin.h>
 #endif
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 namespace detail {
@@ -124,3 +128,5 @@ inline std::uint32_t crc32c_update(std::uint32_t crc, std::span<const std::uint8
 inline std::uint32_t crc32c(std::span<const std::uint8_t> bytes) { return crc32c_update(0, bytes); }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

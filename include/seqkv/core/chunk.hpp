@@ -16,6 +16,9 @@
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/core/resource.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -119,3 +122,5 @@ inline void gather_block(const kv_tensor_view& src, std::uint64_t begin, std::ui
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

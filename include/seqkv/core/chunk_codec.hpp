@@ -6,6 +6,9 @@
 #include <span>
 
 #include "seqkv/core/chunk.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -46,3 +49,5 @@ constexpr bool whole_context() {
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -4,6 +4,9 @@
 
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -47,3 +50,5 @@ inline chunk_buffer copy_tokens(const kv_cache_view& src, std::uint64_t begin, s
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

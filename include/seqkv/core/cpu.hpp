@@ -9,6 +9,10 @@
 #define SEQKV_X86_AVX2_KERNELS 0
 #endif
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 /// True when this build has the AVX2 kernels and the CPU it runs on supports AVX2.
@@ -22,3 +26,5 @@ inline bool cpu_has_avx2() {
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

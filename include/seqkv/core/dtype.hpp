@@ -10,6 +10,9 @@
 
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/float_formats.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -117,3 +120,5 @@ inline void store_from_float(std::uint8_t* data, dtype t, std::size_t i, float v
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

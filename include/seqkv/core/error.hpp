@@ -5,6 +5,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 /// Base of every exception seqkv throws; what() is a human-readable message.
@@ -93,3 +97,5 @@ inline std::string reason_of(const std::exception& e) {
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

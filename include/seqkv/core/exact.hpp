@@ -10,6 +10,10 @@
 #include <emmintrin.h>
 #endif
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 /// a*b rounded to fp32 and never fused into a following add, so `unfused_mul(a, b) + c` gives the
@@ -58,6 +62,19 @@ inline void unfused_scale(std::span<const float> a, float b, std::span<float> ou
 #endif
 }
 
+/// True when this build fuses a*b+c inside seqkv's headers although SEQKV_FP_STRICT_BEGIN asks
+/// it not to (clang at -ffp-contract=fast ignores the pragma; GCC honours it at every setting).
+/// make_codec refuses to build a codec then: its files could decode to other bits elsewhere.
+/// The probe's product 1 + 2^-11 + 2^-24 (fp32; 1 + 2^-26 + 2^-54 in fp64) rounds to the addend's
+/// negation unfused, so the sum is 0 exactly unless the multiply-add was fused.
+inline bool fp_contraction_active() {
+    volatile float fx = 1.0f + 0x1p-12f, fz = -(1.0f + 0x1p-11f);
+    volatile double dx = 1.0 + 0x1p-27, dz = -(1.0 + 0x1p-26);
+    const float x = fx, z = fz;
+    const double y = dx, w = dz;
+    return x * x + z != 0.0f || y * y + w != 0.0;
+}
+
 /// Interleaves signed integers into unsigned: 0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...
 constexpr std::uint32_t zigzag(std::int32_t v) {
     return (static_cast<std::uint32_t>(v) << 1) ^ static_cast<std::uint32_t>(v >> 31);
@@ -65,3 +82,5 @@ constexpr std::uint32_t zigzag(std::int32_t v) {
 constexpr std::int32_t unzigzag(std::uint32_t u) { return static_cast<std::int32_t>(u >> 1) ^ -static_cast<std::int32_t>(u & 1); }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

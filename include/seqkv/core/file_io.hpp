@@ -10,6 +10,9 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -51,3 +54,5 @@ inline void write_file(const std::filesystem::path& path, std::span<const std::u
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

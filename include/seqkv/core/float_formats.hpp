@@ -9,11 +9,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "seqkv/core/fp_strict.hpp"
+
 #if defined(__CUDACC__)
 #define SEQKV_HOST_DEVICE __host__ __device__
 #else
 #define SEQKV_HOST_DEVICE
 #endif
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -182,3 +186,5 @@ static_assert(fp8_e5m2_to_float(0x7b) == 57344.0f);
 #endif
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -15,6 +15,10 @@
 #include <cstring>
 #include <span>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 namespace detail {
@@ -47,3 +51,5 @@ inline std::uint64_t content_hash64(std::span<const std::uint8_t> bytes, std::ui
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

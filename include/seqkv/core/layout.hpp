@@ -11,6 +11,9 @@
 
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -127,3 +130,5 @@ struct kv_cache_view {
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

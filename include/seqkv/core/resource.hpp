@@ -13,6 +13,9 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -85,3 +88,5 @@ private:
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

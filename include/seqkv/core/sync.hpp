@@ -6,6 +6,10 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv {
 
 class writer_priority_mutex {
@@ -46,3 +50,5 @@ private:
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -7,6 +7,9 @@
 #include <string_view>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -41,3 +44,5 @@ inline std::string require_utf8(std::string s, const char* what) {
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -21,6 +21,9 @@
 #include "seqkv/core/hash.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/core/resource.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::format {
 
@@ -311,3 +314,5 @@ inline void resolve_payload(chunk_record& rec, const resource_provider& resource
 }
 
 }  // namespace seqkv::format
+
+SEQKV_FP_STRICT_END

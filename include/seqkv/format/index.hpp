@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "seqkv/format/container.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::format {
 
@@ -147,3 +150,5 @@ inline file_index read_file_index(std::span<const std::uint8_t> file, std::size_
 }
 
 }  // namespace seqkv::format
+
+SEQKV_FP_STRICT_END

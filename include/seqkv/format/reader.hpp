@@ -11,6 +11,9 @@
 
 #include "seqkv/core/any_codec.hpp"
 #include "seqkv/format/index.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::format {
 
@@ -220,3 +223,5 @@ inline byte_vector with_attachment(std::span<const std::uint8_t> file, std::stri
 }
 
 }  // namespace seqkv::format
+
+SEQKV_FP_STRICT_END

@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "seqkv/format/index.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::format {
 
@@ -135,3 +138,5 @@ inline recovery recover_stream(std::span<const std::uint8_t> file, const contain
 }
 
 }  // namespace seqkv::format
+
+SEQKV_FP_STRICT_END

@@ -12,6 +12,9 @@
 
 #include "seqkv/core/any_codec.hpp"
 #include "seqkv/format/index.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::format {
 
@@ -282,3 +285,5 @@ private:
 };
 
 }  // namespace seqkv::format
+
+SEQKV_FP_STRICT_END

@@ -9,6 +9,9 @@
 #include "seqkv/io/kv_safetensors.hpp"
 #include "seqkv/io/safetensors.hpp"
 #include "seqkv/predict/expected_kv.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io {
 
@@ -103,3 +106,5 @@ inline predict::expected_kv_table parse_expected_kv_table(const safetensors_file
 }
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

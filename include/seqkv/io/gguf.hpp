@@ -20,6 +20,9 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io::gguf {
 
@@ -332,3 +335,5 @@ inline attention_model attention_model_of(const metadata& m) {
 }
 
 }  // namespace seqkv::io::gguf
+
+SEQKV_FP_STRICT_END

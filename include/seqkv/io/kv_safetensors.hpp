@@ -11,6 +11,9 @@
 
 #include "seqkv/core/layout.hpp"
 #include "seqkv/io/safetensors.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io {
 
@@ -89,3 +92,5 @@ inline std::optional<std::vector<float>> nll_of(const safetensors_file& file, st
 }
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

@@ -20,6 +20,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io::llama {
 
@@ -376,3 +379,5 @@ inline byte_vector write_state(const state& s) {
 }
 
 }  // namespace seqkv::io::llama
+
+SEQKV_FP_STRICT_END

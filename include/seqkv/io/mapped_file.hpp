@@ -31,6 +31,10 @@
 #define SEQKV_HAVE_MMAP 1
 #endif
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::io {
 
 /// A whole file, read-only, mapped into memory (or read, without mmap). Move-only.
@@ -225,3 +229,5 @@ private:
 };
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

@@ -15,6 +15,9 @@
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/file_io.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io {
 
@@ -108,3 +111,5 @@ inline npy_array parse_npy(std::span<const std::uint8_t> file) {
 inline npy_array load_npy(const std::filesystem::path& path) { return parse_npy(read_file(path)); }
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

@@ -21,6 +21,9 @@
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/file_io.hpp"
 #include "seqkv/io/mapped_file.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::io {
 
@@ -292,3 +295,5 @@ private:
 };
 
 }  // namespace seqkv::io
+
+SEQKV_FP_STRICT_END

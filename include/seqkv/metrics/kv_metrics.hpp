@@ -15,6 +15,9 @@
 #include "seqkv/core/chunk.hpp"
 #include "seqkv/core/chunk_view.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::metrics {
 
@@ -155,3 +158,5 @@ inline kv_quality measure_kv_quality(const kv_cache_view& original, const kv_cac
 }
 
 }  // namespace seqkv::metrics
+
+SEQKV_FP_STRICT_END

@@ -9,6 +9,10 @@
 #include <bit>
 #include <cstdint>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::model {
 
 /// e^x in fp32, deterministic (see the file comment).
@@ -43,3 +47,5 @@ inline bool contracts_multiply_add() {
 }
 
 }  // namespace seqkv::model
+
+SEQKV_FP_STRICT_END

@@ -24,6 +24,9 @@
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/layout.hpp"
 #include "seqkv/model/det_math.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::model {
 
@@ -138,3 +141,5 @@ concept KvProducer = requires(const P& p, std::uint64_t b, chunk_buffer& out) {
 static_assert(TokenModel<model_session> && KvProducer<model_session>);
 
 }  // namespace seqkv::model
+
+SEQKV_FP_STRICT_END

@@ -12,6 +12,9 @@
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/float_formats.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -69,3 +72,5 @@ private:
 };
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

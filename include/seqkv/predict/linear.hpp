@@ -8,6 +8,9 @@
 
 #include "seqkv/predict/predictor.hpp"
 #include "seqkv/core/exact.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -149,3 +152,5 @@ private:
 static_assert(RowClassesKnownAhead<cross_layer>);
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

@@ -16,6 +16,9 @@
 
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -122,3 +125,5 @@ private:
 static_assert(RowClassesKnownAhead<previous_token>);
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

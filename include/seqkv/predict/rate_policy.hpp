@@ -15,6 +15,9 @@
 #include <span>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -64,3 +67,5 @@ private:
 static_assert(RatePolicy<surprisal_rate>);
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

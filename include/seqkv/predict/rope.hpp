@@ -17,6 +17,9 @@
 
 #include "seqkv/predict/predictor.hpp"
 #include "seqkv/predict/rope_math.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -222,3 +225,5 @@ private:
 static_assert(ResidualPredictor<rope_domain<zero_predictor>>);
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

@@ -26,6 +26,9 @@
 
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/exact.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict::rope_math {
 
@@ -210,3 +213,5 @@ inline std::vector<double> relative_angles(std::span<const double> inv_freq, std
 }
 
 }  // namespace seqkv::predict::rope_math
+
+SEQKV_FP_STRICT_END

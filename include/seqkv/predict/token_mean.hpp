@@ -12,6 +12,9 @@
 
 #include "seqkv/predict/expected_kv.hpp"
 #include "seqkv/predict/predictor.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::predict {
 
@@ -110,3 +113,5 @@ private:
 static_assert(RowClassesKnownAhead<token_mean>);
 
 }  // namespace seqkv::predict
+
+SEQKV_FP_STRICT_END

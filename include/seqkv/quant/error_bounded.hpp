@@ -12,6 +12,9 @@
 #include <limits>
 
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -107,3 +110,5 @@ private:
 static_assert(Quantizer<error_bounded>);
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

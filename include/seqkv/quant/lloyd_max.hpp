@@ -14,6 +14,9 @@
 #endif
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -87,3 +90,5 @@ private:
 };
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

@@ -4,6 +4,9 @@
 #pragma once
 
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -42,3 +45,5 @@ private:
 static_assert(Quantizer<lossless>);
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

@@ -27,6 +27,9 @@
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/exact.hpp"
 #include "seqkv/core/layout.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -161,3 +164,5 @@ concept Quantizer = requires(const Q& q, const typename Q::params& p, const bloc
 };
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

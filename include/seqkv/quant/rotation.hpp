@@ -10,6 +10,9 @@
 
 #include "seqkv/core/cpu.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -111,3 +114,5 @@ private:
 };
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

@@ -7,6 +7,9 @@
 #include <cmath>
 
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -84,3 +87,5 @@ public:
 static_assert(Quantizer<fp8_cast>);
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

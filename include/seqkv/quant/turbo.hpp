@@ -16,6 +16,9 @@
 #include "seqkv/quant/lloyd_max.hpp"
 #include "seqkv/quant/quantizer.hpp"
 #include "seqkv/quant/rotation.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -270,3 +273,5 @@ private:
 static_assert(Quantizer<turbo>);
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

@@ -13,6 +13,9 @@
 #include <limits>
 
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::quant {
 
@@ -267,3 +270,5 @@ private:
 static_assert(Quantizer<uniform_grouped>);
 
 }  // namespace seqkv::quant
+
+SEQKV_FP_STRICT_END

@@ -25,6 +25,9 @@
 #include <vector>
 
 #include "seqkv/core/cpu.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::reference::detail {
 
@@ -207,3 +210,5 @@ inline float scale_sum(std::int64_t acc, float s_w, float s_x) {
 }
 
 }  // namespace seqkv::reference::detail
+
+SEQKV_FP_STRICT_END

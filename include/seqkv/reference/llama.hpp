@@ -36,6 +36,9 @@
 #include "seqkv/model/token_model.hpp"
 #include "seqkv/predict/rope_math.hpp"
 #include "seqkv/reference/int_matmul.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::reference {
 
@@ -694,3 +697,5 @@ inline std::shared_ptr<const llama_model> llama_model::load_unchecked(const std:
 #endif
 
 }  // namespace seqkv::reference
+
+SEQKV_FP_STRICT_END

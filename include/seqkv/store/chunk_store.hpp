@@ -38,6 +38,9 @@
 #include "seqkv/core/checksum.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/core/hash.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -174,3 +177,5 @@ private:
 static_assert(ChunkStore<memory_chunk_store>);
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -32,6 +32,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/store/chunk_store.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -208,3 +211,5 @@ private:
 static_assert(ChunkStore<directory_chunk_store>);
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

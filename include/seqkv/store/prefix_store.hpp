@@ -73,6 +73,9 @@
 #include "seqkv/store/chunk_store.hpp"
 #include "seqkv/trie/plt_trie.hpp"
 #include "seqkv/trie/serialize.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -1114,3 +1117,5 @@ private:
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

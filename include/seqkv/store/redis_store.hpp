@@ -48,6 +48,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/store/chunk_store.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -531,3 +534,5 @@ private:
 static_assert(ChunkStore<redis_chunk_store>);
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

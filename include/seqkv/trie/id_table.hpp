@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::trie {
 
@@ -101,3 +104,5 @@ private:
 };
 
 }  // namespace seqkv::trie
+
+SEQKV_FP_STRICT_END

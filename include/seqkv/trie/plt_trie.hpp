@@ -37,6 +37,9 @@
 
 #include "seqkv/core/error.hpp"
 #include "seqkv/trie/id_table.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::trie {
 
@@ -533,3 +536,5 @@ private:
 };
 
 }  // namespace seqkv::trie
+
+SEQKV_FP_STRICT_END

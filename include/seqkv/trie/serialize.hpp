@@ -28,6 +28,9 @@
 #include "seqkv/core/checksum.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/trie/plt_trie.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::trie {
 
@@ -146,3 +149,5 @@ inline byte_vector save(const plt_trie& t) { return trie_codec::save(t); }
 inline plt_trie load(std::span<const std::uint8_t> bytes) { return trie_codec::load(bytes); }
 
 }  // namespace seqkv::trie
+
+SEQKV_FP_STRICT_END

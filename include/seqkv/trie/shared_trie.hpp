@@ -18,6 +18,9 @@
 
 #include "seqkv/core/sync.hpp"
 #include "seqkv/trie/plt_trie.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::trie {
 
@@ -44,3 +47,5 @@ private:
 };
 
 }  // namespace seqkv::trie
+
+SEQKV_FP_STRICT_END

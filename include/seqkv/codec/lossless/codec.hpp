@@ -8,6 +8,9 @@
 #include "seqkv/backend/backend.hpp"
 #include "seqkv/core/chunk_codec.hpp"
 #include "seqkv/codec/lossless/planes.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -111,3 +114,5 @@ static_assert(ChunkCodec<lossless_codec<backend::scalar>>);
 static_assert(ChunkCodec<lossless_codec<backend::simd>>);
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -37,6 +37,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/dtype.hpp"
 #include "seqkv/core/error.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::lossless {
 
@@ -271,3 +274,5 @@ inline void decode_block(std::span<const std::uint8_t> coded, dtype t, const blo
 }
 
 }  // namespace seqkv::lossless
+
+SEQKV_FP_STRICT_END

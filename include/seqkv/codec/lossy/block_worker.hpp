@@ -17,6 +17,9 @@
 #include "seqkv/core/error.hpp"
 #include "seqkv/predict/predictor.hpp"
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::lossy {
 
@@ -198,3 +201,5 @@ private:
 };
 
 }  // namespace seqkv::lossy
+
+SEQKV_FP_STRICT_END

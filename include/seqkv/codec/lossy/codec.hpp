@@ -36,6 +36,9 @@
 #include "seqkv/predict/rate_policy.hpp"
 #include "seqkv/predict/rope.hpp"
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::lossy {
 
@@ -448,3 +451,5 @@ void closed_loop_codec<Q, P, Coder, S, B, R>::decode_into(std::span<const std::u
 }
 
 }  // namespace seqkv::lossy
+
+SEQKV_FP_STRICT_END

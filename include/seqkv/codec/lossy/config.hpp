@@ -15,6 +15,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/quant/uniform.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -268,3 +271,5 @@ private:
 };
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -13,6 +13,9 @@
 
 #include "seqkv/codec/lossy/config.hpp"
 #include "seqkv/codec/lossy/runtime.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -210,3 +213,5 @@ inline lossy_evaluation lossy_round_trip(const lossy_runtime_codec& codec, const
 }
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

@@ -18,6 +18,9 @@
 #include "seqkv/quant/lossless.hpp"
 #include "seqkv/quant/scalar_cast.hpp"
 #include "seqkv/quant/turbo.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv {
 
@@ -250,3 +253,5 @@ static_assert(ChunkCodec<runtime_codec<backend::simd>>);
 using lossy_runtime_codec = lossy::runtime_codec<backend::simd>;
 
 }  // namespace seqkv
+
+SEQKV_FP_STRICT_END

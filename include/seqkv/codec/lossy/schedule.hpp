@@ -15,6 +15,10 @@
 #include <cstdint>
 #include <string_view>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::lossy {
 
 struct per_head_schedule {
@@ -49,3 +53,5 @@ static_assert(Schedule<per_head_schedule>);
 static_assert(Schedule<token_major_schedule>);
 
 }  // namespace seqkv::lossy
+
+SEQKV_FP_STRICT_END

@@ -10,7 +10,9 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -22,6 +24,9 @@
 #include "seqkv/core/bytes.hpp"
 #include "seqkv/core/error.hpp"
 #include "seqkv/quant/quantizer.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::lossy {
 
@@ -223,9 +228,14 @@ public:
             require_usage(contexts[j] + cls < alphabets_.size(), "symbol_reader: context out of range");
             const std::uint32_t alphabet = alphabets_[contexts[j] + cls];
             std::size_t k = j + 1;
-            for (; k < out.size(); ++k) {
+            while (k < out.size()) {  // the run: equal contexts (compared alone), or others of the same alphabet
+                if (contexts[k] == contexts[j]) {
+                    ++k;
+                    continue;
+                }
                 require_usage(contexts[k] + cls < alphabets_.size(), "symbol_reader: context out of range");
                 if (alphabets_[contexts[k] + cls] != alphabet) break;
+                ++k;
             }
             if (alphabet <= 1) {
                 for (std::size_t i = j; i < k; ++i) out[i] = get(contexts[i] + cls);
@@ -263,32 +273,37 @@ public:
     }
 
 private:
-    /// out.size() packed symbols of one alphabet (>= 2): a plain bit stream of `bits` each, refilled
-    /// 7 bytes at a time, or split straight from whole bytes when byte-aligned symbols start on a byte.
+    /// out.size() packed symbols of one alphabet (>= 2): a plain bit stream of `bits` each. Byte
+    /// symbols on a byte boundary are copied; others of up to 8 bits (KIVI, TurboQuant) come from
+    /// 64-bit loads at any bit offset while 8 bytes remain readable (little-endian hosts); the
+    /// rest one at a time, refilled 7 bytes at a time.
     void get_run(std::uint32_t alphabet, std::span<std::uint16_t> out) {
         const unsigned bits = quant::bits_for_alphabet(alphabet);
         const std::uint64_t mask = (std::uint64_t(1) << bits) - 1;
         std::uint32_t largest = 0;
         std::size_t j = 0;
-        if (8 % bits == 0 && bit_count_ % 8 == 0) {
-            // Byte-aligned symbols of 1, 2, 4 or 8 bits: the bytes the buffer holds go back to the
-            // stream, and whole bytes are split in place (8 / bits symbols each, low bits first).
+        if (bits == 8 && bit_count_ % 8 == 0) {
+            // Byte symbols on a byte boundary (int8 / fp8 rows): the bytes the buffer holds go back
+            // to the stream, and the run is copied from whole bytes.
             position_ -= bit_count_ / 8;
             bit_buffer_ = 0, bit_count_ = 0;
-            const std::size_t per_byte = 8 / bits;
-            const std::size_t whole = std::min(out.size() / per_byte, bytes_.size() - position_);
+            const std::size_t whole = std::min(out.size(), bytes_.size() - position_);
             const std::uint8_t* in = bytes_.data() + position_;
             std::uint8_t top = 0;
-            if (bits == 8) {
-                for (std::size_t i = 0; i < whole; ++i) out[i] = in[i], top = std::max(top, in[i]);
-            } else {
-                for (std::size_t i = 0; i < whole; ++i)
-                    for (std::size_t k = 0; k < per_byte; ++k) {
-                        const auto v = std::uint8_t((in[i] >> (k * bits)) & mask);
-                        out[i * per_byte + k] = v, top = std::max(top, v);
-                    }
+            for (std::size_t i = 0; i < whole; ++i) out[i] = in[i], top = std::max(top, in[i]);
+            position_ += whole, j = whole, largest = top;
+        } else if constexpr (std::endian::native == std::endian::little) {
+            if (bits <= 8) {
+                std::uint64_t bit = std::uint64_t(position_) * 8 - bit_count_;  // next unread bit of the stream
+                // A full alphabet (2^bits symbols: QJL signs, TurboQuant and KIVI codebooks) needs no range check.
+                if (alphabet == (1u << bits)) j = unpack_words<false>(bits, out, bit, largest);
+                else j = unpack_words<true>(bits, out, bit, largest);
+                position_ = std::size_t(bit / 8), bit_buffer_ = 0, bit_count_ = 0;
+                if (bit % 8 != 0) {  // the partial byte goes back into the buffer
+                    bit_buffer_ = bytes_[position_++] >> (bit % 8);
+                    bit_count_ = 8 - unsigned(bit % 8);
+                }
             }
-            position_ += whole, j = whole * per_byte, largest = top;
         }
         for (auto& o : out.subspan(j)) {
             if (bit_count_ < bits) {
@@ -305,6 +320,56 @@ private:
             o = std::uint16_t(symbol);
         }
         if (largest >= alphabet) throw format_error("lossy packed symbol out of range");
+    }
+
+    /// A run of Bits-bit symbols from stream bit `bit`: 56 / Bits symbols from each 8-byte
+    /// little-endian load (fewer for the run's last), while 8 bytes remain readable from the
+    /// load's first byte. Returns how many it read; advances `bit`.
+    template <bool Check>
+    std::size_t unpack_words(unsigned bits, std::span<std::uint16_t> out, std::uint64_t& bit, std::uint32_t& largest) const {
+        switch (bits) {
+            case 1: return unpack_words<1, Check>(out, bit, largest);
+            case 2: return unpack_words<2, Check>(out, bit, largest);
+            case 3: return unpack_words<3, Check>(out, bit, largest);
+            case 4: return unpack_words<4, Check>(out, bit, largest);
+            case 5: return unpack_words<5, Check>(out, bit, largest);
+            case 6: return unpack_words<6, Check>(out, bit, largest);
+            case 7: return unpack_words<7, Check>(out, bit, largest);
+            default: return unpack_words<8, Check>(out, bit, largest);
+        }
+    }
+    template <unsigned Bits, bool Check>
+    std::size_t unpack_words(std::span<std::uint16_t> out, std::uint64_t& bit, std::uint32_t& largest) const {
+        constexpr std::size_t group = 56 / Bits;
+        constexpr std::uint64_t mask = (std::uint64_t{1} << Bits) - 1;
+        const std::uint8_t* in = bytes_.data();
+        std::uint64_t top = largest;
+        std::size_t j = 0;
+        for (; out.size() - j >= group && bit / 8 + 8 <= bytes_.size(); j += group, bit += group * Bits) {
+            std::uint64_t word;
+            std::memcpy(&word, in + bit / 8, 8);
+            word >>= bit % 8;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 16
+#endif
+            for (std::size_t g = 0; g < group; ++g) {
+                const std::uint64_t v = (word >> (g * Bits)) & mask;
+                out[j + g] = std::uint16_t(v);
+                if constexpr (Check) top = std::max(top, v);
+            }
+        }
+        if (j < out.size() && out.size() - j < group && bit / 8 + 8 <= bytes_.size()) {
+            std::uint64_t word;
+            std::memcpy(&word, in + bit / 8, 8);
+            word >>= bit % 8;
+            for (; j < out.size(); ++j, bit += Bits, word >>= Bits) {
+                const std::uint64_t v = word & mask;
+                out[j] = std::uint16_t(v);
+                if constexpr (Check) top = std::max(top, v);
+            }
+        }
+        largest = std::uint32_t(top);
+        return j;
     }
 
     symbol_coding mode_;
@@ -374,3 +439,5 @@ static_assert(SymbolCoder<grouped_rans_symbols<true>>);
 static_assert(SymbolCoder<grouped_rans_symbols<false>>);
 
 }  // namespace seqkv::lossy
+
+SEQKV_FP_STRICT_END

@@ -74,6 +74,9 @@
 #include "seqkv/core/float_formats.hpp"
 #include "seqkv/core/hash.hpp"
 #include "seqkv/model/token_model.hpp"
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::tokens {
 
@@ -740,3 +743,5 @@ private:
 };
 
 }  // namespace seqkv::tokens
+
+SEQKV_FP_STRICT_END

@@ -9,6 +9,10 @@
 #include <span>
 #include <vector>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::lossless::cost {
 
 /// Counts below this come from the table (c · log2 c, 0 at 0).
@@ -88,3 +92,5 @@ inline double binary_bits(std::uint64_t n0, std::uint64_t n1) {
 }
 
 }  // namespace seqkv::lossless::cost
+
+SEQKV_FP_STRICT_END

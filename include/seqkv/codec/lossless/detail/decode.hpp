@@ -3,6 +3,10 @@
 // joins planes, undoes the sign map and the predictor, and writes the elements.
 #pragma once
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::lossless {
 namespace detail {
 
@@ -336,3 +340,5 @@ void decode_typed(std::span<const std::uint8_t> coded, const block_shape& s, std
 
 }  // namespace detail
 }  // namespace seqkv::lossless
+
+SEQKV_FP_STRICT_END

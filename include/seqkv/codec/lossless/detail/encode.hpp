@@ -4,6 +4,10 @@
 
 #include <numeric>
 
+#include "seqkv/core/fp_strict.hpp"
+
+SEQKV_FP_STRICT_BEGIN
+
 namespace seqkv::lossless {
 namespace detail {
 
@@ -648,3 +652,5 @@ byte_vector encode_typed(std::span<const std::uint8_t> raw, const block_shape& s
 
 }  // namespace detail
 }  // namespace seqkv::lossless
+
+SEQKV_FP_STRICT_END

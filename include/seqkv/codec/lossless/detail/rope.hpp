@@ -30,7 +30,10 @@
 #include "seqkv/predict/rope_math.hpp"
 
 #include "seqkv/core/cpu.hpp"
+#include "seqkv/core/fp_strict.hpp"
 #define SEQKV_ROPE_AVX2_KERNEL SEQKV_X86_AVX2_KERNELS
+
+SEQKV_FP_STRICT_BEGIN
 
 namespace seqkv::lossless::rope {
 
@@ -424,3 +427,5 @@ inline U unresidual(U z, U prediction) {
 }
 
 }  // namespace seqkv::lossless::rope
+
+SEQKV_FP_STRICT_END
