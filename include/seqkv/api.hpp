@@ -50,19 +50,21 @@ inline format::writer_options writer_options_for(const compress_options& options
     return {options.external_payloads, options.min_external_payload_bytes, &options.resources};
 }
 
-/// Appends `b` to `out`, a stream of which `done` of `total` tokens are in earlier pieces. When
-/// `out` must grow, it grows to the size its bytes so far project for the whole stream (plus 1/16
-/// and 64 KiB) once a chunk is in, else to the larger of twice its capacity and 9/8 of what it
-/// needs: one big allocation instead of a doubling chain of copies (a chunk's payload arrives as
-/// one piece, its 4-byte CRC right after it), and never a reserve the output does not approach
-/// (a lossy file is a fraction of the cache). Geometric growth (x 5/4 at least) keeps the
-/// appends amortised when the projection falls short.
-inline void append_projected(byte_vector& out, std::span<const std::uint8_t> b, std::uint64_t done, std::uint64_t total) {
+/// Appends `b` to `out`, a stream whose first `base` bytes (the preamble) come before any chunk
+/// and of which `done` of `total` tokens are in earlier pieces. When `out` must grow, it grows
+/// to the size its chunk bytes so far project for the whole stream (plus 1/16 and 64 KiB) once a
+/// chunk is in, else to the larger of twice its capacity and 9/8 of what it needs: one big
+/// allocation instead of a doubling chain of copies (a chunk's payload arrives as one piece, its
+/// 4-byte CRC right after it). Geometric growth (x 5/4 at least) keeps the appends amortised
+/// when the projection falls short; write_stream gives back what an early chunk heavier than the
+/// rest (a keyframe) made it overshoot.
+inline void append_projected(byte_vector& out, std::span<const std::uint8_t> b, std::uint64_t done, std::uint64_t total,
+                             std::size_t base = 0) {
     const std::size_t need = out.size() + b.size();
     if (need > out.capacity()) {
         std::size_t grow = std::max(need + need / 8, 2 * out.capacity());
-        if (done > 0 && total > done) {
-            const double projected = double(out.size()) * double(total) / double(done);
+        if (done > 0 && total > done && out.size() >= base) {
+            const double projected = double(base) + double(out.size() - base) * double(total) / double(done);
             const double target = projected + projected / 16 + 65536.0;
             grow = target < double(need) ? need : static_cast<std::size_t>(std::min(target, double(std::numeric_limits<std::size_t>::max() / 2)));
         }
@@ -94,12 +96,17 @@ byte_vector write_stream(const kv_layout& layout, const compress_options& option
     p.metadata = options.metadata;
     byte_vector out;
     const format::stream_writer* progress = nullptr;  // set once the writer exists (its preamble is emitted first)
+    std::size_t preamble_bytes = 0;
     format::stream_writer writer(
-        [&](std::span<const std::uint8_t> b) { append_projected(out, b, progress ? progress->tokens() : 0, layout.tokens); }, p,
-        std::move(codec), writer_options_for(options));
+        [&](std::span<const std::uint8_t> b) {
+            append_projected(out, b, progress ? progress->tokens() : 0, layout.tokens, preamble_bytes);
+        },
+        p, std::move(codec), writer_options_for(options));
     progress = &writer;
+    preamble_bytes = out.size();
     append(writer);
     writer.finish();
+    if (out.capacity() - out.size() > out.size() / 4 + (std::size_t{1} << 20)) out.shrink_to_fit();  // a projection overshot
     return out;
 }
 

@@ -1,10 +1,15 @@
 # cmake -DDEFAULT=<exe> -DCONTRACT=<exe> -DDATA=<kv.safetensors> -P compare.cmake
 # Runs the probe of both builds (tests/fp_flags/probe.cpp) and requires identical, complete output.
-# The contract build uses AVX2 and FMA instructions: on a CPU without them it is skipped (77).
-file(READ /proc/cpuinfo _cpu)
+# The contract build uses AVX2 and FMA instructions: on a CPU without them (or where
+# /proc/cpuinfo does not say) the script prints SKIPPED:, which the test's SKIP_REGULAR_EXPRESSION
+# reports as skipped.
+set(_cpu "")
+if(EXISTS /proc/cpuinfo)
+  file(READ /proc/cpuinfo _cpu)
+endif()
 if(NOT _cpu MATCHES "[ \t]fma[ \n]" OR NOT _cpu MATCHES "[ \t]avx2[ \n]")
-  message("SKIPPED: this CPU lacks FMA or AVX2; the contracting build cannot run here")
-  cmake_language(EXIT 77)
+  message("SKIPPED: this CPU lacks FMA or AVX2 (or /proc/cpuinfo is missing); the contracting build cannot run here")
+  return()
 endif()
 foreach(which DEFAULT CONTRACT)
   execute_process(COMMAND ${${which}} ${DATA} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out_${which} ERROR_VARIABLE _err)

@@ -68,11 +68,15 @@ inline void unfused_scale(std::span<const float> a, float b, std::span<float> ou
 /// The probe's product 1 + 2^-11 + 2^-24 (fp32; 1 + 2^-26 + 2^-54 in fp64) rounds to the addend's
 /// negation unfused, so the sum is 0 exactly unless the multiply-add was fused.
 inline bool fp_contraction_active() {
+#if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
+    return false;  // x87 maths keeps excess precision, fused or not: the probe cannot tell (and seqkv rounds through unfused_mul)
+#else
     volatile float fx = 1.0f + 0x1p-12f, fz = -(1.0f + 0x1p-11f);
     volatile double dx = 1.0 + 0x1p-27, dz = -(1.0 + 0x1p-26);
     const float x = fx, z = fz;
     const double y = dx, w = dz;
     return x * x + z != 0.0f || y * y + w != 0.0;
+#endif
 }
 
 /// Interleaves signed integers into unsigned: 0, -1, 1, -2, 2 ... -> 0, 1, 2, 3, 4 ...

@@ -9,7 +9,11 @@
 // header opens its declarations with SEQKV_FP_STRICT_BEGIN and closes them with
 // SEQKV_FP_STRICT_END (GCC: push_options / optimize("fp-contract=off") / pop_options, which
 // also covers templates instantiated later; clang: float_control(push) / fp contract(off) / pop).
-// The including code's own functions keep its flags. Device code under nvcc is not covered.
+// The including code's own functions keep its flags. Files compiled by nvcc (host and device
+// code) are not covered. GCC does not inline across a difference in such options, so a build
+// whose own flags contract still gets exact results but loses inlining where seqkv code meets
+// the includer's (std algorithms with seqkv callbacks included): pass -ffp-contract=off too for
+// full speed.
 // (-ffast-math is beyond repair by pragmas: it changes NaN, infinity and signed-zero handling,
 // which the lossless mode must keep bit-exact; do not build seqkv with it.)
 #pragma once

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <numeric>  // for detail/encode.hpp, included below inside the fp-strict region
 #include <optional>
 #include <span>
 #include <unordered_map>
