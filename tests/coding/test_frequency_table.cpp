@@ -23,7 +23,7 @@ void expect_valid(const std::vector<std::uint64_t>& counts, const frequency_tabl
 // units where c / (2f + 1) is largest (ties: lower symbol) or take back the excess where
 // c / (2f - 1) is smallest (ties: higher symbol), re-ranking after every step.
 std::vector<std::uint32_t> greedy_oracle(const std::vector<std::uint64_t>& counts, unsigned precision) {
-    using u128 = unsigned __int128;
+    using u128 = detail::uint128;
     const std::uint64_t target = std::uint64_t{1} << precision;
     u128 total = 0;
     for (auto c : counts) total += c;
@@ -84,12 +84,12 @@ TEST(FrequencyTable, NormalizationIsTheStepByStepGreedy) {
         const auto got = normalize_counts(counts, precision);
         ASSERT_EQ(got, expected) << "trial " << trial << " precision " << precision << " alphabet " << alphabet;
         // Did the bulk step run here? (scaled frequencies as normalize_counts starts from them)
-        unsigned __int128 total = 0;
+        detail::uint128 total = 0;
         for (auto c : counts) total += c;
         std::vector<std::uint32_t> scaled(alphabet, 0);
         std::uint64_t sum = 0;
         for (std::size_t s = 0; s < counts.size(); ++s)
-            if (counts[s]) sum += scaled[s] = std::max<std::uint32_t>(1, std::uint32_t(counts[s] * ((unsigned __int128)1 << precision) / total));
+            if (counts[s]) sum += scaled[s] = std::max<std::uint32_t>(1, std::uint32_t(counts[s] * (detail::uint128{1} << precision) / total));
         if (sum > (std::uint64_t{1} << precision))
             bulk_cases += detail::bulk_excess_removal(counts, scaled, sum - (std::uint64_t{1} << precision)) > 0;
     }
